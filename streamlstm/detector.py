@@ -1,0 +1,377 @@
+"""The engine: a batch of (keys, event times, features) in, scores and alerts out.
+
+One API for the daemon, offline ``streamlstm score``, evaluation and tests.
+The vocabulary follows river's, with one difference the streaming setting
+forces: scoring an event and learning from it are one step, because the next
+event's forecast needs this event in the stream's state. So the main call is
+:meth:`Detector.process_many` (score, then advance) and
+:meth:`Detector.process_one` its one-event form; both return the same
+numbers, bit for bit, whatever the batching.
+
+>>> from streamlstm.model import Model
+>>> det = Detector(Model.random(["temp"], hidden=8), DetectorConfig(warmup=2))
+>>> res = det.process_many(["a", "b", "a"], [0.0, 0.0, 60.0], [[1.0], [2.0], [1.1]])
+>>> res.outcome.tolist(), bool(np.isnan(res.score[0])), bool(np.isfinite(res.score[2]))
+([0, 0, 0], True, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from streamlstm.errors import InputError, ModelError
+from streamlstm.kernels import detect as K
+from streamlstm.model import Model
+from streamlstm.state import Column, StreamTable
+
+DEFAULT_OPEN = 0.999
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Scoring and alert settings (the ``scoring`` / ``alerts`` / ``state`` YAML sections).
+
+    open_threshold: score at or above which an event counts as anomalous;
+        None takes the model's calibrated threshold, else 0.999.
+    close_threshold: an open alert closes after ``close_run`` consecutive
+        scores below this (hysteresis); None = ``1 - 10 * (1 - open)``.
+    min_run: consecutive anomalous events needed to open an alert.
+    close_run: consecutive normal events needed to close it.
+    cooldown_s: event-time seconds after a close during which no alert opens.
+    warmup: events a new (or reset) stream sees before it may alert.
+    stream_scale: divide errors by the stream's own running error scale
+        (learnt only from non-anomalous events); see SCORING.md.
+    scale_window: events the running scale averages over (EWMA span).
+    smooth: EWMA span of the normalised error before it becomes a score
+        (1 = none); helps on noisy multichannel sensors.
+    max_abs: a normalised feature beyond this many standard deviations is
+        rejected as garbage (``out_of_range``) instead of scored.
+    decay_tau_s: if > 0, state is multiplied by exp(-gap / tau) before an
+        event that follows a gap (0 = off).
+    reset_gap_s: if > 0, a gap longer than this resets the stream's state
+        and warm-up (0 = off).
+    min_scale: floor of the running error scale, so a perfectly predictable
+        stream does not turn rounding noise into alerts.
+    max_streams: live-stream cap; least recently seen streams are evicted.
+    idle_ttl_s: streams without events for this long (event time) are
+        evicted by :meth:`Detector.expire` (0 = never).
+    """
+
+    open_threshold: float | None = None
+    close_threshold: float | None = None
+    min_run: int = 1
+    close_run: int = 3
+    cooldown_s: float = 0.0
+    warmup: int = 30
+    stream_scale: bool = True
+    scale_window: int = 500
+    smooth: int = 1
+    max_abs: float = 1e5
+    decay_tau_s: float = 0.0
+    reset_gap_s: float = 0.0
+    min_scale: float = 1e-4
+    max_streams: int = 1_000_000
+    idle_ttl_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name, ok, expect in (
+            ("open_threshold", self.open_threshold is None or 0 < self.open_threshold < 1, "in (0, 1)"),
+            ("close_threshold", self.close_threshold is None or 0 < self.close_threshold < 1, "in (0, 1)"),
+            ("min_run", self.min_run >= 1, ">= 1"),
+            ("close_run", self.close_run >= 1, ">= 1"),
+            ("cooldown_s", self.cooldown_s >= 0, ">= 0"),
+            ("warmup", self.warmup >= 0, ">= 0"),
+            ("scale_window", self.scale_window >= 1, ">= 1"),
+            ("smooth", self.smooth >= 1, ">= 1"),
+            ("max_abs", self.max_abs > 0, "> 0"),
+            ("decay_tau_s", self.decay_tau_s >= 0, ">= 0"),
+            ("reset_gap_s", self.reset_gap_s >= 0, ">= 0"),
+            ("min_scale", self.min_scale > 0, "> 0"),
+            ("max_streams", self.max_streams >= 1, ">= 1"),
+            ("idle_ttl_s", self.idle_ttl_s >= 0, ">= 0"),
+        ):
+            if not ok:
+                raise ValueError(f"{name} is {getattr(self, name)!r}, expected {expect}")
+        if (
+            self.open_threshold is not None
+            and self.close_threshold is not None
+            and self.close_threshold > self.open_threshold
+        ):
+            raise ValueError(
+                f"close_threshold {self.close_threshold} is above open_threshold "
+                f"{self.open_threshold}; hysteresis needs close <= open"
+            )
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """An alert opening or closing, with what drove it."""
+
+    alert_id: str
+    kind: str  # "opened" | "closed"
+    key: str
+    group: int
+    index: int  # position in the batch
+    time: float
+    ref: int  # caller's id of the event (e.g. Kafka offset)
+    score: float
+    threshold: float
+    values: dict[str, float]
+    forecast: dict[str, float]
+    contributions: list[tuple[str, float]]  # (feature, share of the score's error), largest first
+
+    def as_record(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["contributions"] = [{"feature": f, "share": s} for f, s in self.contributions]
+        return d
+
+
+@dataclass
+class BatchResult:
+    """Per-event results of one :meth:`Detector.process_many` call.
+
+    outcome (n,) int8 codes (see ``OUTCOME_NAMES``), score (n,) float32
+    in [0, 1] (NaN when not scored: rejected, or first event of a stream),
+    alert (n,) bool stream in alert after the event, transition (n,) int8,
+    forecast (n, F) float32 de-normalised forecast each event was compared
+    with (NaN before a stream's first forecast), slots (n,) int64.
+    """
+
+    outcome: np.ndarray
+    score: np.ndarray
+    alert: np.ndarray
+    transition: np.ndarray
+    forecast: np.ndarray
+    slots: np.ndarray
+    transitions: list[Transition] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        c = np.bincount(self.outcome.astype(np.int64), minlength=len(OUTCOME_NAMES))
+        return {name: int(c[i]) for i, name in enumerate(OUTCOME_NAMES)}
+
+
+OUTCOME_NAMES = K.OUTCOME_NAMES
+REJECTED = frozenset({K.TOO_OLD, K.MISSING, K.NON_FINITE, K.OUT_OF_RANGE})
+
+
+def alert_id(key: str, group: int, ref: int) -> str:
+    """Deterministic id of the alert opened by event ``ref`` of ``key`` in ``group``."""
+    return hashlib.sha1(f"{key}\x1f{group}\x1f{ref}".encode()).hexdigest()[:20]
+
+
+class Detector:
+    """Per-stream LSTM/GRU forecaster, scorer and alert state machine."""
+
+    def __init__(
+        self,
+        model: Model,
+        config: DetectorConfig | None = None,
+        table: StreamTable | None = None,
+    ) -> None:
+        self.config = config or DetectorConfig()
+        self.table = table or StreamTable(
+            self.columns_for(model), max_streams=self.config.max_streams
+        )
+        self.outcome_totals = np.zeros(len(OUTCOME_NAMES), np.int64)
+        self.transition_totals = {"opened": 0, "closed": 0}
+        self._set_model(model)
+
+    @staticmethod
+    def columns_for(model: Model) -> dict[str, Column]:
+        lh = (model.layers, model.hidden)
+        return {
+            "h": Column(lh, "float32"),
+            "c": Column(lh if model.cell == "lstm" else (model.layers, 0), "float32"),
+            "fc": Column((model.n_features,), "float32"),
+            "fstat": Column((K.N_FSTAT,), "float64"),
+            "istat": Column((K.N_ISTAT,), "int64"),
+        }
+
+    def _set_model(self, model: Model) -> None:
+        self.model = model
+        self.weights = model.kernel_weights()
+        cfg = self.config
+        open_thr = cfg.open_threshold or model.threshold or DEFAULT_OPEN
+        close_thr = cfg.close_threshold
+        if close_thr is None:
+            close_thr = max(0.5, 1.0 - 10.0 * (1.0 - open_thr))
+        close_thr = min(close_thr, open_thr)
+        self.open_threshold = float(open_thr)
+        self.close_threshold = float(close_thr)
+        p = np.zeros(K.N_PARAMS, np.float64)
+        p[K.P_OPEN] = open_thr
+        p[K.P_CLOSE] = close_thr
+        p[K.P_MIN_RUN] = cfg.min_run
+        p[K.P_CLOSE_RUN] = cfg.close_run
+        p[K.P_COOLDOWN] = cfg.cooldown_s
+        p[K.P_WARMUP] = cfg.warmup
+        p[K.P_STREAM_SCALE] = 1.0 if cfg.stream_scale else 0.0
+        p[K.P_SCALE_WINDOW] = cfg.scale_window
+        p[K.P_SMOOTH_ALPHA] = 2.0 / (cfg.smooth + 1.0)
+        p[K.P_MAX_ABS] = cfg.max_abs
+        p[K.P_DECAY_TAU] = cfg.decay_tau_s
+        p[K.P_RESET_GAP] = cfg.reset_gap_s
+        p[K.P_TIME_INPUT] = 1.0 if model.time_input else 0.0
+        p[K.P_DT_MEAN] = model.dt_mean
+        p[K.P_DT_STD] = model.dt_std
+        p[K.P_MIN_SCALE] = cfg.min_scale
+        self._params = p
+        self._resid_scale = model.resid_scale.astype(np.float64)
+
+    def reload_model(self, model: Model) -> None:
+        """Swap the model, keeping every stream's state; refuse a shape change."""
+        if not self.model.same_shape(model):
+            raise ModelError(
+                f"new model ({model.describe()}) does not fit the state of the running one "
+                f"({self.model.describe()}); restart with a fresh state to switch"
+            )
+        self._set_model(model)
+
+    # -- the hot path --------------------------------------------------------------
+    def process_many(
+        self,
+        keys: Sequence[str],
+        times: Any,
+        x: Any,
+        refs: Any = None,
+        group: int = 0,
+    ) -> BatchResult:
+        """Score a micro-batch, advance every stream's state, run the alert machines.
+
+        keys: n stream keys; times: n event times (seconds, or datetime64);
+        x: (n, F) raw features in the model's feature order, NaN = missing;
+        refs: n int64 ids of the events (e.g. Kafka offsets) that alert ids are
+        made from; default (or -1) = the stream's own event count, so a stream
+        gets the same ids whatever else is interleaved with it; group: the
+        group new streams join (the daemon passes the Kafka partition).
+        """
+        n = len(keys)
+        times = _as_seconds(times, n)
+        xr = np.asarray(x, dtype=np.float64)
+        if xr.ndim != 2 or xr.shape != (n, self.model.n_features):
+            raise InputError(
+                f"features have shape {xr.shape}, expected ({n}, {self.model.n_features}) "
+                f"for features {', '.join(self.model.features)}"
+            )
+        if refs is None:
+            refs_a = np.full(n, -1, np.int64)
+        else:
+            refs_a = np.ascontiguousarray(refs, np.int64)
+            if refs_a.shape != (n,):
+                raise InputError(f"refs have shape {refs_a.shape}, expected ({n},)")
+        xn = self.model.normalise(xr)
+        slots = self.table.slots_for(keys, group)
+        order, bounds = K.wave_order(slots)
+        outcome = np.empty(n, np.int8)
+        score = np.empty(n, np.float32)
+        alert = np.empty(n, np.int8)
+        trans = np.empty(n, np.int8)
+        fc = np.empty((n, self.model.n_features), np.float32)
+        a = self.table.arrays
+        w = self.weights
+        K._detect_batch(
+            w.cell, slots, times, xn, refs_a, order, bounds,
+            a["h"], a["c"], a["fc"], a["fstat"], a["istat"],
+            w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_head, w.b_head,
+            self._resid_scale, self._params,
+            outcome, score, alert, trans, fc,
+        )  # fmt: skip
+        self.table.last_time[slots] = a["fstat"][slots, K.F_LAST_T]
+        self.outcome_totals += np.bincount(outcome, minlength=len(OUTCOME_NAMES))
+        forecast = self.model.denormalise(fc)
+        result = BatchResult(outcome, score, alert.astype(bool), trans, forecast, slots)
+        changed = np.flatnonzero(trans)
+        if changed.size:
+            result.transitions = [self._transition(int(i), keys, times, xn, xr, fc, result) for i in changed]
+        return result
+
+    def process_one(self, key: str, time: float, x: Any, ref: int = -1, group: int = 0) -> BatchResult:
+        return self.process_many([key], [time], np.asarray(x, np.float64).reshape(1, -1), [ref], group)
+
+    def _transition(
+        self,
+        i: int,
+        keys: Sequence[str],
+        times: np.ndarray,
+        xn: np.ndarray,
+        xr: np.ndarray,
+        fcn: np.ndarray,
+        res: BatchResult,
+    ) -> Transition:
+        s = int(res.slots[i])
+        istat = self.table.arrays["istat"]
+        kind = "opened" if res.transition[i] == K.OPENED else "closed"
+        self.transition_totals[kind] += 1
+        group = int(self.table.group[s])
+        ref = int(istat[s, K.I_OPEN_REF])
+        feats = self.model.features
+        with np.errstate(invalid="ignore"):
+            r2 = ((xn[i].astype(np.float64) - fcn[i]) / self._resid_scale) ** 2
+        r2 = np.where(np.isfinite(r2), r2, 0.0)
+        total = float(r2.sum()) or 1.0
+        contrib = sorted(
+            ((feats[f], float(r2[f] / total)) for f in range(len(feats))), key=lambda t: -t[1]
+        )
+        return Transition(
+            alert_id=alert_id(keys[i], group, ref),
+            kind=kind,
+            key=keys[i],
+            group=group,
+            index=i,
+            time=float(times[i]),
+            ref=ref,
+            score=float(res.score[i]),
+            threshold=self.open_threshold if kind == "opened" else self.close_threshold,
+            values={f: float(xr[i, j]) for j, f in enumerate(feats)},
+            forecast={f: float(res.forecast[i, j]) for j, f in enumerate(feats)},
+            contributions=contrib,
+        )
+
+    # -- housekeeping ------------------------------------------------------------------
+    def expire(self, now: float) -> list[str]:
+        """Evict streams idle (in event time) for longer than ``idle_ttl_s``."""
+        if self.config.idle_ttl_s <= 0:
+            return []
+        return self.table.expire(now, self.config.idle_ttl_s)
+
+    def streams_in_alert(self) -> list[tuple[str, int, float]]:
+        """(key, group, peak score) of every stream whose alert is open."""
+        istat = self.table.arrays["istat"]
+        fstat = self.table.arrays["fstat"]
+        live = np.flatnonzero((self.table.group >= 0) & (istat[:, K.I_IN_ALERT] == 1))
+        return [
+            (self.table.key_of(int(s)), int(self.table.group[s]), float(fstat[s, K.F_PEAK]))
+            for s in live
+        ]
+
+    def stream_state(self, key: str) -> dict[str, np.ndarray]:
+        """Copies of one stream's state rows (for tests and debugging)."""
+        s = self.table.slot(key)
+        return {name: arr[s].copy() for name, arr in self.table.arrays.items()}
+
+    def outcome_counts(self) -> Mapping[str, int]:
+        return {name: int(self.outcome_totals[i]) for i, name in enumerate(OUTCOME_NAMES)}
+
+
+def _as_seconds(times: Any, n: int) -> np.ndarray:
+    t = np.asarray(times)
+    if t.shape != (n,):
+        raise InputError(f"times have shape {t.shape}, expected ({n},)")
+    if np.issubdtype(t.dtype, np.datetime64):
+        return t.astype("datetime64[ns]").astype(np.int64).astype(np.float64) / 1e9
+    try:
+        return np.ascontiguousarray(t, np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"event times must be numbers (seconds) or datetime64: {exc}") from exc

@@ -1,0 +1,354 @@
+"""The one kernel entry per micro-batch: score, advance, forecast, alert.
+
+For every event ``e`` (in waves of distinct slots, so events of one stream are
+applied in their batch order):
+
+1. validate: non-finite time or feature, absurd magnitude, all features
+   missing, event older than the stream's last one -> rejected with an outcome
+   code, no state touched;
+2. score ``x_e`` against the forecast stored at the stream's previous event:
+   ``r_f = (x_f - x̂_f) / resid_scale_f`` over present features,
+   ``e = mean_f r_f²``; optionally divided by the stream's running scale of
+   ``e`` (kept free of anomalies: it only learns from events below the open
+   threshold), optionally smoothed (EWMA), then mapped to ``[0, 1]`` with the
+   Wilson-Hilferty normal approximation of ``χ²_k / k``:
+   ``score = Φ((v^{1/3} - (1 - 2/9k)) / sqrt(2/9k))``;
+3. alert state machine: ``min_run`` consecutive scores ``>= open`` open an
+   alert (not during warm-up nor before the cooldown ends); ``close_run``
+   consecutive scores ``< close`` close it;
+4. missing features are replaced by their forecast (they do not count in the
+   score), long gaps decay or reset the state, then the cell advances the
+   state and the head stores the next forecast.
+
+Per-slot scalar state lives in two arrays, columns named below.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from streamlstm._numba_config import NJIT
+from streamlstm.kernels.cells import _gru_wave, _head_rows, _lstm_wave, _phi
+
+# Outcome codes (one byte per event).
+OK = 0
+IMPUTED = 1  # accepted; some (not all) features were missing and were imputed
+TOO_OLD = 2
+MISSING = 3  # every feature missing
+NON_FINITE = 4  # +-Inf feature or non-finite event time
+OUT_OF_RANGE = 5  # |normalised value| above max_abs
+OUTCOME_NAMES = ("ok", "imputed", "too_old", "missing", "non_finite", "out_of_range")
+
+# Transition codes.
+NONE = 0
+OPENED = 1
+CLOSED = 2
+
+# fstat columns (float64).
+F_SCALE = 0  # running mean of e, the stream's own error scale
+F_SMOOTH = 1  # smoothed normalised error
+F_COOLDOWN_UNTIL = 2  # event time before which no new alert may open
+F_LAST_T = 3  # event time of the last accepted event
+F_PEAK = 4  # highest score of the open alert
+N_FSTAT = 5
+
+# istat columns (int64).
+I_EVENTS = 0  # accepted events since the stream appeared (or was reset)
+I_IN_ALERT = 1
+I_RUN = 2  # consecutive scores >= open threshold while closed
+I_BELOW = 3  # consecutive scores < close threshold while open
+I_OPEN_REF = 4  # ref (e.g. Kafka offset) of the event that opened the alert
+I_ALERTS = 5  # alerts opened
+I_SCALE_N = 6  # events the running scale has learnt from
+I_HAS_FC = 7  # 1 when fc holds a forecast for the next event
+I_SCORED = 8  # events scored (smoothing starts at the first)
+I_SEEN = 9  # accepted events over the stream's life (never reset): default event ref
+N_ISTAT = 10
+
+# params (float64 vector) indices.
+P_OPEN = 0
+P_CLOSE = 1
+P_MIN_RUN = 2
+P_CLOSE_RUN = 3
+P_COOLDOWN = 4
+P_WARMUP = 5
+P_STREAM_SCALE = 6
+P_SCALE_WINDOW = 7
+P_SMOOTH_ALPHA = 8
+P_MAX_ABS = 9
+P_DECAY_TAU = 10
+P_RESET_GAP = 11
+P_TIME_INPUT = 12
+P_DT_MEAN = 13
+P_DT_STD = 14
+P_MIN_SCALE = 15
+N_PARAMS = 16
+
+CELL_LSTM = 0
+CELL_GRU = 1
+
+
+@njit(**NJIT)
+def _reset_slot(s, h, c, fc, fstat, istat):  # pragma: no cover - compiled
+    """Forget the recurrent state and the scorer's learning of slot ``s``.
+
+    The alert state is kept so an open alert still closes normally.
+    """
+    h[s, :, :] = 0.0
+    if c.shape[2] > 0:
+        c[s, :, :] = 0.0
+    fc[s, :] = 0.0
+    fstat[s, F_SCALE] = 0.0
+    fstat[s, F_SMOOTH] = 0.0
+    istat[s, I_EVENTS] = 0
+    istat[s, I_SCALE_N] = 0
+    istat[s, I_HAS_FC] = 0
+    istat[s, I_SCORED] = 0
+
+
+@njit(**NJIT)
+def _detect_batch(
+    cell,
+    slots,
+    times,
+    xn,
+    refs,
+    order,
+    wave_bounds,
+    h,
+    c,
+    fc,
+    fstat,
+    istat,
+    w_ih,
+    w_hh,
+    b_ih,
+    b_hh,
+    w_head,
+    b_head,
+    resid_scale,
+    params,
+    out_outcome,
+    out_score,
+    out_alert,
+    out_trans,
+    out_fc,
+):  # pragma: no cover - compiled
+    """Process one micro-batch in place.
+
+    cell : int (CELL_LSTM / CELL_GRU). slots : (n,) int64. times : (n,) float64
+    seconds. xn : (n, F) float32 normalised features, NaN = missing.
+    refs : (n,) int64 caller's id of each event (e.g. Kafka offset); -1 means
+    "the stream's own event number", so ids do not depend on interleaving.
+    order : (n,) int64 event indices grouped by wave, wave_bounds :
+    (n_waves + 1,) int64 offsets into order; no slot repeats inside a wave
+    and the k-th event of a slot is in wave k.
+    h : (n_slots, L, H) float32, c : (n_slots, L, H or 0) float32,
+    fc : (n_slots, F) float32 pending normalised forecast, fstat :
+    (n_slots, N_FSTAT) float64, istat : (n_slots, N_ISTAT) int64 — all
+    updated in place. Outputs: out_outcome (n,) int8, out_score (n,) float32
+    (NaN when not scored), out_alert (n,) int8 alert state after the event,
+    out_trans (n,) int8, out_fc (n, F) float32 the forecast each event was
+    compared with (NaN when none).
+    """
+    n_feat = xn.shape[1]
+    hid = h.shape[2]
+    k_w = w_ih.shape[1]
+    n_gate = w_ih.shape[2]
+    time_input = params[P_TIME_INPUT] > 0.5
+    in_size = n_feat + (1 if time_input else 0)
+    open_thr = params[P_OPEN]
+    close_thr = params[P_CLOSE]
+    min_run = np.int64(params[P_MIN_RUN])
+    close_run = np.int64(params[P_CLOSE_RUN])
+    cooldown = params[P_COOLDOWN]
+    warmup = np.int64(params[P_WARMUP])
+    stream_scale = params[P_STREAM_SCALE] > 0.5
+    scale_window = params[P_SCALE_WINDOW]
+    smooth_a = params[P_SMOOTH_ALPHA]
+    max_abs = params[P_MAX_ABS]
+    decay_tau = params[P_DECAY_TAU]
+    reset_gap = params[P_RESET_GAP]
+    dt_mean = params[P_DT_MEAN]
+    dt_std = params[P_DT_STD]
+    min_scale = params[P_MIN_SCALE]
+
+    n_waves = wave_bounds.shape[0] - 1
+    max_m = 0
+    for w in range(n_waves):
+        size = wave_bounds[w + 1] - wave_bounds[w]
+        if size > max_m:
+            max_m = size
+    width = max(k_w, hid)
+    x_rows = np.zeros((max_m, width), dtype=np.float32)
+    hbuf = np.zeros((max_m, width), dtype=np.float32)
+    gi = np.empty((max_m, n_gate), dtype=np.float32)
+    gh = np.empty((max_m, n_gate), dtype=np.float32)
+    fcb = np.empty((max_m, n_feat), dtype=np.float32)
+    rows_slot = np.empty(max_m, dtype=np.int64)
+    nan32 = np.float32(np.nan)
+
+    for w in range(n_waves):
+        m = 0
+        for p in range(wave_bounds[w], wave_bounds[w + 1]):
+            e = order[p]
+            s = slots[e]
+            t = times[e]
+            n_events = istat[s, I_EVENTS]
+            outcome = OK
+            n_missing = 0
+            if not math.isfinite(t):
+                outcome = NON_FINITE
+            for f in range(n_feat):
+                v = xn[e, f]
+                if math.isnan(v):
+                    n_missing += 1
+                elif math.isinf(v):
+                    outcome = NON_FINITE
+                elif abs(v) > max_abs and outcome == OK:
+                    outcome = OUT_OF_RANGE
+            if outcome == OK and n_missing == n_feat:
+                outcome = MISSING
+            if outcome == OK and n_events > 0 and t < fstat[s, F_LAST_T]:
+                outcome = TOO_OLD
+            has_fc = istat[s, I_HAS_FC] == 1
+            for f in range(n_feat):
+                out_fc[e, f] = fc[s, f] if has_fc else nan32
+            out_trans[e] = NONE
+            if outcome != OK:
+                out_outcome[e] = outcome
+                out_score[e] = nan32
+                out_alert[e] = istat[s, I_IN_ALERT]
+                continue
+            out_outcome[e] = IMPUTED if n_missing > 0 else OK
+
+            dt = t - fstat[s, F_LAST_T] if n_events > 0 else 0.0
+            if n_events > 0 and reset_gap > 0.0 and dt > reset_gap:
+                _reset_slot(s, h, c, fc, fstat, istat)
+                has_fc = False
+                n_events = 0
+                for f in range(n_feat):
+                    out_fc[e, f] = nan32
+            elif n_events > 0 and decay_tau > 0.0 and dt > 0.0:
+                factor = np.float32(math.exp(-dt / decay_tau))
+                for layer in range(h.shape[1]):
+                    for q in range(hid):
+                        h[s, layer, q] *= factor
+                        if c.shape[2] > 0:
+                            c[s, layer, q] *= factor
+
+            # -- score against the pending forecast --------------------------
+            score = math.nan
+            if has_fc:
+                e_sum = 0.0
+                k = 0
+                for f in range(n_feat):
+                    v = xn[e, f]
+                    if not math.isnan(v):
+                        r = (np.float64(v) - np.float64(fc[s, f])) / resid_scale[f]
+                        e_sum += r * r
+                        k += 1
+                e_val = e_sum / k
+                ratio = e_val
+                if stream_scale:
+                    if istat[s, I_SCALE_N] == 0:
+                        fstat[s, F_SCALE] = max(e_val, min_scale)
+                    ratio = e_val / fstat[s, F_SCALE]
+                if istat[s, I_SCORED] == 0:
+                    fstat[s, F_SMOOTH] = ratio
+                else:
+                    fstat[s, F_SMOOTH] += smooth_a * (ratio - fstat[s, F_SMOOTH])
+                istat[s, I_SCORED] += 1
+                v_s = fstat[s, F_SMOOTH]
+                q9 = 2.0 / (9.0 * k)
+                score = _phi((v_s ** (1.0 / 3.0) - (1.0 - q9)) / math.sqrt(q9))
+                if stream_scale and score < open_thr and istat[s, I_IN_ALERT] == 0:
+                    n_s = istat[s, I_SCALE_N] + 1
+                    istat[s, I_SCALE_N] = n_s
+                    alpha = max(1.0 / n_s, 1.0 / scale_window)
+                    new_scale = fstat[s, F_SCALE] + alpha * (e_val - fstat[s, F_SCALE])
+                    fstat[s, F_SCALE] = max(new_scale, min_scale)
+            out_score[e] = np.float32(score)
+
+            # -- alert state machine -----------------------------------------
+            if has_fc:
+                if istat[s, I_IN_ALERT] == 0:
+                    if n_events >= warmup and score >= open_thr:
+                        istat[s, I_RUN] += 1
+                    else:
+                        istat[s, I_RUN] = 0
+                    if istat[s, I_RUN] >= min_run and t >= fstat[s, F_COOLDOWN_UNTIL]:
+                        istat[s, I_IN_ALERT] = 1
+                        istat[s, I_RUN] = 0
+                        istat[s, I_BELOW] = 0
+                        istat[s, I_OPEN_REF] = refs[e] if refs[e] >= 0 else istat[s, I_SEEN]
+                        istat[s, I_ALERTS] += 1
+                        fstat[s, F_PEAK] = score
+                        out_trans[e] = OPENED
+                else:
+                    if score > fstat[s, F_PEAK]:
+                        fstat[s, F_PEAK] = score
+                    if score < close_thr:
+                        istat[s, I_BELOW] += 1
+                    else:
+                        istat[s, I_BELOW] = 0
+                    if istat[s, I_BELOW] >= close_run:
+                        istat[s, I_IN_ALERT] = 0
+                        istat[s, I_BELOW] = 0
+                        fstat[s, F_COOLDOWN_UNTIL] = t + cooldown
+                        out_trans[e] = CLOSED
+            out_alert[e] = istat[s, I_IN_ALERT]
+
+            # -- build the cell input: impute missing with the forecast --------
+            for f in range(n_feat):
+                v = xn[e, f]
+                if math.isnan(v):
+                    x_rows[m, f] = fc[s, f] if has_fc else np.float32(0.0)
+                else:
+                    x_rows[m, f] = v
+            if time_input:
+                x_rows[m, n_feat] = np.float32((math.log1p(dt) - dt_mean) / dt_std)
+            rows_slot[m] = s
+            fstat[s, F_LAST_T] = t
+            istat[s, I_EVENTS] = n_events + 1
+            istat[s, I_SEEN] += 1
+            m += 1
+
+        if m == 0:
+            continue
+        if cell == CELL_LSTM:
+            _lstm_wave(x_rows, m, in_size, rows_slot, h, c, w_ih, w_hh, b_ih, b_hh, hbuf, gi, gh)
+        else:
+            _gru_wave(x_rows, m, in_size, rows_slot, h, w_ih, w_hh, b_ih, b_hh, hbuf, gi, gh)
+        _head_rows(hbuf, m, hid, w_head, b_head, fcb)
+        for r in range(m):
+            s = rows_slot[r]
+            for f in range(n_feat):
+                fc[s, f] = fcb[r, f]
+            istat[s, I_HAS_FC] = 1
+
+
+def wave_order(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group event indices into waves: the k-th event of each slot goes in wave k.
+
+    Returns ``(order, wave_bounds)`` as int64 arrays for :func:`_detect_batch`.
+    Inside a wave events keep their batch order.
+    """
+    n = slots.shape[0]
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(1, np.int64)
+    by_slot = np.argsort(slots, kind="stable")
+    sorted_slots = slots[by_slot]
+    starts = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
+    run_id = np.cumsum(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]]) - 1
+    occ_sorted = np.arange(n) - starts[run_id]
+    occ = np.empty(n, np.int64)
+    occ[by_slot] = occ_sorted
+    order = np.lexsort((np.arange(n), occ)).astype(np.int64)
+    counts = np.bincount(occ)
+    bounds = np.zeros(counts.shape[0] + 1, np.int64)
+    np.cumsum(counts, out=bounds[1:])
+    return order, bounds
