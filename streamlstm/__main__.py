@@ -1,0 +1,5 @@
+import sys
+
+from streamlstm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``streamlstm`` CLI (see :mod:`streamlstm.cli`)."""
