@@ -1,0 +1,31 @@
+"""Shared test helpers.
+
+In CI (``CI`` set) nothing may skip for want of a part: a missing oracle or
+server fails the test instead, because `.ci/run` installs all of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+import pytest
+
+SEED = int(os.environ.get("STREAMLSTM_TEST_SEED", "20261121"))
+
+
+def require(module: str) -> ModuleType:
+    """Import a test-only dependency; skip locally, fail in CI when it is missing."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"{module} is required in CI (.ci/run installs it): {exc}")
+        pytest.skip(f"{module} not installed")
+        raise  # unreachable
+
+
+@pytest.fixture
+def seed() -> int:
+    return SEED
