@@ -279,6 +279,7 @@ class Detector:
         alert = np.empty(n, np.int8)
         trans = np.empty(n, np.int8)
         fc = np.empty((n, self.model.n_features), np.float32)
+        open_ref = np.zeros(n, np.int64)
         a = self.table.arrays
         w = self.weights
         K._detect_batch(
@@ -286,7 +287,7 @@ class Detector:
             a["h"], a["c"], a["fc"], a["fstat"], a["istat"],
             w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_head, w.b_head,
             self._resid_scale, self._params,
-            outcome, score, alert, trans, fc,
+            outcome, score, alert, trans, fc, open_ref,
         )  # fmt: skip
         self.table.last_time[slots] = a["fstat"][slots, K.F_LAST_T]
         self.outcome_totals += np.bincount(outcome, minlength=len(OUTCOME_NAMES))
@@ -294,7 +295,10 @@ class Detector:
         result = BatchResult(outcome, score, alert.astype(bool), trans, forecast, slots)
         changed = np.flatnonzero(trans)
         if changed.size:
-            result.transitions = [self._transition(int(i), keys, times, xn, xr, fc, result) for i in changed]
+            result.transitions = [
+                self._transition(int(i), keys, times, xn, xr, fc, int(open_ref[i]), result)
+                for i in changed
+            ]
         return result
 
     def process_one(self, key: str, time: float, x: Any, ref: int = -1, group: int = 0) -> BatchResult:
@@ -308,14 +312,13 @@ class Detector:
         xn: np.ndarray,
         xr: np.ndarray,
         fcn: np.ndarray,
+        ref: int,
         res: BatchResult,
     ) -> Transition:
         s = int(res.slots[i])
-        istat = self.table.arrays["istat"]
         kind = "opened" if res.transition[i] == K.OPENED else "closed"
         self.transition_totals[kind] += 1
         group = int(self.table.group[s])
-        ref = int(istat[s, K.I_OPEN_REF])
         feats = self.model.features
         with np.errstate(invalid="ignore"):
             r2 = ((xn[i].astype(np.float64) - fcn[i]) / self._resid_scale) ** 2

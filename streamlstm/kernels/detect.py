@@ -31,6 +31,7 @@ import numpy as np
 from numba import njit
 
 from streamlstm._numba_config import NJIT
+from streamlstm.kernels.alerts import CLOSED, NONE, OPENED, _alert_step  # noqa: F401 (re-exported)
 from streamlstm.kernels.cells import _gru_wave, _head_rows, _lstm_wave, _phi
 
 # Outcome codes (one byte per event).
@@ -42,10 +43,7 @@ NON_FINITE = 4  # +-Inf feature or non-finite event time
 OUT_OF_RANGE = 5  # |normalised value| above max_abs
 OUTCOME_NAMES = ("ok", "imputed", "too_old", "missing", "non_finite", "out_of_range")
 
-# Transition codes.
-NONE = 0
-OPENED = 1
-CLOSED = 2
+# Transition codes: NONE, OPENED, CLOSED (from streamlstm.kernels.alerts).
 
 # fstat columns (float64).
 F_SCALE = 0  # running mean of e, the stream's own error scale
@@ -136,6 +134,7 @@ def _detect_batch(
     out_alert,
     out_trans,
     out_fc,
+    out_ref,
 ):  # pragma: no cover - compiled
     """Process one micro-batch in place.
 
@@ -152,7 +151,8 @@ def _detect_batch(
     updated in place. Outputs: out_outcome (n,) int8, out_score (n,) float32
     (NaN when not scored), out_alert (n,) int8 alert state after the event,
     out_trans (n,) int8, out_fc (n, F) float32 the forecast each event was
-    compared with (NaN when none).
+    compared with (NaN when none), out_ref (n,) int64 the ref of the event
+    that opened the alert a transition belongs to (written for transitions only).
     """
     n_feat = xn.shape[1]
     hid = h.shape[2]
@@ -274,32 +274,15 @@ def _detect_batch(
             out_score[e] = np.float32(score)
 
             # -- alert state machine -----------------------------------------
+            # The machine sees the float32 score the caller sees, so a replay of
+            # recorded scores (threshold sweeps) reproduces it exactly.
             if has_fc:
-                if istat[s, I_IN_ALERT] == 0:
-                    if n_events >= warmup and score >= open_thr:
-                        istat[s, I_RUN] += 1
-                    else:
-                        istat[s, I_RUN] = 0
-                    if istat[s, I_RUN] >= min_run and t >= fstat[s, F_COOLDOWN_UNTIL]:
-                        istat[s, I_IN_ALERT] = 1
-                        istat[s, I_RUN] = 0
-                        istat[s, I_BELOW] = 0
-                        istat[s, I_OPEN_REF] = refs[e] if refs[e] >= 0 else istat[s, I_SEEN]
-                        istat[s, I_ALERTS] += 1
-                        fstat[s, F_PEAK] = score
-                        out_trans[e] = OPENED
-                else:
-                    if score > fstat[s, F_PEAK]:
-                        fstat[s, F_PEAK] = score
-                    if score < close_thr:
-                        istat[s, I_BELOW] += 1
-                    else:
-                        istat[s, I_BELOW] = 0
-                    if istat[s, I_BELOW] >= close_run:
-                        istat[s, I_IN_ALERT] = 0
-                        istat[s, I_BELOW] = 0
-                        fstat[s, F_COOLDOWN_UNTIL] = t + cooldown
-                        out_trans[e] = CLOSED
+                out_trans[e] = _alert_step(
+                    s, t, np.float64(np.float32(score)), n_events, refs[e], fstat, istat,
+                    open_thr, close_thr, min_run, close_run, cooldown, warmup,
+                )
+                if out_trans[e] != NONE:
+                    out_ref[e] = istat[s, I_OPEN_REF]
             out_alert[e] = istat[s, I_IN_ALERT]
 
             # -- build the cell input: impute missing with the forecast --------
