@@ -34,7 +34,18 @@ F_PEAK = 4
 
 @njit(**NJIT)
 def _alert_step(
-    s, t, score, n_events, ref, fstat, istat, open_thr, close_thr, min_run, close_run, cooldown,
+    s,
+    t,
+    score,
+    n_events,
+    ref,
+    fstat,
+    istat,
+    open_thr,
+    close_thr,
+    min_run,
+    close_run,
+    cooldown,
     warmup,
 ):  # pragma: no cover - compiled
     """Advance slot ``s``'s alert machine by one scored event; return the transition code.
@@ -75,8 +86,20 @@ def _alert_step(
 
 @njit(**NJIT)
 def _alert_replay(
-    slots, times, score, accepted, n_slots, open_thr, close_thr, min_run, close_run, cooldown,
-    warmup, reset_gap, out_alert, out_trans,
+    slots,
+    times,
+    score,
+    accepted,
+    n_slots,
+    open_thr,
+    close_thr,
+    min_run,
+    close_run,
+    cooldown,
+    warmup,
+    reset_gap,
+    out_alert,
+    out_trans,
 ):  # pragma: no cover - compiled
     """Re-run the alert machine of every slot over recorded scores.
 
@@ -101,8 +124,19 @@ def _alert_replay(
             sc = score[e]
             if not np.isnan(sc):
                 out_trans[e] = _alert_step(
-                    s, t, np.float64(sc), n_ev[s], -1, fstat, istat, open_thr, close_thr,
-                    min_run, close_run, cooldown, warmup,
+                    s,
+                    t,
+                    np.float64(sc),
+                    n_ev[s],
+                    -1,
+                    fstat,
+                    istat,
+                    open_thr,
+                    close_thr,
+                    min_run,
+                    close_run,
+                    cooldown,
+                    warmup,
                 )
             n_ev[s] += 1
             istat[s, I_SEEN] += 1
