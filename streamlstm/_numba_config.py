@@ -24,3 +24,7 @@ NJIT: dict[str, Any] = {
     "error_model": "numpy",
     "boundscheck": False,
 }
+
+# Training kernels (streamlstm.kernels.train) split a minibatch's sequences
+# over threads with prange; same numerics as NJIT otherwise.
+NJIT_PARALLEL: dict[str, Any] = {**NJIT, "parallel": True}

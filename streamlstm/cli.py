@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"streamlstm {__version__}")
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -49,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         p = sub.add_parser(
-            mod.NAME, help=mod.HELP, description=mod.HELP,
+            mod.NAME,
+            help=mod.HELP,
+            description=mod.HELP,
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
         mod.add_arguments(p)

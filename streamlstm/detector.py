@@ -80,8 +80,16 @@ class DetectorConfig:
 
     def __post_init__(self) -> None:
         for name, ok, expect in (
-            ("open_threshold", self.open_threshold is None or 0 < self.open_threshold < 1, "in (0, 1)"),
-            ("close_threshold", self.close_threshold is None or 0 < self.close_threshold < 1, "in (0, 1)"),
+            (
+                "open_threshold",
+                self.open_threshold is None or 0 < self.open_threshold < 1,
+                "in (0, 1)",
+            ),
+            (
+                "close_threshold",
+                self.close_threshold is None or 0 < self.close_threshold < 1,
+                "in (0, 1)",
+            ),
             ("min_run", self.min_run >= 1, ">= 1"),
             ("close_run", self.close_run >= 1, ">= 1"),
             ("cooldown_s", self.cooldown_s >= 0, ">= 0"),
@@ -301,8 +309,12 @@ class Detector:
             ]
         return result
 
-    def process_one(self, key: str, time: float, x: Any, ref: int = -1, group: int = 0) -> BatchResult:
-        return self.process_many([key], [time], np.asarray(x, np.float64).reshape(1, -1), [ref], group)
+    def process_one(
+        self, key: str, time: float, x: Any, ref: int = -1, group: int = 0
+    ) -> BatchResult:
+        return self.process_many(
+            [key], [time], np.asarray(x, np.float64).reshape(1, -1), [ref], group
+        )
 
     def _transition(
         self,

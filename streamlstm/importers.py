@@ -67,7 +67,9 @@ def from_torch_state_dict(
             {
                 k[: -len("weight")]
                 for k in keys
-                if k.endswith("weight") and not k.startswith(rnn_prefix) and np.ndim(_np(state[k])) == 2
+                if k.endswith("weight")
+                and not k.startswith(rnn_prefix)
+                and np.ndim(_np(state[k])) == 2
             }
         )
         if len(found) != 1:
@@ -89,7 +91,9 @@ def from_torch_state_dict(
     implied = {4 * hidden: "lstm", 3 * hidden: "gru"}.get(g)
     cell = cell or implied
     if cell not in CELLS or CELLS[cell] * hidden != g:
-        raise ModelError(f"weight_hh_l0 has shape {w_hh0.shape}: not an LSTM (4H, H) or GRU (3H, H)")
+        raise ModelError(
+            f"weight_hh_l0 has shape {w_hh0.shape}: not an LSTM (4H, H) or GRU (3H, H)"
+        )
 
     def bias(kind: str, k: int) -> np.ndarray:
         name = f"{rnn_prefix}bias_{kind}_l{k}"

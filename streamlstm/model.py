@@ -106,8 +106,7 @@ class Model:
     def describe(self) -> str:
         return (
             f"{self.cell.upper()} layers={self.layers} hidden={self.hidden} "
-            f"features={','.join(self.features)}"
-            + (" +dt" if self.time_input else "")
+            f"features={','.join(self.features)}" + (" +dt" if self.time_input else "")
         )
 
     # -- construction -----------------------------------------------------------
@@ -192,9 +191,7 @@ class Model:
     def normalise(self, x: np.ndarray) -> np.ndarray:
         """(n, F) raw features -> float32 normalised (NaN stays NaN)."""
         with np.errstate(invalid="ignore", over="ignore"):
-            return ((np.asarray(x, np.float64) - self.norm_mean) / self.norm_std).astype(
-                np.float32
-            )
+            return ((np.asarray(x, np.float64) - self.norm_mean) / self.norm_std).astype(np.float32)
 
     def denormalise(self, xn: np.ndarray) -> np.ndarray:
         return (np.asarray(xn, np.float64) * self.norm_std + self.norm_mean).astype(np.float32)
@@ -398,7 +395,9 @@ def _validate(m: Model) -> None:
             f"{name} has shape {arr.shape}, expected {shape} for a {m.cell.upper()} with "
             f"{m.input_size} inputs, hidden {hid}, {n_feat} features",
         )
-        _check(np.issubdtype(arr.dtype, np.floating), f"{name} has dtype {arr.dtype}, expected float")
+        _check(
+            np.issubdtype(arr.dtype, np.floating), f"{name} has dtype {arr.dtype}, expected float"
+        )
         _check(bool(np.all(np.isfinite(arr))), f"{name} contains NaN or Inf")
     _check(bool(np.all(np.asarray(m.norm_std) > 0)), "norm_std must be > 0 for every feature")
     _check(bool(np.all(np.asarray(m.resid_scale) > 0)), "resid_scale must be > 0 for every feature")

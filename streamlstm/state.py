@@ -98,8 +98,10 @@ class StreamTable:
 
     def bytes_per_stream(self) -> int:
         """State bytes one stream occupies (rows of every column + bookkeeping)."""
-        per = sum(int(np.prod(c.shape, dtype=np.int64)) * np.dtype(c.dtype).itemsize
-                  for c in self.columns.values())
+        per = sum(
+            int(np.prod(c.shape, dtype=np.int64)) * np.dtype(c.dtype).itemsize
+            for c in self.columns.values()
+        )
         return per + 4 + 8 + 8
 
     def state_bytes(self) -> int:
@@ -215,7 +217,9 @@ class StreamTable:
         return live[self.group[live] == group]
 
     # -- snapshot / restore ----------------------------------------------------------
-    def snapshot(self, group: int | None = None, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    def snapshot(
+        self, group: int | None = None, keys: Iterable[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """Arrays holding the chosen streams' keys and rows (plain ndarrays, no pickle)."""
         slots = np.sort(self._select(group, keys))
         encoded = [self._keys[s].encode() for s in slots]  # type: ignore[union-attr]
@@ -240,7 +244,10 @@ class StreamTable:
             lengths = snap["key_len"]
             raw = snap["key_bytes"].tobytes()
             ends = np.cumsum(lengths)
-            keys = [raw[e - n : e].decode() for e, n in zip(ends.tolist(), lengths.tolist(), strict=True)]
+            keys = [
+                raw[e - n : e].decode()
+                for e, n in zip(ends.tolist(), lengths.tolist(), strict=True)
+            ]
             for name, col in self.columns.items():
                 arr = snap[f"col.{name}"]
                 if arr.shape[1:] != col.shape or arr.dtype != np.dtype(col.dtype):

@@ -126,7 +126,9 @@ class NaiveScorer:
                 a = max(1.0 / self.scale_n, 1.0 / self.window)
                 self.scale = max(self.scale + a * (e - self.scale), self.min_scale)
             if not self.in_alert:
-                self.run = self.run + 1 if (self.events >= self.warmup and score >= self.open) else 0
+                self.run = (
+                    self.run + 1 if (self.events >= self.warmup and score >= self.open) else 0
+                )
                 if self.run >= self.min_run and t >= self.cool_until:
                     self.in_alert, self.run, self.below, trans = True, 0, 0, "opened"
             else:

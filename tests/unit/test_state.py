@@ -1,0 +1,77 @@
+"""StreamTable: growth, LRU cap, idle TTL, snapshot of subsets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamlstm.errors import CheckpointError
+from streamlstm.state import Column, StreamTable, snapshot_from_bytes, snapshot_to_bytes
+
+COLS = {"h": Column((2, 3), "float32"), "n": Column((), "int64")}
+
+
+def test_grows_and_keeps_rows():
+    t = StreamTable(COLS, max_streams=100, initial_capacity=2)
+    slots = t.slots_for([f"k{i}" for i in range(10)])
+    t.arrays["h"][slots] = np.arange(10, dtype=np.float32)[:, None, None]
+    assert t.capacity >= 10 and len(t) == 10
+    assert t.arrays["h"][t.slot("k7"), 1, 2] == 7.0
+
+
+def test_cap_evicts_least_recently_seen_and_counts():
+    t = StreamTable(COLS, max_streams=4, initial_capacity=4)
+    t.slots_for(["a", "b", "c", "d"])
+    t.slots_for(["a"])  # a is fresh again; b is now the stalest
+    t.slots_for(["e"])
+    assert "b" not in t and "a" in t and "e" in t
+    assert t.evicted_lru == 1
+    # the evicted slot is reused with zeroed rows
+    assert t.arrays["n"][t.slot("e")] == 0
+
+
+def test_flood_of_new_keys_stays_bounded():
+    t = StreamTable(COLS, max_streams=1000, initial_capacity=16)
+    for b in range(50):
+        t.slots_for([f"flood{b}-{i}" for i in range(100)])
+        assert len(t) <= 1000 and t.capacity <= 1000
+    assert t.evicted_lru >= 4000
+
+
+def test_batch_larger_than_cap_is_an_error():
+    t = StreamTable(COLS, max_streams=3)
+    with pytest.raises(OverflowError, match="max_streams=3"):
+        t.slots_for(["a", "b", "c", "d"])
+
+
+def test_idle_ttl_in_event_time():
+    t = StreamTable(COLS, max_streams=10)
+    s = t.slots_for(["old", "new"])
+    t.last_time[s] = [100.0, 1000.0]
+    assert t.expire(now=1100.0, ttl=500.0) == ["old"]
+    assert t.evicted_idle == 1 and list(t.keys()) == ["new"]
+
+
+def test_snapshot_round_trip_with_unicode_keys_and_groups():
+    t = StreamTable(COLS, max_streams=10)
+    keys = ["pompe-é", "机器", "plain", ""]
+    for g, k in enumerate(keys):
+        s = t.slots_for([k], group=g % 2)
+        t.arrays["h"][s] = g + 0.5
+        t.arrays["n"][s] = g
+    snap = snapshot_from_bytes(snapshot_to_bytes(t.snapshot(group=0)))
+    u = StreamTable(COLS, max_streams=10)
+    assert sorted(u.restore(snap)) == sorted([keys[0], keys[2]])
+    for k in (keys[0], keys[2]):
+        np.testing.assert_array_equal(u.arrays["h"][u.slot(k)], t.arrays["h"][t.slot(k)])
+        assert u.arrays["n"][u.slot(k)] == t.arrays["n"][t.slot(k)]
+
+
+def test_restore_refuses_other_shapes_and_garbage():
+    t = StreamTable(COLS)
+    t.slots_for(["a"])
+    other = StreamTable({"h": Column((2, 4), "float32"), "n": Column((), "int64")})
+    with pytest.raises(CheckpointError, match="written for another model"):
+        other.restore(t.snapshot())
+    with pytest.raises(CheckpointError, match="unreadable"):
+        snapshot_from_bytes(b"garbage")
