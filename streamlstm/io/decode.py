@@ -1,0 +1,452 @@
+"""Kafka records -> (stream keys, event times, feature matrix), and reasons for the rest.
+
+Decoding is the daemon's largest per-record cost, so it is columnar: one
+``orjson.loads`` per record in a list comprehension, then one comprehension per
+field and one C-level type scan per column; per-record Python work happens
+only for records that turn out to be bad. Every bad record becomes a
+:class:`Reject` with a reason from ``REASONS``; it never raises.
+
+Decisions an operator may need to know:
+
+- ``NaN`` / ``Infinity`` literals (which Python's ``json.dumps`` writes) are not
+  JSON and orjson refuses them. A record orjson refuses is re-read with the
+  standard library, only to tell ``non_finite`` (it holds such a literal, or a
+  number too large for a double like ``1e400``) from ``not_json``.
+- A missing or ``null`` feature value decodes to NaN (the detector imputes it or
+  rejects an all-missing row as ``missing``); only a present value of the wrong
+  type is rejected here.
+- Stream keys: a JSON string, or an integer (as its decimal text). From the
+  Kafka record key (``key_field: null``): bytes decoded as UTF-8, undecodable
+  bytes escaped, never rejected.
+- Event times must lie in [1970-01-01, 2200-01-01): a milliseconds value read as
+  seconds lands far beyond and is rejected as ``bad_time`` with a hint.
+  ISO 8601 times without an offset are taken as UTC.
+
+>>> from types import SimpleNamespace as R
+>>> from streamlstm.features import FeatureSpec
+>>> dec = Decoder(DecodeConfig(key_field="id", time_field="ts",
+...                            features=(FeatureSpec("temp"),)), ("temp",))
+>>> recs = [R(key=None, value=b'{"id": "a", "ts": 10, "temp": 1.5}', timestamp=0,
+...           partition=0, offset=7, headers=[]),
+...         R(key=None, value=b'{"id": "a", "ts": 11, "temp": NaN}', timestamp=0,
+...           partition=0, offset=8, headers=[])]
+>>> b = dec.decode(recs)
+>>> b.keys, b.times.tolist(), b.x.tolist(), [(r.offset, r.reason) for r in b.rejects]
+(['a'], [10.0], [[1.5]], [(8, 'non_finite')])
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from streamlstm.errors import ConfigError
+from streamlstm.features import DEFAULT_MAX_VALUE, FeatureSet, FeatureSpec
+
+REASONS = (
+    "not_json",
+    "not_object",
+    "missing_key",
+    "missing_time",
+    "bad_time",
+    "wrong_type",
+    "non_finite",
+    "out_of_range",
+)
+TIME_UNITS = ("s", "ms", "iso")
+# Plausible event times: before 1970 or from 2200 on is a unit or clock error.
+MIN_TIME_S = 0.0
+MAX_TIME_S = 7_258_118_400.0  # 2200-01-01T00:00:00Z
+# Reject details are forwarded to the dead-letter topic and logs: keep them short.
+_DETAIL_MAX = 200
+_NUM = frozenset({int, float})
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How records become (key, time, features); the ``decode`` YAML section.
+
+    key_field: dotted JSON path of the stream key; None = the Kafka record key.
+    time_field: dotted JSON path of the event time; None = the Kafka record timestamp.
+    time_unit: unit of ``time_field``: "s" or "ms" (numbers since the Unix
+        epoch) or "iso" (ISO 8601 text).
+    features: what to read and how to transform it (see :mod:`streamlstm.features`).
+    max_value: numbers larger in magnitude are rejected as ``out_of_range``.
+    max_key_length: longer stream keys are rejected as ``out_of_range`` (they
+        are held in memory per live stream).
+    """
+
+    key_field: str | None = None
+    time_field: str | None = None
+    time_unit: str = "s"
+    features: tuple[FeatureSpec, ...] = ()
+    max_value: float = DEFAULT_MAX_VALUE
+    max_key_length: int = 256
+
+    def __post_init__(self) -> None:
+        if self.time_unit not in TIME_UNITS:
+            raise ValueError(f"time_unit {self.time_unit!r} is not one of {', '.join(TIME_UNITS)}")
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A record that could not be decoded; ``index`` is its position in the input list."""
+
+    index: int
+    partition: int
+    offset: int
+    reason: str
+    detail: str
+
+
+@dataclass
+class DecodedBatch:
+    """The good records of one batch, as arrays, plus the rejects.
+
+    keys: n stream keys; times (n,) float64 seconds; x (n, F) float64 raw
+    features in the model's order (NaN = missing); partitions (n,) int32;
+    offsets (n,) int64; index (n,) int64 position of each good record in the
+    input list (ascending).
+    """
+
+    keys: list[str]
+    times: np.ndarray
+    x: np.ndarray
+    partitions: np.ndarray
+    offsets: np.ndarray
+    index: np.ndarray
+    rejects: list[Reject] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def reject_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.rejects:
+            out[r.reason] = out.get(r.reason, 0) + 1
+        return out
+
+
+class _BadPath:
+    """Marker for a dotted path that runs through a non-object (``{"payload": 3}``)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, at: str) -> None:
+        self.at = at
+
+    def __repr__(self) -> str:
+        return f"<{self.at} is not an object>"
+
+
+def _getter(path: str) -> Any:
+    """A function obj -> value at ``path`` (None if absent), for dict objects."""
+    parts = tuple(path.split("."))
+    if len(parts) == 1:
+        k = parts[0]
+        return lambda o: o.get(k)
+
+    def dig(o: Any) -> Any:
+        for i, k in enumerate(parts):
+            if o is None:
+                return None
+            if type(o) is not dict:
+                return _BadPath(".".join(parts[:i]))
+            o = o.get(k)
+        return o
+
+    return dig
+
+
+class Decoder:
+    """Decodes batches of Kafka records for a model with features ``features``.
+
+    Raises :class:`ConfigError` at construction if the decode section does not
+    produce exactly the model's features, in order.
+    """
+
+    def __init__(self, decode: DecodeConfig, features: Sequence[str]) -> None:
+        self.config = decode
+        self.featureset = FeatureSet(decode.features, max_value=decode.max_value)
+        got, want = self.featureset.names, tuple(features)
+        if got != want:
+            missing = [f for f in want if f not in got]
+            extra = [f for f in got if f not in want]
+            hint = ""
+            if missing or extra:
+                hint = f" (missing: {', '.join(missing) or '-'}; extra: {', '.join(extra) or '-'})"
+            elif got != want:
+                hint = " (same names, different order)"
+            raise ConfigError(
+                f"decode.features: give features {', '.join(got)} but the model expects "
+                f"{', '.join(want)}{hint}; make the features section match the model it was "
+                "trained with"
+            )
+        self.n_features = len(got)
+        self._key = _getter(decode.key_field) if decode.key_field else None
+        self._time = _getter(decode.time_field) if decode.time_field else None
+        self._cols = [(s.name, _getter(s.field)) for s in decode.features if s.field]
+        self._spec_of = {s.field: s for s in reversed(decode.features) if s.field}
+
+    def _feature_problem(self, spec: FeatureSpec, code: str, v: Any) -> str:
+        numeric = spec.transform in ("none", "log")
+        if code == "wrong_type":
+            return f"{_show(v)}, expected {'a number' if numeric else 'a string or an integer'}"
+        if code == "non_finite":
+            return f"{v!r} is not finite"
+        if isinstance(v, (int, float)) and abs(v) > self.config.max_value:
+            return f"{_show(v)} is beyond decode.max_value {self.config.max_value:g}"
+        if spec.transform == "log" and isinstance(v, (int, float)) and v < 0:
+            return f"{_show(v)} is negative; transform log needs values >= 0"
+        lo = "-inf" if spec.min is None else f"{spec.min:g}"
+        hi = "inf" if spec.max is None else f"{spec.max:g}"
+        return f"{_show(v)} is outside [{lo}, {hi}] (min/max of feature {spec.name})"
+
+    # -- the hot path ------------------------------------------------------------------
+    def decode(self, records: Sequence[Any]) -> DecodedBatch:
+        """Decode ``records`` (objects with key, value, timestamp, partition, offset)."""
+        rejects: list[Reject] = []
+        objs, idx = self._parse(records, rejects)
+        m = len(objs)
+        good = [records[i] for i in idx] if len(idx) != len(records) else list(records)
+        reason: list[tuple[str, str] | None] = [None] * m
+
+        keys = self._keys(objs, good, reason)
+        times = self._times(objs, good, reason)
+        columns = {name: [get(o) for o in objs] for name, get in self._cols}
+        x, why = self.featureset.transform(columns, np.nan_to_num(times, nan=0.0))
+        bad_rows = np.flatnonzero(why != None)  # noqa: E711 (element-wise on objects)
+        for j in bad_rows.tolist():
+            if reason[j] is None:
+                code, _, fld = why[j].partition(":")
+                spec = self._spec_of[fld]
+                problem = self._feature_problem(spec, code, columns[spec.name][j])
+                reason[j] = (code, f"{fld}: {problem}")
+
+        ok = np.fromiter((r is None for r in reason), bool, count=m)
+        if not ok.all():
+            for j in np.flatnonzero(~ok).tolist():
+                rec = good[j]
+                code, detail = reason[j]  # type: ignore[misc]
+                rejects.append(_reject(idx[j], rec, code, detail))
+            rejects.sort(key=lambda r: r.index)
+            keep = np.flatnonzero(ok)
+            keys = [keys[j] for j in keep.tolist()]
+            times, x = times[keep], x[keep]
+            good = [good[j] for j in keep.tolist()]
+            idx_a = np.asarray(idx, np.int64)[keep]
+        else:
+            idx_a = np.asarray(idx, np.int64)
+        n = len(good)
+        return DecodedBatch(
+            keys=keys,
+            times=np.ascontiguousarray(times, np.float64),
+            x=np.ascontiguousarray(x),
+            partitions=np.fromiter((r.partition for r in good), np.int32, count=n),
+            offsets=np.fromiter((r.offset for r in good), np.int64, count=n),
+            index=idx_a,
+            rejects=rejects,
+        )
+
+    def _parse(self, records: Sequence[Any], rejects: list[Reject]) -> tuple[list[Any], list[int]]:
+        """JSON objects of the parseable records and their positions."""
+        loads = orjson.loads
+        try:
+            objs = [loads(r.value) for r in records]
+        except orjson.JSONDecodeError:
+            objs = []
+            for i, r in enumerate(records):
+                try:
+                    objs.append(loads(r.value))
+                except orjson.JSONDecodeError as exc:
+                    objs.append(None)
+                    reason, detail = _why_not_json(r.value, exc)
+                    rejects.append(_reject(i, r, reason, detail))
+            bad = {rj.index for rj in rejects}
+            idx = [i for i in range(len(records)) if i not in bad]
+            objs = [objs[i] for i in idx]
+        else:
+            idx = list(range(len(records)))
+        if set(map(type, objs)) <= {dict}:
+            return objs, idx
+        keep_o, keep_i = [], []
+        for o, i in zip(objs, idx, strict=True):
+            if type(o) is dict:
+                keep_o.append(o)
+                keep_i.append(i)
+            else:
+                detail = f"a JSON {_json_type(o)}, expected an object"
+                rejects.append(_reject(i, records[i], "not_object", detail))
+        rejects.sort(key=lambda r: r.index)
+        return keep_o, keep_i
+
+    def _keys(self, objs: list[Any], recs: list[Any], reason: list[Any]) -> list[str]:
+        maxlen = self.config.max_key_length
+        if self._key is None:
+            raw = [r.key for r in recs]
+            where = "Kafka record key"
+            if set(map(type, raw)) <= {bytes}:
+                keys = [k.decode("utf-8", "backslashreplace") for k in raw]
+            else:
+                keys = [_kafka_key(k) for k in raw]
+        else:
+            get = self._key
+            keys = [get(o) for o in objs]
+            where = f"key field {self.config.key_field!r}"
+        if not set(map(type, keys)) <= {str}:
+            for j, k in enumerate(keys):
+                if type(k) is str:
+                    continue
+                if k is None:
+                    reason[j] = ("missing_key", f"{where} is missing or null")
+                elif type(k) is int:
+                    keys[j] = str(k)
+                    continue
+                else:
+                    reason[j] = ("wrong_type", f"{where}: {_show(k)}, expected a string")
+                keys[j] = ""
+        if any(map(_too_long_or_empty(maxlen), keys)):
+            for j, k in enumerate(keys):
+                if reason[j] is None and not k:
+                    reason[j] = ("missing_key", f"{where} is empty")
+                elif reason[j] is None and len(k) > maxlen:
+                    reason[j] = (
+                        "out_of_range",
+                        f"{where} has {len(k)} characters, more than decode.max_key_length "
+                        f"{maxlen}",
+                    )
+        return keys
+
+    def _times(self, objs: list[Any], recs: list[Any], reason: list[Any]) -> np.ndarray:
+        m = len(objs)
+        unit = self.config.time_unit
+        if self._time is None:
+            raw = [r.timestamp for r in recs]
+            where, unit = "Kafka record timestamp", "ms"
+        else:
+            get = self._time
+            raw = [get(o) for o in objs]
+            where = f"time field {self.config.time_field!r}"
+        if unit == "iso":
+            t = np.fromiter((_iso(v) for v in raw), np.float64, count=m)
+        elif set(map(type, raw)) <= _NUM:
+            t = np.array(raw, dtype=np.float64)
+        else:
+            t = np.full(m, np.nan)
+            for j, v in enumerate(raw):
+                if type(v) in _NUM:
+                    t[j] = float(v)
+        if unit == "ms":
+            t = t / 1000.0
+        with np.errstate(invalid="ignore"):
+            fine = (t >= MIN_TIME_S) & (t < MAX_TIME_S)
+        if fine.all():
+            return t
+        for j in np.flatnonzero(~fine).tolist():
+            if reason[j] is not None:
+                continue
+            v = raw[j]
+            if v is None or (self._time is None and v == -1):
+                reason[j] = ("missing_time", f"{where} is missing or null")
+            else:
+                reason[j] = ("bad_time", f"{where}: {_time_problem(v, unit)}")
+        return t
+
+
+# -- helpers (cold paths) ---------------------------------------------------------------
+def _reject(i: int, rec: Any, reason: str, detail: str) -> Reject:
+    return Reject(int(i), int(rec.partition), int(rec.offset), reason, detail[:_DETAIL_MAX])
+
+
+def _why_not_json(value: Any, exc: Exception) -> tuple[str, str]:
+    if value is None:
+        return "not_json", "no value (a tombstone)"
+    if not isinstance(value, (bytes, bytearray, memoryview, str)):
+        return "not_json", f"value is a {type(value).__name__}, not bytes"
+    found: list[str] = []
+
+    def constant(name: str) -> float:
+        found.append(name)
+        return math.nan
+
+    def big(text: str) -> float:
+        v = float(text)
+        if not math.isfinite(v):
+            found.append(text)
+        return v
+
+    try:
+        json.loads(value, parse_constant=constant, parse_float=big)
+    except (ValueError, RecursionError):
+        pass
+    else:
+        if found:
+            return "non_finite", f"holds {', '.join(found[:3])}, which JSON cannot carry"
+    return "not_json", str(exc)
+
+
+def _json_type(o: Any) -> str:
+    kinds = {dict: "object", list: "array", str: "string", int: "number", float: "number"}
+    return "boolean" if type(o) is bool else kinds.get(type(o), "null")
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, _BadPath):
+        return repr(v)
+    text = repr(v)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{_json_type(v)} {text}"
+
+
+def _kafka_key(k: Any) -> str | None:
+    if k is None:
+        return None
+    if isinstance(k, (bytes, bytearray, memoryview)):
+        return bytes(k).decode("utf-8", "backslashreplace")
+    return str(k)
+
+
+def _too_long_or_empty(maxlen: int) -> Any:
+    return lambda k: not k or len(k) > maxlen
+
+
+def _iso(v: Any) -> float:
+    if type(v) is not str:
+        return math.nan
+    try:
+        d = _dt.datetime.fromisoformat(v)
+    except ValueError:
+        return math.nan
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=_dt.UTC)
+    try:
+        return d.timestamp()
+    except (OverflowError, ValueError, OSError):
+        return math.nan
+
+
+def _time_problem(v: Any, unit: str) -> str:
+    if isinstance(v, _BadPath) or type(v) not in (_NUM | {str}):
+        want = "ISO 8601 text" if unit == "iso" else f"a number of {unit}"
+        return f"{_show(v)}, expected {want}"
+    if unit == "iso":
+        if type(v) is not str:
+            return f"{_show(v)}, expected ISO 8601 text"
+        return f"{_show(v)} is not an ISO 8601 time in 1970..2199"
+    if type(v) is str:
+        return f"{_show(v)}, expected a number of {unit} (or time_unit: iso)"
+    t = float(v) / (1000.0 if unit == "ms" else 1.0)
+    if not math.isfinite(t):
+        return f"{v!r} is not finite"
+    if t >= MAX_TIME_S:
+        hint = " (milliseconds? set time_unit: ms)" if unit == "s" and t < MAX_TIME_S * 1e3 else ""
+        return f"{v!r} {unit} is after 2200-01-01{hint}"
+    return f"{v!r} {unit} is before 1970-01-01"

@@ -1,0 +1,1006 @@
+"""The YAML configuration: parsed once, validated once, frozen.
+
+A file holds shared ``kafka``, ``metrics`` and ``service`` sections and a list
+of ``pipelines``; each pipeline reads some topics, decodes records into one
+model's features and runs one detector (see ``config/pipeline.yaml``, which
+documents every option with its default)::
+
+    kafka:      {bootstrap_servers: [localhost:9092]}   # shared; a pipeline may override keys
+    metrics:    {port: 9108}
+    service:    {shutdown_grace_s: 20}
+    pipelines:
+      - name: sensors
+        source:     {topics: [sensor-readings]}
+        decode:     {key_field: sensor, time_field: ts, features: [temp, pressure]}
+        model:      {path: models/sensors.npz}
+        scoring / alerts / state: detector settings (streamlstm.detector.DetectorConfig)
+        sinks:      {alerts_topic: streamlstm-alerts}
+        checkpoint: {dir: checkpoints/sensors}
+
+Rules:
+
+- Every error is a :class:`~streamlstm.errors.ConfigError` whose message is
+  ``<file>: <yaml path>: <what was found>, <what was expected>``; unknown keys
+  are errors with a "did you mean" hint. Errors of independent sections are
+  collected, so one run of ``check-config`` lists them all (:class:`ConfigErrors`).
+- Relative paths (model, checkpoint dir, secret and TLS files) are resolved
+  against the directory of the YAML file, so a config and its models move
+  together; use absolute paths for state on a persistent volume.
+- Secrets (``sasl_password``, ``ssl_password``) are never read from the YAML
+  text: ``<name>_env: VAR`` reads an environment variable, ``<name>_file: path``
+  a file (trailing newline stripped). This module is the only one that reads
+  the environment, once, at load. Secrets are masked in ``repr``.
+- PyYAML reads ``1e12`` as a string (YAML 1.1); this loader reads it as a
+  number. Duplicate keys, which PyYAML silently merges, are errors.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from streamlstm.detector import DetectorConfig
+from streamlstm.errors import ConfigError
+from streamlstm.features import TRANSFORMS, FeatureSet, FeatureSpec, FeatureSpecError
+from streamlstm.io.decode import TIME_UNITS, DecodeConfig
+
+__all__ = [
+    "CheckpointConfig",
+    "ConfigErrors",
+    "DecodeConfig",
+    "FeatureSpec",
+    "KafkaConfig",
+    "MetricsConfig",
+    "PipelineConfig",
+    "ServiceConfig",
+    "SinksConfig",
+    "SourceConfig",
+    "load_config",
+    "parse_config",
+]
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+ASSIGNMENTS = ("group", "static")
+STARTS = ("earliest", "latest")
+MASK = "***"
+# Kafka's legal topic names (kafka.common.internals.Topic).
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_SERVER_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$")
+# Pipeline names become metric label values, file names and consumer group suffixes.
+_PIPELINE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+# DetectorConfig fields by YAML section. tests/unit/test_config.py checks that this
+# covers every field, so a new detector setting cannot silently become unreachable.
+DETECTOR_SECTIONS: dict[str, tuple[str, ...]] = {
+    "scoring": ("stream_scale", "scale_window", "smooth", "max_abs", "min_scale"),
+    "alerts": ("open_threshold", "close_threshold", "min_run", "close_run", "cooldown_s", "warmup"),
+    "state": ("max_streams", "idle_ttl_s", "decay_tau_s", "reset_gap_s"),
+}
+_DETECTOR_DEFAULTS = DetectorConfig()
+
+
+def _kafka_client_keys() -> tuple[frozenset[str], frozenset[str]]:
+    """kafka-python's consumer and producer settings, for validating ``kafka.extra``."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    return frozenset(KafkaConsumer.DEFAULT_CONFIG), frozenset(KafkaProducer.DEFAULT_CONFIG)
+
+
+# ---------------------------------------------------------------------------------------
+# The typed configuration
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KafkaConfig:
+    """Connection to the Kafka cluster (the ``kafka`` section).
+
+    assignment: "group" joins the consumer group ``group_id`` (scale-out by
+    replicas); "static" assigns ``partitions`` (None = all) and still commits
+    offsets to ``group_id``. ``extra`` is passed to kafka-python as is (consumer
+    keys to the consumer, producer keys to the producer).
+    """
+
+    bootstrap_servers: tuple[str, ...]
+    client_id: str = "streamlstm"
+    group_id: str = "streamlstm"
+    assignment: str = "group"
+    partitions: tuple[int, ...] | None = None
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: str | None = None
+    ssl_check_hostname: bool = True
+    session_timeout_ms: int = 10000
+    heartbeat_interval_ms: int = 3000
+    max_poll_interval_ms: int = 300000
+    request_timeout_ms: int = 30000
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    SECRETS = ("sasl_password", "ssl_password")
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in self.SECRETS and v is not None:
+                v = MASK
+            elif f.name == "extra":
+                v = {k: (MASK if "password" in k else x) for k, x in v.items()}
+            parts.append(f"{f.name}={v!r}")
+        return f"KafkaConfig({', '.join(parts)})"
+
+    def _common(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "bootstrap_servers": list(self.bootstrap_servers),
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.sasl_mechanism is not None:
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_plain_username"] = self.sasl_username
+            kw["sasl_plain_password"] = self.sasl_password
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            kw["ssl_check_hostname"] = self.ssl_check_hostname
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password"):
+                if getattr(self, name) is not None:
+                    kw[name] = getattr(self, name)
+        return kw
+
+    def consumer_kwargs(self) -> dict[str, Any]:
+        """kafka-python ``KafkaConsumer`` arguments (holds the secrets: never log it).
+
+        Auto-commit is off: offsets are committed only after the checkpoint that
+        holds the matching state is durable.
+        """
+        consumer_keys, _ = _kafka_client_keys()
+        kw = self._common()
+        kw.update(
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
+            max_poll_interval_ms=self.max_poll_interval_ms,
+        )
+        kw.update({k: v for k, v in self.extra.items() if k in consumer_keys})
+        return kw
+
+    def producer_kwargs(self) -> dict[str, Any]:
+        """kafka-python ``KafkaProducer`` arguments (holds the secrets: never log it)."""
+        _, producer_keys = _kafka_client_keys()
+        kw = self._common()
+        kw.update({k: v for k, v in self.extra.items() if k in producer_keys})
+        return kw
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """What to read (the ``source`` section). ``start``: where to begin with no
+    checkpoint and no committed offset."""
+
+    topics: tuple[str, ...]
+    max_poll_records: int = 2000
+    poll_timeout_ms: int = 100
+    start: str = "earliest"
+
+
+@dataclass(frozen=True)
+class SinksConfig:
+    """Where outputs go (the ``sinks`` section); None disables a topic."""
+
+    alerts_topic: str | None = "streamlstm-alerts"
+    dead_letter_topic: str | None = "streamlstm-dead-letter"
+    log_alerts: bool = True
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Where and how often state + offsets are saved (the ``checkpoint`` section)."""
+
+    dir: Path
+    interval_s: float = 10.0
+    keep: int = 2
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """One topic set -> decoder -> model -> detector -> sinks chain."""
+
+    name: str
+    kafka: KafkaConfig
+    source: SourceConfig
+    decode: DecodeConfig
+    model_path: Path
+    detector: DetectorConfig
+    sinks: SinksConfig
+    checkpoint: CheckpointConfig
+    index: int = 0  # position in the file's ``pipelines`` list, for error paths
+
+    @property
+    def path(self) -> str:
+        """YAML path of this pipeline, e.g. ``pipelines[0]``."""
+        return f"pipelines[{self.index}]"
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Model feature names the decode section produces."""
+        return FeatureSet(self.decode.features, self.decode.max_value).names
+
+    def consumer_kwargs(self) -> dict[str, Any]:
+        """``kafka.consumer_kwargs()`` plus this pipeline's source settings."""
+        kw = self.kafka.consumer_kwargs()
+        kw.setdefault("max_poll_records", self.source.max_poll_records)
+        kw.setdefault("auto_offset_reset", self.source.start)
+        return kw
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus endpoint (the ``metrics`` section); also serves /healthz and /readyz."""
+
+    host: str = "0.0.0.0"
+    port: int = 9108
+    max_alert_series: int = 100
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The whole file."""
+
+    pipelines: tuple[PipelineConfig, ...]
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    shutdown_grace_s: float = 20.0
+    heartbeat_stale_s: float = 30.0
+    source: str = "<string>"
+
+    def pipeline(self, name: str) -> PipelineConfig:
+        for p in self.pipelines:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration errors; ``messages`` lists them, ``str()`` joins them by line."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("\n".join(messages))
+        self.messages = list(messages)
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys and reads ``1e12`` as a float."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r} (first on line {seen[key].line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_config(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> ServiceConfig:
+    """Read and validate the YAML file at ``path``.
+
+    ``env``: where ``*_env`` secrets are looked up (default: ``os.environ``).
+    Raises :class:`ConfigError` (:class:`ConfigErrors` when there are several).
+    """
+    src = os.fspath(path)
+    try:
+        text = Path(src).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{src}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{src}: cannot read: {exc}") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{src}: {where}invalid YAML: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{src}: the file is empty; expected a mapping with 'pipelines'")
+    return parse_config(data, source=src, base_dir=Path(src).resolve().parent, env=env)
+
+
+def parse_config(
+    data: Mapping[str, Any],
+    source: str = "<string>",
+    base_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ServiceConfig:
+    """Validate an already-loaded YAML document (see :func:`load_config`).
+
+    ``base_dir`` resolves relative paths (default: the current directory).
+    """
+    p = _Parser(source, base_dir or Path.cwd(), os.environ if env is None else env)
+    cfg = p.service(data)
+    if p.errors:
+        raise ConfigErrors(p.errors)
+    assert cfg is not None
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------------------
+class _Bad(Exception):
+    """One validation failure at ``path``; collected by :meth:`_Parser.section`."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def _kind(v: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+        type(None): "null",
+    }.get(type(v), type(v).__name__)
+
+
+def _found(v: Any) -> str:
+    text = repr(v)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{text} ({_kind(v)})" if not isinstance(v, str) else text
+
+
+class _Map:
+    """One YAML mapping being read; unknown keys are rejected on construction."""
+
+    def __init__(self, data: Any, path: str, allowed: tuple[str, ...]) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise _Bad(path, f"found {_found(data)}, expected a mapping")
+        self.data = data
+        self.path = path
+        for k in data:
+            if not isinstance(k, str):
+                raise _Bad(path, f"key {k!r} is not a string")
+            if k not in allowed:
+                near = difflib.get_close_matches(k, allowed, n=1, cutoff=0.6)
+                hint = f"; did you mean {near[0]!r}?" if near else ""
+                raise _Bad(
+                    self.at(k), f"unknown key {k!r}{hint} (allowed: {', '.join(sorted(allowed))})"
+                )
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def raw(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def bad(self, key: str, v: Any, expected: str) -> _Bad:
+        return _Bad(self.at(key), f"found {_found(v)}, expected {expected}")
+
+    def text(
+        self,
+        key: str,
+        default: str | None,
+        *,
+        choices: tuple[str, ...] | None = None,
+        pattern: re.Pattern[str] | None = None,
+        what: str = "a non-empty string",
+        nullable: bool = False,
+        required: bool = False,
+    ) -> Any:
+        if key not in self.data:
+            if required:
+                raise _Bad(self.at(key), f"missing; expected {what}")
+            return default
+        v = self.data[key]
+        if v is None and nullable:
+            return None
+        if choices is not None:
+            if v not in choices:
+                raise _Bad(self.at(key), f"{v!r} is not one of {', '.join(choices)}")
+            return v
+        if not isinstance(v, str) or not v or (pattern is not None and not pattern.match(v)):
+            raise self.bad(key, v, what + (" or null" if nullable else ""))
+        return v
+
+    def integer(self, key: str, default: int, lo: int, hi: int | None = None) -> int:
+        v = self.data.get(key, default)
+        want = f"an integer >= {lo}" if hi is None else f"an integer in {lo}..{hi}"
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+            raise self.bad(key, v, want)
+        return v
+
+    def number(
+        self,
+        key: str,
+        default: float | None,
+        *,
+        gt: float | None = None,
+        ge: float | None = None,
+        nullable: bool = False,
+    ) -> Any:
+        v = self.data.get(key, default)
+        if v is None and nullable:
+            return None
+        want = (
+            "a number"
+            + (f" > {gt}" if gt is not None else "")
+            + (f" >= {ge}" if ge is not None else "")
+        )
+        if nullable:
+            want += " or null"
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or v != v
+            or v in (float("inf"), float("-inf"))
+            or (gt is not None and not v > gt)
+            or (ge is not None and not v >= ge)
+        ):
+            raise self.bad(key, v, want)
+        return float(v)
+
+    def flag(self, key: str, default: bool) -> bool:
+        v = self.data.get(key, default)
+        if not isinstance(v, bool):
+            raise self.bad(key, v, "true or false")
+        return v
+
+    def seq(self, key: str, default: Any = None, *, required: bool = False) -> Any:
+        if key not in self.data or self.data[key] is None:
+            if required:
+                raise _Bad(self.at(key), "missing; expected a non-empty list")
+            return default
+        v = self.data[key]
+        if isinstance(v, (str, int)) and not isinstance(v, bool):
+            return [v]  # `topics: readings` is read as `topics: [readings]`
+        if not isinstance(v, list) or (required and not v):
+            raise self.bad(key, v, "a non-empty list")
+        return v
+
+
+class _Parser:
+    """Builds the config, collecting one error per independent section."""
+
+    def __init__(self, source: str, base_dir: Path, env: Mapping[str, str]) -> None:
+        self.source = source
+        self.base = base_dir
+        self.env = env
+        self.errors: list[str] = []
+
+    @contextmanager
+    def section(self) -> Iterator[None]:
+        try:
+            yield
+        except _Bad as exc:
+            self.errors.append(f"{self.source}: {exc}")
+
+    def attempt(self, fn: Callable[[], Any]) -> Any:
+        with self.section():
+            return fn()
+        return None
+
+    def path(self, v: str) -> Path:
+        p = Path(os.path.expanduser(v))
+        return p if p.is_absolute() else self.base / p
+
+    # -- top level -----------------------------------------------------------------
+    def service(self, data: Any) -> ServiceConfig | None:
+        try:
+            top = _Map(data, "", ("version", "kafka", "metrics", "service", "pipelines"))
+            version = top.raw("version", 1)
+            if version != 1:
+                raise top.bad("version", version, "1 (the only format so far)")
+        except _Bad as exc:
+            self.errors.append(f"{self.source}: {exc}")
+            return None
+        shared_kafka = self.attempt(lambda: _Map(top.raw("kafka"), "kafka", _KAFKA_KEYS))
+        metrics = self.attempt(lambda: self.metrics(top.raw("metrics")))
+        svc = self.attempt(lambda: self.service_section(top.raw("service")))
+        pipes_raw = self.attempt(lambda: top.seq("pipelines", required=True))
+        pipelines: list[PipelineConfig] = []
+        for i, raw in enumerate(pipes_raw or []):
+            p = self.pipeline(i, raw, shared_kafka)
+            if p is not None:
+                pipelines.append(p)
+        self.attempt(lambda: self.cross_checks(pipelines))
+        if self.errors:
+            return None
+        return ServiceConfig(
+            pipelines=tuple(pipelines),
+            metrics=metrics,
+            shutdown_grace_s=svc[0],
+            heartbeat_stale_s=svc[1],
+            source=self.source,
+        )
+
+    def metrics(self, raw: Any) -> MetricsConfig:
+        m = _Map(raw, "metrics", ("host", "port", "max_alert_series"))
+        d = MetricsConfig()
+        return MetricsConfig(
+            host=m.text("host", d.host, what="a host name or address"),
+            port=m.integer("port", d.port, 0, 65535),
+            max_alert_series=m.integer("max_alert_series", d.max_alert_series, 0),
+        )
+
+    def service_section(self, raw: Any) -> tuple[float, float]:
+        m = _Map(raw, "service", ("shutdown_grace_s", "heartbeat_stale_s"))
+        return (
+            m.number("shutdown_grace_s", 20.0, gt=0),
+            m.number("heartbeat_stale_s", 30.0, gt=0),
+        )
+
+    def cross_checks(self, pipes: list[PipelineConfig]) -> None:
+        seen: dict[Any, str] = {}
+        for p in pipes:
+            for what, v in (("name", p.name), ("checkpoint.dir", p.checkpoint.dir.resolve())):
+                if (what, v) in seen:
+                    raise _Bad(
+                        f"{p.path}.{what}",
+                        f"{str(v)!r} is already used by {seen[(what, v)]}; each pipeline "
+                        f"needs its own {what}",
+                    )
+                seen[(what, v)] = p.path
+
+    # -- one pipeline ----------------------------------------------------------------
+    def pipeline(self, i: int, raw: Any, shared_kafka: _Map | None) -> PipelineConfig | None:
+        base = f"pipelines[{i}]"
+        try:
+            if isinstance(raw, str):
+                raise _Bad(base, f"found {raw!r}, expected a mapping with name, source, ...")
+            top = _Map(raw, base, _PIPELINE_KEYS)
+            name = top.text(
+                "name",
+                None,
+                pattern=_PIPELINE_RE,
+                what="a name of letters, digits, _ . - (up to 63)",
+                required=True,
+            )
+        except _Bad as exc:
+            self.errors.append(f"{self.source}: {exc}")
+            return None
+        n_err = len(self.errors)
+        kafka = self.attempt(lambda: self.kafka(top, shared_kafka, name))
+        source = self.attempt(
+            lambda: self.source_section(_Map(top.raw("source"), top.at("source"), _SOURCE_KEYS))
+        )
+        decode = self.attempt(
+            lambda: self.decode(_Map(top.raw("decode"), top.at("decode"), _DECODE_KEYS))
+        )
+        model = self.attempt(lambda: self.model(top))
+        detector = self.detector(top)
+        sinks = self.attempt(
+            lambda: self.sinks(_Map(top.raw("sinks"), top.at("sinks"), _SINKS_KEYS), source)
+        )
+        ckpt = self.attempt(
+            lambda: self.checkpoint(
+                _Map(top.raw("checkpoint"), top.at("checkpoint"), _CHECKPOINT_KEYS), name
+            )
+        )
+        if len(self.errors) > n_err:
+            return None
+        return PipelineConfig(
+            name=name,
+            kafka=kafka,
+            source=source,
+            decode=decode,
+            model_path=model,
+            detector=detector,
+            sinks=sinks,
+            checkpoint=ckpt,
+            index=i,
+        )  # fmt: skip
+
+    def kafka(self, top: _Map, shared: _Map | None, name: str) -> KafkaConfig:
+        own = _Map(top.raw("kafka"), top.at("kafka"), _KAFKA_KEYS)
+        # Per key, the pipeline's own value wins; errors name the section the value came from.
+        merged: dict[str, tuple[Any, _Map]] = {}
+        if shared is not None:
+            merged.update({k: (v, shared) for k, v in shared.data.items()})
+        merged.update({k: (v, own) for k, v in own.data.items()})
+
+        def get(key: str) -> _Map:
+            """A one-key view that reports errors at the key's own YAML path."""
+            if key in merged:
+                v, src = merged[key]
+                return _Map({key: v}, src.path, (key,))
+            return _Map({}, own.path, (key,))
+
+        d = KafkaConfig(bootstrap_servers=("",))
+        servers = get("bootstrap_servers").seq("bootstrap_servers", required=True)
+        if len(servers) == 1 and isinstance(servers[0], str):
+            servers = [x.strip() for x in servers[0].split(",")]  # "a:9092,b:9092"
+        for j, s in enumerate(servers):
+            if not isinstance(s, str) or not _SERVER_RE.match(s):
+                raise _Bad(
+                    f"{get('bootstrap_servers').at('bootstrap_servers')}[{j}]",
+                    f"found {_found(s)}, expected host:port",
+                )
+        client_id = get("client_id").text("client_id", d.client_id)
+        group_id = get("group_id").text("group_id", f"streamlstm-{name}")
+        assignment = get("assignment").text("assignment", d.assignment, choices=ASSIGNMENTS)
+        parts_map = get("partitions")
+        partitions = parts_map.seq("partitions", None)
+        if partitions is not None:
+            if assignment != "static":
+                raise _Bad(
+                    parts_map.at("partitions"),
+                    "only used with assignment: static (a consumer group assigns partitions)",
+                )
+            for j, q in enumerate(partitions):
+                if isinstance(q, bool) or not isinstance(q, int) or q < 0:
+                    raise _Bad(
+                        f"{parts_map.at('partitions')}[{j}]",
+                        f"found {_found(q)}, expected an integer >= 0",
+                    )
+            if len(set(partitions)) != len(partitions):
+                raise parts_map.bad("partitions", partitions, "distinct partition numbers")
+            partitions = tuple(partitions)
+        protocol = get("security_protocol").text(
+            "security_protocol", d.security_protocol, choices=SECURITY_PROTOCOLS
+        )
+        sasl = protocol.startswith("SASL_")
+        mech_map = get("sasl_mechanism")
+        mechanism = mech_map.text("sasl_mechanism", None, choices=SASL_MECHANISMS, nullable=True)
+        username = get("sasl_username").text("sasl_username", None, nullable=True)
+        password = self.secret(get, "sasl_password")
+        if sasl:
+            if mechanism is None:
+                raise _Bad(
+                    mech_map.at("sasl_mechanism"),
+                    f"missing; security_protocol {protocol} needs one of "
+                    + ", ".join(SASL_MECHANISMS),
+                )
+            if username is None:
+                raise _Bad(
+                    get("sasl_username").at("sasl_username"),
+                    f"missing; {mechanism} needs a user name",
+                )
+            if password is None:
+                raise _Bad(
+                    get("sasl_password_env").at("sasl_password_env"),
+                    f"missing; {mechanism} needs a password from sasl_password_env (an "
+                    "environment variable) or sasl_password_file",
+                )
+        else:
+            for key in (
+                "sasl_mechanism",
+                "sasl_username",
+                "sasl_password_env",
+                "sasl_password_file",
+            ):
+                if key in merged:
+                    raise _Bad(
+                        get(key).at(key),
+                        f"set, but security_protocol is {protocol}; use SASL_SSL or SASL_PLAINTEXT",
+                    )
+        tls = {}
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            m = get(key)
+            v = m.text(key, None, nullable=True, what="a file path")
+            if v is not None:
+                fp = self.path(v)
+                if not fp.is_file():
+                    raise _Bad(m.at(key), f"file not found: {fp}")
+                tls[key] = str(fp)
+        ssl_password = self.secret(get, "ssl_password")
+        if protocol not in ("SSL", "SASL_SSL"):
+            for key in (
+                "ssl_cafile",
+                "ssl_certfile",
+                "ssl_keyfile",
+                "ssl_password_env",
+                "ssl_password_file",
+            ):
+                if key in merged:
+                    raise _Bad(
+                        get(key).at(key), f"set, but security_protocol {protocol} does not use TLS"
+                    )
+        if ("ssl_certfile" in tls) != ("ssl_keyfile" in tls):
+            raise _Bad(
+                get("ssl_keyfile").at("ssl_keyfile"), "ssl_certfile and ssl_keyfile go together"
+            )
+        session = get("session_timeout_ms").integer(
+            "session_timeout_ms", d.session_timeout_ms, 1000
+        )
+        hb_map = get("heartbeat_interval_ms")
+        heartbeat = hb_map.integer("heartbeat_interval_ms", d.heartbeat_interval_ms, 100)
+        if heartbeat >= session:
+            raise _Bad(
+                hb_map.at("heartbeat_interval_ms"),
+                f"{heartbeat} is not below session_timeout_ms {session} (Kafka advises a third)",
+            )
+        max_poll = get("max_poll_interval_ms").integer(
+            "max_poll_interval_ms", d.max_poll_interval_ms, 1000
+        )
+        request = get("request_timeout_ms").integer(
+            "request_timeout_ms", d.request_timeout_ms, 1000
+        )
+        extra = self.extra(get("extra"))
+        return KafkaConfig(
+            bootstrap_servers=tuple(servers),
+            client_id=client_id,
+            group_id=group_id,
+            assignment=assignment,
+            partitions=partitions,
+            security_protocol=protocol,
+            sasl_mechanism=mechanism if sasl else None,
+            sasl_username=username if sasl else None,
+            sasl_password=password if sasl else None,
+            ssl_cafile=tls.get("ssl_cafile"),
+            ssl_certfile=tls.get("ssl_certfile"),
+            ssl_keyfile=tls.get("ssl_keyfile"),
+            ssl_password=ssl_password,
+            ssl_check_hostname=get("ssl_check_hostname").flag("ssl_check_hostname", True),
+            session_timeout_ms=session,
+            heartbeat_interval_ms=heartbeat,
+            max_poll_interval_ms=max_poll,
+            request_timeout_ms=request,
+            extra=extra,
+        )  # fmt: skip
+
+    def secret(self, get: Callable[[str], _Map], name: str) -> str | None:
+        """``<name>_env`` or ``<name>_file``; the literal ``<name>`` key is refused."""
+        lit = get(name)
+        if lit.has(name):
+            raise _Bad(
+                lit.at(name),
+                f"secrets are not read from the YAML text; set {name}_env: VARIABLE "
+                f"or {name}_file: /path/to/file instead",
+            )
+        env_m, file_m = get(f"{name}_env"), get(f"{name}_file")
+        var = env_m.text(f"{name}_env", None, nullable=True, what="an environment variable name")
+        path = file_m.text(f"{name}_file", None, nullable=True, what="a file path")
+        if var is not None and path is not None:
+            raise _Bad(file_m.at(f"{name}_file"), f"give {name}_env or {name}_file, not both")
+        if var is not None:
+            value = self.env.get(var)
+            if not value:
+                raise _Bad(
+                    env_m.at(f"{name}_env"), f"environment variable {var} is not set or empty"
+                )
+            return value
+        if path is not None:
+            fp = self.path(path)
+            try:
+                value = fp.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise _Bad(file_m.at(f"{name}_file"), f"cannot read {fp}: {exc.strerror}") from None
+            if not value:
+                raise _Bad(file_m.at(f"{name}_file"), f"{fp} is empty")
+            return value
+        return None
+
+    def extra(self, m: _Map) -> dict[str, Any]:
+        raw = m.raw("extra")
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            raise m.bad("extra", raw, "a mapping of kafka-python settings")
+        consumer_keys, producer_keys = _kafka_client_keys()
+        known = consumer_keys | producer_keys
+        reserved = set(_KAFKA_KEYS) | {
+            "sasl_plain_username", "sasl_plain_password", "enable_auto_commit",
+            "key_deserializer", "value_deserializer", "key_serializer", "value_serializer",
+        }  # fmt: skip
+        for k in raw:
+            where = f"{m.at('extra')}.{k}"
+            if not isinstance(k, str) or k not in known:
+                near = difflib.get_close_matches(str(k), sorted(known), n=1, cutoff=0.6)
+                hint = f"; did you mean {near[0]!r}?" if near else ""
+                raise _Bad(where, f"unknown kafka-python setting {k!r}{hint}")
+            if k in reserved or "password" in k:
+                raise _Bad(
+                    where, f"{k!r} is set by streamlstm itself or is a secret; not allowed in extra"
+                )
+        return dict(raw)
+
+    def source_section(self, m: _Map) -> SourceConfig:
+        topics = m.seq("topics", required=True)
+        for j, t in enumerate(topics):
+            if not isinstance(t, str) or not _TOPIC_RE.match(t):
+                raise _Bad(
+                    f"{m.at('topics')}[{j}]", f"found {_found(t)}, expected a Kafka topic name"
+                )
+        if len(set(topics)) != len(topics):
+            raise m.bad("topics", topics, "distinct topics")
+        d = SourceConfig(topics=())
+        return SourceConfig(
+            topics=tuple(topics),
+            max_poll_records=m.integer("max_poll_records", d.max_poll_records, 1, 1_000_000),
+            poll_timeout_ms=m.integer("poll_timeout_ms", d.poll_timeout_ms, 0, 60_000),
+            start=m.text("start", d.start, choices=STARTS),
+        )
+
+    def decode(self, m: _Map) -> DecodeConfig:
+        d = DecodeConfig()
+        field_re = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
+        what = "a dotted field path like 'payload.id', or null"
+        key_field = m.text("key_field", None, nullable=True, pattern=field_re, what=what)
+        time_field = m.text("time_field", None, nullable=True, pattern=field_re, what=what)
+        time_unit = m.text("time_unit", d.time_unit, choices=TIME_UNITS)
+        if time_field is None and m.has("time_unit"):
+            raise _Bad(m.at("time_unit"), "set, but time_field is null (Kafka timestamps are ms)")
+        max_value = m.number("max_value", d.max_value, gt=0)
+        max_key = m.integer("max_key_length", d.max_key_length, 1)
+        raw = m.seq("features", required=True)
+        specs: list[FeatureSpec] = []
+        first: dict[str, str] = {}
+        for j, f in enumerate(raw):
+            where = f"{m.at('features')}[{j}]"
+            spec = self.feature(f, where)
+            if spec.name in first:
+                raise _Bad(f"{where}.name", f"{spec.name!r} is already used by {first[spec.name]}")
+            first[spec.name] = where
+            specs.append(spec)
+        try:
+            FeatureSet(specs, max_value)
+        except FeatureSpecError as exc:
+            raise _Bad(m.at("features"), exc.problem) from None
+        return DecodeConfig(
+            key_field=key_field,
+            time_field=time_field,
+            time_unit=time_unit,
+            features=tuple(specs),
+            max_value=max_value,
+            max_key_length=max_key,
+        )
+
+    def feature(self, raw: Any, path: str) -> FeatureSpec:
+        if isinstance(raw, str):
+            raw = {"name": raw}  # `features: [temp, pressure]` shorthand
+        m = _Map(raw, path, _FEATURE_KEYS)
+        name = m.text("name", None, required=True, what="a feature name")
+        transform = m.raw("transform", "none")
+        if transform not in TRANSFORMS:
+            near = difflib.get_close_matches(str(transform), TRANSFORMS, n=1, cutoff=0.6)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise _Bad(
+                m.at("transform"), f"{transform!r} is not one of {', '.join(TRANSFORMS)}{hint}"
+            )
+        vocab = m.seq("vocabulary", [])
+        for j, v in enumerate(vocab):
+            if isinstance(v, bool) or not isinstance(v, (str, int)):
+                raise _Bad(
+                    f"{m.at('vocabulary')}[{j}]",
+                    f"found {_found(v)}, expected a string (quote it: YAML reads yes/no/on/off "
+                    "as booleans)",
+                )
+        kw: dict[str, Any] = dict(
+            name=name,
+            field=m.text("field", None, nullable=True, what="a dotted field path"),
+            transform=transform,
+            vocabulary=tuple(str(v) for v in vocab),
+            buckets=m.integer("buckets", 0, 0),
+            min=m.number("min", None, nullable=True),
+            max=m.number("max", None, nullable=True),
+            default=m.number("default", None, nullable=True),
+            utc_offset_h=m.number("utc_offset_h", 0.0),
+        )
+        try:
+            return FeatureSpec(**kw)
+        except FeatureSpecError as exc:
+            raise _Bad(m.at(exc.key), exc.problem) from None
+
+    def model(self, top: _Map) -> Path:
+        m = _Map(top.raw("model"), top.at("model"), ("path",))
+        v = m.text("path", None, required=True, what="a model file path (.npz)")
+        return self.path(v)
+
+    def detector(self, top: _Map) -> DetectorConfig:
+        kw: dict[str, Any] = {}
+        where: dict[str, str] = {}
+        for section, names in DETECTOR_SECTIONS.items():
+            with self.section():
+                m = _Map(top.raw(section), top.at(section), names)
+                for name in names:
+                    default = getattr(_DETECTOR_DEFAULTS, name)
+                    where[name] = m.at(name)
+                    if isinstance(default, bool):
+                        kw[name] = m.flag(name, default)
+                    elif isinstance(default, int):
+                        kw[name] = m.integer(name, default, -(2**62))
+                    else:
+                        kw[name] = m.number(name, default, nullable=default is None)
+        try:
+            return DetectorConfig(**kw)
+        except ValueError as exc:
+            msg = str(exc)
+            # DetectorConfig names the field first ("min_run is 0, expected >= 1").
+            name = next(
+                (n for n in sorted(where, key=len, reverse=True) if msg.startswith(n)), None
+            )
+            if name is not None:
+                self.errors.append(f"{self.source}: {where[name]}: {msg}")
+            else:
+                self.errors.append(f"{self.source}: {top.path}: {msg}")
+        except TypeError:  # a section failed above and left a field out; already reported
+            pass
+        return _DETECTOR_DEFAULTS
+
+    def sinks(self, m: _Map, source: SourceConfig | None) -> SinksConfig:
+        d = SinksConfig()
+        what = "a Kafka topic name, or null to disable"
+        alerts = m.text("alerts_topic", d.alerts_topic, pattern=_TOPIC_RE, what=what, nullable=True)
+        dead = m.text(
+            "dead_letter_topic", d.dead_letter_topic, pattern=_TOPIC_RE, what=what, nullable=True
+        )
+        for key, topic in (("alerts_topic", alerts), ("dead_letter_topic", dead)):
+            if source is not None and topic is not None and topic in source.topics:
+                raise _Bad(
+                    m.at(key), f"{topic!r} is also a source topic; that would feed outputs back in"
+                )
+        log_alerts = m.flag("log_alerts", d.log_alerts)
+        return SinksConfig(alerts_topic=alerts, dead_letter_topic=dead, log_alerts=log_alerts)
+
+    def checkpoint(self, m: _Map, name: str) -> CheckpointConfig:
+        d = CheckpointConfig(dir=Path())
+        v = m.text("dir", f"checkpoints/{name}", what="a directory path")
+        return CheckpointConfig(
+            dir=self.path(v),
+            interval_s=m.number("interval_s", d.interval_s, gt=0),
+            keep=m.integer("keep", d.keep, 1, 100),
+        )
+
+
+_KAFKA_KEYS = (
+    "bootstrap_servers", "client_id", "group_id", "assignment", "partitions",
+    "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password",
+    "sasl_password_env", "sasl_password_file", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
+    "ssl_password", "ssl_password_env", "ssl_password_file", "ssl_check_hostname",
+    "session_timeout_ms", "heartbeat_interval_ms", "max_poll_interval_ms",
+    "request_timeout_ms", "extra",
+)  # fmt: skip
+_PIPELINE_KEYS = (
+    "name", "kafka", "source", "decode", "model", "scoring", "alerts", "state", "sinks",
+    "checkpoint",
+)  # fmt: skip
+_SOURCE_KEYS = ("topics", "max_poll_records", "poll_timeout_ms", "start")
+_DECODE_KEYS = ("key_field", "time_field", "time_unit", "features", "max_value", "max_key_length")
+_FEATURE_KEYS = (
+    "name", "field", "transform", "vocabulary", "buckets", "min", "max", "default",
+    "utc_offset_h",
+)  # fmt: skip
+_SINKS_KEYS = ("alerts_topic", "dead_letter_topic", "log_alerts")
+_CHECKPOINT_KEYS = ("dir", "interval_s", "keep")
