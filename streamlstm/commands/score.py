@@ -1,0 +1,517 @@
+"""``streamlstm score``: run a model over an event file, write per-event scores.
+
+The file (CSV or JSON-lines, gzip accepted; see :mod:`streamlstm.tabular`) is
+fed through the same :class:`~streamlstm.detector.Detector` the daemon uses,
+in micro-batches of ``--batch`` events, **in file order**. Rows are not
+sorted by time: the daemon cannot sort a live stream either, so an event
+older than its stream's previous event is reported with outcome ``too_old``
+(and not scored), exactly as the daemon would; sort the file first if that
+is not what you want. Results do not depend on ``--batch``.
+
+Output, one row per input event in input order (CSV, or JSON-lines when
+``--out`` ends in ``.jsonl``; ``.gz`` compresses; ``-`` is stdout)::
+
+    key, time, score, alert, outcome, transition, forecast_<feature>...
+
+``time`` is copied from the input; ``score`` is in [0, 1] (empty / null when
+not scored: a stream's first event, or a rejected one); ``alert`` is 1 while
+the stream's alert is open after the event; ``outcome`` is ok, imputed,
+too_old, missing, non_finite or out_of_range; ``transition`` is opened,
+closed or empty; ``forecast_<f>`` is the forecast the event was compared
+with, in the feature's units. A summary (events, streams, outcomes, alerts
+with their peak score and top features) goes to stderr.
+
+``--example`` scores the small model and file shipped in
+``streamlstm/examples`` and writes to ``./streamlstm-example/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import orjson
+
+from streamlstm.detector import OUTCOME_NAMES, BatchResult, Detector, DetectorConfig
+from streamlstm.errors import InputError
+from streamlstm.model import Model, load
+from streamlstm.tabular import EventReader, Events
+
+NAME = "score"
+HELP = "score an event file (CSV/JSON-lines) with a model; write per-event scores and alerts"
+
+log = logging.getLogger(__name__)
+
+TRANSITION_NAMES = ("", "opened", "closed")  # kernels' codes NONE, OPENED, CLOSED
+EXAMPLE_DIR = "streamlstm-example"
+EXAMPLE_MODEL = "pump.npz"
+EXAMPLE_EVENTS = "pumps.csv"
+EXAMPLE_KEY = "machine"
+EXAMPLE_TIME = "ts"
+_DEFAULTS = DetectorConfig()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_argument_group("input")
+    src.add_argument("--model", help="model file (.npz) from train or import-torch")
+    src.add_argument("--input", help="events: .csv, .jsonl (optionally .gz)")
+    src.add_argument("--key", help="stream key column (default: one stream named after the file)")
+    src.add_argument(
+        "--time", help="event time column: epoch number or ISO-8601 (default: row order)"
+    )
+    src.add_argument(
+        "--time-unit", default="s", choices=["s", "ms", "us", "ns"], help="unit of numeric times"
+    )
+    src.add_argument(
+        "--features",
+        help="comma-separated columns fed to the model's features in order "
+        "(default: the model's feature names)",
+    )
+    src.add_argument("--sep", help="CSV delimiter (default: guessed from the header)")
+    src.add_argument(
+        "--format", choices=["csv", "jsonl"], help="input format (default: from the suffix)"
+    )
+    src.add_argument(
+        "--example",
+        action="store_true",
+        help=f"score the shipped example model and events; write to ./{EXAMPLE_DIR}/",
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--out", help="scores file: .csv or .jsonl (.gz compresses); '-' = stdout (default)"
+    )
+    out.add_argument("--plot", help="PNG of series, forecast and score (one per stream)")
+    out.add_argument("--plot-max", type=int, default=20, help="most streams to plot")
+    out.add_argument("--batch", type=int, default=1024, help="events per detector call")
+    out.add_argument("--quiet", "-q", action="store_true", help="no summary on stderr")
+    det = parser.add_argument_group("detector")
+    det.add_argument(
+        "--threshold",
+        type=float,
+        help="open threshold on the score (default: the model's calibrated one, else 0.999)",
+    )
+    det.add_argument(
+        "--close-threshold", type=float, help="close threshold (default: 1 - 10 (1 - open))"
+    )
+    det.add_argument(
+        "--min-run", type=int, default=_DEFAULTS.min_run, help="scores >= open to open"
+    )
+    det.add_argument(
+        "--close-run", type=int, default=_DEFAULTS.close_run, help="scores < close to close"
+    )
+    det.add_argument(
+        "--cooldown",
+        type=float,
+        default=_DEFAULTS.cooldown_s,
+        help="seconds (event time) after a close with no new alert",
+    )
+    det.add_argument(
+        "--warmup", type=int, default=_DEFAULTS.warmup, help="events before a stream may alert"
+    )
+    det.add_argument(
+        "--no-stream-scale",
+        action="store_true",
+        help="do not divide errors by each stream's own running error scale",
+    )
+    det.add_argument(
+        "--smooth", type=int, default=_DEFAULTS.smooth, help="EWMA span of the error (1 = none)"
+    )
+    det.add_argument(
+        "--reset-gap",
+        type=float,
+        default=_DEFAULTS.reset_gap_s,
+        help="seconds of silence that reset a stream's state (0 = never)",
+    )
+
+
+def detector_config(args: argparse.Namespace) -> DetectorConfig:
+    """The :class:`DetectorConfig` the flags describe; bad values are an InputError."""
+    try:
+        return DetectorConfig(
+            open_threshold=args.threshold,
+            close_threshold=args.close_threshold,
+            min_run=args.min_run,
+            close_run=args.close_run,
+            cooldown_s=args.cooldown,
+            warmup=args.warmup,
+            stream_scale=not args.no_stream_scale,
+            smooth=args.smooth,
+            reset_gap_s=args.reset_gap,
+        )
+    except ValueError as exc:
+        raise InputError(f"invalid detector option: {exc}") from exc
+
+
+# -- alerts --------------------------------------------------------------------------
+@dataclass
+class AlertSpan:
+    """One alert seen in the file: when it opened and closed, its peak and drivers."""
+
+    key: str
+    opened: str  # time text as in the input
+    opened_t: float
+    closed: str | None = None
+    closed_t: float | None = None
+    peak: float = 0.0
+    top: list[tuple[str, float]] = field(default_factory=list)  # (feature, share) at opening
+
+
+class AlertTracker:
+    """Turns per-event transitions into alert spans (peak over the open events)."""
+
+    def __init__(self) -> None:
+        self.spans: list[AlertSpan] = []
+        self._open: dict[str, AlertSpan] = {}
+
+    def update(self, ev: Events, lo: int, res: BatchResult) -> None:
+        """Account for events ``lo .. lo + n`` of chunk ``ev`` scored into ``res``."""
+        by_index = {t.index: t for t in res.transitions}
+        active = np.flatnonzero(res.alert | (res.transition != 0))
+        for i in active.tolist():
+            key = ev.keys[lo + i]
+            tr = int(res.transition[i])
+            if tr == 1:
+                t = by_index[i]
+                span = AlertSpan(
+                    key, ev.time_text[lo + i], float(ev.times[lo + i]), top=t.contributions[:3]
+                )
+                self.spans.append(span)
+                self._open[key] = span
+            span_or_none = self._open.get(key)
+            if span_or_none is not None:
+                s = float(res.score[i])
+                if res.alert[i] and math.isfinite(s):
+                    span_or_none.peak = max(span_or_none.peak, s)
+                if tr == 2:
+                    span_or_none.closed = ev.time_text[lo + i]
+                    span_or_none.closed_t = float(ev.times[lo + i])
+                    del self._open[key]
+
+
+# -- output ----------------------------------------------------------------------------
+def _floats(a: np.ndarray) -> list[str]:
+    """float32 values as text that reads back exactly; '' for NaN."""
+    return ["" if v != v else f"{v:.9g}" for v in a.tolist()]
+
+
+class ScoreWriter:
+    """Per-event output rows, CSV or JSON-lines."""
+
+    def __init__(self, fh: IO[str], features: Sequence[str], jsonl: bool) -> None:
+        self.fh = fh
+        self.features = list(features)
+        self.jsonl = jsonl
+        self.fc_names = [f"forecast_{f}" for f in self.features]
+        self._csv = None if jsonl else csv.writer(fh, lineterminator="\n")
+        if self._csv is not None:
+            self._csv.writerow(
+                ["key", "time", "score", "alert", "outcome", "transition", *self.fc_names]
+            )
+
+    def write(self, ev: Events, lo: int, res: BatchResult) -> None:
+        n = len(res.outcome)
+        keys = ev.keys[lo : lo + n]
+        texts = ev.time_text[lo : lo + n]
+        outcome = [OUTCOME_NAMES[o] for o in res.outcome.tolist()]
+        trans = [TRANSITION_NAMES[t] for t in res.transition.tolist()]
+        alert = res.alert.astype(np.int8).tolist()
+        if self._csv is not None:
+            fc = [_floats(res.forecast[:, j]) for j in range(len(self.features))]
+            self._csv.writerows(
+                zip(keys, texts, _floats(res.score), alert, outcome, trans, *fc, strict=True)
+            )
+            return
+        times: list[Any] = [_json_time(s) for s in texts] if ev.time_numeric else texts
+        score = res.score.tolist()  # orjson writes NaN as null
+        fcs = res.forecast.tolist()
+        dumps = orjson.dumps
+        names = self.fc_names
+        self.fh.write(
+            "".join(
+                dumps(
+                    {
+                        "key": keys[i],
+                        "time": times[i],
+                        "score": score[i],
+                        "alert": alert[i],
+                        "outcome": outcome[i],
+                        "transition": trans[i],
+                        **dict(zip(names, fcs[i], strict=True)),
+                    },
+                    option=orjson.OPT_APPEND_NEWLINE,
+                ).decode()
+                for i in range(n)
+            )
+        )
+
+
+def _json_time(text: str) -> float | int:
+    v = float(text)
+    return int(v) if v.is_integer() and abs(v) < 2**53 else v
+
+
+@contextmanager
+def _open_out(path: str) -> Iterator[IO[str]]:
+    if path == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fh: IO[str]
+    if p.name.endswith(".gz"):
+        fh = gzip.open(p, "wt", encoding="utf-8", newline="")
+    else:
+        fh = open(p, "w", encoding="utf-8", newline="")
+    with fh:
+        yield fh
+
+
+# -- plot data ---------------------------------------------------------------------------
+class PlotBuffer:
+    """Everything a plot needs, kept per chunk (only when --plot is given).
+
+    Memory: about 4 * (2F + 2) bytes per event (float32 values, forecast, score, time).
+    """
+
+    def __init__(self) -> None:
+        self.ids: list[np.ndarray] = []
+        self.times: list[np.ndarray] = []
+        self.x: list[np.ndarray] = []
+        self.fc: list[np.ndarray] = []
+        self.score: list[np.ndarray] = []
+        self.alert: list[np.ndarray] = []
+
+    def add(self, ids: np.ndarray, times: np.ndarray, x: np.ndarray, res: BatchResult) -> None:
+        self.ids.append(ids.astype(np.int32))
+        self.times.append(times)
+        self.x.append(x.astype(np.float32))
+        self.fc.append(res.forecast)
+        self.score.append(res.score)
+        self.alert.append(res.alert)
+
+    def stream(self, sid: int) -> dict[str, np.ndarray]:
+        ids = np.concatenate(self.ids)
+        m = ids == sid
+        return {
+            "times": np.concatenate(self.times)[m],
+            "x": np.concatenate(self.x)[m],
+            "forecast": np.concatenate(self.fc)[m],
+            "score": np.concatenate(self.score)[m],
+            "alert": np.concatenate(self.alert)[m],
+        }
+
+
+# -- the command ---------------------------------------------------------------------------
+@dataclass
+class ScoreSummary:
+    events: int
+    streams: int
+    outcomes: dict[str, int]
+    alerts: list[AlertSpan]
+    seconds: float
+    missing: dict[str, int]
+    bad: str
+    open_threshold: float
+    close_threshold: float
+    plots: list[Path] = field(default_factory=list)
+    plot_skipped: int = 0
+
+
+def _example_args(args: argparse.Namespace) -> None:
+    """Fill unset paths and columns with the shipped example's."""
+    root = resources.files("streamlstm") / "examples"
+    args.model = args.model or str(root / EXAMPLE_MODEL)
+    args.input = args.input or str(root / EXAMPLE_EVENTS)
+    args.key = args.key or EXAMPLE_KEY
+    args.time = args.time or EXAMPLE_TIME
+    args.out = args.out or os.path.join(EXAMPLE_DIR, "scores.csv")
+    args.plot = args.plot or os.path.join(EXAMPLE_DIR, "scores.png")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.example:
+        _example_args(args)
+    if not args.model or not args.input:
+        raise InputError("score needs --model and --input (or --example for the shipped demo)")
+    if args.batch < 1:
+        raise InputError(f"--batch is {args.batch}, expected >= 1")
+    if args.plot_max < 1:
+        raise InputError(f"--plot-max is {args.plot_max}, expected >= 1")
+    model = load(args.model)
+    cfg = detector_config(args)
+    columns = model.features
+    if args.features:
+        columns = tuple(c.strip() for c in args.features.split(","))
+        if len(columns) != model.n_features:
+            raise InputError(
+                f"--features names {len(columns)} columns ({', '.join(columns)}) but the model "
+                f"takes {model.n_features} ({', '.join(model.features)}); name one per feature"
+            )
+    reader = EventReader(
+        args.input,
+        columns,
+        key=args.key,
+        time=args.time,
+        sep=args.sep,
+        fmt=args.format,
+        time_unit=args.time_unit,
+    )
+    out = args.out or "-"
+    summary = score_file(
+        model,
+        cfg,
+        reader,
+        out,
+        batch=args.batch,
+        plot=args.plot,
+        plot_max=args.plot_max,
+    )
+    if not args.quiet:
+        print_summary(summary, args.input, out, sys.stderr)
+    return 0
+
+
+def score_file(
+    model: Model,
+    cfg: DetectorConfig,
+    reader: EventReader,
+    out: str,
+    batch: int = 1024,
+    plot: str | None = None,
+    plot_max: int = 20,
+    progress: Callable[[int], None] | None = None,
+) -> ScoreSummary:
+    """Feed every event of ``reader`` through a fresh detector; write rows to ``out``."""
+    t0 = time.perf_counter()
+    det = Detector(model, cfg)
+    tracker = AlertTracker()
+    stream_ids: dict[str, int] = {}
+    buf = PlotBuffer() if plot else None
+    n = 0
+    jsonl = out.removesuffix(".gz").endswith((".jsonl", ".ndjson"))
+    with _open_out(out) as fh:
+        writer = ScoreWriter(fh, model.features, jsonl)
+        for ev in reader:
+            ids = np.fromiter(
+                (stream_ids.setdefault(k, len(stream_ids)) for k in ev.keys), np.int64, len(ev)
+            )
+            for lo in range(0, len(ev), batch):
+                hi = min(lo + batch, len(ev))
+                res = det.process_many(ev.keys[lo:hi], ev.times[lo:hi], ev.x[lo:hi])
+                writer.write(ev, lo, res)
+                tracker.update(ev, lo, res)
+                if buf is not None:
+                    buf.add(ids[lo:hi], ev.times[lo:hi], ev.x[lo:hi], res)
+            n += len(ev)
+            if progress is not None:
+                progress(n)
+    summary = ScoreSummary(
+        events=n,
+        streams=len(stream_ids),
+        outcomes=dict(det.outcome_counts()),
+        alerts=tracker.spans,
+        seconds=time.perf_counter() - t0,
+        missing=dict(reader.stats.missing),
+        bad=reader.stats.bad_summary(),
+        open_threshold=det.open_threshold,
+        close_threshold=det.close_threshold,
+    )
+    if buf is not None and plot:
+        _draw(summary, buf, stream_ids, model, det, Path(plot), plot_max)
+    return summary
+
+
+def _draw(
+    summary: ScoreSummary,
+    buf: PlotBuffer,
+    stream_ids: dict[str, int],
+    model: Model,
+    det: Detector,
+    path: Path,
+    plot_max: int,
+) -> None:
+    from streamlstm.plot import plot_path, plot_stream  # matplotlib only when asked
+
+    # Streams with alerts first (highest peak first), then in order of appearance.
+    peak: dict[str, float] = {}
+    for a in summary.alerts:
+        peak[a.key] = max(peak.get(a.key, 0.0), a.peak)
+    order = sorted(stream_ids, key=lambda k: (k not in peak, -peak.get(k, 0.0), stream_ids[k]))
+    chosen = order[:plot_max]
+    used: set[str] = set()
+    for key in chosen:
+        target = path if len(stream_ids) == 1 else plot_path(path, key, used)
+        data = buf.stream(stream_ids[key])
+        spans = [(a.opened_t, a.closed_t) for a in summary.alerts if a.key == key]
+        plot_stream(
+            target,
+            key,
+            model.features,
+            data["times"],
+            data["x"],
+            data["forecast"],
+            data["score"],
+            spans,
+            det.open_threshold,
+        )
+        summary.plots.append(target)
+    summary.plot_skipped = len(order) - len(chosen)
+
+
+def print_summary(s: ScoreSummary, src: str, out: str, fh: IO[str]) -> None:
+    rate = s.events / s.seconds if s.seconds > 0 else float("inf")
+    p = print
+    p(
+        f"scored {s.events} events of {s.streams} stream(s) from {src} in {s.seconds:.2f} s "
+        f"({rate:,.0f} events/s); scores -> {'stdout' if out == '-' else out}",
+        file=fh,
+    )
+    p(
+        "outcomes: " + ", ".join(f"{k} {v}" for k, v in s.outcomes.items() if v),
+        file=fh,
+    )
+    if s.outcomes.get("too_old"):
+        p(
+            f"  {s.outcomes['too_old']} events were older than their stream's previous event "
+            "(the file is scored in file order); sort the file by time to score them",
+            file=fh,
+        )
+    missing = {k: v for k, v in s.missing.items() if v}
+    if missing:
+        p("missing cells (imputed): " + ", ".join(f"{k} {v}" for k, v in missing.items()), file=fh)
+    if s.bad:
+        p(f"warning: non-numeric cells read as missing: {s.bad}", file=fh)
+    p(
+        f"alerts opened: {len(s.alerts)} (open >= {s.open_threshold:g}, "
+        f"close < {s.close_threshold:g})",
+        file=fh,
+    )
+    if s.alerts:
+        w = max(6, *(len(a.key) for a in s.alerts))
+        tw = max(6, *(len(a.opened) for a in s.alerts))
+        p(
+            f"  {'stream':<{w}}  {'opened':<{tw}}  {'closed':<{tw}}  {'peak':>9}  top features",
+            file=fh,
+        )
+        for a in s.alerts:
+            top = ", ".join(f"{f} {share:.0%}" for f, share in a.top if share >= 0.05)
+            closed = a.closed if a.closed is not None else "(still open)"
+            p(f"  {a.key:<{w}}  {a.opened:<{tw}}  {closed:<{tw}}  {a.peak:9.6f}  {top}", file=fh)
+    if s.plots:
+        drawn = ", ".join(str(x) for x in s.plots)
+        more = f"; {s.plot_skipped} stream(s) not drawn (--plot-max)" if s.plot_skipped else ""
+        p(f"plots: {drawn}{more}", file=fh)
