@@ -1,0 +1,163 @@
+"""Where results go: alert records and dead letters, through one Kafka producer.
+
+Alerts are JSON records on the alerts topic, keyed by stream (so one stream's
+alerts stay in order on one partition). Dead letters keep the original
+record's key and value byte for byte, and carry what went wrong in headers:
+``streamlstm.reason`` (a short fixed word: ``not_json``, ``too_old``, ...),
+``streamlstm.detail``, ``streamlstm.pipeline`` and the source
+``streamlstm.topic`` / ``streamlstm.partition`` / ``streamlstm.offset``; the
+original headers follow.
+
+Delivery is at least once: the loop calls :meth:`AlertSink.flush` before it
+writes a checkpoint, and :meth:`flush` re-sends whatever failed and reports
+False if anything is still undelivered, in which case the loop does not
+checkpoint (so a crash replays those records and re-emits them, with the
+same alert ids).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from streamlstm.io.source import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+Header = tuple[str, bytes]
+
+
+class AlertSink:
+    """Alert + dead-letter producer for one pipeline."""
+
+    def __init__(
+        self,
+        kafka: Any,  # service.config.KafkaConfig
+        sinks: Any,  # service.config.SinksConfig
+        pipeline: str,
+        producer_factory: Callable[..., KafkaProducer] = KafkaProducer,
+        listeners: Sequence[Callable[[dict[str, Any]], None]] = (),
+    ) -> None:
+        self.kafka = kafka
+        self.sinks = sinks
+        self.pipeline = pipeline
+        self._factory = producer_factory
+        self.listeners = list(listeners)
+        self.producer: KafkaProducer | None = None
+        self._pending: list[tuple[Any, tuple[str, bytes | None, bytes | None, list[Header]]]] = []
+
+    @property
+    def needs_producer(self) -> bool:
+        return bool(self.sinks.alerts_topic or self.sinks.dead_letter_topic)
+
+    def connect(self) -> None:
+        if not self.needs_producer or self.producer is not None:
+            return
+        kw = dict(self.kafka.producer_kwargs())
+        kw.setdefault("client_id", self.kafka.client_id)
+        kw.setdefault("acks", "all")
+        # A few ms of batching costs nothing next to the flush before each checkpoint
+        # and keeps a burst of dead letters from becoming one request per record.
+        kw.setdefault("linger_ms", 5)
+        try:
+            self.producer = self._factory(**kw)
+        except KafkaError as exc:
+            raise BrokerUnavailable(
+                f"pipeline={self.pipeline} producer cannot connect: {exc}"
+            ) from exc
+
+    # -- records -----------------------------------------------------------------
+    def alert(self, record: Mapping[str, Any]) -> None:
+        """Send one alert record (see :func:`streamlstm.service.loop.alert_record`)."""
+        for fn in self.listeners:
+            fn(dict(record))
+        if self.sinks.log_alerts:
+            top = ", ".join(f"{c['feature']}={c['share']:.2f}" for c in record["top_features"])
+            log.info(
+                "pipeline=%s partition=%s offset=%s alert %s %s stream=%s score=%.5f top: %s",
+                self.pipeline, record["partition"], record["offset"], record["id"],
+                record["kind"], record["stream"], record["score"], top,
+            )  # fmt: skip
+        if self.sinks.alerts_topic:
+            self._send(self.sinks.alerts_topic, record["stream"].encode(), orjson.dumps(record), [])
+
+    def dead_letter(
+        self,
+        record: Any,
+        reason: str,
+        detail: str = "",
+    ) -> None:
+        """Forward a bad record unchanged, with the reason in headers."""
+        topic = self.sinks.dead_letter_topic
+        if not topic:
+            return
+        headers: list[Header] = [
+            ("streamlstm.reason", reason.encode()),
+            ("streamlstm.detail", detail.encode()[:1024]),
+            ("streamlstm.pipeline", self.pipeline.encode()),
+            ("streamlstm.topic", str(getattr(record, "topic", "")).encode()),
+            ("streamlstm.partition", str(record.partition).encode()),
+            ("streamlstm.offset", str(record.offset).encode()),
+        ]
+        for h in getattr(record, "headers", None) or ():
+            headers.append((str(h[0]), bytes(h[1]) if h[1] is not None else b""))
+        self._send(topic, record.key, record.value, headers)
+
+    def _send(self, topic: str, key: bytes | None, value: bytes | None, headers: list[Header]):
+        if self.producer is None:
+            raise BrokerUnavailable(f"pipeline={self.pipeline} producer is not connected")
+        args = (topic, key, value, headers)
+        self._pending.append((self._send_raw(args), args))
+
+    def _send_raw(self, args: tuple[str, bytes | None, bytes | None, list[Header]]) -> Any:
+        topic, key, value, headers = args
+        assert self.producer is not None
+        try:
+            return self.producer.send(topic, key=key, value=value, headers=headers or None)
+        except KafkaError as exc:  # buffer full / metadata timeout: retried at flush
+            return exc
+
+    # -- delivery ----------------------------------------------------------------
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait for every record sent since the last flush; re-send failures once.
+
+        True when all are delivered. On False the undelivered records stay
+        pending and the next flush tries them again.
+        """
+        if self.producer is None:
+            return not self._pending
+        for attempt in range(2):
+            try:
+                self.producer.flush(timeout=timeout_s)
+            except KafkaError as exc:
+                log.warning("pipeline=%s producer flush failed: %s", self.pipeline, exc)
+            failed = []
+            for fut, args in self._pending:
+                if isinstance(fut, Exception) or not fut.is_done or fut.failed():
+                    failed.append(args)
+            if not failed:
+                self._pending.clear()
+                return True
+            if attempt == 0:
+                log.warning(
+                    "pipeline=%s %d records undelivered; re-sending", self.pipeline, len(failed)
+                )
+            self._pending = [(self._send_raw(a), a) for a in failed]
+        return False
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        if self.producer is not None:
+            try:
+                self.producer.close(timeout=timeout_s)
+            except Exception as exc:  # best effort: the caller already flushed
+                log.warning("pipeline=%s producer close failed: %s", self.pipeline, exc)
+            self.producer = None

@@ -1,0 +1,194 @@
+"""The Kafka source: a ``kafka-python`` consumer that the loop alone drives.
+
+Two assignment modes (``kafka.assignment``):
+
+- ``static``: ``assign`` the configured partitions (all of each topic when
+  none are listed). No group join, so no join delay; offsets are still
+  committed to the group id for tooling. For a single instance.
+- ``group``: ``subscribe`` with a rebalance listener. kafka-python calls the
+  listener from inside ``poll`` on the loop's own thread, so the loop can
+  checkpoint revoked partitions *before* they are released and restore and
+  seek assigned ones before their first record is fetched.
+
+Where an assigned partition starts: the loop's checkpoint if it has one
+(:meth:`KafkaSource.seek`), else the group's committed offset, else the
+beginning or the end of the partition (``source.start``). Auto-commit is off:
+offsets are committed by the loop, only after the checkpoint is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from streamlstm.errors import StreamlstmError
+
+log = logging.getLogger(__name__)
+
+# How long to wait for a topic's partition list in static mode before failing
+# the attempt (the caller retries with backoff): a topic created a moment ago
+# can take a metadata refresh or two to show up.
+METADATA_TIMEOUT_S = 10.0
+
+
+class SourceError(StreamlstmError):
+    """The Kafka source cannot go on (unknown topic, refused assignment)."""
+
+
+class BrokerUnavailable(StreamlstmError):
+    """The broker cannot be reached now; the caller retries with backoff."""
+
+
+class PartitionHandler(Protocol):
+    def on_assigned(self, partitions: Sequence[TopicPartition]) -> None: ...
+
+    def on_revoked(self, partitions: Sequence[TopicPartition]) -> None: ...
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, handler: PartitionHandler) -> None:
+        self.handler = handler
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        if revoked:
+            self.handler.on_revoked(sorted(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.handler.on_assigned(sorted(assigned))
+
+
+class KafkaSource:
+    """Consumer wrapper: connect, assign/subscribe, poll, seek, commit, lag."""
+
+    def __init__(
+        self,
+        kafka: Any,  # service.config.KafkaConfig
+        source: Any,  # service.config.SourceConfig
+        handler: PartitionHandler,
+        pipeline: str = "",
+        consumer_factory: Callable[..., KafkaConsumer] = KafkaConsumer,
+    ) -> None:
+        self.kafka = kafka
+        self.source = source
+        self.handler = handler
+        self.pipeline = pipeline
+        self._factory = consumer_factory
+        self.consumer: KafkaConsumer | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+    def connect(self) -> None:
+        """Create the consumer; raises :class:`BrokerUnavailable` when no broker answers."""
+        kw = dict(self.kafka.consumer_kwargs())
+        kw.setdefault("client_id", self.kafka.client_id)
+        kw.setdefault("group_id", self.kafka.group_id)
+        kw["enable_auto_commit"] = False
+        kw["auto_offset_reset"] = self.source.start
+        kw["max_poll_records"] = self.source.max_poll_records
+        kw.setdefault("session_timeout_ms", self.kafka.session_timeout_ms)
+        kw.setdefault("heartbeat_interval_ms", self.kafka.heartbeat_interval_ms)
+        kw.setdefault("max_poll_interval_ms", self.kafka.max_poll_interval_ms)
+        try:
+            self.consumer = self._factory(**kw)
+        except KafkaError as exc:
+            raise BrokerUnavailable(
+                f"pipeline={self.pipeline} cannot reach Kafka at "
+                f"{','.join(self.kafka.bootstrap_servers)}: {exc}"
+            ) from exc
+
+    def start(self) -> None:
+        """Assign (static) or subscribe (group); static mode calls ``on_assigned`` now."""
+        c = self._c
+        if self.kafka.assignment == "static":
+            tps = self._static_partitions()
+            c.assign(tps)
+            self.handler.on_assigned(tps)
+        else:
+            c.subscribe(topics=list(self.source.topics), listener=_Listener(self.handler))
+
+    def _static_partitions(self) -> list[TopicPartition]:
+        c = self._c
+        out: list[TopicPartition] = []
+        for topic in self.source.topics:
+            wanted = self.kafka.partitions
+            if wanted is None:
+                deadline = time.monotonic() + METADATA_TIMEOUT_S
+                parts = c.partitions_for_topic(topic)
+                while not parts and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    parts = c.partitions_for_topic(topic)
+                if not parts:
+                    raise BrokerUnavailable(
+                        f"pipeline={self.pipeline} topic {topic!r} has no partitions in the "
+                        "broker's metadata (does it exist?)"
+                    )
+                wanted = tuple(sorted(parts))
+            out.extend(TopicPartition(topic, int(p)) for p in wanted)
+        return out
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close(autocommit=False)
+            except Exception as exc:  # closing is best effort; the checkpoint is durable
+                log.warning("pipeline=%s consumer close failed: %s", self.pipeline, exc)
+            self.consumer = None
+
+    @property
+    def _c(self) -> KafkaConsumer:
+        if self.consumer is None:
+            raise SourceError(f"pipeline={self.pipeline} source is not connected")
+        return self.consumer
+
+    # -- data --------------------------------------------------------------------
+    def poll(self) -> dict[TopicPartition, list[Any]]:
+        return self._c.poll(
+            timeout_ms=self.source.poll_timeout_ms, max_records=self.source.max_poll_records
+        )
+
+    def seek(self, tp: TopicPartition, offset: int | None) -> int | None:
+        """Seek to ``offset``; None = the committed offset, else ``source.start``.
+
+        Returns the offset sought to, or None when it is left to the broker
+        (start of an empty partition, or its end).
+        """
+        c = self._c
+        if offset is None:
+            offset = self.committed(tp)
+        if offset is not None:
+            c.seek(tp, offset)
+            return offset
+        if self.source.start == "latest":
+            c.seek_to_end(tp)
+        else:
+            c.seek_to_beginning(tp)
+        return None
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        off = self._c.committed(tp)
+        return None if off is None or off < 0 else int(off)
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Synchronous commit of next offsets; raises KafkaError on failure."""
+        if offsets:
+            self._c.commit({tp: OffsetAndMetadata(int(o), "", -1) for tp, o in offsets.items()})
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self._c.highwater(tp)
+
+    def connected(self) -> bool:
+        """Best-effort: does the client hold a live connection to any broker?"""
+        c = self.consumer
+        if c is None:
+            return False
+        try:
+            conns = c._client._conns  # noqa: SLF001 - kafka-python has no public probe
+            return any(conn.connected() for conn in list(conns.values()))
+        except Exception:  # pragma: no cover - private API changed
+            return True

@@ -1,0 +1,148 @@
+"""The daemon's wiring and lifecycle: one loop thread per pipeline, one HTTP port.
+
+Resources open in dependency order and close in reverse (an ExitStack):
+registry and metrics, the HTTP server, then each pipeline's loop (which owns
+its detector, consumer and producer). Signals only set events:
+
+- SIGTERM / SIGINT: the first one sets ``stop``; every loop finishes its
+  batch, flushes, writes its final checkpoint, commits and closes;
+  :meth:`Service.run` returns 0 if that took less than ``shutdown_grace_s``,
+  1 otherwise (the process then exits with the loops still mid-shutdown,
+  which the checkpoint makes safe). A second signal is ignored: the grace
+  period bounds the wait.
+- SIGHUP: every loop reloads its model file before its next poll.
+
+A loop that dies with an exception stops the others and :meth:`Service.run`
+re-raises it, so the process exits non-zero with the original error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from streamlstm.service.health import HealthServer
+from streamlstm.service.loop import Health, PipelineLoop
+from streamlstm.service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """Runs every pipeline of ``config`` (a ``ServiceConfig``) until stopped."""
+
+    def __init__(
+        self,
+        config: Any,
+        registry: CollectorRegistry | None = None,
+        stop: threading.Event | None = None,
+        alert_listeners: Sequence[Callable[[dict[str, Any]], None]] = (),
+        models: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry or CollectorRegistry()
+        self.stop = stop or threading.Event()
+        self.metrics = Metrics(self.registry, config.metrics.max_alert_series)
+        self.loops: list[PipelineLoop] = []
+        self._alert_listeners = alert_listeners
+        self._models = models or {}
+        self._reloads: list[threading.Event] = []
+        self.http: HealthServer | None = None
+        self._errors: list[BaseException] = []
+        self._started = threading.Event()
+
+    # -- control (safe from signal handlers and other threads) --------------------
+    def request_stop(self, *_: Any) -> None:
+        if not self.stop.is_set():
+            log.info("stop requested; finishing the current batch")
+        self.stop.set()
+
+    def request_reload(self, *_: Any) -> None:
+        log.info("model reload requested")
+        for ev in self._reloads:
+            ev.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP reloads. Main thread only."""
+
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            self.request_stop()
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            self.request_reload()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, on_hup)
+
+    def healths(self) -> list[Health]:
+        return [lp.health for lp in self.loops]
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        return self._started.wait(timeout)
+
+    # -- run -----------------------------------------------------------------------
+    def run(self) -> int:
+        cfg = self.config
+        with contextlib.ExitStack() as stack:
+            for p in cfg.pipelines:
+                reload = threading.Event()
+                self._reloads.append(reload)
+                self.loops.append(
+                    PipelineLoop(
+                        p, self.metrics, self.stop, model=self._models.get(p.name),
+                        reload=reload, alert_listeners=self._alert_listeners,
+                    )
+                )  # fmt: skip
+            self.http = HealthServer(
+                cfg.metrics.host, cfg.metrics.port, self.registry, self.healths,
+                cfg.heartbeat_stale_s,
+            ).start()  # fmt: skip
+            stack.callback(self.http.close)
+            log.info("metrics, /healthz and /readyz on %s", self.http.url)
+            threads = [
+                threading.Thread(
+                    target=self._run_loop, args=(lp,), name=f"pipeline-{lp.name}", daemon=True
+                )
+                for lp in self.loops
+            ]
+            for t in threads:
+                t.start()
+            self._started.set()
+            while not self.stop.is_set():
+                if not any(t.is_alive() for t in threads):
+                    break
+                self.stop.wait(0.2)
+            self.stop.set()
+            deadline = time.monotonic() + cfg.shutdown_grace_s
+            for t in threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+            late = [t.name for t in threads if t.is_alive()]
+            if self._errors:
+                raise self._errors[0]
+            if late:
+                log.error(
+                    "%s did not stop within shutdown_grace_s=%.1f; exiting anyway "
+                    "(the last checkpoint stands, the rest is replayed on restart)",
+                    ", ".join(late), cfg.shutdown_grace_s,
+                )  # fmt: skip
+                return 1
+        log.info("stopped cleanly")
+        return 0
+
+    def _run_loop(self, lp: PipelineLoop) -> None:
+        try:
+            lp.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            log.error("pipeline=%s crashed: %s", lp.name, exc, exc_info=True)
+            self._errors.append(exc)
+            self.stop.set()

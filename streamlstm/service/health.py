@@ -1,0 +1,121 @@
+"""One HTTP port for Prometheus and the orchestrator: /metrics, /healthz, /readyz.
+
+- ``/metrics``: the registry in Prometheus text format.
+- ``/healthz`` (liveness): 200 while every pipeline loop's heartbeat is younger
+  than ``heartbeat_stale_s``; 503 when a loop is stuck, so Kubernetes or the
+  systemd watchdog restarts the process (the checkpoint makes that safe).
+- ``/readyz`` (readiness): 200 only once every pipeline has compiled its
+  kernels, received its partitions, restored their state and reaches the
+  broker; 503 otherwise, with the reason per pipeline in the body.
+
+The server runs in its own daemon thread and only reads what the loops write.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from streamlstm.service.loop import Health
+
+log = logging.getLogger(__name__)
+
+
+def liveness(healths: Sequence[Health], stale_s: float) -> tuple[bool, str]:
+    now = time.monotonic()
+    lines, ok = [], True
+    for h in healths:
+        age = now - h.heartbeat
+        fine = age <= stale_s
+        ok &= fine
+        lines.append(f"{h.pipeline}: {'ok' if fine else 'STALE'} heartbeat {age:.1f}s ago")
+    return ok, "\n".join(lines) + "\n"
+
+
+def readiness(healths: Sequence[Health]) -> tuple[bool, str]:
+    lines, ok = [], bool(healths)
+    for h in healths:
+        missing = [
+            what
+            for what, done in (
+                ("kernels compiling", h.compiled),
+                ("waiting for partitions", h.assigned),
+                ("restoring state", h.restored),
+                ("broker unreachable", h.broker_up),
+            )
+            if not done
+        ]
+        ok &= not missing
+        lines.append(f"{h.pipeline}: {'ready' if not missing else ', '.join(missing)}")
+    return ok, "\n".join(lines) + "\n"
+
+
+class HealthServer:
+    """Serves the three endpoints on ``host:port`` (port 0 = any free port)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        healths: Callable[[], Sequence[Health]],
+        stale_s: float,
+    ) -> None:
+        self.registry = registry
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    body = generate_latest(server.registry)
+                    self._send(200, body, CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    ok, text = liveness(healths(), stale_s)
+                    self._send(200 if ok else 503, text.encode())
+                elif path == "/readyz":
+                    ok, text = readiness(healths())
+                    self._send(200 if ok else 503, text.encode())
+                else:
+                    self._send(404, b"try /metrics, /healthz or /readyz\n")
+
+            def _send(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                log.debug("http %s", format % args)
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, name="streamlstm-http", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = self.httpd.server_address[0]
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,485 @@
+"""The consumer loop of one pipeline: single-threaded, in a fixed order.
+
+Each turn: **poll -> decode -> process -> emit alerts and dead letters**, and
+when the checkpoint interval has passed (or on revoke / shutdown): **flush
+the producer -> persist the checkpoint -> commit offsets**. Flushing first is
+what makes a crash safe: every alert of the events a checkpoint covers is in
+Kafka before the checkpoint exists, and alerts of events after it are
+re-emitted on replay with the same ids (at least once, deduplicable by id).
+
+A micro-batch costs one decode and one detector call per partition present
+in it; streams of partition ``p`` of the ``i``-th source topic live in
+detector group ``i * 65536 + p`` (plain ``p`` for a single topic), which is
+also part of their alert ids.
+
+Decisions:
+- The broker going away is not a crash: connection, produce and commit
+  failures are counted, shown as ``broker_up 0`` and not-ready, and retried
+  with exponential backoff (0.5 s doubling to 30 s). Events keep being
+  processed from what was fetched; the checkpoint is not written while the
+  producer cannot deliver.
+- A checkpoint that does not fit the model (written for another shape) is
+  fatal with an explicit message: silently starting cold would replay
+  nothing and lose state.
+- Idle-TTL eviction runs at checkpoint time with "now" = the newest event
+  time seen; like LRU eviction, it is the one thing a replay after a crash
+  may do at a different point than the original run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kafka import TopicPartition
+from kafka.errors import KafkaError
+
+from streamlstm import model as model_io
+from streamlstm.detector import OUTCOME_NAMES, REJECTED, Detector, Transition
+from streamlstm.errors import CheckpointError, ModelError
+from streamlstm.io.decode import Decoder
+from streamlstm.io.sink import AlertSink
+from streamlstm.io.source import BrokerUnavailable, KafkaSource
+from streamlstm.model import Model
+from streamlstm.service.checkpoint import CheckpointStore
+from streamlstm.service.metrics import Metrics, PipelineStatus
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 30.0
+# Scrape-time status (streams in alert, lag) is rebuilt at most this often: walking a
+# million-slot table per batch would cost more than the batch.
+STATUS_EVERY_S = 0.5
+TOP_FEATURES = 3
+_REJECTED_CODES = np.array(sorted(REJECTED), np.int8)
+
+
+def group_of(topic_index: int, partition: int) -> int:
+    return topic_index * 65536 + partition
+
+
+@dataclass
+class Health:
+    """What /healthz and /readyz read; written by the loop thread only."""
+
+    pipeline: str
+    heartbeat: float = field(default_factory=time.monotonic)
+    compiled: bool = False
+    assigned: bool = False
+    restored: bool = False
+    broker_up: bool = False
+
+    @property
+    def ready(self) -> bool:
+        return self.compiled and self.assigned and self.restored and self.broker_up
+
+    def beat(self) -> None:
+        self.heartbeat = time.monotonic()
+
+
+def alert_record(pipeline: str, topic: str, offset: int, t: Transition) -> dict[str, Any]:
+    """The JSON document of one alert transition (the alerts topic's schema)."""
+    return {
+        "id": t.alert_id,
+        "pipeline": pipeline,
+        "stream": t.key,
+        "kind": t.kind,
+        "topic": topic,
+        "partition": t.group % 65536,
+        "offset": offset,
+        "opened_offset": t.ref,
+        "score": t.score,
+        "threshold": t.threshold,
+        "event_time": t.time,
+        "event_time_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t.time)),
+        "features": t.values,
+        "forecast": t.forecast,
+        "top_features": [{"feature": f, "share": s} for f, s in t.contributions[:TOP_FEATURES]],
+    }
+
+
+class PipelineLoop:
+    """Runs one pipeline until ``stop`` is set; raises on a fatal error."""
+
+    def __init__(
+        self,
+        cfg: Any,  # service.config.PipelineConfig
+        metrics: Metrics,
+        stop: threading.Event,
+        model: Model | None = None,
+        reload: threading.Event | None = None,
+        alert_listeners: Sequence[Callable[[dict[str, Any]], None]] = (),
+        source_factory: Callable[..., KafkaSource] = KafkaSource,
+        sink_factory: Callable[..., AlertSink] = AlertSink,
+    ) -> None:
+        self.cfg = cfg
+        self.name: str = cfg.name
+        self.metrics = metrics
+        self.stop = stop
+        self.reload = reload or threading.Event()
+        self.health = Health(cfg.name)
+        self.model = model if model is not None else model_io.load(cfg.model_path)
+        self.detector = Detector(self.model, cfg.detector)
+        self.decoder = Decoder(cfg.decode, self.model.features)
+        self.store = CheckpointStore(Path(cfg.checkpoint.dir), cfg.name, keep=cfg.checkpoint.keep)
+        self.topics: tuple[str, ...] = tuple(cfg.source.topics)
+        self.source = source_factory(cfg.kafka, cfg.source, self, pipeline=cfg.name)
+        self.sink = sink_factory(cfg.kafka, cfg.sinks, cfg.name, listeners=alert_listeners)
+        self.assigned: set[TopicPartition] = set()
+        self.next_offset: dict[TopicPartition, int] = {}
+        self.dirty: set[TopicPartition] = set()
+        self.last_checkpoint: float | None = None
+        self._last_ckpt_mono = time.monotonic()
+        self._retry_at = 0.0
+        self._backoff = BACKOFF_MIN_S
+        self._max_event_time = -np.inf
+        self._evicted_seen = 0
+        self._status_at = 0.0
+        self._digest = ""
+        self._digest_of: Model | None = None
+        metrics.init_pipeline(self.name, OUTCOME_NAMES)
+
+    # -- lifecycle ----------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Compile the kernels on a scratch detector so the first real batch is fast."""
+        t0 = time.perf_counter()
+        scratch = Detector(self.model, self.cfg.detector)
+        x = np.zeros((4, self.model.n_features))
+        scratch.process_many(["w0", "w1", "w0", "w1"], [0.0, 0.0, 1.0, 1.0], x, group=0)
+        self.health.compiled = True
+        log.info("pipeline=%s kernels ready in %.2fs", self.name, time.perf_counter() - t0)
+
+    def run(self) -> None:
+        self.warm_up()
+        self.health.beat()
+        try:
+            if not self._connect():
+                return
+            while not self.stop.is_set():
+                self.step()
+            self._checkpoint(force=True, final=True)
+        finally:
+            self.sink.close()
+            self.source.close()
+            self._publish(force=True)
+            log.info("pipeline=%s stopped", self.name)
+
+    def _connect(self) -> bool:
+        backoff = BACKOFF_MIN_S
+        while not self.stop.is_set():
+            self.health.beat()
+            try:
+                self.source.connect()
+                self.sink.connect()
+                self.source.start()
+                self.health.broker_up = True
+                self._publish(force=True)
+                return True
+            except (BrokerUnavailable, KafkaError) as exc:
+                self.metrics.broker_errors.labels(self.name, "connect").inc()
+                self.health.broker_up = False
+                self._publish(force=True)
+                log.warning(
+                    "pipeline=%s broker unavailable (%s); retrying in %.1fs",
+                    self.name,
+                    exc,
+                    backoff,
+                )
+                self.source.close()
+                self.stop.wait(backoff)
+                backoff = min(BACKOFF_MAX_S, backoff * 2)
+        return False
+
+    def close(self) -> None:
+        self.sink.close()
+        self.source.close()
+
+    # -- one turn -----------------------------------------------------------------
+    def step(self) -> None:
+        self.health.beat()
+        if self.reload.is_set():
+            self.reload.clear()
+            self.reload_model()
+        try:
+            polled = self.source.poll()
+        except KafkaError as exc:
+            self._broker_error("poll", exc)
+            polled = {}
+        if polled:
+            self.process(polled)
+        now = time.monotonic()
+        if now - self._last_ckpt_mono >= self.cfg.checkpoint.interval_s and now >= self._retry_at:
+            self._checkpoint()
+        self._publish()
+
+    def process(self, polled: dict[TopicPartition, list[Any]]) -> None:
+        t0 = time.perf_counter()
+        for tp, records in polled.items():
+            if not records or tp not in self.assigned:
+                continue
+            self._process_partition(tp, records)
+        self.metrics.batches.labels(self.name).inc()
+        self.metrics.batch_seconds.labels(self.name).observe(time.perf_counter() - t0)
+        self.health.broker_up = True
+
+    def _process_partition(self, tp: TopicPartition, records: list[Any]) -> None:
+        name = self.name
+        m = self.metrics
+        batch = self.decoder.decode(records)
+        for rj in batch.rejects:
+            self._dead_letter(records[rj.index], rj.reason, rj.detail)
+        if batch.rejects:
+            m.record_outcomes(name, batch.reject_counts())
+        if len(batch):
+            group = group_of(self.topics.index(tp.topic), tp.partition)
+            det = self.detector
+            res = det.process_many(batch.keys, batch.times, batch.x, batch.offsets, group=group)
+            m.record_outcomes(name, res.counts())
+            bad = np.flatnonzero(np.isin(res.outcome, _REJECTED_CODES))
+            for i in bad.tolist():
+                code = int(res.outcome[i])
+                reason = OUTCOME_NAMES[code]
+                self._dead_letter(records[int(batch.index[i])], reason, _detail(code, batch, i))
+            scored = res.score[np.isfinite(res.score)]
+            m.score.observe_many((name,), scored)
+            n_anom = int(np.count_nonzero(scored >= det.open_threshold))
+            if n_anom:
+                m.anomalies.labels(name).inc(n_anom)
+            for t in res.transitions:
+                rec = alert_record(name, tp.topic, int(batch.offsets[t.index]), t)
+                self.sink.alert(rec)
+                m.transitions.labels(name, t.kind).inc()
+                m.alerts_sent.labels(name).inc()
+            now = time.time()
+            ts = np.fromiter((r.timestamp for r in records), np.float64, count=len(records))
+            m.latency.observe_many((name,), now - ts / 1000.0)
+            m.event_lag.observe_many((name,), now - batch.times)
+            self._max_event_time = max(self._max_event_time, float(batch.times.max()))
+        self.next_offset[tp] = int(records[-1].offset) + 1
+        self.dirty.add(tp)
+
+    def _dead_letter(self, record: Any, reason: str, detail: str) -> None:
+        self.metrics.dead_letters.labels(self.name, reason).inc()
+        try:
+            self.sink.dead_letter(record, reason, detail)
+        except BrokerUnavailable as exc:
+            self._broker_error("produce", exc)
+
+    # -- checkpoint + commit -----------------------------------------------------------
+    def _checkpoint(
+        self,
+        partitions: Sequence[TopicPartition] | None = None,
+        force: bool = False,
+        final: bool = False,
+    ) -> bool:
+        """Flush, persist the dirty partitions' checkpoints, commit; False if it must wait."""
+        self._last_ckpt_mono = time.monotonic()
+        self._expire()
+        todo = [tp for tp in (partitions or sorted(self.assigned)) if tp in self.dirty]
+        if not todo:
+            return True
+        timeout = min(10.0, self.cfg.checkpoint.interval_s) if not final else 10.0
+        if not self.sink.flush(timeout):
+            self._broker_error("produce", "undelivered records after flush")
+            return False
+        t0 = time.perf_counter()
+        size = 0
+        meta = {"model_sha256": self._model_digest(), "model": self.model.describe()}
+        for tp in todo:
+            g = group_of(self.topics.index(tp.topic), tp.partition)
+            try:
+                info = self.store.write(
+                    tp.topic, tp.partition, self.next_offset[tp],
+                    self.detector.table.snapshot(group=g), meta,
+                )  # fmt: skip
+            except CheckpointError:
+                self.metrics.checkpoint_failures.labels(self.name).inc()
+                raise
+            size += info.size
+        elapsed = time.perf_counter() - t0
+        self.metrics.checkpoint_seconds.labels(self.name).observe(elapsed)
+        self.metrics.checkpoint_bytes.labels(self.name).set(size)
+        self.last_checkpoint = time.time()
+        log.debug(
+            "pipeline=%s checkpoint of %d partitions, %d bytes in %.3fs",
+            self.name, len(todo), size, elapsed,
+        )  # fmt: skip
+        offsets = {tp: self.next_offset[tp] for tp in todo}
+        for tp in todo:
+            self.dirty.discard(tp)
+        try:
+            self.source.commit(offsets)
+            self._backoff = BACKOFF_MIN_S
+        except KafkaError as exc:
+            # Not fatal: the checkpoint is durable and wins over the committed offset.
+            self.metrics.commit_failures.labels(self.name).inc()
+            self._broker_error("commit", exc)
+        return True
+
+    def _expire(self) -> None:
+        table = self.detector.table
+        if np.isfinite(self._max_event_time):
+            self.detector.expire(self._max_event_time)
+        evicted = table.evicted_lru + table.evicted_idle
+        if evicted != self._evicted_seen:
+            # Evictions change other partitions' state too: checkpoint all of them.
+            self._evicted_seen = evicted
+            self.dirty.update(tp for tp in self.assigned if tp in self.next_offset)
+
+    def _broker_error(self, op: str, exc: object) -> None:
+        self.metrics.broker_errors.labels(self.name, op).inc()
+        self.health.broker_up = False
+        self._retry_at = time.monotonic() + self._backoff
+        log.warning(
+            "pipeline=%s %s failed (%s); retrying in %.1fs", self.name, op, exc, self._backoff
+        )
+        self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+
+    # -- rebalance (called by the source, on this thread) ---------------------------------
+    def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        self.health.restored = False
+        for tp in partitions:
+            if tp.topic not in self.topics:
+                continue
+            g = group_of(self.topics.index(tp.topic), tp.partition)
+            self.detector.table.drop(group=g)
+            ckpt = self.store.read(tp.topic, tp.partition)
+            if ckpt is not None:
+                try:
+                    self.detector.table.restore(ckpt.snapshot, group=g)
+                except CheckpointError as exc:
+                    raise CheckpointError(
+                        f"pipeline={self.name} partition={tp.partition}: checkpoint "
+                        f"{ckpt.path} does not fit model {self.model.describe()}: {exc}; "
+                        "point model_path back at its model, or move the checkpoint dir "
+                        "away to start cold"
+                    ) from exc
+                self.source.seek(tp, ckpt.next_offset)
+                self.next_offset[tp] = ckpt.next_offset
+                where = f"checkpoint ({ckpt.n_streams} streams)"
+                off: int | None = ckpt.next_offset
+            else:
+                off = self.source.seek(tp, None)
+                if off is not None:
+                    self.next_offset[tp] = off
+                where = "committed offset" if off is not None else f"{self.cfg.source.start}"
+            log.info(
+                "pipeline=%s topic=%s partition=%d offset=%s assigned; resuming from %s",
+                self.name, tp.topic, tp.partition, off, where,
+            )  # fmt: skip
+            self.assigned.add(tp)
+            self.metrics.rebalances.labels(self.name, "assigned").inc()
+        self.health.assigned = True
+        self.health.restored = True
+        self._publish(force=True)
+
+    def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        mine = [tp for tp in partitions if tp in self.assigned]
+        if not mine:
+            return
+        try:
+            ok = self._checkpoint(mine, force=True)
+        except KafkaError as exc:
+            ok = False
+            self._broker_error("commit", exc)
+        if not ok:
+            log.error(
+                "pipeline=%s could not checkpoint revoked partitions %s; their new owner will "
+                "replay from the previous checkpoint",
+                self.name, [tp.partition for tp in mine],
+            )  # fmt: skip
+        for tp in mine:
+            g = group_of(self.topics.index(tp.topic), tp.partition)
+            self.detector.table.drop(group=g)
+            self.assigned.discard(tp)
+            self.next_offset.pop(tp, None)
+            self.dirty.discard(tp)
+            self.metrics.rebalances.labels(self.name, "revoked").inc()
+            log.info("pipeline=%s topic=%s partition=%d revoked", self.name, tp.topic, tp.partition)
+
+    # -- model reload (SIGHUP) -------------------------------------------------------------
+    def reload_model(self) -> None:
+        path = self.cfg.model_path
+        try:
+            new = model_io.load(path)
+            self.detector.reload_model(new)
+        except ModelError as exc:
+            self.metrics.model_reloads.labels(self.name, "refused").inc()
+            log.error("pipeline=%s model reload refused, keeping the old model: %s", self.name, exc)
+            return
+        self.model = new
+        self.metrics.model_reloads.labels(self.name, "ok").inc()
+        log.info("pipeline=%s model reloaded from %s: %s", self.name, path, new.describe())
+
+    def _model_digest(self) -> str:
+        if self._digest_of is not self.model:
+            self._digest = _digest(self.model)
+            self._digest_of = self.model
+        return self._digest
+
+    # -- status for metrics and health ----------------------------------------------------
+    def _publish(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._status_at < STATUS_EVERY_S:
+            return
+        self._status_at = now
+        if self.source.consumer is not None and not self.health.broker_up:
+            self.health.broker_up = self.source.connected()
+        table = self.detector.table
+        lag = {}
+        for tp in self.assigned:
+            hw = None
+            try:
+                hw = self.source.highwater(tp) if self.source.consumer is not None else None
+            except Exception:  # noqa: BLE001 - lag is informative only
+                hw = None
+            nxt = self.next_offset.get(tp)
+            if hw is not None and nxt is not None:
+                lag[(tp.topic, tp.partition)] = max(0, int(hw) - nxt)
+        m = self.model
+        self.metrics.publish(
+            PipelineStatus(
+                pipeline=self.name,
+                live_streams=len(table),
+                evicted_lru=table.evicted_lru,
+                evicted_idle=table.evicted_idle,
+                state_bytes=table.state_bytes(),
+                in_alert=self.detector.streams_in_alert(),
+                lag=lag,
+                last_checkpoint=self.last_checkpoint,
+                model={
+                    "cell": m.cell, "layers": str(m.layers), "hidden": str(m.hidden),
+                    "features": ",".join(m.features), "sha256": self._model_digest(),
+                },
+                assigned=len(self.assigned),
+                broker_up=self.health.broker_up,
+                ready=self.health.ready,
+            )
+        )  # fmt: skip
+
+
+def _detail(code: int, batch: Any, i: int) -> str:
+    name = OUTCOME_NAMES[code]
+    if name == "too_old":
+        return f"event time {batch.times[i]:.3f} is older than the stream's last event"
+    if name == "missing":
+        return "every feature is missing"
+    if name == "non_finite":
+        return "a feature or the event time is not finite"
+    return "a feature is beyond detector.max_abs standard deviations"
+
+
+def _digest(model: Model) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in model.arrays().values():
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
