@@ -5,7 +5,7 @@ Signal model
 Every stream ``s`` (a sensor) has channels ``f`` (features, e.g. temp, pressure, flow,
 vibration). In normalised units each channel is::
 
-    z[s, t, f] = load[s, f] * driver[s, t] + idio[s, t, f] + noise * eps[s, t, f]
+    z[s, t, f] = load[s, f] * driver[s, t] + mix[s, f] * local[s, t] + noise * eps[s, t, f]
     driver[s, t] = season[s, t] + latent[s, t]
     season[s, t] = a_d sin(w_d t + p_d) + a_h sin(2 w_d t + p_h) + a_w sin(w_w t + p_w)
 
@@ -14,39 +14,43 @@ and the value seen is ``values[s, t, f] = level[s, f] + scale[s, f] * z[s, t, f]
 * ``w_d``, ``w_w``: daily and weekly angular frequency of the *event time* in seconds, so the
   seasonality follows the wall clock whatever ``period_s`` is; ``a_d`` in 0.6-1.2, ``a_h``
   (12-hour harmonic) 0.1-0.4 of ``a_d``, ``a_w`` in 0.2-0.5, phases uniform, all per stream.
-* ``latent``: AR(1), stationary std 0.5, time constant 60-240 steps per stream. Shared by all
-  channels of a stream through ``load`` (0.6-1.0 in magnitude, negative with probability 1/4),
-  so channels are strongly correlated.
-* ``idio``: per-channel AR(1), stationary std 0.2, time constant 10-60 steps.
-* ``eps``: white noise, std ``FleetSpec.noise``.
+* ``latent``: slow AR(1), stationary std 0.5, time constant 60-240 steps per stream.
+* ``local``: fast AR(1), stationary std 0.3, time constant 10-40 steps per stream.
+* ``load``: 0.6-1.0 in magnitude, negative with probability 1/4; ``mix``: uniform in
+  [-1, 1]. Both factors are shared by the channels of a stream with per-stream loadings, so
+  channels are strongly but not perfectly correlated.
+* ``eps``: white measurement noise, std ``FleetSpec.noise``.
 * ``level``: log-uniform per stream in a per-feature range (temp 20-90, pressure 1-10,
   flow 10-500, vibration 0.2-5, anything else 1-100); ``scale`` is 3-15 % of the level. Streams
   therefore differ by an order of magnitude: normalise per stream.
 
-AR time constants are in steps, not seconds, so how much of a step is unpredictable (about
-0.1 scale with the default noise) and hence how visible an anomaly is does not depend on
-``period_s``. A clean channel has a standard deviation of roughly 0.6-1.1 ``scale``.
+AR time constants are in steps, not seconds, so the unpredictable part of a step (about
+0.1 scale with the default noise) and hence how visible an anomaly is do not depend on
+``period_s``.
 
 Anomalies
 ---------
-Magnitudes are in units of the channel's ``scale`` (``scale[s, f]`` above), i.e. about one
-standard deviation of the clean channel and about ten times the one-step forecast error:
+Magnitudes are in units of the channel's ``scale`` (``scale[s, f]`` above). For scale: the
+one-step forecast error of a clean channel is about 0.1 scale (default noise) and its
+standard deviation over a day or more 0.4-1.0 scale. So every kind but ``stuck`` is 3x to
+40x the forecast error, while most are of the order of the channel's normal swings, where
+a fixed threshold on the raw value misses many of them:
 
 =================  ======================================================================
 kind               effect inside the window (the window ends abruptly; after it the clean
                    signal resumes)
 =================  ======================================================================
-spike              +-3 to 6 scale on every step of a 1-3 step window (ignores min/max_len)
-level_shift        constant offset of +-1.5 to 3 scale
-drift              linear ramp from 0 to +-2 to 4 scale at the last step
-variance_change    extra white noise of std 0.4 to 0.8 scale (4-8x the forecast error)
+spike              +-2 to 4 scale on every step of a 1-3 step window (ignores min/max_len)
+level_shift        constant offset of +-1 to 2 scale
+drift              linear ramp from 0 to +-1.5 to 3 scale at the last step
+variance_change    extra white noise of std 0.3 to 0.6 scale (3-6x the forecast error)
 stuck              the value of the step before the window, repeated exactly
 frequency_change   the seasonal part of the driver is held at its pre-window value and a
-                   fast oscillation (period 8-30 steps, amplitude 1 to 2 scale, times the
-                   loading) is added, starting continuously from the pre-window value
-correlation_break  one channel decouples: its share of the driver is frozen at the
-                   pre-window value and it wanders on an independent AR(1) (phi 0.9,
-                   stationary std 1 to 1.5 scale) instead
+                   fast oscillation (period 8-30 steps, amplitude 0.75 to 1.5 scale, times
+                   the loading) is added, starting continuously from the pre-window value
+correlation_break  one channel decouples: its shared part (load * driver + mix * local) is
+                   frozen at the pre-window value and it wanders on an independent AR(1)
+                   (phi 0.9, stationary std 0.75 to 1.25 scale) instead
 =================  ======================================================================
 
 Every kind but ``correlation_break`` affects a random non-empty subset of channels;
@@ -75,7 +79,7 @@ import gzip
 import math
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO
 
 import numpy as np
@@ -119,7 +123,7 @@ _BLOCK = 256
 _MIN_GAP = 10
 _SPIKE_MAX_LEN = 3
 _LATENT_STD = 0.5
-_IDIO_STD = 0.2
+_LOCAL_STD = 0.3
 # (low, high) of the per-stream level, drawn log-uniformly; scale is a fraction of it.
 _LEVEL_RANGE = {
     "temp": (20.0, 90.0),
@@ -202,7 +206,7 @@ class FleetSpec:
         return [f"{self.key_prefix}{i:0{width}d}" for i in range(self.n_streams)]
 
 
-@dataclass
+@dataclass(eq=False)
 class Fleet:
     """A generated fleet. ``labels[s, t]`` is True inside an injected anomaly of stream ``s``.
 
@@ -215,7 +219,7 @@ class Fleet:
     labels: npt.NDArray[np.bool_]
     anomalies: list[Anomaly]
     features: tuple[str, ...]
-    seed: int = field(default=0)
+    seed: int = 0
 
     def events(self, order: str = "time") -> EventBatch:
         """Interleave the streams into one event stream ``(keys, times, X, label)``.
@@ -292,11 +296,13 @@ def _seed_sequences(seed: int) -> list[np.random.SeedSequence]:
 
 @dataclass
 class _Block:
-    """``_BLOCK`` steps of clean signal, time-major: season/driver (C, S), values (C, S, F)."""
+    """``_BLOCK`` steps of clean signal, time-major: ``season``, ``driver``, ``local``
+    (C, S) float32, ``values`` (C, S, F) float32. Valid until the next ``next_block()``."""
 
     times: npt.NDArray[np.float64]
     season: npt.NDArray[np.float32]
     driver: npt.NDArray[np.float32]
+    local: npt.NDArray[np.float32]
     values: npt.NDArray[np.float32]
 
 
@@ -309,214 +315,280 @@ class _CleanSignal:
         self._rng = rng
         self._step = 0
         lo_hi = np.array([_LEVEL_RANGE.get(f, _DEFAULT_LEVEL_RANGE) for f in spec.features])
-        log_level = rng.uniform(np.log(lo_hi[:, 0]), np.log(lo_hi[:, 1]), (n, nf))
-        self.level = np.exp(log_level).astype(np.float32)
-        self.scale = (self.level * rng.uniform(0.03, 0.15, (n, nf))).astype(np.float32)
+        level = np.exp(rng.uniform(np.log(lo_hi[:, 0]), np.log(lo_hi[:, 1]), (n, nf)))
+        self.level = level.astype(np.float32)
+        self.scale = (level * rng.uniform(0.03, 0.15, (n, nf))).astype(np.float32)
         sign = np.where(rng.random((n, nf)) < 0.25, -1.0, 1.0)
         self.load = (sign * rng.uniform(0.6, 1.0, (n, nf))).astype(np.float32)
+        self.mix = rng.uniform(-1.0, 1.0, (n, nf)).astype(np.float32)
         amp_d = rng.uniform(0.6, 1.2, n)
-        self._amp = np.stack([amp_d, amp_d * rng.uniform(0.1, 0.4, n), rng.uniform(0.2, 0.5, n)])
-        self._phase = rng.uniform(0.0, 2 * np.pi, (3, n))
+        amp = np.stack([amp_d, amp_d * rng.uniform(0.1, 0.4, n), rng.uniform(0.2, 0.5, n)])
+        phase = rng.uniform(0.0, 2 * np.pi, (3, n))
+        # sin(w t + p) = sin(w t) cos(p) + cos(w t) sin(p): two outer products per term
+        # instead of a sine per (step, stream).
+        self._sin_coef = (amp * np.cos(phase)).astype(np.float32)
+        self._cos_coef = (amp * np.sin(phase)).astype(np.float32)
         self._phi_latent = np.exp(-1.0 / rng.uniform(60.0, 240.0, n)).astype(np.float32)
-        self._phi_idio = np.exp(-1.0 / rng.uniform(10.0, 60.0, (n, nf))).astype(np.float32)
+        self._phi_local = np.exp(-1.0 / rng.uniform(10.0, 40.0, n)).astype(np.float32)
         self._latent = (_LATENT_STD * rng.standard_normal(n)).astype(np.float32)
-        self._idio = (_IDIO_STD * rng.standard_normal((n, nf))).astype(np.float32)
+        self._local = (_LOCAL_STD * rng.standard_normal(n)).astype(np.float32)
+        # level + scale * z, folded into per-channel coefficients of each term.
+        self._noise_coef = (self.scale * np.float32(spec.noise)).astype(np.float32)
+        self._load_coef = self.scale * self.load
+        self._mix_coef = self.scale * self.mix
+        # Reused across blocks: fresh 10k-stream blocks cost more in page faults than in maths.
+        self._values = np.empty((_BLOCK, n, nf), dtype=np.float32)
+        self._tmp = np.empty((_BLOCK, n, nf), dtype=np.float32)
 
     def next_block(self) -> _Block:
         spec, rng = self._spec, self._rng
-        n, nf, c = spec.n_streams, len(spec.features), _BLOCK
+        n, c = spec.n_streams, _BLOCK
         steps = np.arange(self._step, self._step + c, dtype=np.float64)
         times = spec.start_time + spec.period_s * steps
         self._step += c
 
-        # Phases from time modulo the period: keeps full float64 precision at epoch ~1.7e9 s.
+        # Phases from time modulo the period: keeps full precision at epoch ~1.7e9 s.
         day = (2 * np.pi / _DAY_S) * np.mod(times, _DAY_S)
         week = (2 * np.pi / _WEEK_S) * np.mod(times, _WEEK_S)
-        season = (
-            self._amp[0] * np.sin(day[:, None] + self._phase[0])
-            + self._amp[1] * np.sin(2 * day[:, None] + self._phase[1])
-            + self._amp[2] * np.sin(week[:, None] + self._phase[2])
-        ).astype(np.float32)
+        season = np.zeros((c, n), dtype=np.float32)
+        for i, angle in enumerate((day, 2 * day, week)):
+            season += np.outer(np.sin(angle).astype(np.float32), self._sin_coef[i])
+            season += np.outer(np.cos(angle).astype(np.float32), self._cos_coef[i])
 
-        latent = _ar1(self._latent, self._phi_latent, _LATENT_STD, rng.standard_normal((c, n)))
-        idio = _ar1(self._idio, self._phi_idio, _IDIO_STD, rng.standard_normal((c, n, nf)))
-        self._latent, self._idio = latent[-1].copy(), idio[-1].copy()
-        noise = rng.standard_normal((c, n, nf), dtype=np.float32)
-
+        latent = _ar1(self._latent, self._phi_latent, _LATENT_STD, rng)
+        local = _ar1(self._local, self._phi_local, _LOCAL_STD, rng)
+        self._latent, self._local = latent[-1].copy(), local[-1].copy()
         driver = season + latent
-        z = idio
-        z += self.load * driver[:, :, None]
-        z += np.float32(spec.noise) * noise
-        values = z
-        values *= self.scale
+
+        values, tmp = self._values, self._tmp
+        rng.standard_normal(dtype=np.float32, out=values)
+        values *= self._noise_coef
+        values += np.multiply(driver[:, :, None], self._load_coef, out=tmp)
+        values += np.multiply(local[:, :, None], self._mix_coef, out=tmp)
         values += self.level
-        return _Block(times, season, driver, values)
+        return _Block(times, season, driver, local, values)
 
 
 def _ar1(
     state: npt.NDArray[np.float32],
     phi: npt.NDArray[np.float32],
     std: float,
-    innov: npt.NDArray[np.float64],
+    rng: np.random.Generator,
 ) -> npt.NDArray[np.float32]:
-    """Continue ``x[t] = phi x[t-1] + std sqrt(1 - phi^2) e[t]`` from ``state`` over axis 0
-    of ``innov``; returns the (C, ...) float32 path, computed in place in the innovations."""
-    x = innov.astype(np.float32)
+    """(``_BLOCK``, S) float32 path of ``x[t] = phi x[t-1] + std sqrt(1 - phi^2) e[t]``
+    continuing from ``state`` (S,), so the stationary std is ``std``."""
+    x = rng.standard_normal((_BLOCK, state.shape[0]), dtype=np.float32)
     x *= (std * np.sqrt(1.0 - phi.astype(np.float64) ** 2)).astype(np.float32)
     x[0] += phi * state
-    for t in range(1, x.shape[0]):
+    for t in range(1, _BLOCK):
         x[t] += phi * x[t - 1]
     return x
 
 
-def _draw_anomaly(
-    rng: np.random.Generator, spec: FleetSpec
-) -> tuple[str, int, npt.NDArray[np.intp]]:
-    """Kind, length in steps and affected channel indices of one anomaly."""
-    kinds = spec.active_kinds
-    kind = kinds[int(rng.integers(len(kinds)))]
-    if kind == "spike":
-        length = int(rng.integers(1, _SPIKE_MAX_LEN + 1))
-    else:
-        length = int(rng.integers(spec.min_len, spec.max_len + 1))
+_SPIKE, _LEVEL, _DRIFT, _VARIANCE, _STUCK, _FREQUENCY, _CORRELATION = range(len(ALL_KINDS))
+
+
+@dataclass
+class _Plans:
+    """Randomly drawn anomalies, one row each: kind (index into ALL_KINDS), length in
+    steps, affected channels (m, F) bool, and uniforms for their magnitudes."""
+
+    kind: npt.NDArray[np.intp]
+    length: npt.NDArray[np.intp]
+    mask: npt.NDArray[np.bool_]
+    mag: npt.NDArray[np.float64]  # (m, F) in [0, 1)
+    sign: npt.NDArray[np.float64]  # (m, F) +-1
+    extra: npt.NDArray[np.float64]  # (m, 2) in [0, 1), per-anomaly scalars
+
+    def __getitem__(self, rows: npt.NDArray[np.bool_]) -> _Plans:
+        return _Plans(*(getattr(self, f)[rows] for f in _PLANS_FIELDS))
+
+
+_PLANS_FIELDS = ("kind", "length", "mask", "mag", "sign", "extra")
+
+
+def _draw_plans(rng: np.random.Generator, spec: FleetSpec, m: int) -> _Plans:
     nf = len(spec.features)
-    if kind == "correlation_break":
-        fidx = np.array([rng.integers(nf)], dtype=np.intp)
-    else:
-        fidx = np.sort(rng.choice(nf, int(rng.integers(1, nf + 1)), replace=False))
-    return kind, length, fidx
+    if m == 0:
+        empty = np.empty(0, dtype=np.intp)
+        no = np.empty((0, nf))
+        return _Plans(empty, empty, no.astype(bool), no, no, np.empty((0, 2)))
+    active = np.array([ALL_KINDS.index(k) for k in spec.active_kinds], dtype=np.intp)
+    kind = active[rng.integers(0, len(active), m)]
+    spike_len = rng.integers(1, _SPIKE_MAX_LEN + 1, m)
+    length = np.where(kind == _SPIKE, spike_len, rng.integers(spec.min_len, spec.max_len + 1, m))
+    n_affected = np.where(kind == _CORRELATION, 1, rng.integers(1, nf + 1, m))
+    rank = np.argsort(np.argsort(rng.random((m, nf)), axis=1), axis=1)
+    mask = rank < n_affected[:, None]
+    sign = np.where(rng.random((m, nf)) < 0.5, -1.0, 1.0)
+    return _Plans(kind, length.astype(np.intp), mask, rng.random((m, nf)), sign, rng.random((m, 2)))
+
+
+def _ranges(lengths: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Flatten windows: for each of ``sum(lengths)`` entries, its window and 0-based offset."""
+    which = np.repeat(np.arange(len(lengths), dtype=np.intp), lengths)
+    first = np.cumsum(lengths) - lengths
+    return which, np.arange(len(which), dtype=np.intp) - first[which]
 
 
 def _anomalous(
     rng: np.random.Generator,
-    kind: str,
-    seg: npt.NDArray[np.float64],
-    prev: npt.NDArray[np.float64],
-    scale: npt.NDArray[np.float64],
-    load: npt.NDArray[np.float64],
-    season: npt.NDArray[np.float64],
-    driver: npt.NDArray[np.float64],
-) -> npt.NDArray[np.float64]:
-    """Anomalous version of one window.
+    plans: _Plans,
+    coefs: tuple[npt.NDArray[np.float32], ...],
+    seg: npt.NDArray[np.float32],
+    prev: npt.NDArray[np.float32],
+    taps: npt.NDArray[np.float32],
+) -> npt.NDArray[np.float32]:
+    """Anomalous values of all windows at once, for every channel (the caller keeps the clean
+    value where ``plans.mask`` is False). Magnitudes are documented in the module docstring.
 
-    ``seg``: (L, k) clean values of the k affected channels; ``prev``: (k,) values of the step
-    before the window; ``scale``, ``load``: (k,); ``season``, ``driver``: (L + 1,) starting
-    at the step before the window. Magnitudes are documented in the module docstring.
+    ``coefs``: (scale, load, mix) of each window's stream, (m, F) each. ``seg``: (E, F)
+    clean values of the window steps, ``E = sum(plans.length)``, window after window.
+    ``prev``: (m, F) values of the step before each window. ``taps``: (3, m + E) season,
+    driver and local of each window's steps preceded by its step before.
     """
-    length, k = seg.shape
-    step = np.arange(1, length + 1, dtype=np.float64)[:, None]
-    if kind == "stuck":
-        return np.broadcast_to(prev, seg.shape).copy()
-    if kind == "variance_change":
-        std = rng.uniform(0.4, 0.8, k)
-        return seg + scale * std * rng.standard_normal(seg.shape)
-    if kind == "frequency_change":
-        period = rng.uniform(8.0, 30.0)
-        amp = rng.uniform(1.0, 2.0)
-        new_season = season[0] + amp * np.sin(2 * np.pi * step / period)
-        return seg + scale * load * (new_season - season[1:, None])
-    if kind == "correlation_break":
-        std = rng.uniform(1.0, 1.5)
-        innov = std * math.sqrt(1 - 0.9**2) * rng.standard_normal(length)
-        wander = np.empty(length)
-        acc = 0.0
-        for t in range(length):
-            acc = 0.9 * acc + innov[t]
-            wander[t] = acc
-        frozen = -load * (driver[1:, None] - driver[0])
-        return seg + scale * (frozen + wander[:, None])
-    sign = np.where(rng.random(k) < 0.5, -1.0, 1.0)
-    if kind == "spike":
-        return seg + scale * sign * rng.uniform(3.0, 6.0, k)
-    if kind == "level_shift":
-        return seg + scale * sign * rng.uniform(1.5, 3.0, k)
-    if kind == "drift":
-        return seg + scale * sign * rng.uniform(2.0, 4.0, k) * (step / length)
-    raise AssertionError(f"unhandled anomaly kind {kind!r}")
+    scale, load, mix = (c.astype(np.float64) for c in coefs)
+    length = plans.length
+    win, off = _ranges(length)
+    tap = np.cumsum(length + 1) - (length + 1)  # tap index of the step before each window
+    kind = plans.kind[win]
+    step = (off + 1).astype(np.float64)  # 1 on the first anomalous step
+    mag, sign = plans.mag[win], plans.sign[win]
+    delta = np.zeros(seg.shape)
 
+    def rows(k: int) -> npt.NDArray[np.intp]:
+        return np.flatnonzero(kind == k)
 
-def _inject(
-    rng: np.random.Generator,
-    kind: str,
-    sig: _CleanSignal,
-    stream: int,
-    fidx: npt.NDArray[np.intp],
-    values: npt.NDArray[np.float32],
-    season: npt.NDArray[np.float32],
-    driver: npt.NDArray[np.float32],
-) -> None:
-    """Overwrite one window in place. ``values``: (L + 1, F) rows of ``stream`` starting at the
-    step before the window; ``season``, ``driver``: (L + 1,) likewise."""
-    win = values[1:]
-    new = _anomalous(
-        rng,
-        kind,
-        win[:, fidx].astype(np.float64),
-        values[0, fidx].astype(np.float64),
-        sig.scale[stream, fidx].astype(np.float64),
-        sig.load[stream, fidx].astype(np.float64),
-        season.astype(np.float64),
-        driver.astype(np.float64),
-    )
-    win[:, fidx] = new
+    e = rows(_SPIKE)
+    delta[e] = sign[e] * (2.0 + 2.0 * mag[e])
+    e = rows(_LEVEL)
+    delta[e] = sign[e] * (1.0 + 1.0 * mag[e])
+    e = rows(_DRIFT)
+    delta[e] = sign[e] * (1.5 + 1.5 * mag[e]) * (step[e] / length[win[e]])[:, None]
+    e = rows(_VARIANCE)
+    delta[e] = (0.3 + 0.3 * mag[e]) * rng.standard_normal((len(e), seg.shape[1]))
 
+    e = rows(_FREQUENCY)
+    w = win[e]
+    period, amp = 8.0 + 22.0 * plans.extra[w, 0], 0.75 + 0.75 * plans.extra[w, 1]
+    season_now = taps[0, tap[w] + off[e] + 1].astype(np.float64)
+    new_season = taps[0, tap[w]] + amp * np.sin(2 * np.pi * step[e] / period)
+    delta[e] = load[w] * (new_season - season_now)[:, None]
 
-def _place(rng: np.random.Generator, lengths: list[int], n_steps: int) -> list[int]:
-    """Random non-overlapping starts in ``[1, n_steps)``, ``_MIN_GAP`` apart, in the order of
-    ``lengths``; drops trailing windows that do not fit."""
-    while lengths and sum(lengths) + _MIN_GAP * (len(lengths) - 1) > n_steps - 1:
-        lengths = lengths[:-1]
-    if not lengths:
-        return []
-    free = n_steps - 1 - sum(lengths) - _MIN_GAP * (len(lengths) - 1)
-    offsets = np.sort(rng.integers(0, free + 1, len(lengths)))
-    before = np.cumsum([0] + [n + _MIN_GAP for n in lengths[:-1]])
-    return [int(s) for s in 1 + offsets + before]
+    e = rows(_CORRELATION)
+    w = win[e]
+    broken = np.flatnonzero(plans.kind == _CORRELATION)
+    if len(broken):
+        # Independent AR(1) per window, phi 0.9, computed over the longest such window.
+        std = 0.75 + 0.5 * plans.extra[broken, 0]
+        innov = rng.standard_normal((len(broken), int(length[broken].max())))
+        wander = innov * (std * math.sqrt(1.0 - 0.9**2))[:, None]
+        for t in range(1, wander.shape[1]):
+            wander[:, t] += 0.9 * wander[:, t - 1]
+        slot = np.empty(len(length), dtype=np.intp)
+        slot[broken] = np.arange(len(broken))
+        now, before = tap[w] + off[e] + 1, tap[w]
+        shared_now = load[w] * taps[1, now, None] + mix[w] * taps[2, now, None]
+        shared_before = load[w] * taps[1, before, None] + mix[w] * taps[2, before, None]
+        delta[e] = wander[slot[w], off[e], None] - (shared_now - shared_before)
+
+    new = seg + scale[win] * delta
+    e = rows(_STUCK)
+    new[e] = prev[win[e]]
+    return new.astype(np.float32)
 
 
 def generate_fleet(spec: FleetSpec) -> Fleet:
     """Generate ``spec.n_streams`` streams of ``spec.n_steps`` steps with labelled anomalies.
 
-    Each stream gets a Poisson(``anomaly_rate``) number of windows (fewer if they do not
-    fit). Outside the windows the values equal those of the same spec with
-    ``anomaly_rate=0``, bit for bit.
+    Each stream gets a Poisson(``anomaly_rate``) number of windows, dropping the last ones
+    of a stream if they do not fit. Outside the windows the values equal those of the same
+    spec with ``anomaly_rate=0``, bit for bit.
     """
     n, n_steps, nf = spec.n_streams, spec.n_steps, len(spec.features)
     base_ss, anom_ss, _ = _seed_sequences(spec.seed)
-    sig = _CleanSignal(spec, np.random.default_rng(base_ss))
 
+    # Plan first (the anomaly generator never sees the signal), so that the generation loop
+    # keeps only the window steps of season/driver/local instead of three (T, S) arrays.
+    rng = np.random.default_rng(anom_ss)
+    stream, start, plans = _plan_fleet(rng, spec)
+    tap_win, tap_off = _ranges(plans.length + 1)
+    tap_step = start[tap_win] - 1 + tap_off
+    tap_stream = stream[tap_win]
+    taps = np.empty((3, len(tap_win)), dtype=np.float32)
+
+    sig = _CleanSignal(spec, np.random.default_rng(base_ss))
     times = np.empty(n_steps, dtype=np.float64)
     values = np.empty((n, n_steps, nf), dtype=np.float32)
-    season = np.empty((n_steps, n), dtype=np.float32)
-    driver = np.empty((n_steps, n), dtype=np.float32)
     for lo in range(0, n_steps, _BLOCK):
         block = sig.next_block()
         hi = min(lo + _BLOCK, n_steps)
         times[lo:hi] = block.times[: hi - lo]
         values[:, lo:hi] = block.values[: hi - lo].transpose(1, 0, 2)
-        season[lo:hi] = block.season[: hi - lo]
-        driver[lo:hi] = block.driver[: hi - lo]
+        sel = np.flatnonzero((tap_step >= lo) & (tap_step < hi))
+        for row, part in enumerate((block.season, block.driver, block.local)):
+            taps[row, sel] = part[tap_step[sel] - lo, tap_stream[sel]]
 
-    keys = spec.keys
+    win, off = _ranges(plans.length)
+    e_stream, e_step = stream[win], start[win] + off
+    seg = values[e_stream, e_step]
+    coefs = (sig.scale[stream], sig.load[stream], sig.mix[stream])
+    new = _anomalous(rng, plans, coefs, seg, values[stream, start - 1], taps)
+    values[e_stream, e_step] = np.where(plans.mask[win], new, seg)
     labels = np.zeros((n, n_steps), dtype=bool)
-    anomalies: list[Anomaly] = []
-    if spec.anomaly_rate > 0:
-        rng = np.random.default_rng(anom_ss)
-        counts = rng.poisson(spec.anomaly_rate, n)
-        for s in np.flatnonzero(counts).tolist():
-            drawn = [_draw_anomaly(rng, spec) for _ in range(int(counts[s]))]
-            starts = _place(rng, [length for _, length, _ in drawn], n_steps)
-            for (kind, length, fidx), a in zip(drawn, starts, strict=False):
-                b = a + length
-                rows = slice(a - 1, b)
-                _inject(rng, kind, sig, s, fidx, values[s, rows], season[rows, s], driver[rows, s])
-                labels[s, a:b] = True
-                names = tuple(spec.features[i] for i in fidx.tolist())
-                anomalies.append(
-                    Anomaly(keys[s], kind, float(times[a]), float(times[b - 1]), names)
-                )
-        anomalies.sort(key=lambda x: (x.start, x.key))
+    labels[e_stream, e_step] = True
+
+    keys, t = spec.keys, times.tolist()
+    end = start + plans.length - 1
+    anomalies = [
+        Anomaly(keys[s], ALL_KINDS[k], t[a], t[b], _names(spec.features, mask))
+        for s, k, a, b, mask in zip(
+            stream.tolist(),
+            plans.kind.tolist(),
+            start.tolist(),
+            end.tolist(),
+            plans.mask.tolist(),
+            strict=True,
+        )
+    ]
+    anomalies.sort(key=lambda x: (x.start, x.key))
     return Fleet(keys, times, values, labels, anomalies, spec.features, seed=spec.seed)
+
+
+def _names(features: tuple[str, ...], mask: list[bool]) -> tuple[str, ...]:
+    return tuple(f for f, m in zip(features, mask, strict=True) if m)
+
+
+def _plan_fleet(
+    rng: np.random.Generator, spec: FleetSpec
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], _Plans]:
+    """Streams, start steps and plans of all windows of a fleet, grouped by stream.
+
+    A stream's windows lie in ``[1, n_steps)`` in drawn order, ``_MIN_GAP`` or more apart,
+    with the free steps spread by sorted uniform offsets."""
+    n, n_steps = spec.n_streams, spec.n_steps
+    counts = rng.poisson(spec.anomaly_rate, n) if spec.anomaly_rate > 0 else np.zeros(n, int)
+    stream = np.repeat(np.arange(n, dtype=np.intp), counts)
+    plans = _draw_plans(rng, spec, len(stream))
+
+    def before_in_stream(
+        stream: npt.NDArray[np.intp], need: npt.NDArray[np.intp]
+    ) -> npt.NDArray[np.intp]:
+        """Sum of ``need`` over the earlier windows of the same stream."""
+        excl = np.cumsum(need) - need
+        group_first = np.searchsorted(stream, stream)
+        return excl - excl[group_first]
+
+    need = plans.length + _MIN_GAP
+    fits = before_in_stream(stream, need) + plans.length <= n_steps - 1
+    stream, plans = stream[fits], plans[fits]
+    need = plans.length + _MIN_GAP
+    before = before_in_stream(stream, need)
+    used = np.bincount(stream, weights=need, minlength=n).astype(np.intp) - _MIN_GAP
+    free = (n_steps - 1 - used)[stream]
+    offset = rng.integers(0, free + 1)
+    offset = offset[np.lexsort((offset, stream))]
+    return stream, 1 + offset + before, plans
 
 
 def stream_events(
@@ -530,9 +602,10 @@ def stream_events(
 
     The clean signal is that of ``generate_fleet(spec)`` (and continues past
     ``spec.n_steps``). Anomalies are planned online: each idle stream starts one with
-    probability ``anomaly_rate / spec.n_steps`` per step, so the long-run rate matches
-    ``generate_fleet``. ``on_anomaly`` is called with each anomaly before its first step is
-    yielded (its ``end`` is already known). Deterministic given ``spec.seed``.
+    probability ``anomaly_rate / spec.n_steps`` per step, so about ``anomaly_rate`` land in
+    every ``spec.n_steps`` steps, but at other places than in ``generate_fleet``.
+    ``on_anomaly`` is called with each anomaly before its first step is yielded.
+    Deterministic given ``spec.seed``; the arrays yielded are the caller's.
     """
     n, nf = spec.n_streams, len(spec.features)
     base_ss, anom_ss, _ = _seed_sequences(spec.seed)
@@ -544,12 +617,11 @@ def stream_events(
     lookahead = max(spec.max_len, _SPIKE_MAX_LEN)
 
     # Time-major buffers; row 0 holds step ``g0``. A window starting at step g rewrites rows
-    # up to g + lookahead and reads row g - 1, so both must be buffered.
+    # up to g + lookahead and reads row g - 1, so both stay buffered.
     g0 = 0
     times = np.empty(0, dtype=np.float64)
     values = np.empty((0, n, nf), dtype=np.float32)
-    season = np.empty((0, n), dtype=np.float32)
-    driver = np.empty((0, n), dtype=np.float32)
+    parts = np.empty((3, 0, n), dtype=np.float32)  # season, driver, local
     labels = np.empty((0, n), dtype=bool)
     free_from = np.ones(n, dtype=np.int64)  # first step at which a stream may start one
 
@@ -559,26 +631,31 @@ def stream_events(
             b = sig.next_block()
             times = np.concatenate([times, b.times])
             values = np.concatenate([values, b.values])
-            season = np.concatenate([season, b.season])
-            driver = np.concatenate([driver, b.driver])
+            parts = np.concatenate([parts, np.stack([b.season, b.driver, b.local])], axis=1)
             labels = np.concatenate([labels, np.zeros((_BLOCK, n), dtype=bool)])
         r = g - g0
         if p_start > 0:
-            starting = (rng.random(n) < p_start) & (free_from <= g)
-            for s in np.flatnonzero(starting).tolist():
-                kind, length, fidx = _draw_anomaly(rng, spec)
-                rows = slice(r - 1, r + length)
-                _inject(rng, kind, sig, s, fidx, values[rows, s], season[rows, s], driver[rows, s])
-                labels[r : r + length, s] = True
-                free_from[s] = g + length + _MIN_GAP
+            stream = np.flatnonzero((rng.random(n) < p_start) & (free_from <= g))
+            if len(stream):
+                plans = _draw_plans(rng, spec, len(stream))
+                tap_win, tap_off = _ranges(plans.length + 1)
+                taps = parts[:, r - 1 + tap_off, stream[tap_win]]
+                win, off = _ranges(plans.length)
+                e_row, e_stream = r + off, stream[win]
+                seg = values[e_row, e_stream]
+                coefs = (sig.scale[stream], sig.load[stream], sig.mix[stream])
+                new = _anomalous(rng, plans, coefs, seg, values[r - 1, stream], taps)
+                values[e_row, e_stream] = np.where(plans.mask[win], new, seg)
+                labels[e_row, e_stream] = True
+                free_from[stream] = g + plans.length + _MIN_GAP
                 if on_anomaly is not None:
-                    names = tuple(spec.features[i] for i in fidx.tolist())
-                    end = float(times[r + length - 1])
-                    on_anomaly(Anomaly(keys[s], kind, float(times[r]), end, names))
+                    for i, s in enumerate(stream.tolist()):
+                        kind = ALL_KINDS[plans.kind[i]]
+                        end = float(times[r + plans.length[i] - 1])
+                        names = _names(spec.features, plans.mask[i].tolist())
+                        on_anomaly(Anomaly(keys[s], kind, float(times[r]), end, names))
         yield key_arr.copy(), np.full(n, times[r]), values[r].copy(), labels[r].copy()
         g += 1
         if r > _BLOCK:  # drop consumed rows, keeping step g - 1
-            cut = r
-            g0 += cut
-            times, values, season = times[cut:], values[cut:], season[cut:]
-            driver, labels = driver[cut:], labels[cut:]
+            g0 += r
+            times, values, parts, labels = times[r:], values[r:], parts[:, r:], labels[r:]
