@@ -37,6 +37,7 @@ Rules:
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -88,6 +89,7 @@ DETECTOR_SECTIONS: dict[str, tuple[str, ...]] = {
 _DETECTOR_DEFAULTS = DetectorConfig()
 
 
+@functools.cache
 def _kafka_client_keys() -> tuple[frozenset[str], frozenset[str]]:
     """kafka-python's consumer and producer settings, for validating ``kafka.extra``."""
     from kafka import KafkaConsumer, KafkaProducer
@@ -362,7 +364,7 @@ class _Bad(Exception):
     """One validation failure at ``path``; collected by :meth:`_Parser.section`."""
 
     def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
+        super().__init__(f"{path}: {problem}" if path else problem)
         self.path = path
         self.problem = problem
 
@@ -645,7 +647,10 @@ class _Parser:
             if key in merged:
                 v, src = merged[key]
                 return _Map({key: v}, src.path, (key,))
-            return _Map({}, own.path, (key,))
+            # A missing key is reported in the pipeline's own section if it has one, else in
+            # the shared one, where the operator most likely configures this cluster.
+            home = own if own.data or shared is None else shared
+            return _Map({}, home.path, (key,))
 
         d = KafkaConfig(bootstrap_servers=("",))
         servers = get("bootstrap_servers").seq("bootstrap_servers", required=True)

@@ -1,0 +1,405 @@
+"""streamlstm.service.config: defaults, YAML paths in every error, secrets, several pipelines."""
+
+from __future__ import annotations
+
+import copy
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamlstm.detector import DetectorConfig
+from streamlstm.errors import ConfigError
+from streamlstm.features import FeatureSpec
+from streamlstm.service import config as C
+from streamlstm.service.config import (
+    ConfigErrors,
+    ServiceConfig,
+    load_config,
+    parse_config,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def minimal() -> dict[str, Any]:
+    return {
+        "kafka": {"bootstrap_servers": ["localhost:9092"]},
+        "pipelines": [
+            {
+                "name": "sensors",
+                "source": {"topics": ["readings"]},
+                "decode": {"key_field": "sensor", "time_field": "ts", "features": ["temp"]},
+                "model": {"path": "models/sensors.npz"},
+            }
+        ],
+    }
+
+
+def parse(data: dict[str, Any], env: dict[str, str] | None = None, **kw: Any) -> ServiceConfig:
+    return parse_config(data, source="test.yaml", base_dir=Path("/cfg"), env=env or {}, **kw)
+
+
+def errors_of(data: dict[str, Any], env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as ei:
+        parse(data, env)
+    assert isinstance(ei.value, ConfigErrors)
+    return ei.value.messages
+
+
+def with_(path: str, value: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of ``base`` (default: minimal()) with the dotted ``path`` set to ``value``."""
+    data = copy.deepcopy(base or minimal())
+    node: Any = data
+    parts = path.split(".")
+    for p in parts[:-1]:
+        m = re.fullmatch(r"(\w+)\[(\d+)\]", p)
+        if m:
+            node = node[m.group(1)][int(m.group(2))]
+        else:
+            node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return data
+
+
+# -- defaults -------------------------------------------------------------------------------
+def test_minimal_config_gets_documented_defaults() -> None:
+    cfg = parse(minimal())
+    assert cfg.source == "test.yaml"
+    assert (cfg.shutdown_grace_s, cfg.heartbeat_stale_s) == (20.0, 30.0)
+    assert cfg.metrics == C.MetricsConfig("0.0.0.0", 9108, 100)
+    (p,) = cfg.pipelines
+    assert p.name == "sensors" and p.path == "pipelines[0]"
+    k = p.kafka
+    assert k.bootstrap_servers == ("localhost:9092",)
+    assert (k.client_id, k.group_id, k.assignment, k.partitions) == (
+        "streamlstm",
+        "streamlstm-sensors",  # one consumer group per pipeline
+        "group",
+        None,
+    )
+    assert (k.security_protocol, k.sasl_mechanism, k.sasl_password) == ("PLAINTEXT", None, None)
+    assert (k.session_timeout_ms, k.heartbeat_interval_ms, k.max_poll_interval_ms) == (
+        10000,
+        3000,
+        300000,
+    )
+    assert p.source == C.SourceConfig(("readings",), 2000, 100, "earliest")
+    assert p.decode.time_unit == "s" and p.decode.max_value == 1e12
+    assert p.decode.features == (FeatureSpec("temp", field="temp"),)
+    assert p.model_path == Path("/cfg/models/sensors.npz")  # relative to the YAML's directory
+    assert p.detector == DetectorConfig()
+    assert p.sinks == C.SinksConfig("streamlstm-alerts", "streamlstm-dead-letter", True)
+    assert p.checkpoint == C.CheckpointConfig(Path("/cfg/checkpoints/sensors"), 10.0, 2)
+    assert p.feature_names == ("temp",)
+
+
+def test_detector_sections_cover_every_detector_field_once() -> None:
+    listed = [n for names in C.DETECTOR_SECTIONS.values() for n in names]
+    assert sorted(listed) == sorted(DetectorConfig.field_names())
+
+
+def test_detector_sections_map_onto_detector_config() -> None:
+    data = minimal()
+    data["pipelines"][0].update(
+        scoring={"stream_scale": False, "smooth": 5, "max_abs": 50},
+        alerts={"open_threshold": 0.99, "close_threshold": 0.9, "min_run": 2, "cooldown_s": 60},
+        state={"max_streams": 1000, "idle_ttl_s": 3600, "reset_gap_s": 600},
+    )
+    det = parse(data).pipelines[0].detector
+    assert det == DetectorConfig(
+        stream_scale=False,
+        smooth=5,
+        max_abs=50.0,
+        open_threshold=0.99,
+        close_threshold=0.9,
+        min_run=2,
+        cooldown_s=60.0,
+        max_streams=1000,
+        idle_ttl_s=3600.0,
+        reset_gap_s=600.0,
+    )
+
+
+def test_consumer_and_producer_kwargs() -> None:
+    data = with_("kafka.extra", {"fetch_max_bytes": 1024, "linger_ms": 5})
+    data = with_("pipelines[0].source.max_poll_records", 500, data)
+    p = parse(data).pipelines[0]
+    ck = p.consumer_kwargs()
+    assert ck["bootstrap_servers"] == ["localhost:9092"]
+    assert ck["group_id"] == "streamlstm-sensors"
+    assert ck["enable_auto_commit"] is False  # offsets only after a durable checkpoint
+    assert ck["fetch_max_bytes"] == 1024 and "linger_ms" not in ck
+    assert ck["max_poll_records"] == 500 and ck["auto_offset_reset"] == "earliest"
+    pk = p.kafka.producer_kwargs()
+    assert pk["linger_ms"] == 5 and "fetch_max_bytes" not in pk and "group_id" not in pk
+    from kafka import KafkaConsumer, KafkaProducer
+
+    assert set(ck) <= set(KafkaConsumer.DEFAULT_CONFIG)
+    assert set(pk) <= set(KafkaProducer.DEFAULT_CONFIG)
+
+
+# -- an error in every section names its YAML path --------------------------------------------
+P = "pipelines[0]"
+SECTION_ERRORS = [
+    # (section, dotted path to set, bad value, expected message start, piece of the message)
+    ("kafka", "kafka.session_timeout_ms", "10s", "kafka.session_timeout_ms", "'10s'"),
+    ("kafka", f"{P}.kafka.bootstrap_servers", ["nohostport"],
+     f"{P}.kafka.bootstrap_servers[0]", "host:port"),
+    ("source", f"{P}.source.start", "beginning", f"{P}.source.start", "earliest, latest"),
+    ("source", f"{P}.source.topics", ["bad topic!"], f"{P}.source.topics[0]", "topic name"),
+    ("decode", f"{P}.decode.time_unit", "us", f"{P}.decode.time_unit", "s, ms, iso"),
+    ("decode", f"{P}.decode.max_value", -1, f"{P}.decode.max_value", "> 0"),
+    ("features", f"{P}.decode.features", ["temp", {"name": "x", "transform": "logg"}],
+     f"{P}.decode.features[1].transform", "'logg' is not one of none, log, onehot"),
+    ("features", f"{P}.decode.features", [{"name": "c", "transform": "hash", "buckets": 1}],
+     f"{P}.decode.features[0].buckets", "2..4096"),
+    ("features", f"{P}.decode.features", ["temp", "temp"],
+     f"{P}.decode.features[1].name", "already used"),
+    ("model", f"{P}.model", {}, f"{P}.model.path", "missing"),
+    ("model", f"{P}.model.path", 3, f"{P}.model.path", "3 (an integer)"),
+    ("scoring", f"{P}.scoring.smooth", 0, f"{P}.scoring.smooth", ">= 1"),
+    ("scoring", f"{P}.scoring.stream_scale", "yes", f"{P}.scoring.stream_scale", "true or false"),
+    ("alerts", f"{P}.alerts.open_threshold", 1.5, f"{P}.alerts.open_threshold", "(0, 1)"),
+    ("alerts", f"{P}.alerts", {"open_threshold": 0.9, "close_threshold": 0.95},
+     f"{P}.alerts.close_threshold", "hysteresis"),
+    ("state", f"{P}.state.max_streams", 0, f"{P}.state.max_streams", ">= 1"),
+    ("state", f"{P}.state.idle_ttl_s", "1h", f"{P}.state.idle_ttl_s", "a number"),
+    ("sinks", f"{P}.sinks.alerts_topic", "readings", f"{P}.sinks.alerts_topic", "source topic"),
+    ("sinks", f"{P}.sinks.log_alerts", 1, f"{P}.sinks.log_alerts", "true or false"),
+    ("checkpoint", f"{P}.checkpoint.interval_s", 0, f"{P}.checkpoint.interval_s", "> 0"),
+    ("checkpoint", f"{P}.checkpoint.keep", 0, f"{P}.checkpoint.keep", "1..100"),
+    ("metrics", "metrics.port", 70000, "metrics.port", "0..65535"),
+    ("service", "service.shutdown_grace_s", -1, "service.shutdown_grace_s", "> 0"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("section", "path", "value", "yaml_path", "piece"),
+    SECTION_ERRORS,
+    ids=[f"{s[0]}:{s[1]}" for s in SECTION_ERRORS],
+)
+def test_error_in_every_section_names_its_yaml_path(
+    section: str, path: str, value: Any, yaml_path: str, piece: str
+) -> None:
+    (msg,) = errors_of(with_(path, value))
+    assert msg.startswith(f"test.yaml: {yaml_path}: "), msg
+    assert piece in msg
+
+
+def test_all_sections_are_covered_by_the_error_table() -> None:
+    assert {s[0] for s in SECTION_ERRORS} >= {
+        "kafka", "source", "decode", "features", "model", "scoring", "alerts", "state",
+        "sinks", "checkpoint", "metrics",
+    }  # fmt: skip
+
+
+def test_errors_of_independent_sections_are_all_reported() -> None:
+    data = with_("metrics.port", -1)
+    data = with_(f"{P}.source.start", "now", data)
+    data = with_(f"{P}.alerts.min_run", 0, data)
+    msgs = errors_of(data)
+    assert [m.split(": ")[1] for m in msgs] == [
+        "metrics.port",
+        f"{P}.source.start",
+        f"{P}.alerts.min_run",
+    ]
+
+
+def test_unknown_keys_are_rejected_with_a_did_you_mean_hint() -> None:
+    (msg,) = errors_of(with_(f"{P}.source.topicz", ["x"]))
+    assert msg.startswith(
+        f"test.yaml: {P}.source.topicz: unknown key 'topicz'; did you mean 'topics'?"
+    )
+    (msg,) = errors_of(with_(f"{P}.alerts.cooldown", 60))
+    assert "did you mean 'cooldown_s'?" in msg
+    (msg,) = errors_of(with_("metrcs", {}))
+    assert msg.startswith("test.yaml: metrcs: unknown key") and "'metrics'" in msg
+    (msg,) = errors_of(with_("kafka.extra", {"fetch_max_byte": 1}))
+    assert "kafka.extra.fetch_max_byte" in msg and "did you mean 'fetch_max_bytes'?" in msg
+    (msg,) = errors_of(with_(f"{P}.decode.features", [{"name": "t", "feild": "x"}]))
+    assert f"{P}.decode.features[0].feild" in msg and "did you mean 'field'?" in msg
+    (msg,) = errors_of(with_(f"{P}.decode.features", [{"name": "t", "transform": "onehott"}]))
+    assert "did you mean 'onehot'?" in msg
+
+
+def test_shared_kafka_is_overridden_per_key_and_errors_point_at_the_source() -> None:
+    data = with_("kafka.client_id", "shared")
+    data = with_(f"{P}.kafka.group_id", "own-group", data)
+    k = parse(data).pipelines[0].kafka
+    assert (k.client_id, k.group_id, k.bootstrap_servers) == (
+        "shared",
+        "own-group",
+        ("localhost:9092",),
+    )
+    (msg,) = errors_of(with_(f"{P}.kafka.assignment", "manual", data))
+    assert msg.startswith(f"test.yaml: {P}.kafka.assignment: ")
+    (msg,) = errors_of(with_("kafka.assignment", "manual", data))
+    assert msg.startswith("test.yaml: kafka.assignment: ")
+
+
+def test_static_assignment_and_partitions() -> None:
+    data = with_("kafka.assignment", "static")
+    data = with_("kafka.partitions", [0, 2], data)
+    assert parse(data).pipelines[0].kafka.partitions == (0, 2)
+    (msg,) = errors_of(with_("kafka.partitions", [0]))
+    assert "assignment: static" in msg
+    (msg,) = errors_of(with_("kafka.partitions", [0, -1], with_("kafka.assignment", "static")))
+    assert msg.startswith("test.yaml: kafka.partitions[1]: ")
+
+
+def test_heartbeat_must_be_below_session_timeout() -> None:
+    (msg,) = errors_of(with_("kafka.heartbeat_interval_ms", 10000))
+    assert (
+        msg.startswith("test.yaml: kafka.heartbeat_interval_ms: ") and "session_timeout_ms" in msg
+    )
+
+
+def test_missing_sections_are_errors_with_paths() -> None:
+    data = minimal()
+    del data["pipelines"][0]["source"]
+    del data["pipelines"][0]["decode"]
+    msgs = errors_of(data)
+    assert [m.split(": ")[1] for m in msgs] == [f"{P}.source.topics", f"{P}.decode.features"]
+    assert any("missing" in m for m in msgs)
+    (msg,) = errors_of({"kafka": {"bootstrap_servers": ["h:1"]}})
+    assert msg.startswith("test.yaml: pipelines: missing")
+
+
+# -- secrets ----------------------------------------------------------------------------------
+def sasl(**kafka: Any) -> dict[str, Any]:
+    data = minimal()
+    data["kafka"].update(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                         sasl_username="svc", **kafka)  # fmt: skip
+    return data
+
+
+def test_secret_from_environment_is_masked_in_repr() -> None:
+    cfg = parse(sasl(sasl_password_env="KAFKA_PW"), env={"KAFKA_PW": "hunter2"})
+    k = cfg.pipelines[0].kafka
+    assert k.sasl_password == "hunter2"
+    assert "hunter2" not in repr(k) and "hunter2" not in repr(cfg) and "***" in repr(k)
+    kw = k.consumer_kwargs()
+    assert kw["sasl_plain_password"] == "hunter2" and kw["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert kw["sasl_plain_username"] == "svc" and kw["security_protocol"] == "SASL_SSL"
+
+
+def test_secret_from_file_relative_to_the_yaml(tmp_path: Path) -> None:
+    (tmp_path / "pw.txt").write_text("s3cret\n")
+    cfg = parse_config(
+        sasl(sasl_password_file="pw.txt"), source="t.yaml", base_dir=tmp_path, env={}
+    )
+    assert cfg.pipelines[0].kafka.sasl_password == "s3cret"
+    assert "s3cret" not in repr(cfg)
+
+
+def test_secret_errors() -> None:
+    (msg,) = errors_of(sasl(sasl_password="inline"))
+    assert msg.startswith("test.yaml: kafka.sasl_password: secrets are not read from the YAML")
+    assert "inline" not in msg
+    (msg,) = errors_of(sasl(sasl_password_env="NOPE"), env={})
+    assert msg.startswith("test.yaml: kafka.sasl_password_env: ") and "NOPE is not set" in msg
+    (msg,) = errors_of(sasl(sasl_password_file="/no/such/file"))
+    assert msg.startswith("test.yaml: kafka.sasl_password_file: cannot read /no/such/file")
+    (msg,) = errors_of(sasl())
+    assert msg.startswith("test.yaml: kafka.sasl_password_env: missing")
+    (msg,) = errors_of(sasl(sasl_password_env="A", sasl_password_file="b"), env={"A": "x"})
+    assert "not both" in msg
+    (msg,) = errors_of(with_("kafka.extra", {"sasl_plain_password": "x"}))
+    assert msg.startswith("test.yaml: kafka.extra.sasl_plain_password: ")
+    (msg,) = errors_of(with_("kafka.sasl_username", "u"))  # SASL settings under PLAINTEXT
+    assert msg.startswith("test.yaml: kafka.sasl_username: ") and "PLAINTEXT" in msg
+
+
+def test_nothing_reads_the_real_environment_when_env_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_PW", "from-os")
+    (msg,) = errors_of(sasl(sasl_password_env="KAFKA_PW"), env={})
+    assert "KAFKA_PW is not set" in msg
+
+
+# -- several pipelines, YAML files -------------------------------------------------------------
+def test_several_pipelines_in_one_file() -> None:
+    data = minimal()
+    second = copy.deepcopy(data["pipelines"][0])
+    second.update(name="cards", source={"topics": ["tx"]}, model={"path": "/abs/cards.npz"})
+    data["pipelines"].append(second)
+    cfg = parse(data)
+    assert [p.name for p in cfg.pipelines] == ["sensors", "cards"]
+    assert [p.index for p in cfg.pipelines] == [0, 1]
+    assert cfg.pipeline("cards").model_path == Path("/abs/cards.npz")
+    assert cfg.pipelines[1].kafka.group_id == "streamlstm-cards"
+    assert cfg.pipelines[0].checkpoint.dir != cfg.pipelines[1].checkpoint.dir
+    (msg,) = errors_of(with_("pipelines[1].name", "sensors", data))
+    assert msg.startswith("test.yaml: pipelines[1].name: ") and "pipelines[0]" in msg
+    same_dir = with_("pipelines[1].checkpoint.dir", "checkpoints/sensors", data)
+    (msg,) = errors_of(same_dir)
+    assert msg.startswith("test.yaml: pipelines[1].checkpoint.dir: ")
+    bad_second = with_("pipelines[1].source.start", "now", data)
+    (msg,) = errors_of(bad_second)
+    assert msg.startswith("test.yaml: pipelines[1].source.start: ")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "svc.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_load_config_resolves_paths_against_the_file(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        """
+        kafka: {bootstrap_servers: "b1:9092, b2:9093"}
+        pipelines:
+          - name: s
+            source: {topics: readings}
+            decode:
+              max_value: 1e9
+              features: [temp]
+            model: {path: models/m.npz}
+            checkpoint: {dir: state/s}
+        """,
+    )
+    cfg = load_config(p, env={})
+    pl = cfg.pipelines[0]
+    assert cfg.source == str(p)
+    assert pl.kafka.bootstrap_servers == ("b1:9092", "b2:9093")
+    assert pl.source.topics == ("readings",)
+    assert pl.decode.max_value == 1e9  # YAML 1.1 would have read "1e9" as a string
+    assert pl.model_path == tmp_path / "models/m.npz"
+    assert pl.checkpoint.dir == tmp_path / "state/s"
+
+
+def test_yaml_problems_name_the_file_and_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"svc.yaml: line 3, column \d+: invalid YAML"):
+        load_config(write(tmp_path, "kafka:\n  a: [1\n  b: 2\n"))
+    with pytest.raises(ConfigError, match="duplicate key 'port'"):
+        load_config(write(tmp_path, "metrics:\n  port: 1\n  port: 2\npipelines: []\n"))
+    with pytest.raises(ConfigError, match="svc.yaml: the file is empty"):
+        load_config(write(tmp_path, "# nothing\n"))
+    with pytest.raises(ConfigError, match="nope.yaml: file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(
+        ConfigError, match=r"svc.yaml: found \[1, 2\] \(a list\), expected a mapping"
+    ):
+        load_config(write(tmp_path, "[1, 2]\n"))
+
+
+def test_norway_problem_in_vocabulary_is_explained(tmp_path: Path) -> None:
+    data = with_(
+        f"{P}.decode.features", [{"name": "c", "transform": "onehot", "vocabulary": ["SE", False]}]
+    )
+    (msg,) = errors_of(data)
+    assert msg.startswith(f"test.yaml: {P}.decode.features[0].vocabulary[1]: ") and "quote" in msg
+
+
+@pytest.mark.parametrize("name", ["pipeline.yaml", "sensors.yaml", "transactions.yaml"])
+def test_shipped_configs_are_valid(name: str) -> None:
+    cfg = load_config(REPO / "config" / name, env={})
+    for p in cfg.pipelines:
+        assert p.model_path.is_relative_to(REPO / "config")
+        assert len(p.feature_names) >= 1
