@@ -81,10 +81,15 @@ _PIPELINE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 # DetectorConfig fields by YAML section. tests/unit/test_config.py checks that this
 # covers every field, so a new detector setting cannot silently become unreachable.
-DETECTOR_SECTIONS: dict[str, tuple[str, ...]] = {
-    "scoring": ("stream_scale", "scale_window", "smooth", "max_abs", "min_scale"),
+_SECTION_OF_FIELD: dict[str, tuple[str, ...]] = {
+    "scoring": ("stream_scale", "scale_window", "learn_ratio", "smooth", "max_abs", "min_scale"),
     "alerts": ("open_threshold", "close_threshold", "min_run", "close_run", "cooldown_s", "warmup"),
     "state": ("max_streams", "idle_ttl_s", "decay_tau_s", "reset_gap_s"),
+}
+# Only the fields this DetectorConfig has (the detector may gain or lose a setting first).
+DETECTOR_SECTIONS: dict[str, tuple[str, ...]] = {
+    sec: tuple(n for n in names if n in DetectorConfig.field_names())
+    for sec, names in _SECTION_OF_FIELD.items()
 }
 _DETECTOR_DEFAULTS = DetectorConfig()
 

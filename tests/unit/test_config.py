@@ -16,6 +16,7 @@ from streamlstm.features import FeatureSpec
 from streamlstm.service import config as C
 from streamlstm.service.config import (
     ConfigErrors,
+    KafkaConfig,
     ServiceConfig,
     load_config,
     parse_config,
@@ -403,3 +404,24 @@ def test_shipped_configs_are_valid(name: str) -> None:
     for p in cfg.pipelines:
         assert p.model_path.is_relative_to(REPO / "config")
         assert len(p.feature_names) >= 1
+
+
+def test_pipeline_yaml_documents_the_real_defaults() -> None:
+    """Every option of config/pipeline.yaml is shown with its default: keep them true."""
+    text = (REPO / "config" / "pipeline.yaml").read_text()
+    d = DetectorConfig()
+    documented = {}
+    for m in re.finditer(r"^\s*#?\s*(\w+): (\S+)(?:\s+#\s*default (\S+?);?)?\s", text, re.M):
+        key, value, default = m.groups()
+        documented.setdefault(key, default or value)
+    parsed = {k: C._Loader(v).get_single_data() for k, v in documented.items()}
+    for name in DetectorConfig.field_names():
+        assert name in parsed, f"pipeline.yaml does not document {name}"
+        assert parsed[name] == getattr(d, name), name
+    assert parsed["port"] == C.MetricsConfig().port
+    assert parsed["max_alert_series"] == C.MetricsConfig().max_alert_series
+    for k in ("max_poll_records", "poll_timeout_ms", "start"):
+        assert parsed[k] == getattr(C.SourceConfig(topics=()), k)
+    for k in ("session_timeout_ms", "heartbeat_interval_ms", "max_poll_interval_ms"):
+        assert parsed[k] == getattr(KafkaConfig(bootstrap_servers=()), k)
+    assert parsed["interval_s"] == 10.0 and parsed["keep"] == 2
