@@ -1,0 +1,237 @@
+"""Calibration from held-out data: residual scales and an alert threshold for a budget.
+
+1. ``resid_scale[f]`` = robust standard deviation (1.4826 x MAD) of the
+   normalised one-step residuals of feature ``f`` on the validation part of
+   every stream (the training part when nothing is held out). The detector
+   divides residuals by it, so a typical error scores like a unit normal
+   draw whatever the feature.
+2. The default open threshold: the validation data, assumed normal, is run
+   through :class:`streamlstm.detector.Detector` (the daemon's engine, with
+   the detector settings it will run with), each stream starting
+   ``context`` events before its validation part so state and running scale
+   are warm. The threshold is the lowest one whose number of alert
+   *openings* inside the validation parts is within the budget:
+   ``false_alarms_per_week x`` (total stream-weeks of validation data),
+   i.e. the budget holds for the average stream. Candidates are swept by
+   replaying the recorded scores through the alert machine
+   (:mod:`streamlstm.kernels.alerts`), and the winner is confirmed by a real
+   detector run (the running scale learns only below the open threshold, so
+   a replay is exact only up to that). When even the highest threshold
+   exceeds the budget it is kept and ``attained`` is False.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from streamlstm.detector import REJECTED, Detector, DetectorConfig
+from streamlstm.kernels import alerts as A
+from streamlstm.kernels import detect as KD
+from streamlstm.kernels import train as KT
+from streamlstm.model import Model
+from streamlstm.training.data import Prepared, Stream
+from streamlstm.training.forecast import run_streams
+
+WEEK_S = 7 * 86_400.0
+MIN_RESID_SCALE = 1e-3  # normalised units; a perfectly predicted feature must not divide by ~0
+MAX_THRESHOLD = 1.0 - 1e-7  # float32 scores cannot resolve more than this below 1
+_MAD_TO_STD = 1.4826
+
+
+def robust_std(r: np.ndarray) -> np.ndarray:
+    """Per column 1.4826 * median absolute deviation, ignoring NaN. r : (n, F)."""
+    med = np.nanmedian(r, axis=0)
+    return _MAD_TO_STD * np.nanmedian(np.abs(r - med), axis=0)
+
+
+def residual_scale(
+    model: Model, data: Prepared, context: int, chunk: int = 8
+) -> tuple[np.ndarray, str, int]:
+    """(resid_scale (F,), source, n residuals) from held-out (else training) forecasts."""
+    net = KT.Net(model.cell, model.arrays())
+    held = [s for s in data.streams if s.n_train < s.n]
+    source = "validation"
+    if held:
+        streams, first = held, [s.n_train for s in held]
+    else:
+        streams, first, source = data.streams, [1] * len(data.streams), "training"
+    res = run_streams(net, [s.xn for s in streams], first, context, keep_preds=True, chunk=chunk)
+    n_feat = data.n_features
+    parts = []
+    assert res.preds is not None
+    for s, ft, a, p in zip(streams, first, res.starts, res.preds, strict=True):
+        tgt = s.xn[a + 1 :, :n_feat]
+        k = max(0, ft - (a + 1))
+        parts.append(tgt[k:] - p[k:])
+    r = np.concatenate(parts) if parts else np.zeros((0, n_feat), np.float32)
+    if r.shape[0] == 0 or np.all(np.isnan(r)):
+        return np.ones(n_feat, np.float32), "none", 0
+    with np.errstate(invalid="ignore"), _quiet():
+        scale = robust_std(r.astype(np.float64))
+    scale = np.where(np.isfinite(scale), np.maximum(scale, MIN_RESID_SCALE), 1.0)
+    return scale.astype(np.float32), source, int(np.sum(~np.isnan(r)))
+
+
+class _quiet:
+    """Silence numpy's all-NaN-slice warnings (a feature missing in all targets)."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc: object) -> None:
+        self._w.__exit__(*exc)
+
+
+def _close_for(open_thr: float, cfg: DetectorConfig) -> float:
+    close = cfg.close_threshold
+    if close is None:
+        close = max(0.5, 1.0 - 10.0 * (1.0 - open_thr))
+    return float(min(close, open_thr))
+
+
+class _Recorded:
+    """Scores of one detector pass over the validation streams (with context)."""
+
+    def __init__(self, model: Model, streams: list[Stream], starts: list[int],
+                 cfg: DetectorConfig, batch: int = 8192) -> None:  # fmt: skip
+        keys, times, xs, judged, slots = [], [], [], [], []
+        for i, (s, a) in enumerate(zip(streams, starts, strict=True)):
+            n = s.n - a
+            keys += [s.key] * n
+            times.append(s.times[a:])
+            xs.append(s.x[a:])
+            judged.append(np.arange(a, s.n) >= s.n_train)
+            slots.append(np.full(n, i, np.int64))
+        self.keys = keys
+        self.times = np.concatenate(times)
+        self.x = np.concatenate(xs)
+        self.judged = np.concatenate(judged)
+        self.slots = np.concatenate(slots)
+        self.n_slots = len(streams)
+        self.cfg = cfg
+        self.model = model
+        self.batch = batch
+        self.score = np.empty(len(keys), np.float32)
+        self.outcome = np.empty(len(keys), np.int8)
+
+    def run(self, open_thr: float) -> int:
+        """A real detector pass at ``open_thr``; records scores, returns judged openings."""
+        close = self.cfg.close_threshold
+        cfg = replace(
+            self.cfg,
+            open_threshold=open_thr,
+            close_threshold=None if close is None else min(close, open_thr),
+        )
+        det = Detector(self.model, cfg)
+        opened = 0
+        for a in range(0, len(self.keys), self.batch):
+            b = min(len(self.keys), a + self.batch)
+            res = det.process_many(self.keys[a:b], self.times[a:b], self.x[a:b])
+            self.score[a:b] = res.score
+            self.outcome[a:b] = res.outcome
+            opened += int(np.sum((res.transition == KD.OPENED) & self.judged[a:b]))
+        return opened
+
+    def replay(self, open_thr: float) -> int:
+        """Judged openings at ``open_thr`` from the recorded scores (alert machine only)."""
+        cfg = self.cfg
+        accepted = ~np.isin(self.outcome, np.array(sorted(REJECTED), np.int8))
+        out_alert = np.empty(len(self.keys), np.int8)
+        out_trans = np.empty(len(self.keys), np.int8)
+        A._alert_replay(
+            self.slots, self.times, self.score, accepted, self.n_slots,
+            float(open_thr), _close_for(open_thr, cfg), int(cfg.min_run), int(cfg.close_run),
+            float(cfg.cooldown_s), int(cfg.warmup), float(cfg.reset_gap_s), out_alert, out_trans,
+        )  # fmt: skip
+        return int(np.sum((out_trans == A.OPENED) & self.judged))
+
+
+def choose_threshold(
+    model: Model,
+    data: Prepared,
+    false_alarms_per_week: float,
+    detector_config: DetectorConfig | None = None,
+    context: int = 256,
+) -> dict[str, Any]:
+    """Pick the open threshold for the budget (see the module doc); returns the info dict."""
+    cfg = detector_config or DetectorConfig()
+    held = [s for s in data.streams if s.n_train < s.n]
+    if not held:
+        return {"threshold": None, "reason": "no validation data to calibrate a threshold on"}
+    ctx = max(context, cfg.warmup + 1, min(cfg.scale_window, 1000))
+    starts = [max(0, s.n_train - ctx) for s in held]
+    weeks = 0.0
+    for s in held:
+        t = s.times[s.n_train :]
+        # n events cover n - 1 intervals; count one more so one event is one interval
+        step = float(np.median(np.diff(t))) if t.shape[0] > 1 else 0.0
+        weeks += (float(t[-1] - t[0]) + step) / WEEK_S
+    allowed = false_alarms_per_week * weeks
+    rec = _Recorded(model, held, starts, cfg)
+    open0 = cfg.open_threshold or 0.999
+    first = rec.run(open0)
+    sc = rec.score[rec.judged & np.isfinite(rec.score)].astype(np.float64)
+    cands = [open0, MAX_THRESHOLD]
+    cands += (1.0 - np.logspace(-1, -7, 61)).tolist()
+    if sc.size:
+        cands += np.quantile(sc, 1.0 - np.logspace(-6, -0.5, 60)).tolist()
+    grid = np.unique(np.clip(np.asarray(cands), 0.5, MAX_THRESHOLD))
+    openings = {float(t): rec.replay(float(t)) for t in grid}
+    ok = [t for t in grid if openings[float(t)] <= allowed]
+    chosen = float(ok[0]) if ok else MAX_THRESHOLD
+    # Confirm with a real pass; step up the grid while the budget is exceeded.
+    idx = int(np.searchsorted(grid, chosen))
+    real = rec.run(chosen)
+    tries = 1
+    while real > allowed and idx + 1 < len(grid) and tries < 8:
+        idx += 1
+        chosen = float(grid[idx])
+        real = rec.run(chosen)
+        tries += 1
+    return {
+        "threshold": chosen,
+        "false_alarms_per_week": false_alarms_per_week,
+        "stream_weeks": weeks,
+        "allowed": allowed,
+        "openings": real,
+        "openings_at_default": first,
+        "default_threshold": open0,
+        "attained": bool(real <= allowed),
+        "n_streams": len(held),
+        "n_judged_events": int(rec.judged.sum()),
+        "detector": cfg.as_dict(),
+    }
+
+
+def calibrate(
+    model: Model,
+    data: Prepared,
+    false_alarms_per_week: float | None = 1.0,
+    detector_config: DetectorConfig | None = None,
+    context: int = 256,
+    chunk: int = 8,
+) -> tuple[Model, dict[str, Any]]:
+    """Residual scales, then (if a budget is given) the threshold; both stored in the model."""
+    scale, source, n_res = residual_scale(model, data, context, chunk)
+    info: dict[str, Any] = {
+        "resid_source": source,
+        "n_residuals": n_res,
+        "resid_scale": [float(v) for v in scale],
+    }
+    model = model.with_calibration(scale, None, info)
+    threshold = None
+    if false_alarms_per_week is not None:
+        thr_info = choose_threshold(model, data, false_alarms_per_week, detector_config, context)
+        info.update(thr_info)
+        threshold = thr_info.get("threshold")
+    if threshold is not None and not (0.0 < threshold < 1.0 and math.isfinite(threshold)):
+        threshold = None
+    return model.with_calibration(scale, threshold, info), info

@@ -1,0 +1,464 @@
+"""Fit the forecaster on history: truncated BPTT windows over a whole fleet.
+
+>>> from streamlstm.synth import FleetSpec, generate_fleet
+>>> fleet = generate_fleet(FleetSpec(n_streams=2, n_steps=120, anomaly_rate=0, seed=1))
+>>> keys, times, x, _ = fleet.events()
+>>> cfg = TrainConfig(hidden=4, window=16, batch=4, epochs=1, progress=False)
+>>> model, report = train_model(keys, times, x, fleet.features, cfg)
+>>> model.describe(), report.epochs_run
+('LSTM layers=1 hidden=4 features=temp,pressure,flow,vibration', 1)
+
+How an epoch works: every stream's training part is cut into windows of
+``window`` steps at a random offset (so window edges move between epochs);
+the windows of all streams are shuffled and grouped into minibatches of
+``batch``; each window starts from a zero state, as a new stream does in the
+detector. The loss is the mean squared one-step forecast error in
+normalised units (:mod:`streamlstm.kernels.train`). Adam updates the
+weights after each minibatch, with the gradient clipped to a global norm of
+``clip``. After each epoch the validation loss is the same error on the held
+out last part of every stream, forecast with a state warmed up on the
+``4 * window`` events before it; training stops after ``patience`` epochs
+without improvement and the best weights are kept.
+
+Same data + same config (seed included) -> bit-identical weights, whatever
+the number of threads (the kernels sum gradients in a fixed chunk order).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streamlstm.errors import InputError, TrainingError
+from streamlstm.kernels import train as KT
+from streamlstm.model import Model
+from streamlstm.training.data import Prepared, prepare
+from streamlstm.training.forecast import naive_loss, run_streams
+from streamlstm.training.progress import Progress, fmt_seconds
+
+_IMPROVE = 1e-4  # relative val-loss drop that counts as progress (stops on noise-level gains)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings (the ``streamlstm train`` flags).
+
+    season: period in events of a seasonal-naive baseline to report (None: none).
+    clip: global gradient-norm clip. burn_in: first steps of each window
+    that carry no loss (the state is still cold there). threads: numba
+    threads (None = numba's default). max_windows: cap on windows per epoch
+    (None = all; a random subset each epoch on huge histories).
+    calibrate / false_alarms_per_week: after training, measure resid_scale on
+    the validation residuals and pick the open threshold for that budget
+    (see :mod:`streamlstm.training.calibrate`); None = no threshold.
+    """
+
+    cell: str = "lstm"
+    hidden: int = 32
+    layers: int = 1
+    window: int = 64
+    batch: int = 32
+    epochs: int = 30
+    lr: float = 3e-3
+    patience: int = 5
+    val_fraction: float = 0.2
+    seed: int = 0
+    clip: float = 1.0
+    burn_in: int = 0
+    time_input: bool = False
+    season: int | None = None
+    threads: int | None = None
+    max_windows: int | None = None
+    calibrate: bool = True
+    false_alarms_per_week: float | None = 1.0
+    progress: bool = True
+    chunk: int = 8
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("cell", self.cell in ("lstm", "gru"), "'lstm' or 'gru'"),
+            ("hidden", self.hidden >= 1, ">= 1"),
+            ("layers", 1 <= self.layers <= 4, "1..4"),
+            ("window", self.window >= 2, ">= 2"),
+            ("batch", self.batch >= 1, ">= 1"),
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("lr", self.lr > 0 and math.isfinite(self.lr), "> 0"),
+            ("patience", self.patience >= 1, ">= 1"),
+            ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
+            ("clip", self.clip > 0, "> 0"),
+            ("burn_in", 0 <= self.burn_in < self.window, "in [0, window)"),
+            ("season", self.season is None or self.season >= 2, ">= 2 events"),
+            ("threads", self.threads is None or self.threads >= 1, ">= 1"),
+            ("max_windows", self.max_windows is None or self.max_windows >= 1, ">= 1"),
+            (
+                "false_alarms_per_week",
+                self.false_alarms_per_week is None or self.false_alarms_per_week >= 0,
+                ">= 0",
+            ),
+            ("chunk", self.chunk >= 1, ">= 1"),
+        )
+        for name, ok, expect in checks:
+            if not ok:
+                raise ValueError(f"{name} is {getattr(self, name)!r}, expected {expect}")
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    loss: float
+    val_loss: float | None
+    seconds: float
+
+
+@dataclass
+class TrainReport:
+    """What happened: per-epoch losses, the baselines and the chosen epoch."""
+
+    config: dict[str, Any]
+    n_streams: int
+    n_train_events: int
+    n_val_events: int
+    n_windows: int
+    history: list[EpochStats] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float | None = None
+    train_loss: float = float("nan")
+    last_value_loss: float | None = None
+    seasonal_naive_loss: float | None = None
+    stopped_early: bool = False
+    seconds: float = 0.0
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return sum(e.seconds for e in self.history) / max(1, len(self.history))
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["epochs_run"] = self.epochs_run
+        d["seconds_per_epoch"] = self.seconds_per_epoch
+        return d
+
+    def summary(self) -> str:
+        def f(v: float | None) -> str:
+            return "n/a" if v is None or v != v else f"{v:.5f}"
+
+        lines = [
+            f"trained {self.epochs_run} epoch(s) in {fmt_seconds(self.seconds)} "
+            f"({self.seconds_per_epoch:.2f} s/epoch) on {self.n_streams} stream(s), "
+            f"{self.n_train_events} training / {self.n_val_events} validation events"
+            + (", stopped early" if self.stopped_early else ""),
+            f"best epoch {self.best_epoch}: validation loss {f(self.best_val_loss)} "
+            f"(train {f(self.train_loss)}; normalised MSE)",
+            f"baselines on the same validation targets: last value {f(self.last_value_loss)}"
+            + (
+                f", seasonal naive {f(self.seasonal_naive_loss)}"
+                if self.seasonal_naive_loss is not None
+                else ""
+            ),
+        ]
+        if self.best_val_loss is not None and self.last_value_loss:
+            gain = 1.0 - self.best_val_loss / self.last_value_loss
+            verdict = "beats" if gain > 0 else "does NOT beat"
+            lines.append(f"the model {verdict} the last-value forecast ({100 * gain:+.1f}% MSE)")
+        cal = self.calibration
+        if cal.get("threshold") is not None:
+            lines.append(
+                f"calibrated open threshold {cal['threshold']:.6g} for "
+                f"{cal.get('false_alarms_per_week')} false alarm(s)/stream/week: "
+                f"{cal.get('openings')} opening(s) in {cal.get('stream_weeks', 0):.2f} "
+                "stream-weeks of validation data"
+            )
+        return "\n".join(lines)
+
+
+class Adam:
+    """Adam (Kingma & Ba) over a dict of float32 arrays, updated in place."""
+
+    def __init__(self, params: dict[str, np.ndarray], lr: float, b1: float = 0.9,
+                 b2: float = 0.999, eps: float = 1e-8) -> None:  # fmt: skip
+        self.lr, self.b1, self.b2, self.eps = lr, b1, b2, eps
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+        self.t = 0
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        self.t += 1
+        c1 = 1.0 - self.b1**self.t
+        c2 = 1.0 - self.b2**self.t
+        step = np.float32(self.lr * math.sqrt(c2) / c1)
+        eps = np.float32(self.eps * math.sqrt(c2))
+        for k, p in params.items():
+            g = grads[k]
+            m, v = self.m[k], self.v[k]
+            m *= np.float32(self.b1)
+            m += np.float32(1.0 - self.b1) * g
+            v *= np.float32(self.b2)
+            v += np.float32(1.0 - self.b2) * g * g
+            p -= step * m / (np.sqrt(v) + eps)
+
+
+def clip_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
+    """Scale all gradients so their joint L2 norm is at most max_norm; return the norm."""
+    norm = math.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in grads.values()))
+    if norm > max_norm:
+        s = np.float32(max_norm / norm)
+        for g in grads.values():
+            g *= s
+    return norm
+
+
+def _windows(data: Prepared, window: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """(stream, start) of every window of this epoch: a random offset, then every
+    ``window`` steps; a stream's last window may be short (padded later)."""
+    out = []
+    for i, s in enumerate(data.streams):
+        n_in = s.n_train - 1  # inputs that have a target inside the training part
+        if n_in < 1:
+            continue
+        off = int(rng.integers(0, window)) if n_in > window else 0
+        starts = list(range(off, n_in, window))
+        if off > 0:
+            starts.insert(0, max(0, off - window))
+        out += [(i, a) for a in starts]
+    return out
+
+
+def _fill_batch(
+    data: Prepared, wins: Sequence[tuple[int, int]], window: int, burn_in: int,
+    x: np.ndarray, y: np.ndarray,
+) -> None:  # fmt: skip
+    n_feat = data.n_features
+    x[:, :, :n_feat] = np.nan
+    x[:, :, n_feat:] = 0.0
+    y[:] = np.nan
+    for r, (i, a) in enumerate(wins):
+        s = data.streams[i]
+        ln = min(window, s.n_train - 1 - a)
+        x[r, :ln] = s.xn[a : a + ln]
+        y[r, :ln] = s.xn[a + 1 : a + 1 + ln, :n_feat]
+        if burn_in and a > 0:
+            y[r, :burn_in] = np.nan
+
+
+def model_from_net(net: KT.Net, data: Prepared, provenance: dict[str, Any]) -> Model:
+    p = net.params
+    n_layers = net.n_layers
+    return Model(
+        cell=net.cell,
+        features=data.features,
+        hidden=net.hid,
+        weight_ih=tuple(p[f"weight_ih_l{k}"].copy() for k in range(n_layers)),
+        weight_hh=tuple(p[f"weight_hh_l{k}"].copy() for k in range(n_layers)),
+        bias_ih=tuple(p[f"bias_ih_l{k}"].copy() for k in range(n_layers)),
+        bias_hh=tuple(p[f"bias_hh_l{k}"].copy() for k in range(n_layers)),
+        head_weight=p["head.weight"].copy(),
+        head_bias=p["head.bias"].copy(),
+        norm_mean=data.norm_mean,
+        norm_std=data.norm_std,
+        resid_scale=np.ones(data.n_features, np.float32),
+        time_input=data.time_input,
+        dt_mean=data.dt_mean,
+        dt_std=data.dt_std,
+        provenance=provenance,
+    )
+
+
+def validation_loss(net: KT.Net, data: Prepared, context: int, chunk: int = 8) -> float | None:
+    """Normalised MSE of the one-step forecasts of every stream's validation part."""
+    held = [s for s in data.streams if s.n_train < s.n]
+    if not held:
+        return None
+    res = run_streams(net, [s.xn for s in held], [s.n_train for s in held], context, chunk=chunk)
+    return res.loss if res.n else None
+
+
+def fit(
+    data: Prepared,
+    config: TrainConfig,
+    init: Model | None = None,
+    progress: Progress | None = None,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> tuple[Model, TrainReport]:
+    """Train on prepared data (see :func:`train_model`); no calibration."""
+    import numba
+
+    cfg = config
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(cfg.seed)
+    if init is None:
+        init = Model.random(
+            data.features, hidden=cfg.hidden, layers=cfg.layers, cell=cfg.cell,
+            seed=cfg.seed, time_input=data.time_input,
+        )  # fmt: skip
+    net = KT.Net(init.cell, {k: v.copy() for k, v in init.arrays().items()})
+    if net.in_size != data.n_features + (1 if data.time_input else 0):
+        raise InputError(
+            f"initial model reads {net.in_size} inputs, data has {data.n_features} features"
+            + (" + dt" if data.time_input else "")
+        )
+    opt = Adam(net.params, cfg.lr)
+    context = 4 * cfg.window
+    held = [s for s in data.streams if s.n_train < s.n]
+    report = TrainReport(
+        config=asdict(cfg),
+        n_streams=len(data.streams),
+        n_train_events=data.n_train_events,
+        n_val_events=data.n_val_events,
+        n_windows=0,
+    )
+    if held:
+        xns = [s.xn for s in held]
+        fts = [s.n_train for s in held]
+        sse, cnt = naive_loss(xns, fts, data.n_features, 1)
+        report.last_value_loss = sse / cnt if cnt else None
+        if cfg.season:
+            sse, cnt = naive_loss(xns, fts, data.n_features, cfg.season)
+            report.seasonal_naive_loss = sse / cnt if cnt else None
+    prog = progress or Progress(cfg.epochs, enabled=cfg.progress)
+    n_threads_before = numba.get_num_threads()
+    if cfg.threads:
+        numba.set_num_threads(min(cfg.threads, numba.config.NUMBA_NUM_THREADS))
+    workspaces: dict[int, KT.Workspace] = {}
+    best: dict[str, np.ndarray] | None = None
+    best_score = math.inf
+    since_best = 0
+    in_w = net.in_size
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            prog.start_epoch(epoch)
+            t_ep = time.perf_counter()
+            wins = _windows(data, cfg.window, rng)
+            if not wins:
+                raise TrainingError(
+                    "no training window: every stream has fewer than 2 events before the "
+                    "validation split; give more history or a smaller --val-fraction"
+                )
+            perm = rng.permutation(len(wins))
+            if cfg.max_windows is not None:
+                perm = perm[: cfg.max_windows]
+            report.n_windows = len(perm)
+            sse_ep, n_ep = 0.0, 0
+            n_batches = (len(perm) + cfg.batch - 1) // cfg.batch
+            for bi in range(n_batches):
+                sel = [wins[j] for j in perm[bi * cfg.batch : (bi + 1) * cfg.batch]]
+                b = len(sel)
+                x = np.empty((b, cfg.window, in_w), np.float32)
+                y = np.empty((b, cfg.window, data.n_features), np.float32)
+                _fill_batch(data, sel, cfg.window, cfg.burn_in, x, y)
+                ws = workspaces.setdefault(b, KT.Workspace())
+                loss, n_present, grads = KT.loss_and_grad(net, x, y, chunk=cfg.chunk, workspace=ws)
+                if n_present == 0:
+                    continue
+                gnorm = clip_global_norm(grads, cfg.clip)
+                if not (math.isfinite(loss) and math.isfinite(gnorm)):
+                    raise TrainingError(
+                        f"the training loss became {loss} (gradient norm {gnorm}) at epoch "
+                        f"{epoch}, minibatch {bi + 1}: training diverged. Lower --lr (now "
+                        f"{cfg.lr}) or --clip, or look for absurd values in the data; "
+                        "no model was written"
+                    )
+                opt.step(net.params, grads)
+                sse_ep += loss * n_present
+                n_ep += n_present
+                prog.batch(bi + 1, n_batches, sse_ep / max(n_ep, 1))
+            train_loss = sse_ep / max(n_ep, 1)
+            val = validation_loss(net, data, context, cfg.chunk) if held else None
+            if val is not None and not math.isfinite(val):
+                raise TrainingError(
+                    f"the validation loss became {val} at epoch {epoch}: the weights diverged; "
+                    f"lower --lr (now {cfg.lr}); no model was written"
+                )
+            score = val if val is not None else train_loss
+            improved = score < best_score * (1.0 - _IMPROVE) or best is None
+            if improved:
+                best_score = score
+                best = {k: v.copy() for k, v in net.params.items()}
+                report.best_epoch = epoch
+                report.best_val_loss = val
+                report.train_loss = train_loss
+                since_best = 0
+            else:
+                since_best += 1
+            st = EpochStats(epoch, train_loss, val, time.perf_counter() - t_ep)
+            report.history.append(st)
+            prog.end_epoch(train_loss, val, best_score if val is not None else None,
+                           "*" if improved else "")  # fmt: skip
+            if on_epoch is not None:
+                on_epoch(st)
+            if since_best >= cfg.patience:
+                report.stopped_early = True
+                prog.message(
+                    f"early stop: no improvement for {cfg.patience} epoch(s); "
+                    f"keeping epoch {report.best_epoch}"
+                )
+                break
+    finally:
+        numba.set_num_threads(n_threads_before)
+    assert best is not None
+    net.params.update(best)
+    report.seconds = time.perf_counter() - t_start
+    prov = {
+        "source": "streamlstm train",
+        "config": asdict(cfg),
+        "best_epoch": report.best_epoch,
+        "val_loss": report.best_val_loss,
+        "last_value_loss": report.last_value_loss,
+        "seasonal_naive_loss": report.seasonal_naive_loss,
+        "n_streams": report.n_streams,
+        "n_train_events": report.n_train_events,
+    }
+    return model_from_net(net, data, prov), report
+
+
+def train_model(
+    keys: Sequence[str] | np.ndarray,
+    times: np.ndarray,
+    x: np.ndarray,
+    features: Sequence[str],
+    config: TrainConfig | None = None,
+    *,
+    init: Model | None = None,
+    detector_config: Any = None,
+    progress: Progress | None = None,
+) -> tuple[Model, TrainReport]:
+    """Train a forecaster for a fleet and calibrate it.
+
+    keys (n) stream keys, times (n,) event times in seconds, x (n, F) raw
+    features in the order of ``features`` (NaN = missing); events may be in
+    any order (each stream is sorted by time, stably). ``init`` fine-tunes an
+    existing model (its normalisation is kept). ``detector_config`` is the
+    :class:`~streamlstm.detector.DetectorConfig` the threshold is calibrated
+    for (default: the detector's defaults). Returns the model (calibrated
+    when ``config.calibrate``) and a report. Raises TrainingError when
+    training diverges and InputError on unusable data.
+    """
+    cfg = config or TrainConfig()
+    norm = None
+    if init is not None:
+        norm = (init.norm_mean, init.norm_std, init.dt_mean, init.dt_std)
+        if tuple(init.features) != tuple(features):
+            raise InputError(
+                f"features {tuple(features)} differ from the initial model's {init.features}"
+            )
+    time_input = init.time_input if init is not None else cfg.time_input
+    data = prepare(keys, times, x, features, cfg.val_fraction, time_input, norm)
+    model, report = fit(data, cfg, init=init, progress=progress)
+    if cfg.calibrate:
+        from streamlstm.training.calibrate import calibrate
+
+        model, info = calibrate(
+            model, data, cfg.false_alarms_per_week, detector_config,
+            context=4 * cfg.window, chunk=cfg.chunk,
+        )  # fmt: skip
+        report.calibration = info
+    return model, report
