@@ -29,3 +29,15 @@ def require(module: str) -> ModuleType:
 @pytest.fixture
 def seed() -> int:
     return SEED
+
+
+def require_binary(name: str) -> str:
+    """Path of a program a test needs; skip locally, fail in CI when it is missing."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is required in CI (.ci/run installs it)")
+        pytest.skip(f"{name} not installed")
+    return path  # type: ignore[return-value]

@@ -1,0 +1,199 @@
+"""What operators deploy agrees with the daemon: manifests parse and reference each other,
+probes, ports and grace periods match the daemon's, every metric the rules and the
+dashboard use is one the daemon exports, the rules pass promtool's unit tests."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry, generate_latest
+
+from streamlstm.service.metrics import Metrics, PipelineStatus
+from tests.conftest import require_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "kubernetes"
+RULES = DEPLOY / "prometheus" / "streamlstm-rules.yml"
+DASHBOARD = DEPLOY / "grafana" / "streamlstm-dashboard.json"
+
+
+def manifests() -> dict[tuple[str, str], dict]:
+    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    out = {}
+    for res in kust["resources"]:
+        path = K8S / res
+        assert path.exists(), f"kustomization lists {res}, which does not exist"
+        for doc in yaml.safe_load_all(path.read_text()):
+            out[(doc["kind"], doc["metadata"]["name"])] = doc
+    for gen in kust.get("configMapGenerator", []):
+        for f in gen["files"]:
+            assert (K8S / f).exists(), f"configMapGenerator file {f} does not exist"
+        out[("ConfigMap", gen["name"])] = {"kind": "ConfigMap", "metadata": {"name": gen["name"]}}
+    return out
+
+
+def pod_spec() -> dict:
+    return manifests()[("StatefulSet", "streamlstm")]["spec"]["template"]["spec"]
+
+
+def k8s_pipeline() -> dict:
+    return yaml.safe_load((K8S / "pipeline.yaml").read_text())
+
+
+def test_every_manifest_parses_and_references_exist():
+    m = manifests()
+    sts = m[("StatefulSet", "streamlstm")]
+    spec = sts["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in spec["selector"]["matchLabels"].items())
+    pod = spec["template"]["spec"]
+    assert ("ServiceAccount", pod["serviceAccountName"]) in m
+    for vol in pod["volumes"]:
+        if "configMap" in vol:
+            assert ("ConfigMap", vol["configMap"]["name"]) in m
+        if "persistentVolumeClaim" in vol:
+            assert ("PersistentVolumeClaim", vol["persistentVolumeClaim"]["claimName"]) in m
+    mounts = {vm["name"] for c in pod["containers"] for vm in c["volumeMounts"]}
+    declared = {v["name"] for v in pod["volumes"]} | {
+        t["metadata"]["name"] for t in spec.get("volumeClaimTemplates", [])
+    }
+    assert mounts <= declared
+    svc = m[("Service", "streamlstm")]
+    assert spec["serviceName"] == "streamlstm"
+    assert all(labels.get(k) == v for k, v in svc["spec"]["selector"].items())
+    mon = m[("ServiceMonitor", "streamlstm")]
+    assert all(
+        svc["metadata"]["labels"].get(k) == v
+        for k, v in mon["spec"]["selector"]["matchLabels"].items()
+    )
+    assert {e["port"] for e in mon["spec"]["endpoints"]} <= {
+        p["name"] for p in svc["spec"]["ports"]
+    }
+    pdb = m[("PodDisruptionBudget", "streamlstm")]
+    assert all(labels.get(k) == v for k, v in pdb["spec"]["selector"]["matchLabels"].items())
+
+
+def test_probes_ports_and_grace_agree_with_the_daemon():
+    pod = pod_spec()
+    (container,) = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    cfg = k8s_pipeline()
+    assert ports["metrics"] == cfg["metrics"]["port"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert pod["terminationGracePeriodSeconds"] > cfg["service"]["shutdown_grace_s"]
+    assert container["args"][:2] == ["run", "--config"]
+    assert container["args"][2].startswith("/etc/streamlstm/")
+    mount = next(v for v in container["volumeMounts"] if v["name"] == "config")
+    assert container["args"][2] == f"{mount['mountPath']}/pipeline.yaml"
+    env = {e["name"] for e in container["env"]}
+    assert cfg["kafka"]["sasl_password_env"] in env
+    state = next(v for v in container["volumeMounts"] if v["name"] == "state")["mountPath"]
+    for p in cfg["pipelines"]:
+        assert p["checkpoint"]["dir"].startswith(state + "/"), "checkpoints must be on the volume"
+
+
+def test_kubernetes_pipeline_config_is_valid(monkeypatch):
+    from streamlstm.service.config import parse_config
+
+    monkeypatch.setenv("KAFKA_PASSWORD", "from-the-secret")
+    cfg = parse_config(k8s_pipeline(), source=str(K8S / "pipeline.yaml"))
+    assert cfg.metrics.port == 9108
+
+
+def test_prometheusrule_is_built_from_the_rules_file():
+    generated = subprocess.run(
+        [sys.executable, str(K8S / "make_prometheusrule.py")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert (K8S / "prometheusrule.yaml").read_text() == generated, (
+        "deploy/kubernetes/prometheusrule.yaml is stale: "
+        "python deploy/kubernetes/make_prometheusrule.py > deploy/kubernetes/prometheusrule.yaml"
+    )
+
+
+def test_systemd_stop_timeout_above_grace_and_verify():
+    unit = (DEPLOY / "systemd" / "streamlstm.service").read_text()
+    assert "Type=notify" in unit and "WatchdogSec=" in unit and "Restart=on-failure" in unit
+    stop = int(re.search(r"^TimeoutStopSec=(\d+)", unit, re.M).group(1))
+    assert stop > 20  # DEFAULT shutdown_grace_s
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not on this machine")
+    exe = shutil.which("streamlstm") or str(Path(sys.executable).with_name("streamlstm"))
+    tmp = Path(subprocess.run(["mktemp", "-d"], capture_output=True, text=True).stdout.strip())
+    (tmp / "streamlstm.service").write_text(unit.replace("/opt/streamlstm/bin/streamlstm", exe))
+    res = subprocess.run(
+        [analyze, "verify", str(tmp / "streamlstm.service")], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+
+
+def exported_metric_names() -> set[str]:
+    """Every series name the daemon's /metrics can show (a status with everything set)."""
+    registry = CollectorRegistry()
+    m = Metrics(registry, max_alert_series=5)
+    m.init_pipeline("p", ["ok", "too_old"])
+    m.publish(
+        PipelineStatus(
+            pipeline="p", live_streams=3, in_alert=[("k", 0, 0.9999)], lag={("t", 0): 5},
+            last_checkpoint=0.0, model={"cell": "lstm"}, assigned=1, broker_up=True, ready=True,
+        )
+    )  # fmt: skip
+    m.score.observe_many(["p"], [0.5])
+    m.latency.observe_many(["p"], [0.01])
+    m.event_lag.observe_many(["p"], [1.0])
+    m.dead_letters.labels("p", "not_json").inc()
+    m.broker_errors.labels("p", "poll").inc()
+    m.model_reloads.labels("p", "ok").inc()
+    m.batch_seconds.labels("p").observe(0.01)
+    m.checkpoint_seconds.labels("p").observe(0.1)
+    text = generate_latest(registry).decode()
+    names = {
+        line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and line[0] != "#"
+    }
+    # a histogram is named by its base name too (in runbooks and docs)
+    return names | {n[: -len("_bucket")] for n in names if n.endswith("_bucket")}
+
+
+def used_metric_names(text: str) -> set[str]:
+    return set(re.findall(r"\b(streamlstm_[a-z_]+)", text))
+
+
+def test_rules_and_dashboard_use_only_exported_metrics():
+    exported = exported_metric_names()
+    used = used_metric_names(RULES.read_text()) | used_metric_names(DASHBOARD.read_text())
+    missing = sorted(used - exported)
+    assert not missing, f"not exported by the daemon: {missing}"
+    assert "streamlstm_stream_alert_score" in used and "streamlstm_events_total" in used
+
+
+def test_dashboard_is_valid_grafana_json():
+    dash = json.loads(DASHBOARD.read_text())
+    assert dash["panels"] and all(p["targets"] for p in dash["panels"])
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    titles = " ".join(p["title"].lower() for p in dash["panels"])
+    for topic in ("throughput", "lag", "alert", "score", "evicted", "checkpoint", "dead letters"):
+        assert topic in titles
+
+
+def test_promtool_rule_unit_tests():
+    promtool = require_binary("promtool")
+    check = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    tests = sorted((DEPLOY / "prometheus" / "tests").glob("*.yml"))
+    res = subprocess.run(
+        [promtool, "test", "rules", *map(str, tests)], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
