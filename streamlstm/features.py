@@ -271,11 +271,16 @@ class FeatureSet:
         wrong: np.ndarray | None = None
         if isinstance(col, np.ndarray) and col.dtype.kind in "fiu":
             v = col.astype(np.float64)
-        elif set(map(type, col)) <= _NUMERIC_TYPES:
-            # None -> NaN in one C call; ints beyond 2**53 round, which is fine for features.
-            v = np.array(col, dtype=np.float64)
         else:
-            v, wrong = _numbers_slow(col)
+            v = None
+            if set(map(type, col)) <= _NUMERIC_TYPES:
+                # None -> NaN in one C call; ints beyond 2**53 round, fine for features.
+                try:
+                    v = np.array(col, dtype=np.float64)
+                except OverflowError:  # an int beyond float range: the slow path says so
+                    pass
+            if v is None:
+                v, wrong = _numbers_slow(col)
         bad: list[tuple[str, np.ndarray]] = []
         if wrong is not None:
             bad.append(("wrong_type", wrong))
