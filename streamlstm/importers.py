@@ -109,6 +109,18 @@ def from_torch_state_dict(
         )
     head_b_name = f"{head_prefix}bias"
     head_w = get(f"{head_prefix}weight")
+    if head_w.ndim != 2 or head_w.shape[0] != n_feat:
+        extra = (
+            f"; the network takes {n_in} inputs, so it would read the {n_feat} features plus "
+            "the time since the previous event"
+            if n_in == n_feat + 1
+            else ""
+        )
+        raise ModelError(
+            f"the head '{head_prefix}weight' has shape {tuple(head_w.shape)}: it forecasts "
+            f"{head_w.shape[0]} values, but {n_feat} features were named ({','.join(features)})"
+            f"{extra}; name one feature per forecast output"
+        )
     return Model(
         cell=cell,
         features=tuple(features),
