@@ -29,7 +29,13 @@ from streamlstm.kernels import detect as K
 from streamlstm.model import Model
 from streamlstm.state import Column, StreamTable
 
-DEFAULT_OPEN = 0.999
+# Default open thresholds when neither the config nor the model sets one. With
+# stream_scale the score is u / (1 + u), u = error / the stream's recent normal
+# maximum: 0.7 opens at an error 2.3x the largest of the recent past (and the
+# derived close threshold, 0.5, closes once errors are back under that maximum).
+# Without it the score is a chi-square tail probability of calibrated residuals.
+DEFAULT_OPEN = 0.7
+DEFAULT_OPEN_ABSOLUTE = 0.999
 
 
 @dataclass(frozen=True)
@@ -37,16 +43,20 @@ class DetectorConfig:
     """Scoring and alert settings (the ``scoring`` / ``alerts`` / ``state`` YAML sections).
 
     open_threshold: score at or above which an event counts as anomalous;
-        None takes the model's calibrated threshold, else 0.999.
+        None takes the model's calibrated threshold, else 0.7 (0.999
+        without ``stream_scale``).
     close_threshold: an open alert closes after ``close_run`` consecutive
-        scores below this (hysteresis); None = ``1 - 10 * (1 - open)``.
+        scores below this (hysteresis); None = ``max(0.5, 1 - 10 * (1 - open))``.
     min_run: consecutive anomalous events needed to open an alert.
     close_run: consecutive normal events needed to close it.
     cooldown_s: event-time seconds after a close during which no alert opens.
     warmup: events a new (or reset) stream sees before it may alert.
-    stream_scale: divide errors by the stream's own running error scale
-        (learnt only from non-anomalous events); see SCORING.md.
-    scale_window: events the running scale averages over (EWMA span).
+    stream_scale: score the (smoothed) error against the stream's own recent
+        maximum of normal errors (see kernels/detect.py and SCORING.md);
+        False: score calibrated residuals as a chi-square tail probability.
+    scale_window: time constant, in events, of the decay of that recent maximum.
+    learn_ratio: an error at most this many times the recent maximum still
+        teaches it (after warm-up); a larger one is an incident and does not.
     smooth: EWMA span of the normalised error before it becomes a score
         (1 = none); helps on noisy multichannel sensors.
     max_abs: a normalised feature beyond this many standard deviations is
@@ -69,8 +79,9 @@ class DetectorConfig:
     cooldown_s: float = 0.0
     warmup: int = 30
     stream_scale: bool = True
-    scale_window: int = 500
-    smooth: int = 1
+    scale_window: int = 1000
+    learn_ratio: float = 2.0
+    smooth: int = 3
     max_abs: float = 1e5
     decay_tau_s: float = 0.0
     reset_gap_s: float = 0.0
@@ -95,6 +106,7 @@ class DetectorConfig:
             ("cooldown_s", self.cooldown_s >= 0, ">= 0"),
             ("warmup", self.warmup >= 0, ">= 0"),
             ("scale_window", self.scale_window >= 1, ">= 1"),
+            ("learn_ratio", self.learn_ratio > 0, "> 0"),
             ("smooth", self.smooth >= 1, ">= 1"),
             ("max_abs", self.max_abs > 0, "> 0"),
             ("decay_tau_s", self.decay_tau_s >= 0, ">= 0"),
@@ -211,7 +223,8 @@ class Detector:
         self.model = model
         self.weights = model.kernel_weights()
         cfg = self.config
-        open_thr = cfg.open_threshold or model.threshold or DEFAULT_OPEN
+        default_open = DEFAULT_OPEN if cfg.stream_scale else DEFAULT_OPEN_ABSOLUTE
+        open_thr = cfg.open_threshold or model.threshold or default_open
         close_thr = cfg.close_threshold
         if close_thr is None:
             close_thr = max(0.5, 1.0 - 10.0 * (1.0 - open_thr))
@@ -235,6 +248,7 @@ class Detector:
         p[K.P_DT_MEAN] = model.dt_mean
         p[K.P_DT_STD] = model.dt_std
         p[K.P_MIN_SCALE] = cfg.min_scale
+        p[K.P_LEARN_RATIO] = cfg.learn_ratio
         self._params = p
         self._resid_scale = model.resid_scale.astype(np.float64)
 

@@ -84,19 +84,24 @@ def phi(z: float) -> float:
 class NaiveScorer:
     """The scorer and alert state machine of one stream, in plain Python.
 
-    Mirrors DetectorConfig's semantics (stream scale learnt from events below
-    the open threshold while closed, EWMA smoothing, Wilson-Hilferty mapping,
+    Mirrors DetectorConfig's semantics (EWMA smoothing of the error; with
+    stream_scale, u / (1 + u) of its ratio to a decaying recent maximum that
+    learns from errors below learn_ratio times it, and in warm-up grows by at
+    most learn_ratio per event; else the
+    Wilson-Hilferty mapping;
     warm-up, min_run, close_run, cooldown in event time).
     """
 
     def __init__(self, resid_scale, open_thr, close_thr, min_run, close_run, cooldown,
-                 warmup, stream_scale, scale_window, smooth, min_scale) -> None:  # fmt: skip
+                 warmup, stream_scale, scale_window, smooth, min_scale,
+                 learn_ratio=2.0) -> None:  # fmt: skip
         self.rs = np.asarray(resid_scale, np.float64)
         self.open, self.close = open_thr, close_thr
         self.min_run, self.close_run, self.cooldown = min_run, close_run, cooldown
         self.warmup, self.stream_scale, self.window = warmup, stream_scale, scale_window
         self.alpha_s = 2.0 / (smooth + 1.0)
         self.min_scale = min_scale
+        self.learn_ratio = learn_ratio
         self.scale = 0.0
         self.scale_n = 0
         self.sm = None
@@ -112,19 +117,25 @@ class NaiveScorer:
             present = ~np.isnan(x)
             r = (x[present].astype(np.float64) - fc[present].astype(np.float64)) / self.rs[present]
             e = float(np.sum(r * r)) / int(present.sum())
-            ratio = e
+            self.sm = e if self.sm is None else self.sm + self.alpha_s * (e - self.sm)
             if self.stream_scale:
                 if self.scale_n == 0:
-                    self.scale = max(e, self.min_scale)
-                ratio = e / self.scale
-            self.sm = ratio if self.sm is None else self.sm + self.alpha_s * (ratio - self.sm)
-            k = int(present.sum())
-            q9 = 2.0 / (9.0 * k)
-            score = phi((self.sm ** (1.0 / 3.0) - (1.0 - q9)) / math.sqrt(q9))
-            if self.stream_scale and score < self.open and not self.in_alert:
-                self.scale_n += 1
-                a = max(1.0 / self.scale_n, 1.0 / self.window)
-                self.scale = max(self.scale + a * (e - self.scale), self.min_scale)
+                    self.scale = max(self.sm, self.min_scale)
+                u = self.sm / self.scale
+                score = u / (1.0 + u)
+                decayed = max(self.scale * math.exp(-1.0 / self.window), self.min_scale)
+                if u < self.learn_ratio:
+                    self.scale = max(decayed, self.sm)
+                    self.scale_n += 1
+                elif self.events < self.warmup:
+                    self.scale = max(decayed, self.scale * self.learn_ratio)
+                    self.scale_n += 1
+                else:
+                    self.scale = decayed
+            else:
+                k = int(present.sum())
+                q9 = 2.0 / (9.0 * k)
+                score = phi((self.sm ** (1.0 / 3.0) - (1.0 - q9)) / math.sqrt(q9))
             if not self.in_alert:
                 self.run = (
                     self.run + 1 if (self.events >= self.warmup and score >= self.open) else 0

@@ -8,11 +8,17 @@ applied in their batch order):
    code, no state touched;
 2. score ``x_e`` against the forecast stored at the stream's previous event:
    ``r_f = (x_f - x̂_f) / resid_scale_f`` over present features,
-   ``e = mean_f r_f²``; optionally divided by the stream's running scale of
-   ``e`` (kept free of anomalies: it only learns from events below the open
-   threshold), optionally smoothed (EWMA), then mapped to ``[0, 1]`` with the
-   Wilson-Hilferty normal approximation of ``χ²_k / k``:
-   ``score = Φ((v^{1/3} - (1 - 2/9k)) / sqrt(2/9k))``;
+   ``e = mean_f r_f²``, smoothed by an EWMA (span ``smooth``) into ``v``.
+   With ``stream_scale`` (the default) the score says how unusual the error
+   is *for this stream* (SCORING.md): ``u = v / M`` where ``M`` is the
+   stream's decaying maximum of its recent normal ``v`` (time constant
+   ``scale_window`` events; it learns from events with ``u < learn_ratio``,
+   so an incident does not teach it, and during warm-up grows by at most
+   ``learn_ratio`` per event whatever the error), and ``score = u / (1 + u)``:
+   0.5 = as large as the largest recent normal error. Without it, ``v`` is
+   taken as ``χ²_k / k`` of calibrated residuals and mapped with the Wilson-Hilferty approximation:
+   ``score = Φ((v^{1/3} - (1 - 2/9k)) / sqrt(2/9k))``. Nothing the scorer
+   learns depends on the alert thresholds;
 3. alert state machine: ``min_run`` consecutive scores ``>= open`` open an
    alert (not during warm-up nor before the cooldown ends); ``close_run``
    consecutive scores ``< close`` close it;
@@ -46,8 +52,8 @@ OUTCOME_NAMES = ("ok", "imputed", "too_old", "missing", "non_finite", "out_of_ra
 # Transition codes: NONE, OPENED, CLOSED (from streamlstm.kernels.alerts).
 
 # fstat columns (float64).
-F_SCALE = 0  # running mean of e, the stream's own error scale
-F_SMOOTH = 1  # smoothed normalised error
+F_SCALE = 0  # decaying maximum of the stream's recent normal (smoothed) errors
+F_SMOOTH = 1  # smoothed error e (EWMA)
 F_COOLDOWN_UNTIL = 2  # event time before which no new alert may open
 F_LAST_T = 3  # event time of the last accepted event
 F_PEAK = 4  # highest score of the open alert
@@ -60,7 +66,7 @@ I_RUN = 2  # consecutive scores >= open threshold while closed
 I_BELOW = 3  # consecutive scores < close threshold while open
 I_OPEN_REF = 4  # ref (e.g. Kafka offset) of the event that opened the alert
 I_ALERTS = 5  # alerts opened
-I_SCALE_N = 6  # events the running scale has learnt from
+I_SCALE_N = 6  # events the recent maximum has learnt from
 I_HAS_FC = 7  # 1 when fc holds a forecast for the next event
 I_SCORED = 8  # events scored (smoothing starts at the first)
 I_SEEN = 9  # accepted events over the stream's life (never reset): default event ref
@@ -83,7 +89,8 @@ P_TIME_INPUT = 12
 P_DT_MEAN = 13
 P_DT_STD = 14
 P_MIN_SCALE = 15
-N_PARAMS = 16
+P_LEARN_RATIO = 16
+N_PARAMS = 17
 
 CELL_LSTM = 0
 CELL_GRU = 1
@@ -175,6 +182,8 @@ def _detect_batch(
     dt_mean = params[P_DT_MEAN]
     dt_std = params[P_DT_STD]
     min_scale = params[P_MIN_SCALE]
+    scale_decay = math.exp(-1.0 / scale_window)
+    learn_ratio = params[P_LEARN_RATIO]
 
     n_waves = wave_bounds.shape[0] - 1
     max_m = 0
@@ -252,25 +261,37 @@ def _detect_batch(
                         e_sum += r * r
                         k += 1
                 e_val = e_sum / k
-                ratio = e_val
-                if stream_scale:
-                    if istat[s, I_SCALE_N] == 0:
-                        fstat[s, F_SCALE] = max(e_val, min_scale)
-                    ratio = e_val / fstat[s, F_SCALE]
                 if istat[s, I_SCORED] == 0:
-                    fstat[s, F_SMOOTH] = ratio
+                    fstat[s, F_SMOOTH] = e_val
                 else:
-                    fstat[s, F_SMOOTH] += smooth_a * (ratio - fstat[s, F_SMOOTH])
+                    fstat[s, F_SMOOTH] += smooth_a * (e_val - fstat[s, F_SMOOTH])
                 istat[s, I_SCORED] += 1
                 v_s = fstat[s, F_SMOOTH]
-                q9 = 2.0 / (9.0 * k)
-                score = _phi((v_s ** (1.0 / 3.0) - (1.0 - q9)) / math.sqrt(q9))
-                if stream_scale and score < open_thr and istat[s, I_IN_ALERT] == 0:
-                    n_s = istat[s, I_SCALE_N] + 1
-                    istat[s, I_SCALE_N] = n_s
-                    alpha = max(1.0 / n_s, 1.0 / scale_window)
-                    new_scale = fstat[s, F_SCALE] + alpha * (e_val - fstat[s, F_SCALE])
-                    fstat[s, F_SCALE] = max(new_scale, min_scale)
+                if stream_scale:
+                    # How unusual is this error for this stream: its ratio u to the
+                    # decaying maximum of the stream's recent normal errors, mapped
+                    # to u / (1 + u). What the maximum learns depends on u only, never
+                    # on the thresholds, so one replay serves every threshold.
+                    if istat[s, I_SCALE_N] == 0:
+                        fstat[s, F_SCALE] = max(v_s, min_scale)
+                    u = v_s / fstat[s, F_SCALE]
+                    score = u / (1.0 + u)
+                    decayed = max(fstat[s, F_SCALE] * scale_decay, min_scale)
+                    if u < learn_ratio:
+                        fstat[s, F_SCALE] = max(decayed, v_s)
+                        istat[s, I_SCALE_N] += 1
+                    elif n_events < warmup:
+                        # Warm-up learns from everything, but grows the maximum by at
+                        # most learn_ratio per event: a lucky tiny first error must not
+                        # leave a maximum that turns all that follows into alerts, and
+                        # an incident during warm-up must not mask the next ones.
+                        fstat[s, F_SCALE] = max(decayed, fstat[s, F_SCALE] * learn_ratio)
+                        istat[s, I_SCALE_N] += 1
+                    else:
+                        fstat[s, F_SCALE] = decayed
+                else:
+                    q9 = 2.0 / (9.0 * k)
+                    score = _phi((v_s ** (1.0 / 3.0) - (1.0 - q9)) / math.sqrt(q9))
             out_score[e] = np.float32(score)
 
             # -- alert state machine -----------------------------------------

@@ -138,15 +138,19 @@ def test_scorer_and_alerts_match_reference(stream_scale):
     x[150:160] += 6.0  # an incident
     x[300, 1] = np.nan  # a missing feature is imputed and left out of the score
     times = np.arange(n) * 60.0
-    cfg = DetectorConfig(warmup=20, open_threshold=0.995, close_threshold=0.95, min_run=2,
-                         close_run=3, cooldown_s=600.0, stream_scale=stream_scale, smooth=3,
-                         scale_window=50)  # fmt: skip
+    # stream_scale scores u / (1 + u) of the error's ratio u to the recent maximum
+    # (0.8: u >= 4); without it the score is a chi-square tail probability.
+    open_thr, close_thr = (0.8, 0.6) if stream_scale else (0.995, 0.95)
+    cfg = DetectorConfig(warmup=20, open_threshold=open_thr, close_threshold=close_thr,
+                         min_run=2, close_run=3, cooldown_s=600.0, stream_scale=stream_scale,
+                         smooth=3, scale_window=50)  # fmt: skip
     model = MODEL.with_calibration(np.array([0.5, 1.0, 2.0]), None)
     det = Detector(model, cfg)
     res = det.process_many(["m"] * n, times, x)
     ref = naive.NaiveScorer(model.resid_scale, cfg.open_threshold, cfg.close_threshold,
                             cfg.min_run, cfg.close_run, cfg.cooldown_s, cfg.warmup,
-                            stream_scale, cfg.scale_window, cfg.smooth, cfg.min_scale)  # fmt: skip
+                            stream_scale, cfg.scale_window, cfg.smooth, cfg.min_scale,
+                            cfg.learn_ratio)  # fmt: skip
     xn = model.normalise(x)
     kinds = []
     for i in range(n):
