@@ -383,7 +383,11 @@ def _why_not_json(value: Any, exc: Exception) -> tuple[str, str]:
         return v
 
     try:
-        json.loads(value, parse_constant=constant, parse_float=big)
+        json.loads(
+            bytes(value) if isinstance(value, memoryview) else value,
+            parse_constant=constant,
+            parse_float=big,
+        )
     except (ValueError, RecursionError):
         pass
     else:

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from streamlstm.detector import DetectorConfig
 from streamlstm.errors import ConfigError
@@ -97,7 +97,7 @@ _DETECTOR_DEFAULTS = DetectorConfig()
 @functools.cache
 def _kafka_client_keys() -> tuple[frozenset[str], frozenset[str]]:
     """kafka-python's consumer and producer settings, for validating ``kafka.extra``."""
-    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import KafkaConsumer, KafkaProducer  # type: ignore[import-untyped]
 
     return frozenset(KafkaConsumer.DEFAULT_CONFIG), frozenset(KafkaProducer.DEFAULT_CONFIG)
 
@@ -958,11 +958,11 @@ class _Parser:
         except ValueError as exc:
             msg = str(exc)
             # DetectorConfig names the field first ("min_run is 0, expected >= 1").
-            name = next(
+            culprit = next(
                 (n for n in sorted(where, key=len, reverse=True) if msg.startswith(n)), None
             )
-            if name is not None:
-                self.errors.append(f"{self.source}: {where[name]}: {msg}")
+            if culprit is not None:
+                self.errors.append(f"{self.source}: {where[culprit]}: {msg}")
             else:
                 self.errors.append(f"{self.source}: {top.path}: {msg}")
         except TypeError:  # a section failed above and left a field out; already reported
