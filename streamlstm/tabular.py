@@ -360,7 +360,12 @@ class EventReader:
             raise InputError(
                 f"{self.path}: line {header_no}: no column {', '.join(map(repr, missing))}; "
                 f"the header has {', '.join(map(repr, self.columns))}"
-                + ("; the delimiter may be wrong (pass --sep)" if len(self.columns) == 1 else "")
+                + (
+                    "; the delimiter may be wrong (pass --sep)"
+                    if len(self.columns) == 1
+                    or any(c in col for col in self.columns for c in CANDIDATE_SEPS)
+                    else ""
+                )
             )
         dup = sorted({c for c in wanted if self.columns.count(c) > 1})
         if dup:
