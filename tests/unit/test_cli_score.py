@@ -1,0 +1,246 @@
+"""``streamlstm score`` end to end through ``streamlstm.cli.main``, against the Detector itself."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from streamlstm.cli import main
+from streamlstm.detector import OUTCOME_NAMES, BatchResult, Detector, DetectorConfig
+from streamlstm.model import Model
+from streamlstm.synth import FleetSpec, generate_fleet
+
+FEATURES = ("temp", "pressure")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Flags used by every run below, and the same settings for the direct Detector.
+FLAGS = ["--threshold", "0.9", "--warmup", "5", "--min-run", "1", "--smooth", "2"]
+CONFIG = DetectorConfig(open_threshold=0.9, warmup=5, min_run=1, smooth=2)
+
+
+@dataclass
+class Data:
+    csv: Path
+    model: Path
+    keys: list[str]
+    texts: list[str]
+    times: np.ndarray
+    x: np.ndarray
+    expected: BatchResult
+
+
+def _iso(t: float) -> str:
+    return str(np.datetime64(int(t), "s")).replace("T", " ")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Data:
+    d = tmp_path_factory.mktemp("score")
+    fleet = generate_fleet(
+        FleetSpec(n_streams=3, n_steps=120, features=FEATURES, anomaly_rate=0.0, seed=4)
+    )
+    values = fleet.values.astype(np.float64)
+    sd = values.std(axis=1)
+    values[1, 90:93] += 40 * sd[1]  # an unmistakable spike on sensor-0001
+    keys, texts, times, rows = [], [], [], []
+    for t in range(fleet.times.shape[0]):
+        for s, key in enumerate(fleet.keys):
+            keys.append(key)
+            times.append(fleet.times[t])
+            texts.append(_iso(fleet.times[t]))
+            rows.append(values[s, t].copy())
+    x = np.array(rows)
+    x[3 * 70 + 2, 0] = np.nan  # one missing cell: imputed
+    # One row moved 2 steps later in the file: older than its stream's last event.
+    i = 3 * 40
+    order = list(range(len(keys)))
+    order.insert(i + 3 * 2, order.pop(i))
+    keys = [keys[j] for j in order]
+    texts = [texts[j] for j in order]
+    times_a = np.array([times[j] for j in order])
+    x = x[order]
+    lines = ["machine;ts;" + ";".join(FEATURES)]
+    for k, s, row in zip(keys, texts, x.tolist(), strict=True):
+        cells = ["" if np.isnan(v) else repr(v) for v in row]
+        lines.append(";".join([k, s, *cells]))
+    path = d / "events.csv"
+    path.write_text("\n".join(lines) + "\n")
+    mean, std = values.reshape(-1, 2).mean(0), values.reshape(-1, 2).std(0)
+    model = Model.random(FEATURES, hidden=8, seed=2).with_normalisation(mean, std)
+    mpath = model.save(d / "m.npz")
+    expected = Detector(model, CONFIG).process_many(keys, times_a, x)
+    opened = [t for t in expected.transitions if t.kind == "opened"]
+    assert opened, "the fixture must produce at least one alert to test the summary"
+    assert "too_old" in [OUTCOME_NAMES[o] for o in expected.outcome.tolist()]
+    return Data(path, mpath, keys, texts, times_a, x, expected)
+
+
+def _score(data: Data, *extra: str) -> list[str]:
+    return ["score", "--model", str(data.model), "--input", str(data.csv), "--key", "machine",
+            "--time", "ts", *FLAGS, *extra]  # fmt: skip
+
+
+def _f32(text: str) -> float:
+    return float(np.float32(float(text))) if text != "" else float("nan")
+
+
+def _check_rows(rows: list[dict[str, object]], data: Data, null: object) -> None:
+    e = data.expected
+    assert len(rows) == len(data.keys)
+    assert [r["key"] for r in rows] == data.keys
+    assert [r["time"] for r in rows] == data.texts
+    score = np.array([np.nan if r["score"] == null else _f32(str(r["score"])) for r in rows])
+    np.testing.assert_array_equal(score, e.score.astype(np.float64))
+    assert [int(str(r["alert"])) for r in rows] == e.alert.astype(int).tolist()
+    assert [r["outcome"] for r in rows] == [OUTCOME_NAMES[o] for o in e.outcome.tolist()]
+    names = {0: "", 1: "opened", 2: "closed"}
+    assert [r["transition"] for r in rows] == [names[t] for t in e.transition.tolist()]
+    for j, f in enumerate(FEATURES):
+        col = rows and [r[f"forecast_{f}"] for r in rows]
+        fc = np.array([np.nan if v == null else _f32(str(v)) for v in col])
+        np.testing.assert_array_equal(fc, e.forecast[:, j].astype(np.float64))
+
+
+def test_csv_output_equals_the_detector(
+    data: Data, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "scores.csv"
+    assert main(_score(data, "--out", str(out), "--batch", "37")) == 0
+    err = capsys.readouterr().err
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["key", "time", "score", "alert", "outcome", "transition",
+                             "forecast_temp", "forecast_pressure"]  # fmt: skip
+    _check_rows(rows, data, null="")
+    outcomes = [r["outcome"] for r in rows]
+    assert outcomes.count("too_old") == 1 and outcomes.count("imputed") == 1
+
+    # The summary: counts, and one line per alert with its stream and opening time.
+    e = data.expected
+    assert f"scored {len(data.keys)} events of 3 stream(s)" in err
+    assert "too_old 1" in err and "imputed 1" in err
+    opened = [t for t in e.transitions if t.kind == "opened"]
+    assert f"alerts opened: {len(opened)} (open >= 0.9" in err
+    alert_lines = [ln for ln in err.splitlines() if ln.startswith("  sensor-")]
+    assert len(alert_lines) == len(opened)
+    for t, line in zip(opened, alert_lines, strict=True):
+        assert line.split()[0] == t.key
+        assert data.texts[t.index] in line
+    spike = [ln for ln in alert_lines if ln.split()[0] == "sensor-0001"]
+    assert spike, err
+
+
+def test_jsonl_output_and_batch_size_change_nothing(
+    data: Data, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "scores.jsonl"
+    assert main(_score(data, "--out", str(out), "--batch", "1000", "--quiet")) == 0
+    assert capsys.readouterr().err == ""
+    rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    _check_rows(rows, data, null=None)
+
+
+def test_stdout_output(data: Data, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(_score(data, "--out", "-", "-q")) == 0
+    text = capsys.readouterr().out
+    rows = list(csv.DictReader(io.StringIO(text)))
+    _check_rows(rows, data, null="")
+
+
+def test_plots_one_per_stream_capped(
+    data: Data, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plot = tmp_path / "p" / "scores.png"
+    code = main(_score(data, "--out", str(tmp_path / "s.csv"), "--plot", str(plot),
+                       "--plot-max", "2"))  # fmt: skip
+    assert code == 0
+    err = capsys.readouterr().err
+    drawn = sorted(p.name for p in plot.parent.iterdir())
+    # Streams with alerts come first; the spiked one is among them.
+    assert len(drawn) == 2 and "scores-sensor-0001.png" in drawn
+    for name in drawn:
+        assert (plot.parent / name).read_bytes()[:8] == PNG_MAGIC
+    assert "1 stream(s) not drawn (--plot-max)" in err
+    assert str(plot.parent / "scores-sensor-0001.png") in err
+
+
+def test_single_stream_plot_is_the_given_path(tmp_path: Path, data: Data) -> None:
+    one = tmp_path / "one.csv"
+    lines = data.csv.read_text().splitlines()
+    one.write_text(
+        "\n".join([lines[0]] + [ln for ln in lines[1:] if ln.startswith("sensor-0002;")])
+    )
+    plot = tmp_path / "one.png"
+    argv = ["score", "--model", str(data.model), "--input", str(one), "--time", "ts",
+            "--out", str(tmp_path / "o.csv"), "--plot", str(plot), "-q"]  # fmt: skip
+    assert main(argv) == 0
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.csv", "one.csv", "one.png"]
+    rows = list(csv.DictReader(open(tmp_path / "o.csv", newline="")))
+    assert {r["key"] for r in rows} == {"one"}  # no key column: the file's name
+
+
+def test_features_flag_maps_columns(tmp_path: Path, data: Data) -> None:
+    renamed = tmp_path / "r.csv"
+    text = data.csv.read_text()
+    renamed.write_text(text.replace("machine;ts;temp;pressure", "machine;ts;t_c;p_bar", 1))
+    out_a, out_b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert main(_score(data, "--out", str(out_a), "-q")) == 0
+    argv = _score(data, "--out", str(out_b), "-q", "--features", "t_c,p_bar")
+    argv[argv.index("--input") + 1] = str(renamed)
+    assert main(argv) == 0
+    assert out_a.read_text() == out_b.read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--features", "temp"], "--features names 1 columns (temp) but the model takes 2"),
+        (["--features", "temp,flow"], "no column 'flow'"),
+        (["--threshold", "1.5"], "invalid detector option: open_threshold is 1.5"),
+        (["--batch", "0"], "--batch is 0, expected >= 1"),
+    ],
+)
+def test_errors_exit_2(
+    data: Data,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    assert main(_score(data, "--out", str(tmp_path / "s.csv"), *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("streamlstm score: error: ") and message in err, err
+
+
+def test_missing_model_and_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["score", "--input", "x.csv"]) == 2
+    assert "needs --model and --input" in capsys.readouterr().err
+    argv = ["score", "--model", str(tmp_path / "none.npz"), "--input", "x.csv"]
+    assert main(argv) == 2
+    assert "none.npz: model file not found" in capsys.readouterr().err
+
+
+def test_example_runs_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["score", "--example"]) == 0
+    err = capsys.readouterr().err
+    out = tmp_path / "streamlstm-example"
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["scores-pump-0000.png", "scores-pump-0001.png", "scores-pump-0002.png",
+                     "scores-pump-0003.png", "scores.csv"]  # fmt: skip
+    rows = list(csv.DictReader(open(out / "scores.csv", newline="")))
+    assert len(rows) == 4 * 480
+    # The injected hot run (pump-0002, 05:00-05:19) opens an alert inside its window.
+    opened = [(r["key"], r["time"]) for r in rows if r["transition"] == "opened"]
+    assert any(
+        k == "pump-0002" and "2024-05-04 05:00:00" <= t <= "2024-05-04 05:19:00" for k, t in opened
+    ), opened
+    assert "pump-0002" in err and "alerts opened:" in err
