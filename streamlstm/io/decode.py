@@ -42,6 +42,8 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import islice, repeat
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -67,6 +69,12 @@ MAX_TIME_S = 7_258_118_400.0  # 2200-01-01T00:00:00Z
 # Reject details are forwarded to the dead-letter topic and logs: keep them short.
 _DETAIL_MAX = 200
 _NUM = frozenset({int, float})
+_PARTITION = attrgetter("partition")
+_OFFSET = attrgetter("offset")
+_KEY = attrgetter("key")
+_VALUE = attrgetter("value")
+_NOT_JSON = object()  # placeholder for a record orjson refused
+_TIMESTAMP = attrgetter("timestamp")
 
 
 @dataclass(frozen=True)
@@ -146,23 +154,36 @@ class _BadPath:
         return f"<{self.at} is not an object>"
 
 
-def _getter(path: str) -> Any:
-    """A function obj -> value at ``path`` (None if absent), for dict objects."""
-    parts = tuple(path.split("."))
+def _dig(parts: tuple[str, ...], o: Any) -> Any:
+    """Value at the path ``parts`` in ``o`` (None if absent), or a :class:`_BadPath`."""
+    for i, k in enumerate(parts):
+        if o is None:
+            return None
+        if type(o) is not dict:
+            return _BadPath(".".join(parts[:i]))
+        o = o.get(k)
+    return o
+
+
+def _column(objs: list[dict[str, Any]], parts: tuple[str, ...]) -> list[Any]:
+    """The values at a dotted path in every object, None where absent.
+
+    The fast path is all C: ``map(dict.get, ...)`` level by level, with ``{}`` standing
+    in for an absent parent. A parent that is present but not an object (``null``, a
+    number, a list) makes ``dict.get`` raise TypeError, and the slow path sorts it out.
+    """
     if len(parts) == 1:
-        k = parts[0]
-        return lambda o: o.get(k)
+        return list(map(dict.get, objs, repeat(parts[0])))
+    try:
+        level: Any = objs
+        for k in parts[:-1]:
+            level = map(dict.get, level, repeat(k), repeat(_EMPTY))
+        return list(map(dict.get, level, repeat(parts[-1])))
+    except TypeError:
+        return [_dig(parts, o) for o in objs]
 
-    def dig(o: Any) -> Any:
-        for i, k in enumerate(parts):
-            if o is None:
-                return None
-            if type(o) is not dict:
-                return _BadPath(".".join(parts[:i]))
-            o = o.get(k)
-        return o
 
-    return dig
+_EMPTY: dict[str, Any] = {}
 
 
 class Decoder:
@@ -190,9 +211,9 @@ class Decoder:
                 "trained with"
             )
         self.n_features = len(got)
-        self._key = _getter(decode.key_field) if decode.key_field else None
-        self._time = _getter(decode.time_field) if decode.time_field else None
-        self._cols = [(s.name, _getter(s.field)) for s in decode.features if s.field]
+        self._key = tuple(decode.key_field.split(".")) if decode.key_field else None
+        self._time = tuple(decode.time_field.split(".")) if decode.time_field else None
+        self._cols = [(s.name, tuple(s.field.split("."))) for s in decode.features if s.field]
         self._spec_of = {s.field: s for s in reversed(decode.features) if s.field}
 
     def _feature_problem(self, spec: FeatureSpec, code: str, v: Any) -> str:
@@ -216,126 +237,127 @@ class Decoder:
         objs, idx = self._parse(records, rejects)
         m = len(objs)
         good = [records[i] for i in idx] if len(idx) != len(records) else list(records)
-        reason: list[tuple[str, str] | None] = [None] * m
+        # Row -> (reason, detail) of its first problem; rows of good records never get one.
+        reason: dict[int, tuple[str, str]] = {}
 
         keys = self._keys(objs, good, reason)
         times = self._times(objs, good, reason)
-        columns = {name: [get(o) for o in objs] for name, get in self._cols}
+        columns = {name: _column(objs, parts) for name, parts in self._cols}
         x, why = self.featureset.transform(columns, np.nan_to_num(times, nan=0.0))
         bad_rows = np.flatnonzero(why != None)  # noqa: E711 (element-wise on objects)
         for j in bad_rows.tolist():
-            if reason[j] is None:
+            if j not in reason:
                 code, _, fld = why[j].partition(":")
                 spec = self._spec_of[fld]
                 problem = self._feature_problem(spec, code, columns[spec.name][j])
                 reason[j] = (code, f"{fld}: {problem}")
 
-        ok = np.fromiter((r is None for r in reason), bool, count=m)
-        if not ok.all():
-            for j in np.flatnonzero(~ok).tolist():
-                rec = good[j]
-                code, detail = reason[j]  # type: ignore[misc]
-                rejects.append(_reject(idx[j], rec, code, detail))
+        idx_a = np.asarray(idx, np.int64)
+        if reason:
+            for j, (code, detail) in reason.items():
+                rejects.append(_reject(idx[j], good[j], code, detail))
             rejects.sort(key=lambda r: r.index)
+            ok = np.ones(m, bool)
+            ok[list(reason)] = False
             keep = np.flatnonzero(ok)
-            keys = [keys[j] for j in keep.tolist()]
+            keep_l = keep.tolist()
+            keys = [keys[j] for j in keep_l]
             times, x = times[keep], x[keep]
-            good = [good[j] for j in keep.tolist()]
-            idx_a = np.asarray(idx, np.int64)[keep]
-        else:
-            idx_a = np.asarray(idx, np.int64)
+            good = [good[j] for j in keep_l]
+            idx_a = idx_a[keep]
         n = len(good)
         return DecodedBatch(
             keys=keys,
             times=np.ascontiguousarray(times, np.float64),
             x=np.ascontiguousarray(x),
-            partitions=np.fromiter((r.partition for r in good), np.int32, count=n),
-            offsets=np.fromiter((r.offset for r in good), np.int64, count=n),
+            partitions=np.fromiter(map(_PARTITION, good), np.int32, count=n),
+            offsets=np.fromiter(map(_OFFSET, good), np.int64, count=n),
             index=idx_a,
             rejects=rejects,
         )
 
     def _parse(self, records: Sequence[Any], rejects: list[Reject]) -> tuple[list[Any], list[int]]:
         """JSON objects of the parseable records and their positions."""
-        loads = orjson.loads
-        try:
-            objs = [loads(r.value) for r in records]
-        except orjson.JSONDecodeError:
-            objs = []
-            for i, r in enumerate(records):
-                try:
-                    objs.append(loads(r.value))
-                except orjson.JSONDecodeError as exc:
-                    objs.append(None)
-                    reason, detail = _why_not_json(r.value, exc)
-                    rejects.append(_reject(i, r, reason, detail))
-            bad = {rj.index for rj in rejects}
-            idx = [i for i in range(len(records)) if i not in bad]
-            objs = [objs[i] for i in idx]
-        else:
-            idx = list(range(len(records)))
+        values = list(map(_VALUE, records))
+        objs: list[Any] = []
+        n = len(values)
+        # list.extend keeps what an iterator yielded before it raised, so after a bad record
+        # len(objs) is its position: mark it and resume after it, all at C speed.
+        while len(objs) < n:
+            try:
+                objs.extend(map(orjson.loads, islice(values, len(objs), None)))
+            except orjson.JSONDecodeError as exc:
+                i = len(objs)
+                objs.append(_NOT_JSON)
+                code, detail = _why_not_json(values[i], exc)
+                rejects.append(_reject(i, records[i], code, detail))
         if set(map(type, objs)) <= {dict}:
-            return objs, idx
+            return objs, list(range(n))
         keep_o, keep_i = [], []
-        for o, i in zip(objs, idx, strict=True):
+        for i, o in enumerate(objs):
             if type(o) is dict:
                 keep_o.append(o)
                 keep_i.append(i)
-            else:
+            elif o is not _NOT_JSON:
                 detail = f"a JSON {_json_type(o)}, expected an object"
                 rejects.append(_reject(i, records[i], "not_object", detail))
         rejects.sort(key=lambda r: r.index)
         return keep_o, keep_i
 
-    def _keys(self, objs: list[Any], recs: list[Any], reason: list[Any]) -> list[str]:
+    def _keys(
+        self, objs: list[Any], recs: list[Any], reason: dict[int, tuple[str, str]]
+    ) -> list[str]:
         maxlen = self.config.max_key_length
         if self._key is None:
-            raw = [r.key for r in recs]
+            raw = list(map(_KEY, recs))
             where = "Kafka record key"
             if set(map(type, raw)) <= {bytes}:
                 keys = [k.decode("utf-8", "backslashreplace") for k in raw]
             else:
                 keys = [_kafka_key(k) for k in raw]
         else:
-            get = self._key
-            keys = [get(o) for o in objs]
+            keys = _column(objs, self._key)
             where = f"key field {self.config.key_field!r}"
         if not set(map(type, keys)) <= {str}:
             for j, k in enumerate(keys):
                 if type(k) is str:
                     continue
-                if k is None:
-                    reason[j] = ("missing_key", f"{where} is missing or null")
-                elif type(k) is int:
+                if type(k) is int:
                     keys[j] = str(k)
                     continue
+                if k is None:
+                    reason[j] = ("missing_key", f"{where} is missing or null")
                 else:
                     reason[j] = ("wrong_type", f"{where}: {_show(k)}, expected a string")
-                keys[j] = ""
-        if any(map(_too_long_or_empty(maxlen), keys)):
-            for j, k in enumerate(keys):
-                if reason[j] is None and not k:
-                    reason[j] = ("missing_key", f"{where} is empty")
-                elif reason[j] is None and len(k) > maxlen:
-                    reason[j] = (
-                        "out_of_range",
-                        f"{where} has {len(k)} characters, more than decode.max_key_length "
-                        f"{maxlen}",
-                    )
+                keys[j] = "?"
+        if keys:
+            lengths = list(map(len, keys))
+            if min(lengths) == 0 or max(lengths) > maxlen:
+                for j, n in enumerate(lengths):
+                    if j in reason:
+                        continue
+                    if n == 0:
+                        reason[j] = ("missing_key", f"{where} is empty")
+                    elif n > maxlen:
+                        reason[j] = (
+                            "out_of_range",
+                            f"{where} has {n} characters, more than decode.max_key_length {maxlen}",
+                        )
         return keys
 
-    def _times(self, objs: list[Any], recs: list[Any], reason: list[Any]) -> np.ndarray:
+    def _times(
+        self, objs: list[Any], recs: list[Any], reason: dict[int, tuple[str, str]]
+    ) -> np.ndarray:
         m = len(objs)
         unit = self.config.time_unit
         if self._time is None:
-            raw = [r.timestamp for r in recs]
+            raw = list(map(_TIMESTAMP, recs))
             where, unit = "Kafka record timestamp", "ms"
         else:
-            get = self._time
-            raw = [get(o) for o in objs]
+            raw = _column(objs, self._time)
             where = f"time field {self.config.time_field!r}"
         if unit == "iso":
-            t = np.fromiter((_iso(v) for v in raw), np.float64, count=m)
+            t = np.fromiter(map(_iso, raw), np.float64, count=m)
         elif set(map(type, raw)) <= _NUM:
             t = np.array(raw, dtype=np.float64)
         else:
@@ -350,7 +372,7 @@ class Decoder:
         if fine.all():
             return t
         for j in np.flatnonzero(~fine).tolist():
-            if reason[j] is not None:
+            if j in reason:
                 continue
             v = raw[j]
             if v is None or (self._time is None and v == -1):
@@ -416,10 +438,6 @@ def _kafka_key(k: Any) -> str | None:
     if isinstance(k, (bytes, bytearray, memoryview)):
         return bytes(k).decode("utf-8", "backslashreplace")
     return str(k)
-
-
-def _too_long_or_empty(maxlen: int) -> Any:
-    return lambda k: not k or len(k) > maxlen
 
 
 def _iso(v: Any) -> float:
