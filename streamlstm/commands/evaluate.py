@@ -1,0 +1,341 @@
+"""``streamlstm evaluate``: replay labelled data through the detector, report quality.
+
+    streamlstm evaluate --model pump.npz --data incidents.csv --labels windows.json \\
+        --report report.html
+    streamlstm evaluate --data nab/*.csv --labels nab/windows.json --time timestamp \\
+        --features value --learn-first 0.15
+
+The events go through the same :class:`~streamlstm.detector.Detector` the
+daemon uses, in file order. Labels are a JSON file ``{stream: [[start, end],
+...]}`` (times as in the data; a key may also be a file name, as in NAB's
+windows.json) or a per-row 0/1 ``--label-column``. What is counted is defined
+in :mod:`streamlstm.evaluation`. A text table goes to stdout; ``--report``
+writes a self-contained HTML report (or one PNG when it ends in ``.png``);
+``--json`` writes every number.
+
+``--learn-first F`` is the cold start (a series with no separate history):
+each stream gets its own model, learnt from its first ``F`` share only
+(fine-tuned from ``--model`` when given; ``--baseline last-value`` uses the
+last-value forecaster instead, the reference every model must beat); those
+events warm the stream up and are not judged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamlstm import evaluation as E
+from streamlstm.detector import Detector, DetectorConfig
+from streamlstm.errors import InputError
+from streamlstm.evaluation_report import format_text, write_report
+from streamlstm.model import load
+from streamlstm.tabular import EventReader, sniff_separator
+
+NAME = "evaluate"
+HELP = "replay labelled data through the detector; report windows caught, false alerts, F1"
+
+log = logging.getLogger(__name__)
+_D = DetectorConfig()
+_TRUE = frozenset({"1", "1.0", "true", "yes", "y", "t", "anomaly"})
+_FALSE = frozenset({"0", "0.0", "false", "no", "n", "f", "", "normal"})
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("input")
+    src.add_argument("--model", help="model file (.npz); optional with --learn-first")
+    src.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        help="event files (CSV or JSON-lines, .gz ok); a file without a key column "
+        "is one stream named after the file",
+    )
+    src.add_argument("--labels", help="JSON {stream: [[start, end], ...]} of anomaly windows")
+    src.add_argument("--label-column", help="per-row 0/1 label column (instead of --labels)")
+    src.add_argument("--key", help="stream key column (default: one stream per file)")
+    src.add_argument(
+        "--time",
+        help="event time column: epoch number or ISO-8601 "
+        "(default: timestamp/time/datetime/ts if present, else row order)",
+    )
+    src.add_argument(
+        "--time-unit", default="s", choices=["s", "ms", "us", "ns"], help="unit of numeric times"
+    )
+    src.add_argument("--sep", help="CSV delimiter (default: guessed from the header)")
+    src.add_argument(
+        "--features",
+        help="comma-separated feature columns (default: the model's "
+        "features; without a model every other column)",
+    )
+    cold = p.add_argument_group("cold start")
+    cold.add_argument(
+        "--learn-first",
+        type=float,
+        default=0.0,
+        help="learn each stream's model from its first share (0-1) and judge "
+        "the rest (0 = use --model as is, judge everything)",
+    )
+    cold.add_argument(
+        "--baseline",
+        choices=["lstm", "last-value"],
+        default="lstm",
+        help="what --learn-first learns: an LSTM, or the last-value forecaster",
+    )
+    cold.add_argument("--hidden", type=int, default=32, help="LSTM size for --learn-first")
+    cold.add_argument("--epochs", type=int, default=30, help="max epochs for --learn-first")
+    cold.add_argument(
+        "--false-alarms-per-week",
+        type=float,
+        default=1.0,
+        help="budget the --learn-first threshold is calibrated for",
+    )
+    cold.add_argument("--seed", type=int, default=0, help="training seed")
+    det = p.add_argument_group("detector")
+    det.add_argument(
+        "--threshold",
+        type=float,
+        help="open threshold (default: the model's calibrated one, else the detector default)",
+    )
+    det.add_argument("--close-threshold", type=float, help="close threshold (default: derived)")
+    det.add_argument("--min-run", type=int, default=_D.min_run, help="scores >= open to open")
+    det.add_argument("--close-run", type=int, default=_D.close_run, help="scores < close to close")
+    det.add_argument(
+        "--cooldown",
+        type=float,
+        default=_D.cooldown_s,
+        help="seconds after a close with no new alert",
+    )
+    det.add_argument(
+        "--warmup", type=int, default=_D.warmup, help="events before a stream may alert"
+    )
+    det.add_argument("--smooth", type=int, default=_D.smooth, help="EWMA span of the error")
+    det.add_argument(
+        "--no-stream-scale",
+        action="store_true",
+        help="score calibrated residuals absolutely, not against each stream's recent errors",
+    )
+    out = p.add_argument_group("output")
+    out.add_argument("--report", help="write an HTML report (or a PNG when the name ends .png)")
+    out.add_argument("--json", help="write every number as JSON")
+    out.add_argument("--plot-max", type=int, default=12, help="most streams plotted")
+    out.add_argument("--rows", type=int, default=50, help="most streams in the text table")
+    out.add_argument("--no-sweep", action="store_true", help="skip the threshold sweep")
+    out.add_argument("--batch", type=int, default=8192, help="events per detector call")
+
+
+def detector_config(args: argparse.Namespace) -> DetectorConfig:
+    try:
+        return DetectorConfig(
+            open_threshold=args.threshold,
+            close_threshold=args.close_threshold,
+            min_run=args.min_run,
+            close_run=args.close_run,
+            cooldown_s=args.cooldown,
+            warmup=args.warmup,
+            smooth=args.smooth,
+            stream_scale=not args.no_stream_scale,
+        )
+    except ValueError as exc:
+        raise InputError(f"invalid detector option: {exc}") from exc
+
+
+# -- reading ------------------------------------------------------------------------
+_TIME_NAMES = ("timestamp", "time", "datetime", "ts", "date", "event_time")
+
+
+def header_columns(path: Path, sep: str | None) -> list[str]:
+    """Column names of a CSV header or of the first JSON-lines object."""
+    import gzip
+
+    raw = path.open("rb")
+    try:
+        head = raw.read(2)
+        raw.seek(0)
+        fh = gzip.open(raw, "rt", encoding="utf-8") if head == b"\x1f\x8b" else None
+        line = (fh.readline() if fh is not None else raw.readline().decode("utf-8")).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the header: {exc}") from exc
+    finally:
+        raw.close()
+    if line.startswith("{"):
+        try:
+            return list(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: line 1 is not a JSON object: {exc}") from exc
+    import csv
+
+    return next(csv.reader([line], delimiter=sep or sniff_separator(line)))
+
+
+def parse_flags(values: list[str], column: str, path: Path) -> np.ndarray:
+    out = np.zeros(len(values), bool)
+    for i, v in enumerate(values):
+        s = v.strip().lower()
+        if s in _TRUE:
+            out[i] = True
+        elif s not in _FALSE:
+            try:
+                out[i] = float(s) > 0.5
+            except ValueError:
+                raise InputError(
+                    f"{path}: column {column!r}, event {i + 1}: {v!r} is not a 0/1 label"
+                ) from None
+    return out
+
+
+def read_data(args: argparse.Namespace, model_features: tuple[str, ...] | None) -> dict[str, Any]:
+    """Every file's events, concatenated: keys, times, x, labels (or None), features."""
+    paths = [Path(p) for p in args.data]
+    for p in paths:
+        if not p.exists():
+            raise InputError(f"{p}: data file not found")
+    cols = header_columns(paths[0], args.sep)
+    time_col = args.time or next((c for c in _TIME_NAMES if c in cols), None)
+    if args.features:
+        features = tuple(f.strip() for f in args.features.split(",") if f.strip())
+    elif model_features is not None:
+        features = model_features
+    else:
+        skip = {args.key, time_col, args.label_column}
+        features = tuple(c for c in cols if c not in skip)
+    if model_features is not None and len(features) != len(model_features):
+        raise InputError(
+            f"--features names {len(features)} columns but the model has "
+            f"{len(model_features)} features ({', '.join(model_features)})"
+        )
+    keep = [args.label_column] if args.label_column else []
+    keys: list[str] = []
+    times, xs, labels = [], [], []
+    for p in paths:
+        reader = EventReader(
+            p,
+            features,
+            key=args.key,
+            time=time_col,
+            sep=args.sep,
+            time_unit=args.time_unit,
+            keep=keep,
+        )
+        ev = reader.read_all()
+        if reader.stats.bad_summary():
+            log.warning("%s: non-numeric cells read as missing: %s", p, reader.stats.bad_summary())
+        keys += ev.keys
+        times.append(ev.times)
+        xs.append(ev.x)
+        if args.label_column:
+            labels.append(parse_flags(ev.extra[args.label_column], args.label_column, p))
+    return {
+        "keys": np.asarray(keys, dtype=object),
+        "times": np.concatenate(times),
+        "x": np.concatenate(xs),
+        "labels": np.concatenate(labels) if labels else None,
+        "features": features,
+        "time_column": time_col,
+    }
+
+
+# -- the command --------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    if not args.labels and not args.label_column:
+        raise InputError("give the labels: --labels windows.json or --label-column NAME")
+    if not 0.0 <= args.learn_first < 1.0:
+        raise InputError(f"--learn-first is {args.learn_first}, expected in [0, 1)")
+    if not args.model and args.learn_first <= 0:
+        raise InputError("give --model, or --learn-first F to learn each stream's first part")
+    model = load(args.model) if args.model else None
+    data = read_data(args, tuple(model.features) if model is not None else None)
+    features = model.features if model is not None else data["features"]
+    windows = E.load_windows(args.labels) if args.labels else None
+    cfg = detector_config(args)
+    keys, times, x = data["keys"], data["times"], data["x"]
+    judged = E.judged_mask(keys, args.learn_first)
+    kw: dict[str, Any] = {"judged": judged, "chunk": args.batch}
+    if data["labels"] is not None:
+        kw["labels"] = data["labels"]
+    else:
+        kw["windows"] = windows
+    t0 = time.perf_counter()
+    if args.learn_first > 0:
+        from streamlstm.training.trainer import TrainConfig
+
+        tcfg = TrainConfig(
+            hidden=args.hidden,
+            epochs=args.epochs,
+            seed=args.seed,
+            false_alarms_per_week=args.false_alarms_per_week,
+            progress=False,
+        )
+        models = E.learn_first_models(
+            keys,
+            times,
+            x,
+            features,
+            args.learn_first,
+            init=model,
+            train_config=tcfg,
+            detector_config=cfg,
+            baseline=args.baseline == "last-value",
+        )
+        learnt = time.perf_counter()
+        rep = E.replay_per_stream(models, keys, times, x, cfg, **kw)
+    else:
+        assert model is not None
+        learnt = t0
+        rep = E.replay(Detector(model, cfg), keys, times, x, **kw)
+    replayed = time.perf_counter()
+    total, per = E.quality(rep)
+    points = [] if args.no_sweep else E.sweep(rep)
+    swept = time.perf_counter()
+    print(format_text(total, per, points, rep.open_threshold, max_rows=args.rows))
+    timing = {
+        "learn_s": round(learnt - t0, 3),
+        "replay_s": round(replayed - learnt, 3),
+        "sweep_s": round(swept - replayed, 3),
+        "sweep_points": len(points),
+        "events": len(rep),
+    }
+    print(
+        f"\n{len(rep)} events, {len(per)} streams; learn {timing['learn_s']}s, replay "
+        f"{timing['replay_s']}s, sweep of {len(points)} thresholds {timing['sweep_s']}s",
+        file=sys.stderr,
+    )
+    details = {
+        "model": args.model
+        or f"learnt from the first {args.learn_first:.0%} of each stream ({args.baseline})",
+        "data": ", ".join(args.data),
+        "labels": args.labels or f"column {args.label_column}",
+        "features": ", ".join(features),
+        "open threshold": f"{rep.open_threshold:.6g}",
+        "detector": json.dumps(cfg.as_dict()),
+        "judged events": f"{int(rep.judged.sum())} of {len(rep)}",
+    }
+    if args.report:
+        path = write_report(
+            args.report, rep, total, per, points, details=details, max_streams=args.plot_max
+        )
+        print(f"report written to {path}", file=sys.stderr)
+    if args.json:
+        doc = {
+            "overall": _clean(total.summary()),
+            "streams": {k: _clean(q.summary()) for k, q in per.items()},
+            "sweep": [{"threshold": p.threshold, **_clean(p.quality.summary())} for p in points],
+            "open_threshold": rep.open_threshold,
+            "open_thresholds": rep.info.get("open_thresholds", {}),
+            "timing": timing,
+            "details": details,
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    return 0
+
+
+def _clean(d: dict[str, float]) -> dict[str, float | None]:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
