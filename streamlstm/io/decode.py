@@ -10,8 +10,10 @@ Decisions an operator may need to know:
 
 - ``NaN`` / ``Infinity`` literals (which Python's ``json.dumps`` writes) are not
   JSON and orjson refuses them. A record orjson refuses is re-read with the
-  standard library, only to tell ``non_finite`` (it holds such a literal, or a
-  number too large for a double like ``1e400``) from ``not_json``.
+  standard library (cold path): if such a literal, or a number too large for a
+  double like ``1e400``, is all that is wrong, the record is ``non_finite`` when
+  a feature holds it, and decodes normally when only a field that is not read
+  does. Anything else is ``not_json``.
 - A missing or ``null`` feature value decodes to NaN (the detector imputes it or
   rejects an all-missing row as ``missing``); only a present value of the wrong
   type is rejected here.
@@ -40,6 +42,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import islice, repeat
@@ -230,11 +233,32 @@ class Decoder:
         hi = "inf" if spec.max is None else f"{spec.max:g}"
         return f"{_show(v)} is outside [{lo}, {hi}] (min/max of feature {spec.name})"
 
+    def _non_finite(
+        self,
+        lenient: list[int],
+        idx: list[int],
+        columns: dict[str, list[Any]],
+        reason: dict[int, tuple[str, str]],
+    ) -> None:
+        """Reject records whose features hold NaN/Infinity; such a literal in a field
+        that is not read does no harm, and the record decodes."""
+        for i in lenient:
+            j = bisect_left(idx, i)
+            if j == len(idx) or idx[j] != i or j in reason:
+                continue
+            for spec in self.config.features:
+                v = columns[spec.name][j] if spec.field else None
+                if type(v) is float and not math.isfinite(v):
+                    text = "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+                    reason[j] = ("non_finite", f"{spec.field}: {text} is not a finite number")
+                    break
+
     # -- the hot path ------------------------------------------------------------------
     def decode(self, records: Sequence[Any]) -> DecodedBatch:
         """Decode ``records`` (objects with key, value, timestamp, partition, offset)."""
         rejects: list[Reject] = []
-        objs, idx = self._parse(records, rejects)
+        lenient: list[int] = []
+        objs, idx = self._parse(records, rejects, lenient)
         m = len(objs)
         good = [records[i] for i in idx] if len(idx) != len(records) else list(records)
         # Row -> (reason, detail) of its first problem; rows of good records never get one.
@@ -243,6 +267,8 @@ class Decoder:
         keys = self._keys(objs, good, reason)
         times = self._times(objs, good, reason)
         columns = {name: _column(objs, parts) for name, parts in self._cols}
+        if lenient:
+            self._non_finite(lenient, idx, columns, reason)
         x, why = self.featureset.transform(columns, np.nan_to_num(times, nan=0.0))
         bad_rows = np.flatnonzero(why != None)  # noqa: E711 (element-wise on objects)
         for j in bad_rows.tolist():
@@ -276,8 +302,11 @@ class Decoder:
             rejects=rejects,
         )
 
-    def _parse(self, records: Sequence[Any], rejects: list[Reject]) -> tuple[list[Any], list[int]]:
-        """JSON objects of the parseable records and their positions."""
+    def _parse(
+        self, records: Sequence[Any], rejects: list[Reject], lenient: list[int]
+    ) -> tuple[list[Any], list[int]]:
+        """JSON objects of the parseable records and their positions; positions of the
+        records holding non-finite numbers are appended to ``lenient``."""
         values = list(map(_VALUE, records))
         objs: list[Any] = []
         n = len(values)
@@ -288,9 +317,12 @@ class Decoder:
                 objs.extend(map(orjson.loads, islice(values, len(objs), None)))
             except orjson.JSONDecodeError as exc:
                 i = len(objs)
-                objs.append(_NOT_JSON)
-                code, detail = _why_not_json(values[i], exc)
-                rejects.append(_reject(i, records[i], code, detail))
+                obj, why = _reparse(values[i], exc)
+                objs.append(obj)
+                if obj is _NOT_JSON:
+                    rejects.append(_reject(i, records[i], "not_json", why))
+                else:
+                    lenient.append(i)
         if set(map(type, objs)) <= {dict}:
             return objs, list(range(n))
         keep_o, keep_i = [], []
@@ -387,16 +419,19 @@ def _reject(i: int, rec: Any, reason: str, detail: str) -> Reject:
     return Reject(int(i), int(rec.partition), int(rec.offset), reason, detail[:_DETAIL_MAX])
 
 
-def _why_not_json(value: Any, exc: Exception) -> tuple[str, str]:
+def _reparse(value: Any, exc: Exception) -> tuple[Any, str]:
+    """A record orjson refused: (the object, "") if it is JSON apart from non-finite
+    numbers (NaN, Infinity, 1e400; the standard library reads those), else
+    (``_NOT_JSON``, why not)."""
     if value is None:
-        return "not_json", "no value (a tombstone)"
+        return _NOT_JSON, "no value (a tombstone)"
     if not isinstance(value, (bytes, bytearray, memoryview, str)):
-        return "not_json", f"value is a {type(value).__name__}, not bytes"
+        return _NOT_JSON, f"value is a {type(value).__name__}, not bytes"
     found: list[str] = []
 
     def constant(name: str) -> float:
         found.append(name)
-        return math.nan
+        return float(name.replace("Infinity", "inf"))
 
     def big(text: str) -> float:
         v = float(text)
@@ -405,17 +440,16 @@ def _why_not_json(value: Any, exc: Exception) -> tuple[str, str]:
         return v
 
     try:
-        json.loads(
+        obj = json.loads(
             bytes(value) if isinstance(value, memoryview) else value,
             parse_constant=constant,
             parse_float=big,
         )
     except (ValueError, RecursionError):
-        pass
-    else:
-        if found:
-            return "non_finite", f"holds {', '.join(found[:3])}, which JSON cannot carry"
-    return "not_json", str(exc)
+        return _NOT_JSON, str(exc)
+    # Anything else orjson refuses but the standard library takes (lone surrogates...) is
+    # still not JSON we accept.
+    return (obj, "") if found else (_NOT_JSON, str(exc))
 
 
 def _json_type(o: Any) -> str:
