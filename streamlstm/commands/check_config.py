@@ -11,8 +11,10 @@ init container: it needs no broker.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TextIO
 
 from streamlstm.errors import ConfigError, ModelError
@@ -49,6 +51,10 @@ def check(
     for p in cfg.pipelines:
         model_line = _check_model(path, p, no_model, errors)
         summary.extend(_describe(p, model_line))
+        problem = _unwritable(p.checkpoint.dir)
+        if problem:
+            # A warning, not an error: configs are often checked on another machine (CI).
+            summary.append(f"    warning: {p.path}.checkpoint.dir: {problem}")
     m = cfg.metrics
     summary.append(
         f"metrics on {m.host}:{m.port}; shutdown grace {cfg.shutdown_grace_s:g}s, "
@@ -81,6 +87,18 @@ def _check_model(path: str, p: PipelineConfig, no_model: bool, errors: list[str]
         errors.append(f"{path}: {p.path}.{exc}")
         return ""
     return f"{p.model_path}: {model.describe()}"
+
+
+def _unwritable(d: Path) -> str:
+    """Why the daemon could not create or write ``d`` here, or ""."""
+    probe = d
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{d} cannot be created: {probe} is not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{d}: {probe} is not writable by this user"
+    return ""
 
 
 def _describe(p: PipelineConfig, model_line: str) -> list[str]:

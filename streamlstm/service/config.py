@@ -768,6 +768,15 @@ class _Parser:
             "request_timeout_ms", d.request_timeout_ms, 1000
         )
         extra = self.extra(get("extra"))
+        # kafka-python refuses to build a consumer otherwise; say so here, with the path.
+        lo = extra.get("fetch_max_wait_ms", 500)
+        hi = extra.get("connections_max_idle_ms", 540000)
+        if not lo < request < hi:
+            raise _Bad(
+                get("request_timeout_ms").at("request_timeout_ms"),
+                f"{request} is not between fetch_max_wait_ms {lo} and connections_max_idle_ms "
+                f"{hi} (kafka-python requires it)",
+            )
         return KafkaConfig(
             bootstrap_servers=tuple(servers),
             client_id=client_id,

@@ -84,6 +84,19 @@ def test_every_config_error_is_printed(tmp_path: Path, capsys: pytest.CaptureFix
     assert lines[3] == f"{cfg}: 3 error(s)"
 
 
+def test_unwritable_checkpoint_dir_is_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "afile").write_text("")
+    cfg = setup(tmp_path, CONFIG + "    checkpoint: {dir: afile/ckpt}\n")
+    assert main(["check-config", "--no-model", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: pipelines[0].checkpoint.dir: " in out and "is not a directory" in out
+    cfg = setup(tmp_path, CONFIG + "    checkpoint: {dir: fresh/ckpt}\n")
+    assert main(["check-config", "--no-model", str(cfg)]) == 0
+    assert "warning" not in capsys.readouterr().out
+
+
 def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml: file not found" in capsys.readouterr().err

@@ -258,6 +258,14 @@ def test_heartbeat_must_be_below_session_timeout() -> None:
     )
 
 
+def test_request_timeout_between_fetch_wait_and_idle_timeout() -> None:
+    data = with_("kafka.extra", {"fetch_max_wait_ms": 40000})
+    (msg,) = errors_of(data)
+    assert msg.startswith("test.yaml: kafka.request_timeout_ms: 30000 is not between")
+    data = with_(f"{P}.kafka.request_timeout_ms", 45000, data)
+    assert parse(data).pipelines[0].kafka.consumer_kwargs()["request_timeout_ms"] == 45000
+
+
 def test_missing_sections_are_errors_with_paths() -> None:
     data = minimal()
     del data["pipelines"][0]["source"]
