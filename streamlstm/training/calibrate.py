@@ -18,6 +18,13 @@
    detector run (the running scale learns only below the open threshold, so
    a replay is exact only up to that). When even the highest threshold
    exceeds the budget it is kept and ``attained`` is False.
+3. Too little validation data to see the budget (fewer than
+   :data:`MIN_OBSERVABLE` allowed openings, e.g. one alert a week budgeted
+   on two days of data): zero openings on it proves little, so the
+   threshold is at least the *nominal* one, ``1 - budget / events per
+   stream-week``: scores are tail probabilities of a calibrated residual, so
+   that many events per week would exceed it, and every opening needs at
+   least one exceedance.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from streamlstm.detector import REJECTED, Detector, DetectorConfig
+from streamlstm.detector import DEFAULT_OPEN, REJECTED, Detector, DetectorConfig
 from streamlstm.kernels import alerts as A
 from streamlstm.kernels import detect as KD
 from streamlstm.kernels import train as KT
@@ -40,6 +47,7 @@ WEEK_S = 7 * 86_400.0
 MIN_RESID_SCALE = 1e-3  # normalised units; a perfectly predicted feature must not divide by ~0
 MAX_THRESHOLD = 1.0 - 1e-7  # float32 scores cannot resolve more than this below 1
 _MAD_TO_STD = 1.4826
+MIN_OBSERVABLE = 5.0  # allowed openings below which the nominal tail bound also applies
 
 
 def robust_std(r: np.ndarray) -> np.ndarray:
@@ -176,7 +184,7 @@ def choose_threshold(
         weeks += (float(t[-1] - t[0]) + step) / WEEK_S
     allowed = false_alarms_per_week * weeks
     rec = _Recorded(model, held, starts, cfg)
-    open0 = cfg.open_threshold or 0.999
+    open0 = cfg.open_threshold or (DEFAULT_OPEN if cfg.stream_scale else 0.999)
     first = rec.run(open0)
     sc = rec.score[rec.judged & np.isfinite(rec.score)].astype(np.float64)
     cands = [open0, MAX_THRESHOLD]
@@ -187,6 +195,17 @@ def choose_threshold(
     openings = {float(t): rec.replay(float(t)) for t in grid}
     ok = [t for t in grid if openings[float(t)] <= allowed]
     chosen = float(ok[0]) if ok else MAX_THRESHOLD
+    n_judged = int(rec.judged.sum())
+    nominal = None
+    if allowed < MIN_OBSERVABLE and weeks > 0 and n_judged:
+        per_week = n_judged / weeks
+        nominal = float(min(MAX_THRESHOLD, max(0.5, 1.0 - false_alarms_per_week / per_week)))
+        if cfg.stream_scale:
+            # Scores are u / (1 + u), u = error / the stream's recent maximum, not tail
+            # probabilities: the detector's default is the nominal threshold then.
+            nominal = DEFAULT_OPEN
+        if nominal > chosen:
+            chosen = float(grid[min(int(np.searchsorted(grid, nominal)), len(grid) - 1)])
     # Confirm with a real pass; step up the grid while the budget is exceeded.
     idx = int(np.searchsorted(grid, chosen))
     real = rec.run(chosen)
@@ -206,7 +225,8 @@ def choose_threshold(
         "default_threshold": open0,
         "attained": bool(real <= allowed),
         "n_streams": len(held),
-        "n_judged_events": int(rec.judged.sum()),
+        "n_judged_events": n_judged,
+        "nominal_threshold": nominal,
         "detector": cfg.as_dict(),
     }
 

@@ -75,7 +75,8 @@ class Prepared:
 def group_streams(
     keys: Sequence[str] | np.ndarray, times: np.ndarray, x: np.ndarray, n_features: int
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Split events by key (order of first appearance), each sorted by time (stable)."""
+    """Split events by key (streams sorted by key, so the input order does not matter),
+    each stream sorted by time (stable)."""
     keys_a = np.asarray(keys, dtype=object)
     times = np.asarray(times, np.float64)
     x = np.asarray(x, np.float64)
@@ -88,11 +89,11 @@ def group_streams(
         raise InputError("event times must be finite; drop or fix the rows with bad times")
     if np.isinf(x).any():
         raise InputError("features contain +-Inf; replace them with empty cells (missing)")
-    uniq, first, inv = np.unique(keys_a.astype(str), return_index=True, return_inverse=True)
+    uniq, inv = np.unique(keys_a.astype(str), return_inverse=True)
     order = np.lexsort((np.arange(n), times, inv))
     bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1))
     out = []
-    for u in np.argsort(first):
+    for u in range(len(uniq)):
         idx = order[bounds[u] : bounds[u + 1]]
         out.append((str(uniq[u]), times[idx], x[idx]))
     return out

@@ -1,0 +1,179 @@
+"""``streamlstm train``: fit a model on a history file, calibrate it, write the model file.
+
+    streamlstm train --data history.csv.gz --key machine --time ts \\
+        --features temp,pressure,flow --out pump.npz
+
+The file (CSV or JSON-lines, gzip accepted; see :mod:`streamlstm.tabular`)
+holds the events of one or many streams; one model is trained for all of
+them. Progress (epoch, loss, validation loss, ETA) goes to stderr, then a
+summary that compares the model with a last-value forecaster (and a seasonal
+naive one with ``--season``). The model file is written only when training
+succeeded (atomically), so a diverged run never leaves a broken file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from streamlstm.detector import DetectorConfig
+from streamlstm.errors import InputError
+from streamlstm.tabular import EventReader
+from streamlstm.training.trainer import TrainConfig, TrainReport, train_model
+
+NAME = "train"
+HELP = "train an LSTM/GRU forecaster on a history file and calibrate its alert threshold"
+
+log = logging.getLogger(__name__)
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    p.add_argument("--data", required=True, help="history file (CSV or JSON-lines, .gz ok)")
+    p.add_argument("--features", required=True, help="comma-separated feature columns")
+    p.add_argument("--out", required=True, help="model file to write (.npz)")
+    p.add_argument("--key", default=None, help="stream key column (default: one stream)")
+    p.add_argument("--time", default=None, help="event time column (default: row number)")
+    p.add_argument("--time-unit", default="s", choices=["s", "ms", "us", "ns"],
+                   help="unit of numeric times")  # fmt: skip
+    p.add_argument("--sep", default=None, help="CSV delimiter (default: guessed from the header)")
+    p.add_argument("--cell", default=d.cell, choices=["lstm", "gru"], help="recurrent cell")
+    p.add_argument("--hidden", type=int, default=d.hidden, help="hidden units per layer")
+    p.add_argument("--layers", type=int, default=d.layers, help="stacked layers")
+    p.add_argument("--window", type=int, default=d.window, help="BPTT window (events)")
+    p.add_argument("--batch", type=int, default=d.batch, help="windows per minibatch")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs")
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--clip", type=float, default=d.clip, help="global gradient-norm clip")
+    p.add_argument("--patience", type=int, default=d.patience,
+                   help="stop after this many epochs without validation improvement")  # fmt: skip
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="last part of each stream's time range held out")  # fmt: skip
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed, same model)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--time-input", action="store_true",
+                   help="extra input: log time since the stream's previous event")  # fmt: skip
+    p.add_argument("--season", default=None,
+                   help="season of the seasonal-naive baseline: events (1440) or a duration "
+                        "(1d, 12h, 30m) converted with the median sampling interval")  # fmt: skip
+    p.add_argument("--max-windows", type=int, default=None,
+                   help="at most this many windows per epoch (random each epoch)")  # fmt: skip
+    p.add_argument("--false-alarms-per-week", type=float, default=d.false_alarms_per_week,
+                   help="alert budget per stream per week of normal data the default "
+                        "threshold is calibrated for")  # fmt: skip
+    p.add_argument("--no-threshold", action="store_true",
+                   help="calibrate residual scales only, no default threshold")  # fmt: skip
+    p.add_argument("--plot", default=None, help="write the loss curves to this PNG")
+    p.add_argument("--report", default=None, help="write the training report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def parse_season(text: str | None, times: np.ndarray, keys: list[str]) -> int | None:
+    """``1440`` -> 1440 events; ``1d`` -> one day in events at the median sampling interval."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
+    if not m:
+        raise InputError(f"--season {text!r}: expected a number of events or a duration like 1d")
+    value, unit = float(m.group(1)), m.group(2)
+    if not unit:
+        return int(value)
+    k = np.asarray(keys, dtype=object)
+    order = np.lexsort((times, k.astype(str)))
+    same = k[order][1:] == k[order][:-1]
+    steps = np.diff(times[order])[same]
+    steps = steps[steps > 0]
+    if steps.size == 0:
+        raise InputError("--season as a duration needs event times that advance")
+    return max(2, int(round(value * _UNITS[unit] / float(np.median(steps)))))
+
+
+def plot_losses(report: TrainReport, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [e.epoch for e in report.history]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(ep, [e.loss for e in report.history], "o-", label="training loss")
+    if any(e.val_loss is not None for e in report.history):
+        ax.plot(ep, [e.val_loss for e in report.history], "o-", label="validation loss")
+    if report.last_value_loss is not None:
+        ax.axhline(report.last_value_loss, color="grey", ls="--", label="last value (validation)")
+    if report.seasonal_naive_loss is not None:
+        ax.axhline(report.seasonal_naive_loss, color="grey", ls=":", label="seasonal naive")
+    if report.best_epoch:
+        ax.axvline(report.best_epoch, color="green", alpha=0.3, label="kept epoch")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("one-step MSE (normalised units)")
+    ax.set_title("streamlstm train")
+    ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    features = [f.strip() for f in args.features.split(",") if f.strip()]
+    if not features:
+        raise InputError("--features: name at least one column")
+    with EventReader(
+        args.data, features, key=args.key, time=args.time, sep=args.sep, time_unit=args.time_unit
+    ) as reader:
+        events = reader.read_all()
+        stats = reader.stats
+    bad = stats.bad_summary() if hasattr(stats, "bad_summary") else ""
+    if bad:
+        log.warning("%s: %s", args.data, bad)
+    try:
+        config = TrainConfig(
+            cell=args.cell,
+            hidden=args.hidden,
+            layers=args.layers,
+            window=args.window,
+            batch=args.batch,
+            epochs=args.epochs,
+            lr=args.lr,
+            clip=args.clip,
+            patience=args.patience,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            threads=args.threads,
+            time_input=args.time_input,
+            season=parse_season(args.season, events.times, events.keys),
+            max_windows=args.max_windows,
+            false_alarms_per_week=None if args.no_threshold else args.false_alarms_per_week,
+            progress=not args.quiet,
+        )
+    except ValueError as exc:
+        raise InputError(f"invalid option: {exc}") from exc
+    if not args.quiet:
+        n_streams = len(set(events.keys))
+        print(
+            f"{args.data}: {len(events)} events, {n_streams} stream(s), features "
+            f"{','.join(features)}; training a {args.cell.upper()} {args.layers}x{args.hidden}",
+            file=sys.stderr,
+        )
+    model, report = train_model(
+        events.keys, events.times, events.x, features, config, detector_config=DetectorConfig()
+    )
+    out = model.save(args.out)
+    if not args.quiet:
+        print(report.summary(), file=sys.stderr)
+        print(f"model written to {out} ({model.describe()})", file=sys.stderr)
+    if args.plot:
+        plot_losses(report, args.plot)
+    if args.report:
+        Path(args.report).write_text(json.dumps(report.as_dict(), indent=2, default=str))
+    return 0
