@@ -533,11 +533,12 @@ class EventReader:
                 return t, texts, True
         except (ValueError, TypeError):
             pass
-        t = _iso_fast(texts)
-        if t is None:
-            t = np.empty(len(col), np.float64)
-            for i, v in enumerate(col):
-                t[i] = self._one_time(v, int(lines[i]))
+        iso = _iso_fast(texts)
+        if iso is not None:
+            return iso, texts, False
+        t = np.empty(len(col), np.float64)
+        for i, v in enumerate(col):
+            t[i] = self._one_time(v, int(lines[i]))
         return t, texts, False
 
     def _one_time(self, v: Any, line: int) -> float:

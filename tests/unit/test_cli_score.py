@@ -244,3 +244,24 @@ def test_example_runs_from_any_directory(
         k == "pump-0002" and "2024-05-04 05:00:00" <= t <= "2024-05-04 05:19:00" for k, t in opened
     ), opened
     assert "pump-0002" in err and "alerts opened:" in err
+
+
+def test_keys_needing_quotes_round_trip(
+    data: Data, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = ['pump "a", left', "plain", "line\nbreak"]
+    src = tmp_path / "q.jsonl"
+    src.write_bytes(
+        b"".join(
+            orjson.dumps({"k": keys[i % 3], "t": i, "temp": 20.0 + i, "pressure": 1.0}) + b"\n"
+            for i in range(9)
+        )
+    )
+    out = tmp_path / "q.csv"
+    argv = ["score", "--model", str(data.model), "--input", str(src), "--key", "k",
+            "--time", "t", "--out", str(out), "-q"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    rows = list(csv.DictReader(open(out, newline="")))
+    assert [r["key"] for r in rows] == [keys[i % 3] for i in range(9)]
+    assert [r["time"] for r in rows] == [str(i) for i in range(9)]
+    assert [r["outcome"] for r in rows] == ["ok"] * 9
