@@ -52,6 +52,7 @@ from streamlstm.detector import DetectorConfig
 from streamlstm.errors import ConfigError
 from streamlstm.features import TRANSFORMS, FeatureSet, FeatureSpec, FeatureSpecError
 from streamlstm.io.decode import TIME_UNITS, DecodeConfig
+from streamlstm.service.yamlread import Invalid, Loader, Section, found
 
 __all__ = [
     "CheckpointConfig",
@@ -290,33 +291,6 @@ class ConfigErrors(ConfigError):
 # ---------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys and reads ``1e12`` as a float."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, Any] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while reading a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r} (first on line {seen[key].line + 1})",
-                    key_node.start_mark,
-                )
-            seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep=deep)
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
 def load_config(
     path: str | os.PathLike[str], env: Mapping[str, str] | None = None
 ) -> ServiceConfig:
@@ -333,7 +307,7 @@ def load_config(
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{src}: cannot read: {exc}") from None
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        data = yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -365,148 +339,6 @@ def parse_config(
 # ---------------------------------------------------------------------------------------
 # Parsing
 # ---------------------------------------------------------------------------------------
-class _Bad(Exception):
-    """One validation failure at ``path``; collected by :meth:`_Parser.section`."""
-
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}" if path else problem)
-        self.path = path
-        self.problem = problem
-
-
-def _kind(v: Any) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "a mapping",
-        type(None): "null",
-    }.get(type(v), type(v).__name__)
-
-
-def _found(v: Any) -> str:
-    text = repr(v)
-    if len(text) > 80:
-        text = text[:77] + "..."
-    return f"{text} ({_kind(v)})" if not isinstance(v, str) else text
-
-
-class _Map:
-    """One YAML mapping being read; unknown keys are rejected on construction."""
-
-    def __init__(self, data: Any, path: str, allowed: tuple[str, ...]) -> None:
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise _Bad(path, f"found {_found(data)}, expected a mapping")
-        self.data = data
-        self.path = path
-        for k in data:
-            if not isinstance(k, str):
-                raise _Bad(path, f"key {k!r} is not a string")
-            if k not in allowed:
-                near = difflib.get_close_matches(k, allowed, n=1, cutoff=0.6)
-                hint = f"; did you mean {near[0]!r}?" if near else ""
-                raise _Bad(
-                    self.at(k), f"unknown key {k!r}{hint} (allowed: {', '.join(sorted(allowed))})"
-                )
-
-    def at(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def has(self, key: str) -> bool:
-        return key in self.data
-
-    def raw(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    def bad(self, key: str, v: Any, expected: str) -> _Bad:
-        return _Bad(self.at(key), f"found {_found(v)}, expected {expected}")
-
-    def text(
-        self,
-        key: str,
-        default: str | None,
-        *,
-        choices: tuple[str, ...] | None = None,
-        pattern: re.Pattern[str] | None = None,
-        what: str = "a non-empty string",
-        nullable: bool = False,
-        required: bool = False,
-    ) -> Any:
-        if key not in self.data:
-            if required:
-                raise _Bad(self.at(key), f"missing; expected {what}")
-            return default
-        v = self.data[key]
-        if v is None and nullable:
-            return None
-        if choices is not None:
-            if v not in choices:
-                raise _Bad(self.at(key), f"{v!r} is not one of {', '.join(choices)}")
-            return v
-        if not isinstance(v, str) or not v or (pattern is not None and not pattern.match(v)):
-            raise self.bad(key, v, what + (" or null" if nullable else ""))
-        return v
-
-    def integer(self, key: str, default: int, lo: int, hi: int | None = None) -> int:
-        v = self.data.get(key, default)
-        want = f"an integer >= {lo}" if hi is None else f"an integer in {lo}..{hi}"
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-            raise self.bad(key, v, want)
-        return v
-
-    def number(
-        self,
-        key: str,
-        default: float | None,
-        *,
-        gt: float | None = None,
-        ge: float | None = None,
-        nullable: bool = False,
-    ) -> Any:
-        v = self.data.get(key, default)
-        if v is None and nullable:
-            return None
-        want = (
-            "a number"
-            + (f" > {gt}" if gt is not None else "")
-            + (f" >= {ge}" if ge is not None else "")
-        )
-        if nullable:
-            want += " or null"
-        if (
-            isinstance(v, bool)
-            or not isinstance(v, (int, float))
-            or v != v
-            or v in (float("inf"), float("-inf"))
-            or (gt is not None and not v > gt)
-            or (ge is not None and not v >= ge)
-        ):
-            raise self.bad(key, v, want)
-        return float(v)
-
-    def flag(self, key: str, default: bool) -> bool:
-        v = self.data.get(key, default)
-        if not isinstance(v, bool):
-            raise self.bad(key, v, "true or false")
-        return v
-
-    def seq(self, key: str, default: Any = None, *, required: bool = False) -> Any:
-        if key not in self.data or self.data[key] is None:
-            if required:
-                raise _Bad(self.at(key), "missing; expected a non-empty list")
-            return default
-        v = self.data[key]
-        if isinstance(v, (str, int)) and not isinstance(v, bool):
-            return [v]  # `topics: readings` is read as `topics: [readings]`
-        if not isinstance(v, list) or (required and not v):
-            raise self.bad(key, v, "a non-empty list")
-        return v
-
-
 class _Parser:
     """Builds the config, collecting one error per independent section."""
 
@@ -520,7 +352,7 @@ class _Parser:
     def section(self) -> Iterator[None]:
         try:
             yield
-        except _Bad as exc:
+        except Invalid as exc:
             self.errors.append(f"{self.source}: {exc}")
 
     def attempt(self, fn: Callable[[], Any]) -> Any:
@@ -535,14 +367,14 @@ class _Parser:
     # -- top level -----------------------------------------------------------------
     def service(self, data: Any) -> ServiceConfig | None:
         try:
-            top = _Map(data, "", ("version", "kafka", "metrics", "service", "pipelines"))
+            top = Section(data, "", ("version", "kafka", "metrics", "service", "pipelines"))
             version = top.raw("version", 1)
             if version != 1:
                 raise top.bad("version", version, "1 (the only format so far)")
-        except _Bad as exc:
+        except Invalid as exc:
             self.errors.append(f"{self.source}: {exc}")
             return None
-        shared_kafka = self.attempt(lambda: _Map(top.raw("kafka"), "kafka", _KAFKA_KEYS))
+        shared_kafka = self.attempt(lambda: Section(top.raw("kafka"), "kafka", _KAFKA_KEYS))
         metrics = self.attempt(lambda: self.metrics(top.raw("metrics")))
         svc = self.attempt(lambda: self.service_section(top.raw("service")))
         pipes_raw = self.attempt(lambda: top.seq("pipelines", required=True))
@@ -563,7 +395,7 @@ class _Parser:
         )
 
     def metrics(self, raw: Any) -> MetricsConfig:
-        m = _Map(raw, "metrics", ("host", "port", "max_alert_series"))
+        m = Section(raw, "metrics", ("host", "port", "max_alert_series"))
         d = MetricsConfig()
         return MetricsConfig(
             host=m.text("host", d.host, what="a host name or address"),
@@ -572,7 +404,7 @@ class _Parser:
         )
 
     def service_section(self, raw: Any) -> tuple[float, float]:
-        m = _Map(raw, "service", ("shutdown_grace_s", "heartbeat_stale_s"))
+        m = Section(raw, "service", ("shutdown_grace_s", "heartbeat_stale_s"))
         return (
             m.number("shutdown_grace_s", 20.0, gt=0),
             m.number("heartbeat_stale_s", 30.0, gt=0),
@@ -583,7 +415,7 @@ class _Parser:
         for p in pipes:
             for what, v in (("name", p.name), ("checkpoint.dir", p.checkpoint.dir.resolve())):
                 if (what, v) in seen:
-                    raise _Bad(
+                    raise Invalid(
                         f"{p.path}.{what}",
                         f"{str(v)!r} is already used by {seen[(what, v)]}; each pipeline "
                         f"needs its own {what}",
@@ -591,12 +423,12 @@ class _Parser:
                 seen[(what, v)] = p.path
 
     # -- one pipeline ----------------------------------------------------------------
-    def pipeline(self, i: int, raw: Any, shared_kafka: _Map | None) -> PipelineConfig | None:
+    def pipeline(self, i: int, raw: Any, shared_kafka: Section | None) -> PipelineConfig | None:
         base = f"pipelines[{i}]"
         try:
             if isinstance(raw, str):
-                raise _Bad(base, f"found {raw!r}, expected a mapping with name, source, ...")
-            top = _Map(raw, base, _PIPELINE_KEYS)
+                raise Invalid(base, f"found {raw!r}, expected a mapping with name, source, ...")
+            top = Section(raw, base, _PIPELINE_KEYS)
             name = top.text(
                 "name",
                 None,
@@ -604,25 +436,25 @@ class _Parser:
                 what="a name of letters, digits, _ . - (up to 63)",
                 required=True,
             )
-        except _Bad as exc:
+        except Invalid as exc:
             self.errors.append(f"{self.source}: {exc}")
             return None
         n_err = len(self.errors)
         kafka = self.attempt(lambda: self.kafka(top, shared_kafka, name))
         source = self.attempt(
-            lambda: self.source_section(_Map(top.raw("source"), top.at("source"), _SOURCE_KEYS))
+            lambda: self.source_section(Section(top.raw("source"), top.at("source"), _SOURCE_KEYS))
         )
         decode = self.attempt(
-            lambda: self.decode(_Map(top.raw("decode"), top.at("decode"), _DECODE_KEYS))
+            lambda: self.decode(Section(top.raw("decode"), top.at("decode"), _DECODE_KEYS))
         )
         model = self.attempt(lambda: self.model(top))
         detector = self.detector(top)
         sinks = self.attempt(
-            lambda: self.sinks(_Map(top.raw("sinks"), top.at("sinks"), _SINKS_KEYS), source)
+            lambda: self.sinks(Section(top.raw("sinks"), top.at("sinks"), _SINKS_KEYS), source)
         )
         ckpt = self.attempt(
             lambda: self.checkpoint(
-                _Map(top.raw("checkpoint"), top.at("checkpoint"), _CHECKPOINT_KEYS), name
+                Section(top.raw("checkpoint"), top.at("checkpoint"), _CHECKPOINT_KEYS), name
             )
         )
         if len(self.errors) > n_err:
@@ -639,23 +471,23 @@ class _Parser:
             index=i,
         )  # fmt: skip
 
-    def kafka(self, top: _Map, shared: _Map | None, name: str) -> KafkaConfig:
-        own = _Map(top.raw("kafka"), top.at("kafka"), _KAFKA_KEYS)
+    def kafka(self, top: Section, shared: Section | None, name: str) -> KafkaConfig:
+        own = Section(top.raw("kafka"), top.at("kafka"), _KAFKA_KEYS)
         # Per key, the pipeline's own value wins; errors name the section the value came from.
-        merged: dict[str, tuple[Any, _Map]] = {}
+        merged: dict[str, tuple[Any, Section]] = {}
         if shared is not None:
             merged.update({k: (v, shared) for k, v in shared.data.items()})
         merged.update({k: (v, own) for k, v in own.data.items()})
 
-        def get(key: str) -> _Map:
+        def get(key: str) -> Section:
             """A one-key view that reports errors at the key's own YAML path."""
             if key in merged:
                 v, src = merged[key]
-                return _Map({key: v}, src.path, (key,))
+                return Section({key: v}, src.path, (key,))
             # A missing key is reported in the pipeline's own section if it has one, else in
             # the shared one, where the operator most likely configures this cluster.
             home = own if own.data or shared is None else shared
-            return _Map({}, home.path, (key,))
+            return Section({}, home.path, (key,))
 
         d = KafkaConfig(bootstrap_servers=("",))
         servers = get("bootstrap_servers").seq("bootstrap_servers", required=True)
@@ -663,9 +495,9 @@ class _Parser:
             servers = [x.strip() for x in servers[0].split(",")]  # "a:9092,b:9092"
         for j, s in enumerate(servers):
             if not isinstance(s, str) or not _SERVER_RE.match(s):
-                raise _Bad(
+                raise Invalid(
                     f"{get('bootstrap_servers').at('bootstrap_servers')}[{j}]",
-                    f"found {_found(s)}, expected host:port",
+                    f"found {found(s)}, expected host:port",
                 )
         client_id = get("client_id").text("client_id", d.client_id)
         group_id = get("group_id").text("group_id", f"streamlstm-{name}")
@@ -674,15 +506,15 @@ class _Parser:
         partitions = parts_map.seq("partitions", None)
         if partitions is not None:
             if assignment != "static":
-                raise _Bad(
+                raise Invalid(
                     parts_map.at("partitions"),
                     "only used with assignment: static (a consumer group assigns partitions)",
                 )
             for j, q in enumerate(partitions):
                 if isinstance(q, bool) or not isinstance(q, int) or q < 0:
-                    raise _Bad(
+                    raise Invalid(
                         f"{parts_map.at('partitions')}[{j}]",
-                        f"found {_found(q)}, expected an integer >= 0",
+                        f"found {found(q)}, expected an integer >= 0",
                     )
             if len(set(partitions)) != len(partitions):
                 raise parts_map.bad("partitions", partitions, "distinct partition numbers")
@@ -697,18 +529,18 @@ class _Parser:
         password = self.secret(get, "sasl_password")
         if sasl:
             if mechanism is None:
-                raise _Bad(
+                raise Invalid(
                     mech_map.at("sasl_mechanism"),
                     f"missing; security_protocol {protocol} needs one of "
                     + ", ".join(SASL_MECHANISMS),
                 )
             if username is None:
-                raise _Bad(
+                raise Invalid(
                     get("sasl_username").at("sasl_username"),
                     f"missing; {mechanism} needs a user name",
                 )
             if password is None:
-                raise _Bad(
+                raise Invalid(
                     get("sasl_password_env").at("sasl_password_env"),
                     f"missing; {mechanism} needs a password from sasl_password_env (an "
                     "environment variable) or sasl_password_file",
@@ -721,7 +553,7 @@ class _Parser:
                 "sasl_password_file",
             ):
                 if key in merged:
-                    raise _Bad(
+                    raise Invalid(
                         get(key).at(key),
                         f"set, but security_protocol is {protocol}; use SASL_SSL or SASL_PLAINTEXT",
                     )
@@ -732,7 +564,7 @@ class _Parser:
             if v is not None:
                 fp = self.path(v)
                 if not fp.is_file():
-                    raise _Bad(m.at(key), f"file not found: {fp}")
+                    raise Invalid(m.at(key), f"file not found: {fp}")
                 tls[key] = str(fp)
         ssl_password = self.secret(get, "ssl_password")
         if protocol not in ("SSL", "SASL_SSL"):
@@ -744,11 +576,11 @@ class _Parser:
                 "ssl_password_file",
             ):
                 if key in merged:
-                    raise _Bad(
+                    raise Invalid(
                         get(key).at(key), f"set, but security_protocol {protocol} does not use TLS"
                     )
         if ("ssl_certfile" in tls) != ("ssl_keyfile" in tls):
-            raise _Bad(
+            raise Invalid(
                 get("ssl_keyfile").at("ssl_keyfile"), "ssl_certfile and ssl_keyfile go together"
             )
         session = get("session_timeout_ms").integer(
@@ -757,7 +589,7 @@ class _Parser:
         hb_map = get("heartbeat_interval_ms")
         heartbeat = hb_map.integer("heartbeat_interval_ms", d.heartbeat_interval_ms, 100)
         if heartbeat >= session:
-            raise _Bad(
+            raise Invalid(
                 hb_map.at("heartbeat_interval_ms"),
                 f"{heartbeat} is not below session_timeout_ms {session} (Kafka advises a third)",
             )
@@ -772,7 +604,7 @@ class _Parser:
         lo = extra.get("fetch_max_wait_ms", 500)
         hi = extra.get("connections_max_idle_ms", 540000)
         if not lo < request < hi:
-            raise _Bad(
+            raise Invalid(
                 get("request_timeout_ms").at("request_timeout_ms"),
                 f"{request} is not between fetch_max_wait_ms {lo} and connections_max_idle_ms "
                 f"{hi} (kafka-python requires it)",
@@ -799,11 +631,11 @@ class _Parser:
             extra=extra,
         )  # fmt: skip
 
-    def secret(self, get: Callable[[str], _Map], name: str) -> str | None:
+    def secret(self, get: Callable[[str], Section], name: str) -> str | None:
         """``<name>_env`` or ``<name>_file``; the literal ``<name>`` key is refused."""
         lit = get(name)
         if lit.has(name):
-            raise _Bad(
+            raise Invalid(
                 lit.at(name),
                 f"secrets are not read from the YAML text; set {name}_env: VARIABLE "
                 f"or {name}_file: /path/to/file instead",
@@ -812,11 +644,11 @@ class _Parser:
         var = env_m.text(f"{name}_env", None, nullable=True, what="an environment variable name")
         path = file_m.text(f"{name}_file", None, nullable=True, what="a file path")
         if var is not None and path is not None:
-            raise _Bad(file_m.at(f"{name}_file"), f"give {name}_env or {name}_file, not both")
+            raise Invalid(file_m.at(f"{name}_file"), f"give {name}_env or {name}_file, not both")
         if var is not None:
             value = self.env.get(var)
             if not value:
-                raise _Bad(
+                raise Invalid(
                     env_m.at(f"{name}_env"), f"environment variable {var} is not set or empty"
                 )
             return value
@@ -825,13 +657,15 @@ class _Parser:
             try:
                 value = fp.read_text(encoding="utf-8").rstrip("\r\n")
             except OSError as exc:
-                raise _Bad(file_m.at(f"{name}_file"), f"cannot read {fp}: {exc.strerror}") from None
+                raise Invalid(
+                    file_m.at(f"{name}_file"), f"cannot read {fp}: {exc.strerror}"
+                ) from None
             if not value:
-                raise _Bad(file_m.at(f"{name}_file"), f"{fp} is empty")
+                raise Invalid(file_m.at(f"{name}_file"), f"{fp} is empty")
             return value
         return None
 
-    def extra(self, m: _Map) -> dict[str, Any]:
+    def extra(self, m: Section) -> dict[str, Any]:
         raw = m.raw("extra")
         if raw is None:
             return {}
@@ -848,19 +682,19 @@ class _Parser:
             if not isinstance(k, str) or k not in known:
                 near = difflib.get_close_matches(str(k), sorted(known), n=1, cutoff=0.6)
                 hint = f"; did you mean {near[0]!r}?" if near else ""
-                raise _Bad(where, f"unknown kafka-python setting {k!r}{hint}")
+                raise Invalid(where, f"unknown kafka-python setting {k!r}{hint}")
             if k in reserved or "password" in k:
-                raise _Bad(
+                raise Invalid(
                     where, f"{k!r} is set by streamlstm itself or is a secret; not allowed in extra"
                 )
         return dict(raw)
 
-    def source_section(self, m: _Map) -> SourceConfig:
+    def source_section(self, m: Section) -> SourceConfig:
         topics = m.seq("topics", required=True)
         for j, t in enumerate(topics):
             if not isinstance(t, str) or not _TOPIC_RE.match(t):
-                raise _Bad(
-                    f"{m.at('topics')}[{j}]", f"found {_found(t)}, expected a Kafka topic name"
+                raise Invalid(
+                    f"{m.at('topics')}[{j}]", f"found {found(t)}, expected a Kafka topic name"
                 )
         if len(set(topics)) != len(topics):
             raise m.bad("topics", topics, "distinct topics")
@@ -872,7 +706,7 @@ class _Parser:
             start=m.text("start", d.start, choices=STARTS),
         )
 
-    def decode(self, m: _Map) -> DecodeConfig:
+    def decode(self, m: Section) -> DecodeConfig:
         d = DecodeConfig()
         field_re = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
         what = "a dotted field path like 'payload.id', or null"
@@ -880,7 +714,9 @@ class _Parser:
         time_field = m.text("time_field", None, nullable=True, pattern=field_re, what=what)
         time_unit = m.text("time_unit", d.time_unit, choices=TIME_UNITS)
         if time_field is None and m.has("time_unit"):
-            raise _Bad(m.at("time_unit"), "set, but time_field is null (Kafka timestamps are ms)")
+            raise Invalid(
+                m.at("time_unit"), "set, but time_field is null (Kafka timestamps are ms)"
+            )
         max_value = m.number("max_value", d.max_value, gt=0)
         max_key = m.integer("max_key_length", d.max_key_length, 1)
         raw = m.seq("features", required=True)
@@ -890,13 +726,15 @@ class _Parser:
             where = f"{m.at('features')}[{j}]"
             spec = self.feature(f, where)
             if spec.name in first:
-                raise _Bad(f"{where}.name", f"{spec.name!r} is already used by {first[spec.name]}")
+                raise Invalid(
+                    f"{where}.name", f"{spec.name!r} is already used by {first[spec.name]}"
+                )
             first[spec.name] = where
             specs.append(spec)
         try:
             FeatureSet(specs, max_value)
         except FeatureSpecError as exc:
-            raise _Bad(m.at("features"), exc.problem) from None
+            raise Invalid(m.at("features"), exc.problem) from None
         return DecodeConfig(
             key_field=key_field,
             time_field=time_field,
@@ -909,21 +747,21 @@ class _Parser:
     def feature(self, raw: Any, path: str) -> FeatureSpec:
         if isinstance(raw, str):
             raw = {"name": raw}  # `features: [temp, pressure]` shorthand
-        m = _Map(raw, path, _FEATURE_KEYS)
+        m = Section(raw, path, _FEATURE_KEYS)
         name = m.text("name", None, required=True, what="a feature name")
         transform = m.raw("transform", "none")
         if transform not in TRANSFORMS:
             near = difflib.get_close_matches(str(transform), TRANSFORMS, n=1, cutoff=0.6)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise _Bad(
+            raise Invalid(
                 m.at("transform"), f"{transform!r} is not one of {', '.join(TRANSFORMS)}{hint}"
             )
         vocab = m.seq("vocabulary", [])
         for j, v in enumerate(vocab):
             if isinstance(v, bool) or not isinstance(v, (str, int)):
-                raise _Bad(
+                raise Invalid(
                     f"{m.at('vocabulary')}[{j}]",
-                    f"found {_found(v)}, expected a string (quote it: YAML reads yes/no/on/off "
+                    f"found {found(v)}, expected a string (quote it: YAML reads yes/no/on/off "
                     "as booleans)",
                 )
         kw: dict[str, Any] = dict(
@@ -940,19 +778,19 @@ class _Parser:
         try:
             return FeatureSpec(**kw)
         except FeatureSpecError as exc:
-            raise _Bad(m.at(exc.key), exc.problem) from None
+            raise Invalid(m.at(exc.key), exc.problem) from None
 
-    def model(self, top: _Map) -> Path:
-        m = _Map(top.raw("model"), top.at("model"), ("path",))
+    def model(self, top: Section) -> Path:
+        m = Section(top.raw("model"), top.at("model"), ("path",))
         v = m.text("path", None, required=True, what="a model file path (.npz)")
         return self.path(v)
 
-    def detector(self, top: _Map) -> DetectorConfig:
+    def detector(self, top: Section) -> DetectorConfig:
         kw: dict[str, Any] = {}
         where: dict[str, str] = {}
         for section, names in DETECTOR_SECTIONS.items():
             with self.section():
-                m = _Map(top.raw(section), top.at(section), names)
+                m = Section(top.raw(section), top.at(section), names)
                 for name in names:
                     default = getattr(_DETECTOR_DEFAULTS, name)
                     where[name] = m.at(name)
@@ -978,7 +816,7 @@ class _Parser:
             pass
         return _DETECTOR_DEFAULTS
 
-    def sinks(self, m: _Map, source: SourceConfig | None) -> SinksConfig:
+    def sinks(self, m: Section, source: SourceConfig | None) -> SinksConfig:
         d = SinksConfig()
         what = "a Kafka topic name, or null to disable"
         alerts = m.text("alerts_topic", d.alerts_topic, pattern=_TOPIC_RE, what=what, nullable=True)
@@ -987,13 +825,13 @@ class _Parser:
         )
         for key, topic in (("alerts_topic", alerts), ("dead_letter_topic", dead)):
             if source is not None and topic is not None and topic in source.topics:
-                raise _Bad(
+                raise Invalid(
                     m.at(key), f"{topic!r} is also a source topic; that would feed outputs back in"
                 )
         log_alerts = m.flag("log_alerts", d.log_alerts)
         return SinksConfig(alerts_topic=alerts, dead_letter_topic=dead, log_alerts=log_alerts)
 
-    def checkpoint(self, m: _Map, name: str) -> CheckpointConfig:
+    def checkpoint(self, m: Section, name: str) -> CheckpointConfig:
         d = CheckpointConfig(dir=Path())
         v = m.text("dir", f"checkpoints/{name}", what="a directory path")
         return CheckpointConfig(

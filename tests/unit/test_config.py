@@ -21,6 +21,7 @@ from streamlstm.service.config import (
     load_config,
     parse_config,
 )
+from streamlstm.service.yamlread import Loader
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -422,7 +423,7 @@ def test_pipeline_yaml_documents_the_real_defaults() -> None:
     for m in re.finditer(r"^\s*#?\s*(\w+): (\S+)(?:\s+#\s*default (\S+?);?)?\s", text, re.M):
         key, value, default = m.groups()
         documented.setdefault(key, default or value)
-    parsed = {k: C._Loader(v).get_single_data() for k, v in documented.items()}
+    parsed = {k: Loader(v).get_single_data() for k, v in documented.items()}
     for name in DetectorConfig.field_names():
         assert name in parsed, f"pipeline.yaml does not document {name}"
         assert parsed[name] == getattr(d, name), name
