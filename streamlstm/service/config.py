@@ -32,6 +32,12 @@ Rules:
   the environment, once, at load. Secrets are masked in ``repr``.
 - PyYAML reads ``1e12`` as a string (YAML 1.1); this loader reads it as a
   number. Duplicate keys, which PyYAML silently merges, are errors.
+- ``group_id`` defaults to ``streamlstm-<pipeline name>``: pipelines of one
+  file never share a consumer group, so one's rebalance never stalls another.
+
+:class:`FeatureSpec` (:mod:`streamlstm.features`) and :class:`DecodeConfig`
+(:mod:`streamlstm.io.decode`) live in lower layers, because training and io use
+them without the service; they are re-exported here.
 """
 
 from __future__ import annotations
