@@ -45,7 +45,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import islice, repeat
+from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
@@ -310,11 +310,13 @@ class Decoder:
         values = list(map(_VALUE, records))
         objs: list[Any] = []
         n = len(values)
-        # list.extend keeps what an iterator yielded before it raised, so after a bad record
-        # len(objs) is its position: mark it and resume after it, all at C speed.
+        # list.extend keeps what an iterator yielded before it raised, and the shared
+        # iterator has moved past the bad value: so after a bad record len(objs) is its
+        # position; mark it and resume after it, all at C speed.
+        it = iter(values)
         while len(objs) < n:
             try:
-                objs.extend(map(orjson.loads, islice(values, len(objs), None)))
+                objs.extend(map(orjson.loads, it))
             except orjson.JSONDecodeError as exc:
                 i = len(objs)
                 obj, why = _reparse(values[i], exc)
@@ -325,14 +327,13 @@ class Decoder:
                     lenient.append(i)
         if set(map(type, objs)) <= {dict}:
             return objs, list(range(n))
-        keep_o, keep_i = [], []
-        for i, o in enumerate(objs):
-            if type(o) is dict:
-                keep_o.append(o)
-                keep_i.append(i)
-            elif o is not _NOT_JSON:
-                detail = f"a JSON {_json_type(o)}, expected an object"
-                rejects.append(_reject(i, records[i], "not_object", detail))
+        keep_i = [i for i, o in enumerate(objs) if type(o) is dict]
+        keep_o = [objs[i] for i in keep_i]
+        if len(keep_i) + len(rejects) < n:
+            for i, o in enumerate(objs):
+                if type(o) is not dict and o is not _NOT_JSON:
+                    detail = f"a JSON {_json_type(o)}, expected an object"
+                    rejects.append(_reject(i, records[i], "not_object", detail))
         rejects.sort(key=lambda r: r.index)
         return keep_o, keep_i
 
@@ -427,6 +428,9 @@ def _reparse(value: Any, exc: Exception) -> tuple[Any, str]:
         return _NOT_JSON, "no value (a tombstone)"
     if not isinstance(value, (bytes, bytearray, memoryview, str)):
         return _NOT_JSON, f"value is a {type(value).__name__}, not bytes"
+    raw = value.encode() if isinstance(value, str) else bytes(value)
+    if b"NaN" not in raw and b"Infinity" not in raw and "infinity" not in str(exc):
+        return _NOT_JSON, str(exc)  # cheap exit for plain garbage
     found: list[str] = []
 
     def constant(name: str) -> float:
@@ -441,7 +445,7 @@ def _reparse(value: Any, exc: Exception) -> tuple[Any, str]:
 
     try:
         obj = json.loads(
-            bytes(value) if isinstance(value, memoryview) else value,
+            raw,
             parse_constant=constant,
             parse_float=big,
         )
