@@ -473,9 +473,13 @@ def default_close(open_thr: float, config: DetectorConfig) -> float:
 def replay_alerts(rep: Replay, open_thr: float) -> tuple[np.ndarray, np.ndarray]:
     """(alert, transition) the detector would have produced at ``open_thr``."""
     cfg = rep.config
-    _, slots = np.unique(rep.keys, return_inverse=True)
-    slots = slots.astype(np.int64)
-    accepted = ~np.isin(rep.outcome, np.array(sorted(REJECTED), np.int8))
+    cached = rep.info.get("_slots")
+    if cached is None or cached[0].shape[0] != len(rep):
+        _, slots = np.unique(rep.keys, return_inverse=True)
+        accepted = ~np.isin(rep.outcome, np.array(sorted(REJECTED), np.int8))
+        cached = (slots.astype(np.int64), accepted)
+        rep.info["_slots"] = cached
+    slots, accepted = cached
     out_alert = np.empty(len(rep), np.int8)
     out_trans = np.empty(len(rep), np.int8)
     A._alert_replay(
