@@ -202,13 +202,8 @@ def pipeline_yaml(bootstrap: str, model: Path, ckpt: Path, port: int) -> dict[st
                     "features": [{"name": f} for f in FEATURES],
                 },  # fmt: skip
                 "model": {"path": str(model)},
-                "alerts": {
-                    "open_threshold": 0.9999,
-                    "min_run": 2,
-                    "close_run": 5,
-                    "warmup": 30,
-                    "cooldown_s": 600,
-                },  # fmt: skip
+                # Thresholds: the model's calibrated one, else the detector's default.
+                "alerts": {"min_run": 2, "cooldown_s": 600},
                 "sinks": {
                     "alerts_topic": ALERTS_TOPIC,
                     "dead_letter_topic": DEAD_LETTER_TOPIC,

@@ -452,3 +452,17 @@ def _final_state_one(ckpt_dir: Path, topic: str) -> dict[str, dict[str, np.ndarr
         raw[e - n : e].decode(): {c: snap[c][i] for c in STATE_COLUMNS}
         for i, (e, n) in enumerate(zip(ends.tolist(), snap["key_len"].tolist(), strict=True))
     }
+
+
+def test_demo_prints_alerts_and_stops_cleanly(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [PY, "-m", "streamlstm", "--log-level", "WARNING", "demo", "--duration", "20",
+         "--metrics-port", "0", "--rate", "1000", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "/metrics" in out
+    assert "ALERT  sensor-" in out, out[-4000:]
+    assert "stopped cleanly" in out
+    assert list((tmp_path / "checkpoints").rglob("*.ckpt")), "no final checkpoint"
