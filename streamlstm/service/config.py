@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml  # type: ignore[import-untyped]
@@ -671,10 +672,10 @@ class _Parser:
             return value
         return None
 
-    def extra(self, m: Section) -> dict[str, Any]:
+    def extra(self, m: Section) -> Mapping[str, Any]:
         raw = m.raw("extra")
         if raw is None:
-            return {}
+            return MappingProxyType({})
         if not isinstance(raw, dict):
             raise m.bad("extra", raw, "a mapping of kafka-python settings")
         consumer_keys, producer_keys = _kafka_client_keys()
@@ -693,7 +694,7 @@ class _Parser:
                 raise Invalid(
                     where, f"{k!r} is set by streamlstm itself or is a secret; not allowed in extra"
                 )
-        return dict(raw)
+        return MappingProxyType(dict(raw))  # read-only, like the rest of the config
 
     def source_section(self, m: Section) -> SourceConfig:
         topics = m.seq("topics", required=True)
