@@ -65,7 +65,8 @@ REASONS = (
     "non_finite",
     "out_of_range",
 )
-TIME_UNITS = ("s", "ms", "iso")
+TIME_UNITS = ("s", "ms", "us", "ns", "iso")
+_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 # Plausible event times: before 1970 or from 2200 on is a unit or clock error.
 MIN_TIME_S = 0.0
 MAX_TIME_S = 7_258_118_400.0  # 2200-01-01T00:00:00Z
@@ -86,7 +87,7 @@ class DecodeConfig:
 
     key_field: dotted JSON path of the stream key; None = the Kafka record key.
     time_field: dotted JSON path of the event time; None = the Kafka record timestamp.
-    time_unit: unit of ``time_field``: "s" or "ms" (numbers since the Unix
+    time_unit: unit of ``time_field``: "s", "ms", "us" or "ns" (numbers since the Unix
         epoch) or "iso" (ISO 8601 text).
     features: what to read and how to transform it (see :mod:`streamlstm.features`).
     max_value: numbers larger in magnitude are rejected as ``out_of_range``.
@@ -398,8 +399,8 @@ class Decoder:
             for j, v in enumerate(raw):
                 if type(v) in _NUM:
                     t[j] = float(v)
-        if unit == "ms":
-            t = t / 1000.0
+        if unit != "iso" and unit != "s":
+            t = t / _PER_SECOND[unit]
         with np.errstate(invalid="ignore"):
             fine = (t >= MIN_TIME_S) & (t < MAX_TIME_S)
         if fine.all():
@@ -503,10 +504,14 @@ def _time_problem(v: Any, unit: str) -> str:
         return f"{_show(v)} is not an ISO 8601 time in 1970..2199"
     if type(v) is str:
         return f"{_show(v)}, expected a number of {unit} (or time_unit: iso)"
-    t = float(v) / (1000.0 if unit == "ms" else 1.0)
+    t = float(v) / _PER_SECOND[unit]
     if not math.isfinite(t):
         return f"{v!r} is not finite"
     if t >= MAX_TIME_S:
-        hint = " (milliseconds? set time_unit: ms)" if unit == "s" and t < MAX_TIME_S * 1e3 else ""
+        hint = ""
+        for other, per in _PER_SECOND.items():
+            if per > _PER_SECOND[unit] and MIN_TIME_S < t * _PER_SECOND[unit] / per < MAX_TIME_S:
+                hint = f" (in {other}? set time_unit: {other})"
+                break
         return f"{v!r} {unit} is after 2200-01-01{hint}"
     return f"{v!r} {unit} is before 1970-01-01"

@@ -152,7 +152,7 @@ SECTION_ERRORS = [
      f"{P}.kafka.bootstrap_servers[0]", "host:port"),
     ("source", f"{P}.source.start", "beginning", f"{P}.source.start", "earliest, latest"),
     ("source", f"{P}.source.topics", ["bad topic!"], f"{P}.source.topics[0]", "topic name"),
-    ("decode", f"{P}.decode.time_unit", "us", f"{P}.decode.time_unit", "s, ms, iso"),
+    ("decode", f"{P}.decode.time_unit", "min", f"{P}.decode.time_unit", "s, ms, us, ns, iso"),
     ("decode", f"{P}.decode.max_value", -1, f"{P}.decode.max_value", "> 0"),
     ("features", f"{P}.decode.features", ["temp", {"name": "x", "transform": "logg"}],
      f"{P}.decode.features[1].transform", "'logg' is not one of none, log, onehot"),

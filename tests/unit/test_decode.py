@@ -130,6 +130,13 @@ def test_nested_paths_and_integer_keys() -> None:
     assert "readings.temp" in rej.detail and "readings is not an object" in rej.detail
 
 
+@pytest.mark.parametrize(("unit", "scale"), [("s", 1), ("ms", 10**3), ("us", 10**6), ("ns", 10**9)])
+def test_numeric_time_units(unit: str, scale: int) -> None:
+    ts = T0 + 0.5 if scale == 1 else int(T0) * scale + scale // 2  # exact in each unit
+    b = decoder(time_unit=unit).decode(records([sensor(ts=ts)]))
+    assert b.times.tolist() == [T0 + 0.5] and b.rejects == []
+
+
 def test_iso_times() -> None:
     dec = decoder(time_unit="iso")
     recs = records(
@@ -171,6 +178,7 @@ GARBAGE: list[tuple[bytes | None, str, str]] = [
     (sensor(ts=True), "bad_time", "boolean"),
     (sensor(ts=-5), "bad_time", "before 1970"),
     (sensor(ts=T0 * 1000), "bad_time", "time_unit: ms"),
+    (sensor(ts=int(T0) * 10**9), "bad_time", "time_unit: ns"),
     (sensor(ts=1e300), "bad_time", "after 2200"),
     (sensor(temp="hot"), "wrong_type", "temp: string 'hot'"),
     (sensor(temp=True), "wrong_type", "boolean"),
