@@ -45,7 +45,14 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
-from streamlstm.detector import OUTCOME_NAMES, BatchResult, Detector, DetectorConfig
+from streamlstm.detector import (
+    DEFAULT_OPEN,
+    DEFAULT_OPEN_ABSOLUTE,
+    OUTCOME_NAMES,
+    BatchResult,
+    Detector,
+    DetectorConfig,
+)
 from streamlstm.errors import InputError
 from streamlstm.model import Model, load
 from streamlstm.tabular import EventReader, Events
@@ -65,25 +72,38 @@ EXAMPLE_TIME = "ts"
 _DEFAULTS = DetectorConfig()
 
 
+def _unset(text: str) -> str:
+    """Help for a flag without a default value: says in words what unset means.
+
+    The CLI's ArgumentDefaultsHelpFormatter appends "(default: None)" unless the
+    help mentions the default; "%(default).0s" mentions it and prints nothing.
+    """
+    return text + "%(default).0s"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("input")
-    src.add_argument("--model", help="model file (.npz) from train or import-torch")
-    src.add_argument("--input", help="events: .csv, .jsonl (optionally .gz)")
-    src.add_argument("--key", help="stream key column (default: one stream named after the file)")
+    src.add_argument("--model", help=_unset("model file (.npz) from train or import-torch"))
+    src.add_argument("--input", help=_unset("events: .csv, .jsonl (optionally .gz)"))
     src.add_argument(
-        "--time", help="event time column: epoch number or ISO-8601 (default: row order)"
+        "--key", help=_unset("stream key column; unset: one stream named after the file")
+    )
+    src.add_argument(
+        "--time", help=_unset("event time column, epoch number or ISO-8601; unset: row order")
     )
     src.add_argument(
         "--time-unit", default="s", choices=["s", "ms", "us", "ns"], help="unit of numeric times"
     )
     src.add_argument(
         "--features",
-        help="comma-separated columns fed to the model's features in order "
-        "(default: the model's feature names)",
+        help=_unset(
+            "comma-separated columns fed to the model's features in order; "
+            "unset: the model's feature names"
+        ),
     )
-    src.add_argument("--sep", help="CSV delimiter (default: guessed from the header)")
+    src.add_argument("--sep", help=_unset("CSV delimiter; unset: guessed from the header"))
     src.add_argument(
-        "--format", choices=["csv", "jsonl"], help="input format (default: from the suffix)"
+        "--format", choices=["csv", "jsonl"], help=_unset("input format; unset: from the suffix")
     )
     src.add_argument(
         "--example",
@@ -92,9 +112,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     out = parser.add_argument_group("output")
     out.add_argument(
-        "--out", help="scores file: .csv or .jsonl (.gz compresses); '-' = stdout (default)"
+        "--out",
+        help=_unset("scores file: .csv or .jsonl (.gz compresses); '-' or unset: stdout"),
     )
-    out.add_argument("--plot", help="PNG of series, forecast and score (one per stream)")
+    out.add_argument(
+        "--plot", help=_unset("PNG of series, forecast and score (one per stream); unset: none")
+    )
     out.add_argument("--plot-max", type=int, default=20, help="most streams to plot")
     out.add_argument("--batch", type=int, default=1024, help="events per detector call")
     out.add_argument("--quiet", "-q", action="store_true", help="no summary on stderr")
@@ -102,10 +125,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     det.add_argument(
         "--threshold",
         type=float,
-        help="open threshold on the score (default: the model's calibrated one, else 0.999)",
+        help=_unset(
+            "open threshold on the score; unset: the model's calibrated one, else "
+            f"{DEFAULT_OPEN} ({DEFAULT_OPEN_ABSOLUTE} with --no-stream-scale)"
+        ),
     )
     det.add_argument(
-        "--close-threshold", type=float, help="close threshold (default: 1 - 10 (1 - open))"
+        "--close-threshold",
+        type=float,
+        help=_unset("close threshold; unset: derived from the open one (DetectorConfig)"),
     )
     det.add_argument(
         "--min-run", type=int, default=_DEFAULTS.min_run, help="scores >= open to open"
@@ -125,7 +153,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     det.add_argument(
         "--no-stream-scale",
         action="store_true",
-        help="do not divide errors by each stream's own running error scale",
+        help="judge errors by the model's calibration alone, not against the stream's "
+        "own recent errors",
     )
     det.add_argument(
         "--smooth", type=int, default=_DEFAULTS.smooth, help="EWMA span of the error (1 = none)"
