@@ -106,7 +106,8 @@ def plot_losses(report: TrainReport, path: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(ep, [e.loss for e in report.history], "o-", label="training loss")
     if any(e.val_loss is not None for e in report.history):
-        ax.plot(ep, [e.val_loss for e in report.history], "o-", label="validation loss")
+        val = [np.nan if e.val_loss is None else e.val_loss for e in report.history]
+        ax.plot(ep, val, "o-", label="validation loss")
     if report.last_value_loss is not None:
         ax.axhline(report.last_value_loss, color="grey", ls="--", label="last value (validation)")
     if report.seasonal_naive_loss is not None:

@@ -446,7 +446,7 @@ class Workspace:
         k_w = max(in_size, hid)
         n_chunks = (n_rows + chunk - 1) // chunk
         f32 = np.float32
-        a = {
+        a: dict[str, np.ndarray] = {
             "xs": np.zeros((n_steps, n_rows, in_size), f32),
             "hs": np.zeros((n_steps + 1, n_layers, n_rows, hid), f32),
             "cs": np.zeros((n_steps + 1, n_layers, n_rows, hid), f32),

@@ -30,6 +30,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -78,24 +79,11 @@ def residual_scale(
     r = np.concatenate(parts) if parts else np.zeros((0, n_feat), np.float32)
     if r.shape[0] == 0 or np.all(np.isnan(r)):
         return np.ones(n_feat, np.float32), "none", 0
-    with np.errstate(invalid="ignore"), _quiet():
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN feature: scale 1 below
         scale = robust_std(r.astype(np.float64))
     scale = np.where(np.isfinite(scale), np.maximum(scale, MIN_RESID_SCALE), 1.0)
     return scale.astype(np.float32), source, int(np.sum(~np.isnan(r)))
-
-
-class _quiet:
-    """Silence numpy's all-NaN-slice warnings (a feature missing in all targets)."""
-
-    def __enter__(self) -> None:
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._w.__exit__(*exc)
 
 
 def _close_for(open_thr: float, cfg: DetectorConfig) -> float:

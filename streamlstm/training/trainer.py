@@ -327,7 +327,7 @@ def fit(
     prog = progress or Progress(cfg.epochs, enabled=cfg.progress)
     n_threads_before = numba.get_num_threads()
     if cfg.threads:
-        numba.set_num_threads(min(cfg.threads, numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(min(cfg.threads, int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     workspaces: dict[int, KT.Workspace] = {}
     best: dict[str, np.ndarray] | None = None
     best_score = math.inf
