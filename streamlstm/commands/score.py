@@ -407,6 +407,9 @@ def run(args: argparse.Namespace) -> int:
         time_unit=args.time_unit,
     )
     out = args.out or "-"
+    if out != "-" and Path(out).resolve() == Path(args.input).resolve():
+        raise InputError(f"--out {out} is the input file; write the scores somewhere else")
+    show = not args.quiet and sys.stderr.isatty()
     summary = score_file(
         model,
         cfg,
@@ -415,10 +418,35 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch,
         plot=args.plot,
         plot_max=args.plot_max,
+        progress=_TtyProgress(sys.stderr) if show else None,
     )
     if not args.quiet:
         print_summary(summary, args.input, out, sys.stderr)
+    elif summary.bad:
+        log.warning("%s: non-numeric cells read as missing: %s", args.input, summary.bad)
     return 0
+
+
+class _TtyProgress:
+    """``scored 1,234,567 events`` redrawn in place at most twice a second (TTY only)."""
+
+    def __init__(self, fh: IO[str]) -> None:
+        self.fh = fh
+        self.t0 = time.perf_counter()
+        self.last = 0.0
+
+    def __call__(self, n: int) -> None:
+        now = time.perf_counter()
+        if now - self.last >= 0.5:
+            self.last = now
+            rate = n / max(now - self.t0, 1e-9)
+            self.fh.write(f"\rscored {n:,} events ({rate:,.0f}/s) ")
+            self.fh.flush()
+
+    def done(self) -> None:
+        if self.last:
+            self.fh.write("\r\x1b[K")
+            self.fh.flush()
 
 
 def score_file(
@@ -455,6 +483,8 @@ def score_file(
             n += len(ev)
             if progress is not None:
                 progress(n)
+    if isinstance(progress, _TtyProgress):
+        progress.done()
     summary = ScoreSummary(
         events=n,
         streams=len(stream_ids),

@@ -265,3 +265,31 @@ def test_keys_needing_quotes_round_trip(
     assert [r["key"] for r in rows] == [keys[i % 3] for i in range(9)]
     assert [r["time"] for r in rows] == [str(i) for i in range(9)]
     assert [r["outcome"] for r in rows] == ["ok"] * 9
+
+
+def test_out_may_not_overwrite_the_input(data: Data, capsys: pytest.CaptureFixture[str]) -> None:
+    before = data.csv.read_bytes()
+    assert main(_score(data, "--out", str(data.csv))) == 2
+    assert "is the input file" in capsys.readouterr().err
+    assert data.csv.read_bytes() == before
+
+
+def test_non_numeric_cells_are_reported(
+    data: Data, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    lines = data.csv.read_text().splitlines()
+    parts = lines[5].split(";")
+    parts[2] = "ERR"
+    lines[5] = ";".join(parts)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    argv = _score(data, "--out", str(tmp_path / "s.csv"))
+    argv[argv.index("--input") + 1] = str(bad)
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "warning: non-numeric cells read as missing: temp: 1 (first at line 6: 'ERR')" in err
+    rows = list(csv.DictReader(open(tmp_path / "s.csv", newline="")))
+    assert rows[4]["outcome"] == "imputed"
+    with caplog.at_level("WARNING"):
+        assert main([*argv, "-q"]) == 0
+    assert "temp: 1 (first at line 6: 'ERR')" in caplog.text
