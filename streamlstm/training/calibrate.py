@@ -176,6 +176,7 @@ def choose_threshold(
     first = rec.run(open0)
     sc = rec.score[rec.judged & np.isfinite(rec.score)].astype(np.float64)
     cands = [open0, MAX_THRESHOLD]
+    cands += np.linspace(0.5, 0.9, 41).tolist()  # u / (1 + u) scores live here
     cands += (1.0 - np.logspace(-1, -7, 61)).tolist()
     if sc.size:
         cands += np.quantile(sc, 1.0 - np.logspace(-6, -0.5, 60)).tolist()
