@@ -1,0 +1,339 @@
+"""End-to-end daemon benchmark on the local tansu broker.
+
+Measures, in one run on the same broker:
+
+1. raw consume rate: a bare kafka-python consumer (assign + poll, C crc32c)
+   reading the whole events topic, records/s;
+2. end-to-end rate: the daemon's pipeline loop (decode -> detector ->
+   alerts/dead letters -> metrics -> checkpoints) over the same topic, with an
+   LSTM of hidden 64, events/s, and its share of (1);
+3. latency from produce to alert (p50/p99) and from produce to scored, at a
+   steady load (default 10k events/s) with the daemon running alongside;
+4. resident memory with 1M live streams (hidden 64), and the time to write
+   their checkpoint.
+
+The benchmark process is pinned to one core (the broker runs on the other),
+so "events/s" is per core. ``--events`` defaults to 1M; use e.g.
+``--events 200000 --latency-s 10 --streams-rss 200000`` for a quick run.
+
+    python benchmarks/bench_e2e.py [--events N] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from streamlstm.detector import Detector, DetectorConfig
+from streamlstm.io.broker import LocalBroker
+from streamlstm.model import Model
+from streamlstm.service.checkpoint import CheckpointStore
+from streamlstm.service.config import parse_config
+from streamlstm.service.loop import PipelineLoop
+from streamlstm.service.metrics import Metrics
+from streamlstm.synth import FleetSpec, generate_fleet
+
+FEATURES = ("temp", "pressure", "flow", "vibration")
+PARTITIONS = 4
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_model(hidden: int, fleet: Any) -> Model:
+    flat = fleet.values.reshape(-1, len(FEATURES)).astype(np.float64)
+    m = Model.random(FEATURES, hidden=hidden, seed=0)
+    return m.with_normalisation(flat.mean(0), flat.std(0) + 1e-9)
+
+
+def encode(fleet: Any) -> list[tuple[bytes, bytes]]:
+    keys, times, x, _ = fleet.events()
+    rows = x.astype(np.float64).round(4).tolist()
+    out = []
+    for k, t, row in zip(keys.tolist(), times.tolist(), rows, strict=True):
+        doc = {"sensor": k, "ts": t, "temp": row[0], "pressure": row[1], "flow": row[2],
+               "vibration": row[3]}  # fmt: skip
+        out.append((k.encode(), orjson.dumps(doc)))
+    return out
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> float:
+    from kafka import KafkaProducer
+
+    prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+    t0 = time.perf_counter()
+    for k, v in records:
+        prod.send(topic, key=k, value=v)
+    prod.flush()
+    prod.close()
+    return len(records) / (time.perf_counter() - t0)
+
+
+def raw_consume(bootstrap: str, topic: str, n: int) -> float:
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=2000)
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    got = 0
+    t0 = time.perf_counter()
+    while got < n:
+        for recs in c.poll(100, max_records=2000).values():
+            got += len(recs)
+    rate = got / (time.perf_counter() - t0)
+    c.close()
+    return rate
+
+
+def pipeline_config(bootstrap: str, topic: str, model_path: Path, ckpt: Path, name: str) -> Any:
+    doc = {
+        "kafka": {"bootstrap_servers": [bootstrap], "assignment": "static", "group_id": name},
+        "metrics": {"port": 0},
+        "pipelines": [{
+            "name": "bench",
+            "source": {"topics": [topic], "max_poll_records": 2000, "poll_timeout_ms": 50},
+            "decode": {"key_field": "sensor", "time_field": "ts",
+                       "features": [{"name": f} for f in FEATURES]},
+            "model": {"path": str(model_path)},
+            "sinks": {"alerts_topic": f"{name}-alerts", "dead_letter_topic": f"{name}-dlq",
+                      "log_alerts": False},
+            "checkpoint": {"dir": str(ckpt), "interval_s": 10},
+        }],
+    }  # fmt: skip
+    return parse_config(doc, source="<bench>")
+
+
+def processed(loop: PipelineLoop) -> int:
+    return int(loop.detector.outcome_totals.sum())
+
+
+def run_e2e(cfg: Any, model: Model, n: int) -> tuple[float, dict[str, int]]:
+    from prometheus_client import CollectorRegistry
+
+    stop = threading.Event()
+    loop = PipelineLoop(cfg.pipelines[0], Metrics(CollectorRegistry()), stop, model=model)
+    loop.warm_up()
+    assert loop._connect()
+    t0 = time.perf_counter()
+    while processed(loop) < n:
+        loop.step()
+    loop._checkpoint(force=True, final=True)
+    elapsed = time.perf_counter() - t0
+    loop.close()
+    return n / elapsed, {"alerts": loop.detector.transition_totals["opened"]}
+
+
+def run_latency(
+    bootstrap: str, cfg: Any, model: Model, fleet_records: list[tuple[bytes, bytes]],
+    rate: float, seconds: float, alerts_topic: str,
+) -> dict[str, float]:  # fmt: skip
+    """Steady ``rate`` events/s into the topic while the loop runs; latencies in ms."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from prometheus_client import CollectorRegistry
+
+    stop = threading.Event()
+    metrics = Metrics(CollectorRegistry())
+    scored: list[np.ndarray] = []
+    observe = metrics.latency.observe_many
+
+    def keep(labels: Any, values: np.ndarray) -> None:  # exact values next to the histogram
+        scored.append(np.asarray(values, np.float64).copy())
+        observe(labels, values)
+
+    metrics.latency.observe_many = keep  # type: ignore[method-assign]
+    loop = PipelineLoop(cfg.pipelines[0], metrics, stop, model=model)
+    loop.warm_up()
+    assert loop._connect()
+    sent_at: dict[tuple[int, int], float] = {}
+    n_total = int(rate * seconds)
+    topic = cfg.pipelines[0].source.topics[0]
+
+    def producer() -> None:
+        prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
+        t_next = time.monotonic()
+        chunk = max(1, int(rate / 200))  # 5 ms of events per burst
+        for i in range(0, n_total, chunk):
+            for k, v in fleet_records[i : i + chunk]:
+                t = time.time()
+                fut = prod.send(topic, key=k, value=v)
+                fut.add_callback(lambda md, t=t: sent_at.__setitem__((md.partition, md.offset), t))
+            t_next += chunk / rate
+            d = t_next - time.monotonic()
+            if d > 0:
+                time.sleep(d)
+        prod.flush()
+        prod.close()
+
+    alert_lat: list[float] = []
+
+    def alert_reader() -> None:
+        c = KafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5
+        )
+        tp = TopicPartition(alerts_topic, 0)
+        c.assign([tp])
+        c.seek_to_beginning(tp)
+        while not stop.is_set():
+            for recs in c.poll(50).values():
+                now = time.time()
+                for r in recs:
+                    a = orjson.loads(r.value)
+                    if a["kind"] != "opened":
+                        continue
+                    t = sent_at.get((a["partition"], a["offset"]))
+                    if t is not None:
+                        alert_lat.append(now - t)
+        c.close()
+
+    threads = [threading.Thread(target=producer), threading.Thread(target=alert_reader)]
+    for t in threads:
+        t.start()
+    while processed(loop) < n_total:
+        loop.step()
+    loop._checkpoint(force=True, final=True)
+    threads[0].join()
+    time.sleep(1.0)
+    stop.set()
+    threads[1].join()
+    loop.close()
+    a = np.array(alert_lat) * 1000
+    # Record timestamps are in whole ms: scored latencies are good to about 1 ms.
+    sc = np.concatenate(scored) * 1000 if scored else np.array([np.nan])
+    return {
+        "events": n_total,
+        "alerts": len(a),
+        "alert_p50_ms": float(np.percentile(a, 50)) if len(a) else float("nan"),
+        "alert_p99_ms": float(np.percentile(a, 99)) if len(a) else float("nan"),
+        "scored_p50_ms": float(np.percentile(sc, 50)),
+        "scored_p99_ms": float(np.percentile(sc, 99)),
+    }
+
+
+def run_rss(n_streams: int, hidden: int, tmp: Path) -> dict[str, float]:
+    model = Model.random(FEATURES, hidden=hidden, seed=0)
+    gc.collect()
+    before = rss_mb()  # interpreter + numpy + numba + compiled kernels
+    det = Detector(model, DetectorConfig(max_streams=max(n_streams, 1)))
+    rng = np.random.default_rng(0)
+    step = 100_000
+    t0 = time.perf_counter()
+    for s in range(0, n_streams, step):
+        m = min(step, n_streams - s)
+        keys = [f"card-{i:08d}" for i in range(s, s + m)]
+        det.process_many(
+            keys, np.zeros(m), rng.normal(size=(m, len(FEATURES))), group=s // step % 4
+        )
+    fill = time.perf_counter() - t0
+    after = rss_mb()
+    store = CheckpointStore(tmp / "rss-ckpt", "bench")
+    t0 = time.perf_counter()
+    size = 0
+    for g in range(4):
+        size += store.write("t", g, 0, det.table.snapshot(group=g)).size
+    ckpt_s = time.perf_counter() - t0
+    return {
+        "streams": n_streams,
+        "rss_mb": after,
+        "rss_before_mb": before,
+        "rss_delta_mb": after - before,
+        "state_mb": det.table.state_bytes() / 2**20,
+        "bytes_per_stream_rss": (after - before) * 2**20 / max(n_streams, 1),
+        "fill_s": fill,
+        "checkpoint_s": ckpt_s,
+        "checkpoint_mb": size / 2**20,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--streams", type=int, default=10_000, help="streams in the topic")
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--latency-rate", type=float, default=10_000.0)
+    ap.add_argument("--latency-s", type=float, default=20.0)
+    ap.add_argument("--streams-rss", type=int, default=1_000_000)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--only-rss", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.only_rss:
+        print(json.dumps(run_rss(args.streams_rss, args.hidden, Path(tempfile.mkdtemp()))))
+        return 0
+    tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    res: dict[str, Any] = {"events": args.events, "hidden": args.hidden}
+    with LocalBroker() as broker:
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {0})  # after the broker started: it keeps the other core
+        bs = broker.bootstrap
+        steps = max(1, args.events // args.streams)
+        spec = FleetSpec(
+            n_streams=args.streams, n_steps=steps, seed=3, anomaly_rate=1.0,
+            kinds=("spike", "level_shift"),
+        )  # fmt: skip
+        fleet = generate_fleet(spec)
+        records = encode(fleet)[: args.events]
+        model = make_model(args.hidden, fleet)
+        model_path = model.save(tmp / "model.npz")
+        broker.create_topics({"events": PARTITIONS, "e2e-alerts": 1, "e2e-dlq": 1})
+        print(f"producing {len(records)} events ({args.streams} streams) ...", flush=True)
+        res["produce_per_s"] = produce(bs, "events", records)
+        print(f"  produce {res['produce_per_s']:,.0f}/s", flush=True)
+        res["raw_consume_per_s"] = raw_consume(bs, "events", len(records))
+        print(f"  raw consume {res['raw_consume_per_s']:,.0f} records/s", flush=True)
+        cfg = pipeline_config(bs, "events", model_path, tmp / "ckpt", "e2e")
+        rate, extra = run_e2e(cfg, model, len(records))
+        res["e2e_per_s"] = rate
+        res["e2e_share_of_raw"] = rate / res["raw_consume_per_s"]
+        res.update(extra)
+        print(f"  end to end {rate:,.0f} events/s ({100 * res['e2e_share_of_raw']:.0f}% of raw),"
+              f" {extra['alerts']} alerts opened", flush=True)  # fmt: skip
+        del records
+        if args.latency_s > 0:
+            n_lat = int(args.latency_rate * args.latency_s)
+            lfleet = generate_fleet(FleetSpec(
+                n_streams=1000, n_steps=max(1, n_lat // 1000) + 1, seed=4, anomaly_rate=3.0,
+                kinds=("spike", "level_shift"), start_time=1_800_000_000.0,
+            ))  # fmt: skip
+            lrec = encode(lfleet)
+            broker.create_topics({"lat": PARTITIONS, "lat-alerts": 1, "lat-dlq": 1})
+            lcfg = pipeline_config(bs, "lat", model_path, tmp / "lat-ckpt", "lat")
+            res["latency"] = run_latency(
+                bs, lcfg, model, lrec, args.latency_rate, args.latency_s, "lat-alerts"
+            )
+            print(f"  latency at {args.latency_rate:,.0f}/s: {res['latency']}", flush=True)
+    if args.streams_rss > 0:
+        # A fresh process, so the RSS is that of the state and not of the stages above.
+        import subprocess
+
+        out = subprocess.run(
+            [sys.executable, __file__, "--only-rss", "--streams-rss", str(args.streams_rss),
+             "--hidden", str(args.hidden)],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        res["rss"] = json.loads(out.strip().splitlines()[-1])
+        print(f"  memory: {res['rss']}", flush=True)
+    print(json.dumps(res, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
