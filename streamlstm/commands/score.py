@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 
 TRANSITION_NAMES = ("", "opened", "closed")  # kernels' codes NONE, OPENED, CLOSED
 _NEEDS_QUOTES = (",", '"', "\r", "\n")
+# A noisy file can open thousands of alerts; the summary lists the first ones.
+MAX_ALERTS_LISTED = 50
 EXAMPLE_DIR = "streamlstm-example"
 EXAMPLE_MODEL = "pump.npz"
 EXAMPLE_EVENTS = "pumps.csv"
@@ -567,16 +569,23 @@ def print_summary(s: ScoreSummary, src: str, out: str, fh: IO[str]) -> None:
         file=fh,
     )
     if s.alerts:
-        w = max(6, *(len(a.key) for a in s.alerts))
-        tw = max(6, *(len(a.opened) for a in s.alerts))
+        listed = s.alerts[:MAX_ALERTS_LISTED]
+        w = max(6, *(len(a.key) for a in listed))
+        tw = max(6, *(len(a.opened) for a in listed))
         p(
             f"  {'stream':<{w}}  {'opened':<{tw}}  {'closed':<{tw}}  {'peak':>9}  top features",
             file=fh,
         )
-        for a in s.alerts:
+        for a in listed:
             top = ", ".join(f"{f} {share:.0%}" for f, share in a.top if share >= 0.05)
             closed = a.closed if a.closed is not None else "(still open)"
             p(f"  {a.key:<{w}}  {a.opened:<{tw}}  {closed:<{tw}}  {a.peak:9.6f}  {top}", file=fh)
+        if len(s.alerts) > len(listed):
+            p(
+                f"  ... and {len(s.alerts) - len(listed)} more (the 'transition' column of the "
+                "scores has every one)",
+                file=fh,
+            )
     if s.plots:
         drawn = ", ".join(str(x) for x in s.plots)
         more = f"; {s.plot_skipped} stream(s) not drawn (--plot-max)" if s.plot_skipped else ""

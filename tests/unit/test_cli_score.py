@@ -47,6 +47,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Data:
     values = fleet.values.astype(np.float64)
     sd = values.std(axis=1)
     values[1, 90:93] += 40 * sd[1]  # an unmistakable spike on sensor-0001
+    values[0, 60:62] -= 40 * sd[0]  # and a dip on sensor-0000
     keys, texts, times, rows = [], [], [], []
     for t in range(fleet.times.shape[0]):
         for s, key in enumerate(fleet.keys):
@@ -75,7 +76,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Data:
     mpath = model.save(d / "m.npz")
     expected = Detector(model, CONFIG).process_many(keys, times_a, x)
     opened = [t for t in expected.transitions if t.kind == "opened"]
-    assert opened, "the fixture must produce at least one alert to test the summary"
+    assert len(opened) >= 2, "the fixture must open alerts to test the summary"
     assert "too_old" in [OUTCOME_NAMES[o] for o in expected.outcome.tolist()]
     return Data(path, mpath, keys, texts, times_a, x, expected)
 
@@ -293,3 +294,17 @@ def test_non_numeric_cells_are_reported(
     with caplog.at_level("WARNING"):
         assert main([*argv, "-q"]) == 0
     assert "temp: 1 (first at line 6: 'ERR')" in caplog.text
+
+
+def test_long_alert_lists_are_cut(
+    data: Data, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlstm.commands import score
+
+    opened = [t for t in data.expected.transitions if t.kind == "opened"]
+    monkeypatch.setattr(score, "MAX_ALERTS_LISTED", 1)
+    assert main(_score(data, "--out", str(tmp_path / "s.csv"))) == 0
+    err = capsys.readouterr().err
+    assert f"alerts opened: {len(opened)} " in err
+    assert f"  ... and {len(opened) - 1} more" in err
+    assert len([ln for ln in err.splitlines() if ln.startswith("  sensor-")]) == 1
