@@ -106,7 +106,41 @@ def test_imported_model_forecasts_like_torch(
     got = _detector_forecasts(out, x)
     # The detector's forecast for event t was made at t-1: row t of got = row t-1 of want.
     assert np.isnan(got[0]).all()
-    np.testing.assert_allclose(got[1:], want[:-1], atol=FORECAST_ATOL * STD.max(), rtol=0)
+    np.testing.assert_allclose(
+        (got[1:] - MEAN) / STD, (want[:-1] - MEAN) / STD, atol=FORECAST_ATOL, rtol=0
+    )
+
+
+def test_time_input_network(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A network with one input more than the features reads the normalised log gap."""
+    torch.manual_seed(5)
+    n_feat = len(FEATURES)
+    rnn = nn.LSTM(n_feat + 1, 5, batch_first=True)
+    head = nn.Linear(5, n_feat)
+    state = {**{f"lstm.{k}": v for k, v in rnn.state_dict().items()},
+             **{f"fc.{k}": v for k, v in head.state_dict().items()}}  # fmt: skip
+    pt = _save_state(tmp_path / "dt.pt", state)
+    out = tmp_path / "dt.npz"
+    dt_mean, dt_std = 4.0, 0.5
+    argv = [
+        "import-torch", str(pt), "--features", ",".join(FEATURES), "--out", str(out),
+        "--norm-mean", ",".join(map(str, MEAN)), "--norm-std", ",".join(map(str, STD)),
+        "--dt-mean", str(dt_mean), "--dt-std", str(dt_std),
+    ]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "time input: (log1p(dt) - 4) / 0.5" in capsys.readouterr().out
+    rng = np.random.default_rng(5)
+    x = _sequence(5, n=30)
+    times = np.cumsum(rng.uniform(10.0, 120.0, 30))
+    det = Detector(load(out), DetectorConfig())
+    got = det.process_many(["s"] * 30, times, x).forecast.astype(np.float64)
+    gaps = np.r_[0.0, np.diff(times)]  # the first event of a stream has no gap
+    dt_in = (np.log1p(gaps) - dt_mean) / dt_std
+    inp = np.hstack([(x - MEAN) / STD, dt_in[:, None]])
+    with torch.no_grad():
+        h, _ = rnn(torch.tensor(inp[None], dtype=torch.float32))
+        want = head(h[0]).numpy().astype(np.float64)
+    np.testing.assert_allclose((got[1:] - MEAN) / STD, want[:-1], atol=FORECAST_ATOL, rtol=0)
 
 
 def test_norm_from_fits_mean_and_std(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
