@@ -12,6 +12,8 @@ Decisions (an operator's expectations, written down):
   training part only, ignoring NaN; a constant feature gets std 1.
 - **Missing values** stay NaN: the kernels impute them with the forecast,
   as the detector does at scoring time, and absent targets carry no loss.
+  An event with every feature missing is dropped, as the detector rejects
+  it (and the next event's time gap counts from the last accepted one).
 - **Time input** (``time_input``): ``(log1p(dt) - dt_mean) / dt_std`` with
   ``dt`` the seconds since the stream's previous event (0 for its first),
   the same value the detector computes.
@@ -89,6 +91,12 @@ def group_streams(
         raise InputError("event times must be finite; drop or fix the rows with bad times")
     if np.isinf(x).any():
         raise InputError("features contain +-Inf; replace them with empty cells (missing)")
+    # The detector rejects an event with every feature missing (outcome "missing") and
+    # never feeds it to the cell; training must not either, or the states diverge.
+    keep = ~np.isnan(x).all(axis=1)
+    if not keep.all():
+        keys_a, times, x = keys_a[keep], times[keep], x[keep]
+        n = keys_a.shape[0]
     uniq, inv = np.unique(keys_a.astype(str), return_inverse=True)
     order = np.lexsort((np.arange(n), times, inv))
     bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -161,3 +163,31 @@ def test_train_command_writes_model_plot_and_report(tmp_path, capsys):
     assert m.features == FEATS and m.hidden == 4 and m.threshold is not None
     assert (tmp_path / "loss.png").stat().st_size > 1000
     assert '"epochs_run": 2' in (tmp_path / "r.json").read_text()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_training_forward_sees_what_the_detector_sees(cell):
+    """Same forecasts from the training kernels and the detector: NaN imputation with
+    the forecast, the time input from irregular gaps, two layers."""
+    from streamlstm.model import Model
+    from streamlstm.training.data import prepare
+    from streamlstm.training.forecast import run_streams
+
+    rng = np.random.default_rng(SEED)
+    n = 300
+    keys = np.array(["a"] * n + ["b"] * n, dtype=object)
+    times = np.concatenate([np.cumsum(rng.exponential(60.0, n)), np.cumsum(rng.exponential(5, n))])
+    x = rng.normal(size=(2 * n, 2)) * [3.0, 0.5] + [20.0, 1.0]
+    x[rng.random(x.shape) < 0.1] = np.nan
+    x[[0, n], 0] = np.nan  # a missing value at a stream's first event is imputed with 0
+    data = prepare(keys, times, x, FEATS, 0.0, time_input=True)
+    model = Model.random(FEATS, hidden=8, layers=2, cell=cell, seed=SEED, time_input=True)
+    model = model.with_normalisation(data.norm_mean, data.norm_std)
+    model = replace(model, dt_mean=data.dt_mean, dt_std=data.dt_std)
+    res = run_streams(KT.Net(cell, model.arrays()), [s.xn for s in data.streams], [1, 1],
+                      keep_preds=True, chunk=4)  # fmt: skip
+    det = Detector(model, DetectorConfig(warmup=1))
+    for s, preds in zip(data.streams, res.preds, strict=True):
+        out = det.process_many([s.key] * s.n, s.times, s.x)
+        fc = model.normalise(out.forecast)[1:]
+        np.testing.assert_allclose(preds, fc, atol=2e-5, err_msg=f"seed {SEED}")
