@@ -293,7 +293,7 @@ def _print_alert(rec: dict[str, Any]) -> None:
 
 
 def _produce(bootstrap: str, args: argparse.Namespace, stop: threading.Event) -> None:
-    from kafka import KafkaProducer
+    from kafka import KafkaProducer  # type: ignore[import-untyped]
 
     def on_anomaly(a: Any) -> None:
         print(f"  (injecting {a.kind} into {a.key} on {', '.join(a.features)})", flush=True)

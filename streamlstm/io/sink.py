@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka import KafkaProducer  # type: ignore[import-untyped]
+from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from streamlstm.io.source import BrokerUnavailable
 

@@ -23,10 +23,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka import KafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+from kafka.consumer.subscription_state import ConsumerRebalanceListener  # type: ignore[import-untyped]
+from kafka.errors import KafkaError  # type: ignore[import-untyped]
+from kafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
 
 from streamlstm.errors import StreamlstmError
 

@@ -14,6 +14,11 @@ its detector, consumer and producer). Signals only set events:
 
 A loop that dies with an exception stops the others and :meth:`Service.run`
 re-raises it, so the process exits non-zero with the original error.
+
+Under systemd (``Type=notify``) the main thread sends READY=1 once every
+pipeline has compiled its kernels (the service is up; readiness for traffic
+is /readyz, shown in STATUS=), WATCHDOG=1 only while every loop's heartbeat
+is fresh (a wedged loop gets the process restarted), and STOPPING=1 on stop.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from streamlstm.service.health import HealthServer
+from streamlstm.service.health import HealthServer, liveness, readiness
 from streamlstm.service.loop import Health, PipelineLoop
 from streamlstm.service.metrics import Metrics
+from streamlstm.service.sdnotify import SystemdNotifier
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,10 @@ class Service:
         self.http: HealthServer | None = None
         self._errors: list[BaseException] = []
         self._started = threading.Event()
+        self.notifier = SystemdNotifier()
+        self._sd_ready = False
+        self._sd_status_at = 0.0
+        self._sd_dog_at = 0.0
 
     # -- control (safe from signal handlers and other threads) --------------------
     def request_stop(self, *_: Any) -> None:
@@ -121,8 +131,10 @@ class Service:
             while not self.stop.is_set():
                 if not any(t.is_alive() for t in threads):
                     break
+                self._tell_systemd()
                 self.stop.wait(0.2)
             self.stop.set()
+            self.notifier.stopping()
             deadline = time.monotonic() + cfg.shutdown_grace_s
             for t in threads:
                 t.join(max(0.0, deadline - time.monotonic()))
@@ -138,6 +150,22 @@ class Service:
                 return 1
         log.info("stopped cleanly")
         return 0
+
+    def _tell_systemd(self) -> None:
+        n = self.notifier
+        if not n.enabled:
+            return
+        now = time.monotonic()
+        healths = self.healths()
+        if not self._sd_ready and all(h.compiled for h in healths):
+            self._sd_ready = n.ready(readiness(healths)[1].strip().replace("\n", "; "))
+        if now - self._sd_status_at >= 5.0:
+            self._sd_status_at = now
+            n.status(readiness(healths)[1].strip().replace("\n", "; "))
+        if n.watchdog_s and now - self._sd_dog_at >= n.watchdog_s / 3:
+            if liveness(healths, self.config.heartbeat_stale_s)[0]:
+                self._sd_dog_at = now
+                n.watchdog()
 
     def _run_loop(self, lp: PipelineLoop) -> None:
         try:

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kafka import TopicPartition
-from kafka.errors import KafkaError
+from kafka import TopicPartition  # type: ignore[import-untyped]
+from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from streamlstm import model as model_io
 from streamlstm.detector import OUTCOME_NAMES, REJECTED, Detector, Transition
@@ -193,7 +193,11 @@ class PipelineLoop:
                     backoff,
                 )
                 self.source.close()
-                self.stop.wait(backoff)
+                self.sink.close()
+                deadline = time.monotonic() + backoff
+                while not self.stop.is_set() and time.monotonic() < deadline:
+                    self.health.beat()  # waiting on purpose is not being stuck
+                    self.stop.wait(min(1.0, max(0.0, deadline - time.monotonic())))
                 backoff = min(BACKOFF_MAX_S, backoff * 2)
         return False
 
