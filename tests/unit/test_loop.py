@@ -1,0 +1,220 @@
+"""PipelineLoop with fake Kafka ends: order of flush/checkpoint/commit, rebalances,
+model reload, broker errors. The real broker is in tests/integration/test_daemon.py."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from kafka import TopicPartition  # type: ignore[import-untyped]
+from kafka.errors import KafkaTimeoutError  # type: ignore[import-untyped]
+from prometheus_client import CollectorRegistry
+
+from streamlstm.detector import DetectorConfig
+from streamlstm.features import FeatureSpec
+from streamlstm.io.decode import DecodeConfig
+from streamlstm.model import Model
+from streamlstm.service.loop import PipelineLoop
+from streamlstm.service.metrics import Metrics
+
+FEATURES = ("a", "b")
+TOPIC = "events"
+
+
+class FakeSource:
+    def __init__(self, kafka: Any, source: Any, handler: Any, pipeline: str = "") -> None:
+        self.handler = handler
+        self.queue: list[dict[TopicPartition, list[Any]]] = []
+        self.log: list[str] = []
+        self.seeks: dict[TopicPartition, int | None] = {}
+        self.committed_offsets: dict[TopicPartition, int] = {}
+        self.consumer = object()
+        self.fail_commit = False
+
+    def connect(self) -> None: ...
+
+    def start(self) -> None:
+        self.handler.on_assigned([TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])
+
+    def poll(self) -> dict[TopicPartition, list[Any]]:
+        return self.queue.pop(0) if self.queue else {}
+
+    def seek(self, tp: TopicPartition, offset: int | None) -> int | None:
+        self.seeks[tp] = offset
+        return offset
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if self.fail_commit:
+            raise KafkaTimeoutError("broker gone")
+        self.log.append("commit")
+        self.committed_offsets.update(offsets)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return None
+
+    def connected(self) -> bool:
+        return True
+
+    def close(self) -> None: ...
+
+
+class FakeSink:
+    def __init__(self, kafka: Any, sinks: Any, pipeline: str, listeners: Any = ()) -> None:
+        self.alerts: list[dict[str, Any]] = []
+        self.dead: list[tuple[Any, str]] = []
+        self.log: list[str] | None = None
+
+    def connect(self) -> None: ...
+
+    def alert(self, rec: dict[str, Any]) -> None:
+        self.alerts.append(rec)
+
+    def dead_letter(self, record: Any, reason: str, detail: str = "") -> None:
+        self.dead.append((record, reason))
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        assert self.log is not None
+        self.log.append("flush")
+        return True
+
+    def close(self) -> None: ...
+
+
+def _records(part: int, start: int, docs: list[dict[str, Any]]) -> list[Any]:
+    return [
+        SimpleNamespace(
+            topic=TOPIC, partition=part, offset=start + i, key=None, value=orjson.dumps(d),
+            timestamp=1_700_000_000_000, headers=[],
+        )
+        for i, d in enumerate(docs)
+    ]  # fmt: skip
+
+
+def _cfg(tmp: Path, model_path: Path) -> Any:
+    return SimpleNamespace(
+        name="p",
+        kafka=SimpleNamespace(),
+        source=SimpleNamespace(topics=(TOPIC,), start="earliest"),
+        decode=DecodeConfig(
+            key_field="k", time_field="t", features=tuple(FeatureSpec(f) for f in FEATURES)
+        ),
+        model_path=model_path,
+        detector=DetectorConfig(warmup=2),
+        sinks=SimpleNamespace(),
+        checkpoint=SimpleNamespace(dir=tmp / "ckpt", interval_s=3600.0, keep=2),
+    )
+
+
+@pytest.fixture
+def loop(tmp_path: Path) -> PipelineLoop:
+    model = Model.random(FEATURES, hidden=4, seed=3)
+    path = model.save(tmp_path / "m.npz")
+    lp = PipelineLoop(
+        _cfg(tmp_path, path), Metrics(CollectorRegistry()), threading.Event(),
+        source_factory=FakeSource, sink_factory=FakeSink,
+    )  # fmt: skip
+    lp.warm_up()
+    assert lp._connect()
+    log: list[str] = []
+    lp.source.log = log  # type: ignore[attr-defined]
+    lp.sink.log = log  # type: ignore[attr-defined]
+    real_write = lp.store.write
+
+    def write(*a: Any, **k: Any) -> Any:
+        log.append(f"checkpoint p{a[1]}")
+        return real_write(*a, **k)
+
+    lp.store.write = write  # type: ignore[method-assign]
+    return lp
+
+
+def _docs(n: int, key: str = "s", t0: float = 0.0) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(0)
+    return [
+        {"k": key, "t": t0 + i, "a": float(v), "b": 1.0} for i, v in enumerate(rng.normal(size=n))
+    ]
+
+
+def test_flush_then_checkpoint_then_commit(loop: PipelineLoop) -> None:
+    tp0 = TopicPartition(TOPIC, 0)
+    loop.source.queue.append({tp0: _records(0, 0, _docs(5))})  # type: ignore[attr-defined]
+    loop.step()
+    assert loop.next_offset[tp0] == 5
+    loop._checkpoint()
+    assert loop.source.log == ["flush", "checkpoint p0", "commit"]  # type: ignore[attr-defined]
+    assert loop.source.committed_offsets == {tp0: 5}  # type: ignore[attr-defined]
+    loop._checkpoint()  # nothing new: no write, no commit
+    assert loop.source.log == ["flush", "checkpoint p0", "commit"]  # type: ignore[attr-defined]
+
+
+def test_detector_rejections_become_dead_letters(loop: PipelineLoop) -> None:
+    tp0 = TopicPartition(TOPIC, 0)
+    docs = _docs(3, t0=100.0) + [{"k": "s", "t": 5.0, "a": 1.0, "b": 1.0}, {"k": "s", "t": 200.0}]
+    docs.append({"k": "s", "t": 300.0, "a": "x", "b": 1.0})
+    loop.source.queue.append({tp0: _records(0, 0, docs)})  # type: ignore[attr-defined]
+    loop.step()
+    got = [(r.offset, why) for r, why in loop.sink.dead]  # type: ignore[attr-defined]
+    assert got == [(5, "wrong_type"), (3, "too_old"), (4, "missing")]
+    reg = loop.metrics.registry
+    assert (
+        reg.get_sample_value(
+            "streamlstm_dead_letters_total", {"pipeline": "p", "reason": "too_old"}
+        )
+        == 1
+    )
+    assert loop.next_offset[tp0] == 6
+
+
+def test_revoke_checkpoints_and_drops_reassign_restores(loop: PipelineLoop) -> None:
+    tp1 = TopicPartition(TOPIC, 1)
+    loop.source.queue.append({tp1: _records(1, 0, _docs(8, key="x"))})  # type: ignore[attr-defined]
+    loop.step()
+    before = loop.detector.stream_state("x")
+    loop.on_revoked([tp1])
+    assert "x" not in loop.detector.table
+    assert loop.source.log == ["flush", "checkpoint p1", "commit"]  # type: ignore[attr-defined]
+    loop.on_assigned([tp1])
+    assert loop.source.seeks[tp1] == 8  # type: ignore[attr-defined]
+    after = loop.detector.stream_state("x")
+    for name in before:
+        np.testing.assert_array_equal(before[name], after[name])
+
+
+def test_commit_failure_is_retried_not_fatal(loop: PipelineLoop) -> None:
+    tp0 = TopicPartition(TOPIC, 0)
+    loop.source.fail_commit = True  # type: ignore[attr-defined]
+    loop.source.queue.append({tp0: _records(0, 0, _docs(4))})  # type: ignore[attr-defined]
+    loop.step()
+    assert loop._checkpoint()  # the checkpoint is durable; the commit waits
+    assert not loop.health.broker_up
+    reg = loop.metrics.registry
+    assert reg.get_sample_value("streamlstm_commit_failures_total", {"pipeline": "p"}) == 1
+    assert loop.store.read(TOPIC, 0).next_offset == 4  # type: ignore[union-attr]
+
+
+def test_reload_keeps_state_or_refuses_other_shape(loop: PipelineLoop, tmp_path: Path) -> None:
+    tp0 = TopicPartition(TOPIC, 0)
+    loop.source.queue.append({tp0: _records(0, 0, _docs(4))})  # type: ignore[attr-defined]
+    loop.step()
+    state = loop.detector.stream_state("s")
+    Model.random(FEATURES, hidden=4, seed=9).save(loop.cfg.model_path)
+    loop.reload.set()
+    loop.step()
+    assert loop.model.provenance.get("seed") == 9
+    np.testing.assert_array_equal(loop.detector.stream_state("s")["h"], state["h"])
+    Model.random(FEATURES, hidden=8, seed=1).save(loop.cfg.model_path)
+    loop.reload.set()
+    loop.step()
+    assert loop.model.hidden == 4  # refused, old model kept
+    reg = loop.metrics.registry
+    assert (
+        reg.get_sample_value(
+            "streamlstm_model_reloads_total", {"pipeline": "p", "result": "refused"}
+        )
+        == 1
+    )
