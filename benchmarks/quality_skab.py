@@ -105,8 +105,14 @@ def fit(kind: str, runs: list, free: tuple, args: argparse.Namespace) -> Model:
     return lv.with_calibration(E._robust_scale(r), model.threshold)
 
 
+DETECTOR = {"default": {}, "absolute": {"stream_scale": False, "smooth": 30}}
+_detector = "default"
+
+
 def detector_config() -> DetectorConfig:
-    return DetectorConfig()
+    """The detector's defaults, or the ``--detector absolute`` variant: calibrated
+    residuals scored as a chi-square tail probability, error smoothed over 30 events."""
+    return DetectorConfig(**DETECTOR[_detector])
 
 
 def evaluate(model: Model, runs: list) -> E.Replay:
@@ -126,14 +132,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--detector", choices=sorted(DETECTOR), default="default")
+    ap.add_argument("--threshold", type=float, help="open threshold (default: calibrated)")
     ap.add_argument("--json", type=Path, help="write the numbers here")
     args = ap.parse_args(argv)
+    global _detector
+    _detector = args.detector
     runs, free = load(args.data)
     out = {}
     kinds = ["lstm", "last-value"] if args.forecaster == "both" else [args.forecaster]
     for kind in kinds:
         t0 = time.perf_counter()
         model = fit(kind, runs, free, args)
+        if args.threshold is not None:
+            model = model.with_calibration(model.resid_scale, args.threshold, model.calibration)
         rep = evaluate(model, runs)
         secs = time.perf_counter() - t0
         total, per = E.quality(rep)
