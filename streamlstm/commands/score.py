@@ -235,8 +235,14 @@ class AlertTracker:
 
 # -- output ----------------------------------------------------------------------------
 def _floats(a: np.ndarray) -> list[str]:
-    """float32 values as text that reads back exactly; '' for NaN."""
-    return ["" if v != v else f"{v:.9g}" for v in a.tolist()]
+    """float32 values as their shortest text that reads back exactly; '' for NaN/Inf.
+
+    orjson formats a float32 array in C (shortest round-trip digits, 0.1 not
+    0.100000001), twice as fast as a per-value f-string here.
+    """
+    text = orjson.dumps(np.ascontiguousarray(a, np.float32), option=orjson.OPT_SERIALIZE_NUMPY)
+    body = text.decode()[1:-1]
+    return ["" if v == "null" else v for v in body.split(",")] if body else []
 
 
 class ScoreWriter:
@@ -273,10 +279,13 @@ class ScoreWriter:
                 self.fh.write("".join([",".join(r) + "\n" for r in rows]))
             return
         times: list[Any] = [_json_time(s) for s in texts] if ev.time_numeric else texts
-        score = res.score.tolist()  # orjson writes NaN as null
-        fcs = res.forecast.tolist()
+        # numpy float32 scalars: orjson writes them as the shortest float32 text
+        # (62.381588, not 62.381587982177734) and NaN as null.
+        score = list(res.score)
+        fcs = list(res.forecast)
         dumps = orjson.dumps
         names = self.fc_names
+        opts = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
         self.fh.write(
             "".join(
                 dumps(
@@ -289,7 +298,7 @@ class ScoreWriter:
                         "transition": trans[i],
                         **dict(zip(names, fcs[i], strict=True)),
                     },
-                    option=orjson.OPT_APPEND_NEWLINE,
+                    option=opts,
                 ).decode()
                 for i in range(n)
             )
