@@ -54,9 +54,36 @@ CELL_LSTM = 0
 CELL_GRU = 1
 
 
+# Rational minimax tanh (Eigen's generic_fast_tanh_float): max relative error 3.4e-7
+# (~3 ulp) on float32, and pure arithmetic, so LLVM vectorises the gate loops. libm's
+# expf/tanhf are scalar calls that cost more than all the matrix products at H <= 64.
+_TANH_CLAMP = np.float32(7.90531110763549805)  # tanh is 1.0f beyond
+
+
+@njit(**NJIT)
+def _tanh(v):  # pragma: no cover - compiled
+    """tanh(v) for float32 v, to ~3 ulp (see above)."""
+    x = min(max(v, -_TANH_CLAMP), _TANH_CLAMP)
+    x2 = x * x
+    p = np.float32(-2.76076847742355e-16)
+    p = p * x2 + np.float32(2.00018790482477e-13)
+    p = p * x2 + np.float32(-8.60467152213735e-11)
+    p = p * x2 + np.float32(5.12229709037114e-08)
+    p = p * x2 + np.float32(1.48572235717979e-05)
+    p = p * x2 + np.float32(6.37261928875436e-04)
+    p = p * x2 + np.float32(4.89352455891786e-03)
+    q = np.float32(1.19825839466702e-06)
+    q = q * x2 + np.float32(1.18534705686654e-04)
+    q = q * x2 + np.float32(2.26843463243900e-03)
+    q = q * x2 + np.float32(4.89352518554385e-03)
+    return x * p / q
+
+
 @njit(**NJIT)
 def _sig(v):  # pragma: no cover - compiled
-    return np.float32(1.0) / (np.float32(1.0) + np.exp(-v))
+    """Logistic sigmoid as 0.5 + 0.5 tanh(v / 2) (absolute error ~2e-7)."""
+    half = np.float32(0.5)
+    return half + half * _tanh(half * v)
 
 
 @njit(**NJIT)
@@ -165,7 +192,7 @@ def _outer_acc(dg, r0, m, n_g, a, k_in, gw):  # pragma: no cover - compiled
 def _forward_chunk(
     cell, r0, m, x, y, fc0, n_feat, in_size,
     w_ih, w_hh, b_ih, b_hh, w_head, b_head,
-    xs, hs, cs, acts, preds, gi, gh,
+    xs, hs, cs, tcs, acts, preds, gi, gh,
 ):  # fmt: skip  # pragma: no cover - compiled
     """Forward of rows ``r0..r0+m-1`` over all ``T`` steps; returns their SSE.
 
@@ -173,7 +200,8 @@ def _forward_chunk(
     float32 targets (NaN = absent), fc0 : (B, F) forecast imputed at t = 0.
     Kernel-layout weights (see module doc). Activations written:
     xs : (T, B, I) imputed inputs; hs, cs : (T + 1, L, B, H) states, ``[0]``
-    the initial state (set by the caller); acts : (T, L, B, 4H) gate
+    the initial state (set by the caller); tcs : (T, L, B, H) tanh of
+    cs[t + 1] (LSTM); acts : (T, L, B, 4H) gate
     activations (LSTM i, f, g, o; GRU r, z, n, gh_n); preds : (T, B, F).
     gi, gh : (B, G) scratch.
     """
@@ -203,26 +231,29 @@ def _forward_chunk(
             if cell == CELL_LSTM:
                 cp = cs[t, layer]
                 cn = cs[t + 1, layer]
+                tcn = tcs[t, layer]
                 for r in range(r0, r0 + m):
                     for q in range(hid):
                         ig = _sig(gi[r, q] + gh[r, q])
                         fg = _sig(gi[r, hid + q] + gh[r, hid + q])
-                        gg = np.tanh(gi[r, 2 * hid + q] + gh[r, 2 * hid + q])
+                        gg = _tanh(gi[r, 2 * hid + q] + gh[r, 2 * hid + q])
                         og = _sig(gi[r, 3 * hid + q] + gh[r, 3 * hid + q])
                         cv = fg * cp[r, q] + ig * gg
+                        tc = _tanh(cv)
                         a[r, q] = ig
                         a[r, hid + q] = fg
                         a[r, 2 * hid + q] = gg
                         a[r, 3 * hid + q] = og
                         cn[r, q] = cv
-                        hn[r, q] = og * np.tanh(cv)
+                        tcn[r, q] = tc
+                        hn[r, q] = og * tc
             else:
                 for r in range(r0, r0 + m):
                     for q in range(hid):
                         rg = _sig(gi[r, q] + gh[r, q])
                         zg = _sig(gi[r, hid + q] + gh[r, hid + q])
                         ghn = gh[r, 2 * hid + q]
-                        ng = np.tanh(gi[r, 2 * hid + q] + rg * ghn)
+                        ng = _tanh(gi[r, 2 * hid + q] + rg * ghn)
                         a[r, q] = rg
                         a[r, hid + q] = zg
                         a[r, 2 * hid + q] = ng
@@ -242,7 +273,7 @@ def _forward_chunk(
 def _backward_chunk(
     cell, r0, m, x, y, inv_n, n_feat, in_size,
     w_ih_p, w_hh_p, w_head_p,
-    xs, hs, cs, acts, preds,
+    xs, hs, cs, tcs, acts, preds,
     dh, dc, dgi, dgh, dtop, dpred, dimp,
     gw_ih, gw_hh, gb_ih, gb_hh, gw_head, gb_head,
 ):  # fmt: skip  # pragma: no cover - compiled
@@ -287,7 +318,7 @@ def _backward_chunk(
             dcl = dc[layer]
             if cell == CELL_LSTM:
                 cp = cs[t, layer]
-                cn = cs[t + 1, layer]
+                tcn = tcs[t, layer]
                 for r in range(r0, r0 + m):
                     for q in range(hid):
                         dhq = dhl[r, q] + dtop[r, q]
@@ -295,7 +326,7 @@ def _backward_chunk(
                         fg = a[r, hid + q]
                         gg = a[r, 2 * hid + q]
                         og = a[r, 3 * hid + q]
-                        tc = np.tanh(cn[r, q])
+                        tc = tcn[r, q]
                         dcq = dcl[r, q] + dhq * og * (one - tc * tc)
                         dai = dcq * gg * ig * (one - ig)
                         daf = dcq * cp[r, q] * fg * (one - fg)
@@ -360,7 +391,7 @@ def _train_batch(
     cell, chunk, x, y, fc0, inv_n, n_feat, in_size,
     w_ih, w_hh, b_ih, b_hh, w_head, b_head,
     w_ih_p, w_hh_p, w_head_p,
-    xs, hs, cs, acts, preds, gi, gh,
+    xs, hs, cs, tcs, acts, preds, gi, gh,
     dh, dc, dgi, dgh, dtop, dpred, dimp,
     gw_ih, gw_hh, gb_ih, gb_hh, gw_head, gb_head, sse,
 ):  # fmt: skip  # pragma: no cover - compiled
@@ -387,12 +418,12 @@ def _train_batch(
         sse[ci] = _forward_chunk(
             cell, r0, m, x, y, fc0, n_feat, in_size,
             w_ih, w_hh, b_ih, b_hh, w_head, b_head,
-            xs, hs, cs, acts, preds, gi, gh,
+            xs, hs, cs, tcs, acts, preds, gi, gh,
         )  # fmt: skip
         _backward_chunk(
             cell, r0, m, x, y, inv_n, n_feat, in_size,
             w_ih_p, w_hh_p, w_head_p,
-            xs, hs, cs, acts, preds,
+            xs, hs, cs, tcs, acts, preds,
             dh, dc, dgi, dgh, dtop, dpred, dimp,
             gw_ih[ci], gw_hh[ci], gb_ih[ci], gb_hh[ci], gw_head[ci], gb_head[ci],
         )  # fmt: skip
@@ -402,7 +433,7 @@ def _train_batch(
 def _forward_batch(
     cell, chunk, x, y, fc0, n_feat, in_size,
     w_ih, w_hh, b_ih, b_hh, w_head, b_head,
-    xs, hs, cs, acts, preds, gi, gh, sse,
+    xs, hs, cs, tcs, acts, preds, gi, gh, sse,
 ):  # fmt: skip  # pragma: no cover - compiled
     """Forward only (validation, residuals); same arrays as :func:`_train_batch`.
 
@@ -418,7 +449,7 @@ def _forward_batch(
         sse[ci] = _forward_chunk(
             cell, r0, m, x, y, fc0, n_feat, in_size,
             w_ih, w_hh, b_ih, b_hh, w_head, b_head,
-            xs, hs, cs, acts, preds, gi, gh,
+            xs, hs, cs, tcs, acts, preds, gi, gh,
         )  # fmt: skip
 
 
@@ -450,6 +481,7 @@ class Workspace:
             "xs": np.zeros((n_steps, n_rows, in_size), f32),
             "hs": np.zeros((n_steps + 1, n_layers, n_rows, hid), f32),
             "cs": np.zeros((n_steps + 1, n_layers, n_rows, hid), f32),
+            "tcs": np.zeros((n_steps, n_layers, n_rows, hid), f32),
             "acts": np.zeros((n_steps, n_layers, n_rows, 4 * hid), f32),
             "preds": np.zeros((n_steps, n_rows, n_feat), f32),
             "gi": np.zeros((n_rows, n_gate), f32),
@@ -588,7 +620,7 @@ def loss_and_grad(
     _train_batch(
         CELL_LSTM if net.cell == "lstm" else CELL_GRU, chunk, x, y, fc, inv_n,
         net.n_feat, net.in_size, *net.layouts(),
-        ws["xs"], ws["hs"], ws["cs"], ws["acts"], ws["preds"], ws["gi"], ws["gh"],
+        ws["xs"], ws["hs"], ws["cs"], ws["tcs"], ws["acts"], ws["preds"], ws["gi"], ws["gh"],
         ws["dh"], ws["dc"], ws["dgi"], ws["dgh"], ws["dtop"], ws["dpred"], ws["dimp"],
         ws["gw_ih"], ws["gw_hh"], ws["gb_ih"], ws["gb_hh"], ws["gw_head"], ws["gb_head"],
         ws["sse"],
@@ -645,7 +677,8 @@ def forward(
     _forward_batch(
         CELL_LSTM if net.cell == "lstm" else CELL_GRU, chunk, x, y, fc,
         net.n_feat, net.in_size, *w[:6],
-        ws["xs"], ws["hs"], ws["cs"], ws["acts"], ws["preds"], ws["gi"], ws["gh"], ws["sse"],
+        ws["xs"], ws["hs"], ws["cs"], ws["tcs"], ws["acts"], ws["preds"], ws["gi"], ws["gh"],
+        ws["sse"],
     )  # fmt: skip
     return ForwardResult(
         preds=np.ascontiguousarray(ws["preds"].transpose(1, 0, 2)),
