@@ -250,10 +250,14 @@ class EventReader:
             self._fh = None
 
     def __iter__(self) -> Iterator[Events]:
+        """Read the file from the start (again); :attr:`stats` count this pass only."""
         self.close()
         self._fh = _open_text(self.path)
         self._line = 0
         self._next_index = 0
+        self.stats = ReadStats(
+            missing={f: 0 for f in self.features}, bad={f: 0 for f in self.features}
+        )
         try:
             if self.format == "csv":
                 yield from self._csv_chunks(self._fh)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,3 +309,22 @@ def test_long_alert_lists_are_cut(
     assert f"alerts opened: {len(opened)} " in err
     assert f"  ... and {len(opened) - 1} more" in err
     assert len([ln for ln in err.splitlines() if ln.startswith("  sensor-")]) == 1
+
+
+def test_jsonl_numeric_times_stay_numbers(
+    data: Data, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "n.jsonl"
+    times = [1714521600, 1714521660.5, 1714521720]
+    src.write_bytes(
+        b"".join(orjson.dumps({"t": t, "temp": 1.0, "pressure": 2.0}) + b"\n" for t in times)
+    )
+    out = tmp_path / "n.jsonl.gz"
+    argv = ["score", "--model", str(data.model), "--input", str(src), "--time", "t",
+            "--out", str(out), "-q"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    rows = [orjson.loads(line) for line in gzip.decompress(out.read_bytes()).splitlines()]
+    assert [r["time"] for r in rows] == times
+    assert [r["key"] for r in rows] == ["n"] * 3
+    assert rows[0]["score"] is None and rows[0]["forecast_temp"] is None
+    assert isinstance(rows[1]["score"], float)

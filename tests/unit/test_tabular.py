@@ -252,7 +252,8 @@ def test_no_key_and_no_time(tmp_path: Path) -> None:
     r = EventReader(p, ["v"], chunk_rows=2)
     chunks = list(r)
     assert [len(c) for c in chunks] == [2, 1]
-    ev = r.read_all()
+    ev = r.read_all()  # a second pass starts over
+    assert r.stats.rows == 3
     assert ev.keys == ["pump-7"] * 3
     assert ev.times.tolist() == [0.0, 1.0, 2.0] and ev.time_text == ["0", "1", "2"]
     assert stream_name_for("dir/a.b.jsonl.gz") == "a.b"
