@@ -133,11 +133,10 @@ class CheckpointStore:
         """Durably write a new generation; returns once it survives a power cut."""
         t0 = time.perf_counter()
         key = (topic, partition)
-        gen = self._generation.get(key)
-        if gen is None:
-            existing = self._generations(topic, partition)
-            gen = existing[-1][0] if existing else 0
-        gen += 1
+        # The directory may be shared by replicas of a consumer group that hand a
+        # partition back and forth: number after the newest file on disk, not a cache.
+        existing = self._generations(topic, partition)
+        gen = max(self._generation.get(key, 0), existing[-1][0] if existing else 0) + 1
         doc = {
             "format": CHECKPOINT_FORMAT,
             "pipeline": self.pipeline,

@@ -164,7 +164,12 @@ class PipelineLoop:
                 return
             while not self.stop.is_set():
                 self.step()
-            self._checkpoint(force=True, final=True)
+            if not self._checkpoint(force=True, final=True):
+                log.error(
+                    "pipeline=%s final checkpoint skipped: alerts could not be delivered; "
+                    "the events since the last checkpoint will be replayed on restart",
+                    self.name,
+                )
         finally:
             self.sink.close()
             self.source.close()
@@ -434,7 +439,9 @@ class PipelineLoop:
         if not force and now - self._status_at < STATUS_EVERY_S:
             return
         self._status_at = now
-        if self.source.consumer is not None and not self.health.broker_up:
+        if self.source.consumer is not None and now >= self._retry_at:
+            # A live connection is the cheap signal; failed operations set it to 0 until
+            # their retry time, so a flapping broker does not flicker readiness.
             self.health.broker_up = self.source.connected()
         table = self.detector.table
         lag = {}

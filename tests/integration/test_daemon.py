@@ -165,14 +165,22 @@ def _free_port() -> int:
     return int(port)
 
 
+# Group mode against tansu: the first join takes about session_timeout_ms / 2 (see
+# streamlstm.io.broker); these values are for tests only (Kafka's minimum is 6 s).
+GROUP_TIMEOUTS = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500,
+                  "max_poll_interval_ms": 10000}  # fmt: skip
+
+
 def _config(
-    tmp: Path, bootstrap: str, model: Path, topic: str, name: str, port: int, **ckpt: Any
-) -> Path:
+    tmp: Path, bootstrap: str, model: Path, topic: str, name: str, port: int,
+    group: str | None = None, ckpt_name: str | None = None, file_name: str | None = None,
+    **ckpt: Any,
+) -> Path:  # fmt: skip
+    kafka = {"bootstrap_servers": [bootstrap], "assignment": "static", "group_id": f"g-{name}"}
+    if group is not None:
+        kafka.update(assignment="group", group_id=group, **GROUP_TIMEOUTS)
     doc = {
-        "kafka": {
-            "bootstrap_servers": [bootstrap], "assignment": "static",
-            "group_id": f"g-{name}",
-        },
+        "kafka": kafka,
         "metrics": {"host": "127.0.0.1", "port": port},
         "service": {"shutdown_grace_s": 20, "heartbeat_stale_s": 30},
         "pipelines": [{
@@ -188,10 +196,12 @@ def _config(
                 "alerts_topic": f"{name}-alerts", "dead_letter_topic": f"{name}-dlq",
                 "log_alerts": False,
             },
-            "checkpoint": {"dir": str(tmp / f"ckpt-{name}"), **({"interval_s": 1} | ckpt)},
+            "checkpoint": {
+                "dir": str(tmp / f"ckpt-{ckpt_name or name}"), **({"interval_s": 1} | ckpt),
+            },
         }],
     }  # fmt: skip
-    path = tmp / f"{name}.yaml"
+    path = tmp / f"{file_name or name}.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
 
@@ -466,3 +476,55 @@ def test_demo_prints_alerts_and_stops_cleanly(tmp_path: Path) -> None:
     assert "ALERT  sensor-" in out, out[-4000:]
     assert "stopped cleanly" in out
     assert list((tmp_path / "checkpoints").rglob("*.ckpt")), "no final checkpoint"
+
+
+def test_group_rebalance_hands_state_over_through_checkpoints(
+    kafka: str, model_path: Path, tmp_path: Path
+) -> None:
+    """Two replicas in one consumer group share a checkpoint dir: when the second joins,
+    the first checkpoints what it gives up and the second restores it. The end state and
+    the alerts equal one uninterrupted replica's."""
+    run = uuid.uuid4().hex[:6]
+    topic = f"t4-{run}-events"
+    pair, ref = f"t4g-{run}", f"t4r-{run}"
+    _create_topics(kafka, {topic: PARTITIONS, f"{pair}-alerts": 1, f"{pair}-dlq": 1,
+                           f"{ref}-alerts": 1, f"{ref}-dlq": 1})  # fmt: skip
+    records = _records(_fleet(n_streams=16, n_steps=500))
+    half = len(records) // 2
+    _produce(kafka, topic, records[:half])
+    ports = [_free_port(), _free_port()]
+    cfgs = [
+        _config(tmp_path, kafka, model_path, topic, pair, ports[i], group=f"g-{pair}",
+                file_name=f"{pair}-{i}")
+        for i in range(2)
+    ]  # fmt: skip
+    a = Daemon(cfgs[0], ports[0], tmp_path / "a.log")
+    a.wait_for(lambda: a.processed() >= half, what="replica a: first half")
+    b = Daemon(cfgs[1], ports[1], tmp_path / "b.log")
+    # After the rebalance each replica owns one partition.
+    for d in (a, b):
+        d.wait_for(lambda d=d: d.metric("streamlstm_assigned_partitions") == 1, what="rebalance")
+    _produce(kafka, topic, records[half:])
+    store = CheckpointStore(tmp_path / f"ckpt-{pair}", "sensors")
+
+    def done() -> bool:
+        cks = [store.read(topic, p) for p in range(PARTITIONS)]
+        per_part = [sum(1 for p, _, _ in records if p == q) for q in range(PARTITIONS)]
+        return all(c is not None and c.next_offset == n for c, n in zip(cks, per_part, strict=True))
+
+    a.wait_for(done, what="both partitions checkpointed at their end")
+    assert b.wait(signal.SIGTERM) == 0, b.tail()
+    assert a.wait(signal.SIGTERM) == 0, a.tail()
+    assert "revoked" in a.tail()
+
+    port = _free_port()
+    r = Daemon(_config(tmp_path, kafka, model_path, topic, ref, port), port, tmp_path / "r.log")
+    r.wait_for(lambda: r.processed() >= len(records), what="reference run")
+    assert r.wait(signal.SIGTERM) == 0, r.tail()
+    got = _final_state(tmp_path / f"ckpt-{pair}", topic)
+    want = _final_state(tmp_path / f"ckpt-{ref}", topic)
+    assert sorted(got) == sorted(want)
+    for key in want:
+        for col in STATE_COLUMNS:
+            np.testing.assert_array_equal(got[key][col], want[key][col], err_msg=f"{key} {col}")
+    assert _alert_ids(kafka, f"{pair}-alerts") == _alert_ids(kafka, f"{ref}-alerts")
