@@ -72,6 +72,14 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _FIELD_LIMIT = 1 << 20
 
 
+class MissingColumnError(InputError):
+    """A column (CSV) or field (JSON-lines) the caller asked for is not in the file."""
+
+    def __init__(self, missing: Sequence[str], message: str) -> None:
+        super().__init__(message)
+        self.missing = list(missing)
+
+
 @dataclass
 class Events:
     """Events read from a file, in file order.
@@ -361,7 +369,8 @@ class EventReader:
         wanted = [c for c in (self.key, self.time) if c] + list(self.features) + list(self.keep)
         missing = [c for c in wanted if c not in pos]
         if missing:
-            raise InputError(
+            raise MissingColumnError(
+                missing,
                 f"{self.path}: line {header_no}: no column {', '.join(map(repr, missing))}; "
                 f"the header has {', '.join(map(repr, self.columns))}"
                 + (
@@ -369,7 +378,7 @@ class EventReader:
                     if len(self.columns) == 1
                     or any(c in col for col in self.columns for c in CANDIDATE_SEPS)
                     else ""
-                )
+                ),
             )
         dup = sorted({c for c in wanted if self.columns.count(c) > 1})
         if dup:
@@ -411,10 +420,11 @@ class EventReader:
             wanted = [c for c in (self.key, self.time) if c] + list(self.features)
             absent = [c for c in wanted + list(self.keep) if c not in seen]
             if absent:
-                raise InputError(
+                raise MissingColumnError(
+                    absent,
                     f"{self.path}: no field {', '.join(map(repr, absent))} in the first "
                     f"{len(objs)} events (lines {lines[0]}-{lines[-1]}); fields present: "
-                    f"{', '.join(map(repr, sorted(seen)))}"
+                    f"{', '.join(map(repr, sorted(seen)))}",
                 )
         keys = None
         if self.key:
@@ -649,6 +659,7 @@ __all__ = [
     "CHUNK_ROWS",
     "EventReader",
     "Events",
+    "MissingColumnError",
     "ReadStats",
     "read_events",
     "sniff_separator",

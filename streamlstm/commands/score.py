@@ -55,7 +55,7 @@ from streamlstm.detector import (
 )
 from streamlstm.errors import InputError
 from streamlstm.model import Model, load
-from streamlstm.tabular import EventReader, Events
+from streamlstm.tabular import EventReader, Events, MissingColumnError
 
 NAME = "score"
 HELP = "score an event file (CSV/JSON-lines) with a model; write per-event scores and alerts"
@@ -421,16 +421,25 @@ def run(args: argparse.Namespace) -> int:
     if out != "-" and Path(out).resolve() == Path(args.input).resolve():
         raise InputError(f"--out {out} is the input file; write the scores somewhere else")
     show = not args.quiet and sys.stderr.isatty()
-    summary = score_file(
-        model,
-        cfg,
-        reader,
-        out,
-        batch=args.batch,
-        plot=args.plot,
-        plot_max=args.plot_max,
-        progress=_TtyProgress(sys.stderr) if show else None,
-    )
+    try:
+        summary = score_file(
+            model,
+            cfg,
+            reader,
+            out,
+            batch=args.batch,
+            plot=args.plot,
+            plot_max=args.plot_max,
+            progress=_TtyProgress(sys.stderr) if show else None,
+        )
+    except MissingColumnError as exc:
+        if args.features or not set(exc.missing) & set(columns):
+            raise
+        raise MissingColumnError(
+            exc.missing,
+            f"{exc}; the model's features are {', '.join(model.features)}: name the file's "
+            "columns for them in order with --features",
+        ) from exc
     if not args.quiet:
         print_summary(summary, args.input, out, sys.stderr)
     elif summary.bad:

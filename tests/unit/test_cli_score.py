@@ -203,7 +203,8 @@ def test_features_flag_maps_columns(tmp_path: Path, data: Data) -> None:
     ("extra", "message"),
     [
         (["--features", "temp"], "--features names 1 columns (temp) but the model takes 2"),
-        (["--features", "temp,flow"], "no column 'flow'"),
+        (["--features", "temp,flow"], "no column 'flow'; the header has 'machine', 'ts'"),
+        (["--key", "pump"], "no column 'pump'; the header has 'machine', 'ts'"),
         (["--threshold", "1.5"], "invalid detector option: open_threshold is 1.5"),
         (["--batch", "0"], "--batch is 0, expected >= 1"),
     ],
@@ -328,3 +329,17 @@ def test_jsonl_numeric_times_stay_numbers(
     assert [r["key"] for r in rows] == ["n"] * 3
     assert rows[0]["score"] is None and rows[0]["forecast_temp"] is None
     assert isinstance(rows[1]["score"], float)
+
+
+def test_missing_model_features_suggest_features_flag(
+    data: Data, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    renamed = tmp_path / "r.csv"
+    renamed.write_text(data.csv.read_text().replace(";temp;", ";t_c;", 1))
+    argv = _score(data, "--out", str(tmp_path / "s.csv"))
+    argv[argv.index("--input") + 1] = str(renamed)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no column 'temp'" in err
+    assert "the model's features are temp, pressure: name the file's columns" in err
+    assert "--features" in err
