@@ -44,7 +44,7 @@ def batches(data, cfg: T.TrainConfig, epoch_seed: int):
     return out
 
 
-def run_streamlstm(data, cfg: T.TrainConfig, epochs: list[list]) -> list[float]:
+def run_streamlstm(data, cfg: T.TrainConfig, epochs: list[list]) -> list[tuple[float, float]]:
     import numba
 
     numba.set_num_threads(cfg.threads or numba.config.NUMBA_NUM_THREADS)
@@ -59,17 +59,17 @@ def run_streamlstm(data, cfg: T.TrainConfig, epochs: list[list]) -> list[float]:
     )
     times = []
     for bl in epochs:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for x, y in bl:
             ws = wss.setdefault(len(x), KT.Workspace())
             _, _, g = KT.loss_and_grad(net, x, y, chunk=cfg.chunk, workspace=ws)
             T.clip_global_norm(g, cfg.clip)
             opt.step(net.params, g)
-        times.append(time.perf_counter() - t0)
+        times.append((time.perf_counter() - t0, time.process_time() - c0))
     return times
 
 
-def run_torch(data, cfg: T.TrainConfig, epochs: list[list]) -> list[float]:
+def run_torch(data, cfg: T.TrainConfig, epochs: list[list]) -> list[tuple[float, float]]:
     import torch
 
     torch.set_num_threads(cfg.threads or torch.get_num_threads())
@@ -91,10 +91,10 @@ def run_torch(data, cfg: T.TrainConfig, epochs: list[list]) -> list[float]:
     step(*epochs[0][0])  # warm-up
     times = []
     for bl in epochs:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for x, y in bl:
             step(x, y)
-        times.append(time.perf_counter() - t0)
+        times.append((time.perf_counter() - t0, time.process_time() - c0))
     return times
 
 
@@ -122,18 +122,20 @@ def main() -> None:
         f"threads={args.threads}; {args.streams} streams x {args.steps} events, "
         f"{len(feats)} features; median of {args.epochs} epochs"
     )
-    print(
-        f"{'hidden':>6} {'streamlstm s/epoch':>19} {'torch s/epoch':>14} {'torch/streamlstm':>17}"
-    )
+    print("wall = elapsed seconds per epoch; cpu = CPU seconds of all threads (the fairer")
+    print("number on a shared machine); ratio = torch / streamlstm, > 1: streamlstm is faster")
+    print(f"{'hidden':>6} {'ours wall':>10} {'torch wall':>11} {'ratio':>6} "
+          f"{'ours cpu':>9} {'torch cpu':>10} {'ratio':>6}")  # fmt: skip
     for hid in args.hidden:
         cfg = T.TrainConfig(
             cell=args.cell, hidden=hid, layers=args.layers, window=args.window,
             batch=args.batch, epochs=args.epochs, threads=args.threads,
         )  # fmt: skip
         epochs = [batches(data, cfg, e) for e in range(args.epochs)]
-        ours = float(np.median(run_streamlstm(data, cfg, epochs)))
-        theirs = float(np.median(run_torch(data, cfg, epochs)))
-        print(f"{hid:>6} {ours:>19.3f} {theirs:>14.3f} {theirs / ours:>16.2f}x")
+        ours = np.median(np.asarray(run_streamlstm(data, cfg, epochs)), axis=0)
+        theirs = np.median(np.asarray(run_torch(data, cfg, epochs)), axis=0)
+        print(f"{hid:>6} {ours[0]:>10.3f} {theirs[0]:>11.3f} {theirs[0] / ours[0]:>5.1f}x "
+              f"{ours[1]:>9.3f} {theirs[1]:>10.3f} {theirs[1] / ours[1]:>5.1f}x")  # fmt: skip
 
 
 if __name__ == "__main__":
