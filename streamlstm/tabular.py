@@ -634,6 +634,10 @@ def _iso_fast(texts: list[str]) -> np.ndarray | None:
     """
     if not texts or not all(_ISO_LIKE.match(s) for s in (texts[0], texts[-1])):
         return None
+    # numpy also reads '1714521600' as the year 1714521600 (wrapped to 1775) and
+    # '2024' as a year: every string must start like a date, not only the ends.
+    if not all(len(s) >= 10 and s[4] == "-" and s[7] == "-" for s in texts):
+        return None
     stripped = [s[:-1] if s.endswith("Z") else s for s in texts]
     with warnings.catch_warnings():
         # numpy warns (and will refuse) when a string carries a zone offset.

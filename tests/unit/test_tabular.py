@@ -86,6 +86,14 @@ def test_iso_times_all_forms(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ev.times, [T0, T0 + 60])
 
 
+def test_numbers_among_iso_times_are_epoch_seconds(tmp_path: Path) -> None:
+    # numpy's date parser would read '1714521660' as a year; the row-by-row path must.
+    p = _write(tmp_path / "mix.csv", f"ts,v\n2024-05-01 00:00:00,1\n{T0 + 60:.0f},2\n2024,3\n"
+               "2024-05-01 00:02:00,4\n")  # fmt: skip
+    ev, _ = read_events(p, ["v"], time="ts")
+    np.testing.assert_array_equal(ev.times, [T0, T0 + 60, 2024.0, T0 + 120])
+
+
 def test_time_units(tmp_path: Path) -> None:
     p = _write(tmp_path / "ms.csv", f"ts,v\n{int(T0 * 1000)},1\n{int(T0 * 1000) + 1500},2\n")
     ev, _ = read_events(p, ["v"], time="ts", time_unit="ms")
