@@ -62,7 +62,10 @@ HELP = "score an event file (CSV/JSON-lines) with a model; write per-event score
 
 log = logging.getLogger(__name__)
 
-TRANSITION_NAMES = ("", "opened", "closed")  # kernels' codes NONE, OPENED, CLOSED
+# BatchResult.transition codes (streamlstm.kernels.alerts NONE, OPENED, CLOSED) as words.
+TRANSITION_NAMES = ("", "opened", "closed")
+OPENED = TRANSITION_NAMES.index("opened")
+CLOSED = TRANSITION_NAMES.index("closed")
 _NEEDS_QUOTES = (",", '"', "\r", "\n")
 # A noisy file can open thousands of alerts; the summary lists the first ones.
 MAX_ALERTS_LISTED = 50
@@ -215,7 +218,7 @@ class AlertTracker:
         for i in active.tolist():
             key = ev.keys[lo + i]
             tr = int(res.transition[i])
-            if tr == 1:
+            if tr == OPENED:
                 t = by_index[i]
                 span = AlertSpan(
                     key, ev.time_text[lo + i], float(ev.times[lo + i]), top=t.contributions[:3]
@@ -227,7 +230,7 @@ class AlertTracker:
                 s = float(res.score[i])
                 if res.alert[i] and math.isfinite(s):
                     span_or_none.peak = max(span_or_none.peak, s)
-                if tr == 2:
+                if tr == CLOSED:
                     span_or_none.closed = ev.time_text[lo + i]
                     span_or_none.closed_t = float(ev.times[lo + i])
                     del self._open[key]
@@ -331,7 +334,8 @@ def _open_out(path: str) -> Iterator[IO[str]]:
 class PlotBuffer:
     """Everything a plot needs, kept per chunk (only when --plot is given).
 
-    Memory: about 4 * (2F + 2) bytes per event (float32 values, forecast, score, time).
+    Memory: about 8 (2F + 3) bytes per event on F features (float32 values,
+    forecast and score, float64 time, int32 stream id, bool alert, with slack).
     """
 
     def __init__(self) -> None:

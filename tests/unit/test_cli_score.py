@@ -100,8 +100,8 @@ def _check_rows(rows: list[dict[str, object]], data: Data, null: object) -> None
     np.testing.assert_array_equal(score, e.score.astype(np.float64))
     assert [int(str(r["alert"])) for r in rows] == e.alert.astype(int).tolist()
     assert [r["outcome"] for r in rows] == [OUTCOME_NAMES[o] for o in e.outcome.tolist()]
-    names = {0: "", 1: "opened", 2: "closed"}
-    assert [r["transition"] for r in rows] == [names[t] for t in e.transition.tolist()]
+    kinds = {t.index: t.kind for t in e.transitions}  # the detector's own words
+    assert [r["transition"] for r in rows] == [kinds.get(i, "") for i in range(len(rows))]
     for j, f in enumerate(FEATURES):
         col = rows and [r[f"forecast_{f}"] for r in rows]
         fc = np.array([np.nan if v == null else _f32(str(v)) for v in col])
