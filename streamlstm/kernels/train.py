@@ -30,8 +30,9 @@ Weight arguments come in both layouts: the kernels' ``(K, G)`` (from
 :meth:`streamlstm.model.Model.kernel_weights`) for the forward products and
 PyTorch's ``(G, K)`` for the backward ones, so every inner loop runs over a
 contiguous axis without a reduction (``fastmath`` is off: LLVM may not
-re-associate sums, but it vectorises ``y += a * w``). Gradients come out in
-PyTorch's layout.
+re-associate sums, but it vectorises ``y += a * w``). Weight gradients are
+accumulated in the kernels' layout (inner loop over the G gate columns) and
+returned in PyTorch's.
 
 Parallelism: the ``B`` sequences are cut into chunks of ``chunk`` rows (a
 fixed size, not one per thread, so the summation order and hence the
@@ -189,6 +190,34 @@ def _outer_acc(dg, r0, m, n_g, a, k_in, gw):  # pragma: no cover - compiled
 
 
 @njit(**NJIT)
+def _outer_acc_kg(dg, r0, m, n_g, a, k_in, gk):  # pragma: no cover - compiled
+    """``gk[k, :n_g] += sum_r a[r, k] * dg[r, :n_g]`` over rows ``r0..r0+m-1``.
+
+    The kernel-layout twin of :func:`_outer_acc` (gk : (>=k_in, >=n_g)): the
+    inner loop runs over the G gate columns, long and contiguous even when
+    ``k_in`` is a handful of input features.
+    """
+    for k in range(k_in):
+        r = r0
+        end = r0 + m
+        while r + 4 <= end:
+            a0 = a[r, k]
+            a1 = a[r + 1, k]
+            a2 = a[r + 2, k]
+            a3 = a[r + 3, k]
+            for j in range(n_g):
+                gk[k, j] += (
+                    a0 * dg[r, j] + a1 * dg[r + 1, j] + a2 * dg[r + 2, j] + a3 * dg[r + 3, j]
+                )
+            r += 4
+        while r < end:
+            a0 = a[r, k]
+            for j in range(n_g):
+                gk[k, j] += a0 * dg[r, j]
+            r += 1
+
+
+@njit(**NJIT)
 def _forward_chunk(
     cell, r0, m, x, y, fc0, n_feat, in_size,
     w_ih, w_hh, b_ih, b_hh, w_head, b_head,
@@ -283,8 +312,9 @@ def _backward_chunk(
     w_head_p : (F, H). Scratch (only rows r0..r0+m-1 touched): dh, dc :
     (L, B, H) gradient carried to the previous step; dgi, dgh : (B, G);
     dtop : (B, K) gradient w.r.t. the current layer's output; dpred, dimp :
-    (B, F). Gradients (this chunk's slice, accumulated): gw_ih (L, G, K),
-    gw_hh (L, G, H), gb_ih, gb_hh (L, G), gw_head (F, H), gb_head (F,).
+    (B, F). Gradients (this chunk's slice, accumulated), the recurrent ones
+    in the kernels' layout: gw_ih (L, K, G), gw_hh (L, H, G), gb_ih, gb_hh
+    (L, G); the head's in PyTorch's: gw_head (F, H), gb_head (F,).
     """
     n_steps = x.shape[1]
     n_layers = hs.shape[1]
@@ -367,10 +397,10 @@ def _backward_chunk(
                     gbi[j] += dgi[r, j]
                     gbh[j] += dgh[r, j]
             if layer == 0:
-                _outer_acc(dgi, r0, m, n_gate, xs[t], in_size, gw_ih[0])
+                _outer_acc_kg(dgi, r0, m, n_gate, xs[t], in_size, gw_ih[0])
             else:
-                _outer_acc(dgi, r0, m, n_gate, hs[t + 1, layer - 1], hid, gw_ih[layer])
-            _outer_acc(dgh, r0, m, n_gate, hp, hid, gw_hh[layer])
+                _outer_acc_kg(dgi, r0, m, n_gate, hs[t + 1, layer - 1], hid, gw_ih[layer])
+            _outer_acc_kg(dgh, r0, m, n_gate, hp, hid, gw_hh[layer])
             # dh_prev = (GRU: dh' z) + W_hh^T dgh, carried to step t - 1.
             _matT_range(dgh, r0, m, n_gate, w_hh_p[layer], hid, dhl, True)
             if layer > 0:
@@ -497,8 +527,8 @@ class Workspace:
                 dtop=np.zeros((n_rows, k_w), f32),
                 dpred=np.zeros((n_rows, n_feat), f32),
                 dimp=np.zeros((n_rows, n_feat), f32),
-                gw_ih=np.zeros((n_chunks, n_layers, n_gate, k_w), f32),
-                gw_hh=np.zeros((n_chunks, n_layers, n_gate, hid), f32),
+                gw_ih=np.zeros((n_chunks, n_layers, k_w, n_gate), f32),
+                gw_hh=np.zeros((n_chunks, n_layers, hid, n_gate), f32),
                 gb_ih=np.zeros((n_chunks, n_layers, n_gate), f32),
                 gb_hh=np.zeros((n_chunks, n_layers, n_gate), f32),
                 gw_head=np.zeros((n_chunks, n_feat, hid), f32),
@@ -633,8 +663,8 @@ def loss_and_grad(
     grads: dict[str, np.ndarray] = {}
     for k in range(net.n_layers):
         width = net.params[f"weight_ih_l{k}"].shape[1]
-        grads[f"weight_ih_l{k}"] = np.ascontiguousarray(gw_ih[k, :, :width])
-        grads[f"weight_hh_l{k}"] = gw_hh[k]
+        grads[f"weight_ih_l{k}"] = np.ascontiguousarray(gw_ih[k, :width, :].T)
+        grads[f"weight_hh_l{k}"] = np.ascontiguousarray(gw_hh[k].T)
         grads[f"bias_ih_l{k}"] = gb_ih[k]
         grads[f"bias_hh_l{k}"] = gb_hh[k]
     grads["head.weight"] = ws["gw_head"].sum(axis=0)
