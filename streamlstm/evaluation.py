@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -59,6 +60,7 @@ from streamlstm.tabular import stream_name_for
 
 DAY = 86_400.0
 Window = tuple[float, float]
+log = logging.getLogger(__name__)
 
 
 # -- labels -------------------------------------------------------------------------
@@ -562,12 +564,12 @@ def learn_first_models(
 
     ``baseline=True`` gives the last-value forecaster (normalisation and
     residual scale from the same share) instead of training an LSTM, for the
-    comparison SCORING.md asks for. Otherwise the online learner
-    (:mod:`streamlstm.training.online`) is used when it is installed, else
-    :func:`streamlstm.training.trainer.train_model` on the learning part,
-    calibrated for the detector settings ``detector_config`` (its
-    false-alarm budget comes from ``train_config``). ``init`` fine-tunes
-    that model instead of starting from random weights.
+    comparison SCORING.md asks for. Otherwise the cold-start learner
+    (:func:`streamlstm.training.online.learn_first_part`) trains an LSTM on
+    the learning part, calibrated for the detector settings
+    ``detector_config`` (its false-alarm budget comes from
+    ``train_config``); ``init`` fine-tunes that model instead of starting
+    from random weights.
     """
     from streamlstm.baselines import fit_normalisation, last_value_model
 
@@ -610,29 +612,19 @@ def _learn(
     train_config: Any,
     detector_config: DetectorConfig | None,
 ) -> Any:
-    try:  # the cold-start learner, when it is installed
-        from streamlstm.training import online  # type: ignore[attr-defined]
-    except ImportError:
-        online = None
-    learn = getattr(online, "learn_first_part", None) if online is not None else None
-    keys = [key] * times.shape[0]
-    if learn is not None:
-        return learn(
-            keys,
-            times,
-            x,
-            features,
-            config=train_config,
-            init=init,
-            detector_config=detector_config,
-        )
-    from streamlstm.training.trainer import TrainConfig, train_model
+    """Train (or fine-tune ``init``) and calibrate on one stream's learning part."""
+    from streamlstm.training.online import learn_first_part
 
-    cfg = train_config or TrainConfig(progress=False)
-    model, _ = train_model(
-        keys, times, x, features, cfg, init=init, detector_config=detector_config
+    log.info("stream %s: learning from its first %d events", key, times.shape[0])
+    return learn_first_part(
+        [key] * times.shape[0],
+        times,
+        x,
+        features,
+        config=train_config,
+        init=init,
+        detector_config=detector_config,
     )
-    return model
 
 
 def replay_per_stream(
@@ -653,7 +645,9 @@ def replay_per_stream(
     for key, model in models.items():
         idx = np.flatnonzero(keys == key)
         det = Detector(model, config)
-        sub = {k: (v[idx] if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
+        sub: dict[str, Any] = {
+            k: (v[idx] if isinstance(v, np.ndarray) else v) for k, v in kw.items()
+        }
         parts.append(replay(det, keys[idx], times[idx], x[idx], **sub))
         order.append(idx)
     return merge_replays(parts, np.concatenate(order) if order else np.zeros(0, np.int64))

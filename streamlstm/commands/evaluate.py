@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 
 from streamlstm import evaluation as E
-from streamlstm.detector import Detector, DetectorConfig
+from streamlstm.detector import OUTCOME_NAMES, Detector, DetectorConfig
 from streamlstm.errors import InputError
 from streamlstm.evaluation_report import format_text, write_report
 from streamlstm.model import load
-from streamlstm.tabular import EventReader, sniff_separator
+from streamlstm.tabular import EventReader, sniff_separator, stream_name_for
 
 NAME = "evaluate"
 HELP = "replay labelled data through the detector; report windows caught, false alerts, F1"
@@ -89,6 +89,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["lstm", "last-value"],
         default="lstm",
         help="what --learn-first learns: an LSTM, or the last-value forecaster",
+    )
+    cold.add_argument(
+        "--learn-scope",
+        choices=["stream", "fleet"],
+        default="stream",
+        help="--learn-first LSTM: one model per stream, or one for all streams (faster on "
+        "big fleets; the last-value baseline is always per stream)",
     )
     cold.add_argument("--hidden", type=int, default=32, help="LSTM size for --learn-first")
     cold.add_argument("--epochs", type=int, default=30, help="max epochs for --learn-first")
@@ -274,28 +281,51 @@ def run(args: argparse.Namespace) -> int:
             false_alarms_per_week=args.false_alarms_per_week,
             progress=False,
         )
-        models = E.learn_first_models(
-            keys,
-            times,
-            x,
-            features,
-            args.learn_first,
-            init=model,
-            train_config=tcfg,
-            detector_config=cfg,
-            baseline=args.baseline == "last-value",
-        )
-        learnt = time.perf_counter()
-        rep = E.replay_per_stream(models, keys, times, x, cfg, **kw)
+        if args.learn_scope == "fleet" and args.baseline == "lstm":
+            # one model for every stream, learnt from all their learning parts
+            from streamlstm.training.online import learn_first_part
+
+            part = ~judged
+            fleet_model = learn_first_part(
+                keys[part],
+                times[part],
+                x[part],
+                features,
+                config=tcfg,
+                init=model,
+                detector_config=cfg,
+            )
+            learnt = time.perf_counter()
+            rep = E.replay(Detector(fleet_model, cfg), keys, times, x, **kw)
+        else:
+            models = E.learn_first_models(
+                keys,
+                times,
+                x,
+                features,
+                args.learn_first,
+                init=model,
+                train_config=tcfg,
+                detector_config=cfg,
+                baseline=args.baseline == "last-value",
+            )
+            learnt = time.perf_counter()
+            rep = E.replay_per_stream(models, keys, times, x, cfg, **kw)
     else:
         assert model is not None
         learnt = t0
         rep = E.replay(Detector(model, cfg), keys, times, x, **kw)
     replayed = time.perf_counter()
+    _warn_about_labels(rep, windows)
     total, per = E.quality(rep)
     points = [] if args.no_sweep else E.sweep(rep)
     swept = time.perf_counter()
     print(format_text(total, per, points, rep.open_threshold, max_rows=args.rows))
+    if rep.info.get("open_thresholds"):
+        print(f"(each stream at its own calibrated threshold: {threshold_text(rep)})")
+    rejected = outcome_text(rep, rejected_only=True)
+    if rejected:
+        print(f"rejected events (not scored, as the daemon would): {rejected}", file=sys.stderr)
     timing = {
         "learn_s": round(learnt - t0, 3),
         "replay_s": round(replayed - learnt, 3),
@@ -314,7 +344,8 @@ def run(args: argparse.Namespace) -> int:
         "data": ", ".join(args.data),
         "labels": args.labels or f"column {args.label_column}",
         "features": ", ".join(features),
-        "open threshold": f"{rep.open_threshold:.6g}",
+        "open threshold": threshold_text(rep),
+        "events by outcome": outcome_text(rep),
         "detector": json.dumps(cfg.as_dict()),
         "judged events": f"{int(rep.judged.sum())} of {len(rep)}",
     }
@@ -339,3 +370,39 @@ def run(args: argparse.Namespace) -> int:
 
 def _clean(d: dict[str, float]) -> dict[str, float | None]:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+
+def threshold_text(rep: E.Replay) -> str:
+    per = rep.info.get("open_thresholds") or {}
+    values = sorted(set(per.values()))
+    if len(values) <= 1:
+        return f"{(values[0] if values else rep.open_threshold):.6g}"
+    median = float(np.median(list(per.values())))
+    return f"per stream, {values[0]:.4g} .. {values[-1]:.4g} (median {median:.4g})"
+
+
+def outcome_text(rep: E.Replay, rejected_only: bool = False) -> str:
+    counts = np.bincount(rep.outcome.astype(np.int64), minlength=len(OUTCOME_NAMES))
+    parts = [
+        f"{name} {int(counts[i])}"
+        for i, name in enumerate(OUTCOME_NAMES)
+        if counts[i] and (not rejected_only or name not in ("ok", "imputed"))
+    ]
+    return ", ".join(parts)
+
+
+def _warn_about_labels(rep: E.Replay, windows: dict[str, list[E.Window]] | None) -> None:
+    """Say when label keys match no stream: a wrong --key or file name loses every window."""
+    if windows is None:
+        return
+    streams = rep.stream_keys()
+    known = set(streams)
+    unused = [k for k in windows if k not in known and stream_name_for(k) not in known]
+    if unused:
+        shown = ", ".join(unused[:5]) + (" ..." if len(unused) > 5 else "")
+        log.warning(
+            "%d label key(s) match no stream in the data: %s (stream keys look like: %s)",
+            len(unused),
+            shown,
+            ", ".join(streams[:3]),
+        )

@@ -323,15 +323,19 @@ def test_evaluate_without_labels_is_an_error(tmp_path, capsys):
 
 # -- quality on a synthetic fleet ---------------------------------------------------------
 def test_trained_model_finds_injected_anomalies_far_better_than_chance():
+    """Train on a clean fleet, replay a fleet with every kind of injected anomaly.
+
+    Measured 14/22 windows, 7 false alerts, F1 0.65 at seed 20261121 (other
+    seeds 0.35-0.65); random alerts at the same rate catch about nothing.
+    """
     from streamlstm.synth import FleetSpec, generate_fleet
     from streamlstm.training.trainer import TrainConfig, train_model
 
     feats = ("temp", "pressure", "flow", "vibration")
 
     def fleet(seed: int, rate: float):
-        f = generate_fleet(
-            FleetSpec(n_streams=6, n_steps=2000, anomaly_rate=rate, seed=seed, features=feats)
-        )
+        spec = FleetSpec(n_streams=8, n_steps=3000, anomaly_rate=rate, seed=seed, features=feats)
+        f = generate_fleet(spec)
         # One fleet-wide normalisation in the model; synth levels differ 10x between
         # streams (see test_trainer), so standardise each stream as a deployment would.
         v = f.values
@@ -348,12 +352,53 @@ def test_trained_model_finds_injected_anomalies_far_better_than_chance():
     k, t, x, _ = test.events()
     rep = E.replay(Detector(model), k, t, x, windows=test.windows())
     q, _ = E.quality(rep)
-    # chance: the same number of alerts at random events
+    # chance: the same number of alert openings at random events, averaged over draws
     rng = np.random.default_rng(SEED)
-    trans = np.zeros(len(rep), np.int8)
-    trans[rng.choice(len(rep), q.alerts, replace=False)] = K.OPENED
-    chance, _ = E.quality(rep, rep.alert, trans)
-    msg = f"seed {SEED}: {q.summary()} chance {chance.summary()}"
-    assert q.windows >= 10, msg
-    assert q.f1 >= 0.35 and q.precision >= 0.6, msg
-    assert q.f1 >= 3 * chance.f1, msg
+    chance_f1 = []
+    for _ in range(20):
+        trans = np.zeros(len(rep), np.int8)
+        trans[rng.choice(len(rep), q.alerts, replace=False)] = K.OPENED
+        chance_f1.append(E.quality(rep, rep.alert, trans)[0].f1)
+    msg = f"seed {SEED}: {q.summary()} chance F1 {np.mean(chance_f1):.3f}"
+    assert q.windows >= 15, msg
+    assert q.f1 >= 0.35 and q.precision >= 0.5, msg
+    assert q.f1 >= 3 * np.mean(chance_f1), msg
+
+
+def test_learn_first_fleet_scope_and_label_key_warning(tmp_path, capsys, caplog):
+    csv, _, _ = _write_case(tmp_path, np.random.default_rng(SEED + 2))
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"pump-7": [[0, 1]]}))
+    js = tmp_path / "q.json"
+    rc = main(
+        [
+            "evaluate",
+            "--data",
+            str(csv),
+            "--labels",
+            str(wrong),
+            "--key",
+            "machine",
+            "--time",
+            "ts",
+            "--features",
+            "a,b",
+            "--learn-first",
+            "0.3",
+            "--learn-scope",
+            "fleet",
+            "--epochs",
+            "2",
+            "--hidden",
+            "4",
+            "--no-sweep",
+            "--json",
+            str(js),
+        ]
+    )
+    assert rc == 0
+    assert "match no stream" in caplog.text and "pump-7" in caplog.text
+    doc = json.loads(js.read_text())
+    # the first 30% of each stream is for learning: 120 of 400 events per stream
+    assert doc["details"]["judged events"] == "840 of 1200"
+    assert doc["overall"]["windows"] == 0
