@@ -210,6 +210,14 @@ def main(argv: list[str] | None = None) -> int:
                         {"v": golden[k]}, {"v": ref[k]}, GOLDEN_ATOL if args.tolerant else 0.0
                     )
                 ]
+        worst: dict[str, float] = {}
+        with np.load(args.against) as ref:
+            for k in ref.files:
+                name = k.split(".", 1)[1]
+                with np.errstate(invalid="ignore"):
+                    d = np.abs(golden[k].astype(np.float64) - ref[k])
+                worst[name] = max(worst.get(name, 0.0), float(np.nanmax(d)) if d.size else 0.0)
+        print("max abs diff vs golden: " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()))
         print(
             f"{'PASS' if not bad else 'FAIL'} golden ({'tolerant' if args.tolerant else 'exact'}) "
             f"{bad[:8] or ''}"
