@@ -402,3 +402,35 @@ def test_learn_first_fleet_scope_and_label_key_warning(tmp_path, capsys, caplog)
     # the first 30% of each stream is for learning: 120 of 400 events per stream
     assert doc["details"]["judged events"] == "840 of 1200"
     assert doc["overall"]["windows"] == 0
+
+
+def test_per_stream_replay_keeps_event_order_and_equals_one_detector():
+    rng = np.random.default_rng(SEED)
+    keys, times, x, labels = _fleet(rng, 4, 300)  # streams interleaved in time
+    model = last_value_model(["a", "b"], *fit_normalisation(x))
+    cfg = DetectorConfig(warmup=10)
+    judged = E.judged_mask(keys, 0.2)
+    one = E.replay(Detector(model, cfg), keys, times, x, labels=labels, judged=judged)
+    models = {k: model for k in dict.fromkeys(keys.tolist())}
+    per = E.replay_per_stream(models, keys, times, x, cfg, labels=labels, judged=judged)
+    np.testing.assert_array_equal(per.keys, keys)
+    for name in ("times", "score", "alert", "transition", "outcome", "judged", "label"):
+        np.testing.assert_array_equal(getattr(per, name), getattr(one, name), err_msg=name)
+    assert per.windows == one.windows
+    assert E.quality(per)[0].summary() == pytest.approx(E.quality(one)[0].summary(), nan_ok=True)
+
+
+def test_last_value_baseline_learns_only_from_the_learning_part():
+    rng = np.random.default_rng(SEED)
+    keys = np.asarray(["a"] * 100, dtype=object)
+    head = rng.normal(5.0, 2.0, size=(20, 1))
+    calm = np.r_[head, rng.normal(5.0, 2.0, size=(80, 1))]
+    wild = np.r_[head, rng.normal(1e6, 1e5, size=(80, 1))]
+    m1 = E.learn_first_models(keys, np.arange(100.0), calm, ["v"], 0.2, baseline=True)["a"]
+    m2 = E.learn_first_models(keys, np.arange(100.0), wild, ["v"], 0.2, baseline=True)["a"]
+    assert float(m1.norm_mean[0]) == pytest.approx(float(head.mean()), rel=1e-5)
+    for name in ("norm_mean", "norm_std", "resid_scale"):
+        np.testing.assert_array_equal(getattr(m1, name), getattr(m2, name), err_msg=name)
+    assert 0.1 < float(m1.resid_scale[0]) < 10.0
+    with pytest.raises(InputError, match="need at least 8"):
+        E.learn_first_models(keys, np.arange(100.0), calm, ["v"], 0.05, baseline=True)
