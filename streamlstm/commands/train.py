@@ -53,6 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--clip", type=float, default=d.clip, help="global gradient-norm clip")
+    p.add_argument("--lr-decay", type=float, default=d.lr_decay,
+                   help="lr factor after an epoch without improvement (1 = off)")  # fmt: skip
+    p.add_argument("--start", default=d.start, choices=["last_value", "random"],
+                   help="initial weights: a last-value forecaster, or random")  # fmt: skip
     p.add_argument("--patience", type=int, default=d.patience,
                    help="stop after this many epochs without validation improvement")  # fmt: skip
     p.add_argument("--val-fraction", type=float, default=d.val_fraction,
@@ -147,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             lr=args.lr,
             clip=args.clip,
+            lr_decay=args.lr_decay,
+            start=args.start,
             patience=args.patience,
             val_fraction=args.val_fraction,
             seed=args.seed,

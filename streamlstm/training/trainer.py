@@ -39,6 +39,7 @@ from streamlstm.kernels import train as KT
 from streamlstm.model import Model
 from streamlstm.training.data import Prepared, prepare
 from streamlstm.training.forecast import naive_loss, run_streams
+from streamlstm.training.init import last_value_start
 from streamlstm.training.progress import Progress, fmt_seconds
 
 _IMPROVE = 1e-4  # relative val-loss drop that counts as progress (stops on noise-level gains)
@@ -56,6 +57,18 @@ class TrainConfig:
     calibrate / false_alarms_per_week: after training, measure resid_scale on
     the validation residuals and pick the open threshold for that budget
     (see :mod:`streamlstm.training.calibrate`); None = no threshold.
+    start: initial weights, "last_value" (a model that starts as the
+    last-value forecaster, :mod:`streamlstm.training.init`) or "random"
+    (PyTorch's initialisation). Measured on a synthetic fleet, four NAB
+    series and SKAB (validation MSE / last-value MSE): as good or better on
+    all but two spiky NAB series, where it lost ~5%; on a fleet whose
+    streams sit at different levels, 1.0 against 4.1 for a random start.
+    The starting model is scored as "epoch 0", so training never returns
+    a model worse on validation than its start.
+    lr_decay: factor applied to the learning rate after every epoch without
+    improvement (1 = constant; 0.5-0.7 helped on smooth series and hurt on
+    spiky ones). warmup_steps: linear learning-rate ramp over the first
+    minibatches.
     """
 
     cell: str = "lstm"
@@ -78,6 +91,9 @@ class TrainConfig:
     false_alarms_per_week: float | None = 1.0
     progress: bool = True
     chunk: int = 8
+    start: str = "last_value"
+    lr_decay: float = 1.0
+    warmup_steps: int = 0
 
     def __post_init__(self) -> None:
         checks = (
@@ -101,6 +117,9 @@ class TrainConfig:
                 ">= 0",
             ),
             ("chunk", self.chunk >= 1, ">= 1"),
+            ("start", self.start in ("last_value", "random"), "'last_value' or 'random'"),
+            ("lr_decay", 0 < self.lr_decay <= 1, "in (0, 1]"),
+            ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
         )
         for name, ok, expect in checks:
             if not ok:
@@ -128,6 +147,7 @@ class TrainReport:
     best_epoch: int = 0
     best_val_loss: float | None = None
     train_loss: float = float("nan")
+    initial_val_loss: float | None = None
     last_value_loss: float | None = None
     seasonal_naive_loss: float | None = None
     stopped_early: bool = False
@@ -296,7 +316,8 @@ def fit(
     t_start = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     if init is None:
-        init = Model.random(
+        make = last_value_start if cfg.start == "last_value" else Model.random
+        init = make(
             data.features, hidden=cfg.hidden, layers=cfg.layers, cell=cfg.cell,
             seed=cfg.seed, time_input=data.time_input,
         )  # fmt: skip
@@ -332,7 +353,19 @@ def fit(
     best: dict[str, np.ndarray] | None = None
     best_score = math.inf
     since_best = 0
+    lr_now = cfg.lr
     in_w = net.in_size
+    if held:
+        # Epoch 0: the starting model is a candidate too, so training never returns
+        # something worse on validation than what it started from (a last-value
+        # start, or the model being fine-tuned).
+        val0 = validation_loss(net, data, context, cfg.chunk)
+        report.initial_val_loss = val0
+        if val0 is not None and math.isfinite(val0):
+            best_score = val0
+            best = {k: v.copy() for k, v in net.params.items()}
+            report.best_val_loss = val0
+    step = 0
     try:
         for epoch in range(1, cfg.epochs + 1):
             prog.start_epoch(epoch)
@@ -367,6 +400,11 @@ def fit(
                         f"{cfg.lr}) or --clip, or look for absurd values in the data; "
                         "no model was written"
                     )
+                step += 1
+                if cfg.warmup_steps and step <= cfg.warmup_steps:
+                    opt.lr = lr_now * step / cfg.warmup_steps
+                else:
+                    opt.lr = lr_now
                 opt.step(net.params, grads)
                 sse_ep += loss * n_present
                 n_ep += n_present
@@ -389,6 +427,7 @@ def fit(
                 since_best = 0
             else:
                 since_best += 1
+                lr_now *= cfg.lr_decay  # plateau: smaller steps to settle into the minimum
             st = EpochStats(epoch, train_loss, val, time.perf_counter() - t_ep)
             report.history.append(st)
             prog.end_epoch(train_loss, val, best_score if val is not None else None,
