@@ -34,7 +34,13 @@ from typing import Any
 import numpy as np
 
 from streamlstm import evaluation as E
-from streamlstm.detector import OUTCOME_NAMES, Detector, DetectorConfig
+from streamlstm.detector import (
+    DEFAULT_OPEN,
+    DEFAULT_OPEN_ABSOLUTE,
+    OUTCOME_NAMES,
+    Detector,
+    DetectorConfig,
+)
 from streamlstm.errors import InputError
 from streamlstm.evaluation_report import format_text, write_report
 from streamlstm.model import load
@@ -49,32 +55,47 @@ _TRUE = frozenset({"1", "1.0", "true", "yes", "y", "t", "anomaly"})
 _FALSE = frozenset({"0", "0.0", "false", "no", "n", "f", "", "normal"})
 
 
+def _unset(text: str) -> str:
+    """Help of a flag with no default: "%(default).0s" stops "(default: None)" (as score)."""
+    return text + "%(default).0s"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("input")
-    src.add_argument("--model", help="model file (.npz); optional with --learn-first")
+    src.add_argument("--model", help=_unset("model file (.npz); optional with --learn-first"))
     src.add_argument(
         "--data",
         nargs="+",
         required=True,
-        help="event files (CSV or JSON-lines, .gz ok); a file without a key column "
-        "is one stream named after the file",
+        help=_unset(
+            "event files (CSV or JSON-lines, .gz ok); a file without a key column "
+            "is one stream named after the file"
+        ),
     )
-    src.add_argument("--labels", help="JSON {stream: [[start, end], ...]} of anomaly windows")
-    src.add_argument("--label-column", help="per-row 0/1 label column (instead of --labels)")
-    src.add_argument("--key", help="stream key column (default: one stream per file)")
+    src.add_argument(
+        "--labels", help=_unset("JSON {stream: [[start, end], ...]} of anomaly windows")
+    )
+    src.add_argument(
+        "--label-column", help=_unset("per-row 0/1 label column (instead of --labels)")
+    )
+    src.add_argument("--key", help=_unset("stream key column; unset: one stream per file"))
     src.add_argument(
         "--time",
-        help="event time column: epoch number or ISO-8601 "
-        "(default: timestamp/time/datetime/ts if present, else row order)",
+        help=_unset(
+            "event time column, epoch number or ISO-8601; unset: timestamp, time, "
+            "datetime or ts if present, else row order"
+        ),
     )
     src.add_argument(
         "--time-unit", default="s", choices=["s", "ms", "us", "ns"], help="unit of numeric times"
     )
-    src.add_argument("--sep", help="CSV delimiter (default: guessed from the header)")
+    src.add_argument("--sep", help=_unset("CSV delimiter; unset: guessed from the header"))
     src.add_argument(
         "--features",
-        help="comma-separated feature columns (default: the model's "
-        "features; without a model every other column)",
+        help=_unset(
+            "comma-separated feature columns; unset: the model's features, or without "
+            "a model every column but key, time and label"
+        ),
     )
     cold = p.add_argument_group("cold start")
     cold.add_argument(
@@ -110,9 +131,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     det.add_argument(
         "--threshold",
         type=float,
-        help="open threshold (default: the model's calibrated one, else the detector default)",
+        help=_unset(
+            "open threshold; unset: the model's calibrated one, else the detector's "
+            f"default ({DEFAULT_OPEN}, {DEFAULT_OPEN_ABSOLUTE} with --no-stream-scale)"
+        ),
     )
-    det.add_argument("--close-threshold", type=float, help="close threshold (default: derived)")
+    det.add_argument(
+        "--close-threshold",
+        type=float,
+        help=_unset("close threshold; unset: derived from the open one"),
+    )
     det.add_argument("--min-run", type=int, default=_D.min_run, help="scores >= open to open")
     det.add_argument("--close-run", type=int, default=_D.close_run, help="scores < close to close")
     det.add_argument(
@@ -131,8 +159,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="score calibrated residuals absolutely, not against each stream's recent errors",
     )
     out = p.add_argument_group("output")
-    out.add_argument("--report", help="write an HTML report (or a PNG when the name ends .png)")
-    out.add_argument("--json", help="write every number as JSON")
+    out.add_argument(
+        "--report", help=_unset("write an HTML report (or a PNG when the name ends .png)")
+    )
+    out.add_argument("--json", help=_unset("write every number as JSON"))
     out.add_argument("--plot-max", type=int, default=12, help="most streams plotted")
     out.add_argument("--rows", type=int, default=50, help="most streams in the text table")
     out.add_argument("--no-sweep", action="store_true", help="skip the threshold sweep")
