@@ -102,7 +102,7 @@ def fit(kind: str, runs: list, free: tuple, args: argparse.Namespace) -> Model:
     lv = last_value_model(FEATURES, model.norm_mean, model.norm_std)
     xn = lv.normalise(x).astype(np.float64)
     r = np.concatenate([np.diff(xn[keys == k], axis=0) for k in dict.fromkeys(keys.tolist())])
-    return lv.with_calibration(E._robust_scale(r), model.threshold)
+    return lv.with_calibration(E.robust_scale(r), model.threshold)
 
 
 DETECTOR = {"default": {}, "absolute": {"stream_scale": False, "smooth": 30}}

@@ -42,7 +42,7 @@ from streamlstm.detector import (
     DetectorConfig,
 )
 from streamlstm.errors import InputError
-from streamlstm.evaluation_report import format_text, write_report
+from streamlstm.evaluation.report import format_text, write_report
 from streamlstm.model import load
 from streamlstm.tabular import EventReader, sniff_separator, stream_name_for
 

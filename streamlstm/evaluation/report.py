@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from streamlstm.evaluation import DAY, Quality, Replay, SweepPoint, best_point
+from streamlstm.evaluation.metrics import DAY, Quality, SweepPoint, best_point
+from streamlstm.evaluation.replay import Replay
 from streamlstm.kernels import detect as K
 
 GREEN = "#2ca02c"

@@ -1,0 +1,264 @@
+"""Window-level and point-wise quality of a replay, and the exact threshold sweep.
+
+See :mod:`streamlstm.evaluation` for the definitions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamlstm.detector import REJECTED, DetectorConfig
+from streamlstm.evaluation.labels import Window
+from streamlstm.evaluation.replay import Replay
+from streamlstm.kernels import alerts as A
+from streamlstm.kernels import detect as K
+
+DAY = 86_400.0
+
+
+@dataclass
+class Quality:
+    """Detection quality of one stream or of all of them (see the module docstring)."""
+
+    windows: int = 0
+    caught: int = 0
+    false_alerts: int = 0
+    alerts: int = 0
+    ttd: list[float] = field(default_factory=list)  # seconds, one per caught window
+    judged_days: float = 0.0
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+
+    @property
+    def missed(self) -> int:
+        return self.windows - self.caught
+
+    @property
+    def precision(self) -> float:
+        return _ratio(self.caught, self.caught + self.false_alerts)
+
+    @property
+    def recall(self) -> float:
+        return _ratio(self.caught, self.windows)
+
+    @property
+    def f1(self) -> float:
+        return _f1(self.precision, self.recall)
+
+    @property
+    def point_precision(self) -> float:
+        return _ratio(self.tp, self.tp + self.fp)
+
+    @property
+    def point_recall(self) -> float:
+        return _ratio(self.tp, self.tp + self.fn)
+
+    @property
+    def point_f1(self) -> float:
+        return _f1(self.point_precision, self.point_recall)
+
+    @property
+    def far(self) -> float:
+        return _ratio(self.fp, self.fp + self.tn)
+
+    @property
+    def mar(self) -> float:
+        return _ratio(self.fn, self.fn + self.tp)
+
+    @property
+    def false_per_day(self) -> float:
+        return self.false_alerts / self.judged_days if self.judged_days > 0 else math.nan
+
+    @property
+    def median_ttd(self) -> float:
+        return float(np.median(self.ttd)) if self.ttd else math.nan
+
+    def __iadd__(self, o: Quality) -> Quality:
+        self.windows += o.windows
+        self.caught += o.caught
+        self.false_alerts += o.false_alerts
+        self.alerts += o.alerts
+        self.ttd += o.ttd
+        self.judged_days += o.judged_days
+        self.tp += o.tp
+        self.fp += o.fp
+        self.fn += o.fn
+        self.tn += o.tn
+        return self
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "windows": self.windows,
+            "caught": self.caught,
+            "missed": self.missed,
+            "false_alerts": self.false_alerts,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "median_ttd_s": self.median_ttd,
+            "false_per_day": self.false_per_day,
+            "point_precision": self.point_precision,
+            "point_recall": self.point_recall,
+            "point_f1": self.point_f1,
+            "far": self.far,
+            "mar": self.mar,
+        }
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
+def _f1(p: float, r: float) -> float:
+    if math.isnan(p) or math.isnan(r) or p + r == 0:
+        return 0.0 if (p == 0 or r == 0) else math.nan
+    return 2 * p * r / (p + r)
+
+
+def stream_quality(
+    times: np.ndarray,
+    opened: np.ndarray,
+    alert: np.ndarray,
+    label: np.ndarray,
+    judged: np.ndarray,
+    windows: Sequence[Window],
+) -> Quality:
+    """Quality of one stream from its events in time order (see the module docstring)."""
+    q = Quality()
+    jt = times[judged]
+    if jt.size == 0:
+        return q
+    q.judged_days = float(jt[-1] - jt[0]) / DAY
+    alert_t = times[opened & judged]
+    q.alerts = int(alert_t.size)
+    inside = np.zeros(alert_t.size, bool)
+    for a, b in windows:
+        if b < jt[0]:
+            continue  # the window is over before judging starts
+        q.windows += 1
+        hit = (alert_t >= a) & (alert_t <= b)
+        inside |= hit
+        if hit.any():
+            q.caught += 1
+            q.ttd.append(float(alert_t[np.argmax(hit)] - a))
+    q.false_alerts = int((~inside).sum())
+    y, p = label[judged], alert[judged]
+    q.tp = int((y & p).sum())
+    q.fp = int((~y & p).sum())
+    q.fn = int((y & ~p).sum())
+    q.tn = int((~y & ~p).sum())
+    return q
+
+
+def quality(
+    rep: Replay, alert: np.ndarray | None = None, transition: np.ndarray | None = None
+) -> tuple[Quality, dict[str, Quality]]:
+    """(overall, per stream) quality of a replay, or of other alert flags / transitions."""
+    alert = rep.alert if alert is None else alert
+    transition = rep.transition if transition is None else transition
+    opened = transition == K.OPENED
+    per: dict[str, Quality] = {}
+    total = Quality()
+    for key in rep.stream_keys():
+        idx = rep.stream_index(key)
+        q = stream_quality(
+            rep.times[idx],
+            opened[idx],
+            alert[idx],
+            rep.label[idx],
+            rep.judged[idx],
+            rep.windows.get(key, []),
+        )
+        per[key] = q
+        total += q
+    return total, per
+
+
+# -- threshold sweep ----------------------------------------------------------------
+def default_close(open_thr: float, config: DetectorConfig) -> float:
+    """The close threshold the detector derives for ``open_thr`` (see Detector._set_model)."""
+    close = config.close_threshold
+    if close is None:
+        close = max(0.5, 1.0 - 10.0 * (1.0 - open_thr))
+    return float(min(close, open_thr))
+
+
+def replay_alerts(rep: Replay, open_thr: float) -> tuple[np.ndarray, np.ndarray]:
+    """(alert, transition) the detector would have produced at ``open_thr``."""
+    cfg = rep.config
+    cached = rep.info.get("_slots")
+    if cached is None or cached[0].shape[0] != len(rep):
+        _, slots = np.unique(rep.keys, return_inverse=True)
+        accepted = ~np.isin(rep.outcome, np.array(sorted(REJECTED), np.int8))
+        cached = (slots.astype(np.int64), accepted)
+        rep.info["_slots"] = cached
+    slots, accepted = cached
+    out_alert = np.empty(len(rep), np.int8)
+    out_trans = np.empty(len(rep), np.int8)
+    A._alert_replay(
+        slots,
+        rep.times,
+        rep.score,
+        accepted,
+        int(slots.max(initial=-1) + 1),
+        float(open_thr),
+        default_close(open_thr, cfg),
+        int(cfg.min_run),
+        int(cfg.close_run),
+        float(cfg.cooldown_s),
+        int(cfg.warmup),
+        float(cfg.reset_gap_s),
+        out_alert,
+        out_trans,
+    )
+    return out_alert.astype(bool), out_trans
+
+
+def sweep_thresholds(rep: Replay, n: int = 24) -> np.ndarray:
+    """Open thresholds worth sweeping: quantiles of the judged scores, plus the one used.
+
+    Spaced in tail probability (1e-5 .. 0.3 of judged events at or above),
+    which is where alert thresholds live.
+    """
+    s = rep.score[rep.judged & np.isfinite(rep.score)].astype(np.float64)
+    thr = [rep.open_threshold]
+    if s.size:
+        tail = np.logspace(-5, math.log10(0.3), n)
+        thr += np.quantile(s, 1.0 - tail).tolist()
+    out = np.unique(np.clip(np.asarray(thr), 1e-9, 1 - 1e-12))
+    return out[(out > 0.0) & (out < 1.0)]
+
+
+@dataclass
+class SweepPoint:
+    threshold: float
+    quality: Quality
+
+
+def sweep(rep: Replay, thresholds: Sequence[float] | None = None) -> list[SweepPoint]:
+    """Quality at each open threshold, from the recorded scores (no detector re-run)."""
+    thr = sweep_thresholds(rep) if thresholds is None else thresholds
+    out = []
+    for t in thr:
+        alert, trans = replay_alerts(rep, float(t))
+        total, _ = quality(rep, alert, trans)
+        out.append(SweepPoint(float(t), total))
+    return out
+
+
+def best_point(points: Sequence[SweepPoint], pointwise: bool = False) -> SweepPoint | None:
+    """The sweep point with the highest (window or point-wise) F1; ties -> higher threshold."""
+    best = None
+    for p in points:
+        f = p.quality.point_f1 if pointwise else p.quality.f1
+        if math.isnan(f):
+            continue
+        if best is None or f >= (best.quality.point_f1 if pointwise else best.quality.f1):
+            best = p
+    return best
