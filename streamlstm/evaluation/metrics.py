@@ -192,13 +192,13 @@ def default_close(open_thr: float, config: DetectorConfig) -> float:
 def replay_alerts(rep: Replay, open_thr: float) -> tuple[np.ndarray, np.ndarray]:
     """(alert, transition) the detector would have produced at ``open_thr``."""
     cfg = rep.config
-    cached = rep.info.get("_slots")
-    if cached is None or cached[0].shape[0] != len(rep):
+    cached = rep.info.get("_slots")  # tagged with the arrays it was built from
+    if cached is None or cached[0] is not rep.keys or cached[1] is not rep.outcome:
         _, slots = np.unique(rep.keys, return_inverse=True)
         accepted = ~np.isin(rep.outcome, np.array(sorted(REJECTED), np.int8))
-        cached = (slots.astype(np.int64), accepted)
+        cached = (rep.keys, rep.outcome, slots.astype(np.int64), accepted)
         rep.info["_slots"] = cached
-    slots, accepted = cached
+    slots, accepted = cached[2], cached[3]
     out_alert = np.empty(len(rep), np.int8)
     out_trans = np.empty(len(rep), np.int8)
     A._alert_replay(

@@ -48,15 +48,18 @@ class Replay:
 
     def _groups(self) -> dict[str, np.ndarray]:
         """Stream key -> its event indices (in replay order), in order of first appearance."""
+        # cached in info, tagged with the keys array it was built from (a
+        # dataclasses.replace() copy shares info but may carry other keys)
         cached = self.info.get("_groups")
-        if cached is None or sum(len(v) for v in cached.values()) != len(self):
+        if cached is None or cached[0] is not self.keys:
             uniq, first, inv = np.unique(self.keys, return_index=True, return_inverse=True)
             order = np.argsort(inv, kind="stable")
             bounds = np.r_[0, np.cumsum(np.bincount(inv, minlength=uniq.shape[0]))]
             by_first = np.argsort(first, kind="stable")
-            cached = {str(uniq[g]): order[bounds[g] : bounds[g + 1]] for g in by_first}
+            groups = {str(uniq[g]): order[bounds[g] : bounds[g + 1]] for g in by_first}
+            cached = (self.keys, groups)
             self.info["_groups"] = cached
-        return cached
+        return cached[1]
 
     def stream_keys(self) -> list[str]:
         """Stream keys in order of first appearance."""
