@@ -129,18 +129,23 @@ def stream_quality(
     judged: np.ndarray,
     windows: Sequence[Window],
 ) -> Quality:
-    """Quality of one stream from its events in time order (see the module docstring)."""
+    """Quality of one stream from its events (see :mod:`streamlstm.evaluation`).
+
+    A window counts only where there are judged events to catch it: one that
+    ends before judging starts, or starts after the last event, does not.
+    """
     q = Quality()
     jt = times[judged]
     if jt.size == 0:
         return q
-    q.judged_days = float(jt[-1] - jt[0]) / DAY
+    first, last = float(jt.min()), float(jt.max())
+    q.judged_days = (last - first) / DAY
     alert_t = times[opened & judged]
     q.alerts = int(alert_t.size)
     inside = np.zeros(alert_t.size, bool)
     for a, b in windows:
-        if b < jt[0]:
-            continue  # the window is over before judging starts
+        if b < first or a > last:
+            continue  # no judged event could catch it
         q.windows += 1
         hit = (alert_t >= a) & (alert_t <= b)
         inside |= hit

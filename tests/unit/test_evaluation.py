@@ -61,8 +61,10 @@ def test_window_edges_inclusive_and_open_alert_does_not_catch():
 
 def test_learning_part_is_not_judged():
     t = np.arange(100.0)
-    windows = [(10.0, 20.0), (25.0, 40.0), (70.0, 75.0)]
-    judged = t >= 30  # window 1 is over before judging starts; window 2 straddles it
+    windows = [(10.0, 20.0), (25.0, 40.0), (70.0, 75.0), (150.0, 160.0)]
+    # window 1 is over before judging starts; window 2 straddles it; window 4 is
+    # after the last event: neither 1 nor 4 can be caught, so neither counts
+    judged = t >= 30
     opened = _opened(100, [12, 22, 35, 95])
     q = E.stream_quality(t, opened, opened, E.label_points(t, windows), judged, windows)
     # 12 and 22 are in the learning part: not alerts at all; 35 catches window 2
