@@ -436,3 +436,19 @@ def test_last_value_baseline_learns_only_from_the_learning_part():
     assert 0.1 < float(m1.resid_scale[0]) < 10.0
     with pytest.raises(InputError, match="need at least 8"):
         E.learn_first_models(keys, np.arange(100.0), calm, ["v"], 0.05, baseline=True)
+
+
+def test_learn_first_trains_one_model_per_stream_on_its_learning_part():
+    from streamlstm.training.trainer import TrainConfig
+
+    rng = np.random.default_rng(SEED)
+    keys, times, x, _ = _fleet(rng, 2, 200)
+    x[E.judged_mask(keys, 0.5)] += 1e4  # the judged half is far off
+    tcfg = TrainConfig(hidden=4, window=16, batch=4, epochs=1, progress=False, seed=0)
+    models = E.learn_first_models(keys, times, x, ["a", "b"], 0.5, train_config=tcfg)
+    assert sorted(models) == ["s0", "s1"]
+    for k, m in models.items():
+        learn = np.flatnonzero(keys == k)[:100]  # its learning part
+        assert m.features == ("a", "b") and m.hidden == 4
+        # normalisation comes from (the training share of) its own learning part only
+        assert np.all(np.abs(m.norm_mean - x[learn].mean(0)) < 3 * x[learn].std(0))
