@@ -92,38 +92,56 @@ def _affine_range(a, r0, m, k_in, w, bias, out):  # pragma: no cover - compiled
     """``out[r, :] = bias + a[r, :k_in] @ w[:k_in, :]`` for ``r0 <= r < r0 + m``.
 
     a : (B, >=k_in) float32, w : (>=k_in, G) float32, bias : (G,), out : (B, G).
-    Four rows at a time so each weight row is loaded once per four rows.
+    Blocks of 4 rows x 4 k: each loaded weight feeds four rows and each
+    loaded output element takes four products before it is stored again
+    (memory traffic, not arithmetic, bounds these small products). Every
+    element is still summed over ``k`` in increasing order.
     """
     g = w.shape[1]
     r = r0
     end = r0 + m
-    while r + 4 <= end:
-        for j in range(g):
-            bj = bias[j]
-            out[r, j] = bj
-            out[r + 1, j] = bj
-            out[r + 2, j] = bj
-            out[r + 3, j] = bj
-        for k in range(k_in):
-            a0 = a[r, k]
-            a1 = a[r + 1, k]
-            a2 = a[r + 2, k]
-            a3 = a[r + 3, k]
-            for j in range(g):
-                wk = w[k, j]
-                out[r, j] += a0 * wk
-                out[r + 1, j] += a1 * wk
-                out[r + 2, j] += a2 * wk
-                out[r + 3, j] += a3 * wk
-        r += 4
     while r < end:
-        for j in range(g):
-            out[r, j] = bias[j]
-        for k in range(k_in):
-            a0 = a[r, k]
+        nr = min(4, end - r)
+        for q in range(nr):
             for j in range(g):
-                out[r, j] += a0 * w[k, j]
-        r += 1
+                out[r + q, j] = bias[j]
+        if nr == 4:
+            k = 0
+            while k + 4 <= k_in:
+                a00, a01, a02, a03 = a[r, k], a[r, k + 1], a[r, k + 2], a[r, k + 3]
+                a10, a11, a12, a13 = a[r + 1, k], a[r + 1, k + 1], a[r + 1, k + 2], a[r + 1, k + 3]
+                a20, a21, a22, a23 = a[r + 2, k], a[r + 2, k + 1], a[r + 2, k + 2], a[r + 2, k + 3]
+                a30, a31, a32, a33 = a[r + 3, k], a[r + 3, k + 1], a[r + 3, k + 2], a[r + 3, k + 3]
+                for j in range(g):
+                    w0 = w[k, j]
+                    w1 = w[k + 1, j]
+                    w2 = w[k + 2, j]
+                    w3 = w[k + 3, j]
+                    o = out[r, j] + a00 * w0
+                    out[r, j] = ((o + a01 * w1) + a02 * w2) + a03 * w3
+                    o = out[r + 1, j] + a10 * w0
+                    out[r + 1, j] = ((o + a11 * w1) + a12 * w2) + a13 * w3
+                    o = out[r + 2, j] + a20 * w0
+                    out[r + 2, j] = ((o + a21 * w1) + a22 * w2) + a23 * w3
+                    o = out[r + 3, j] + a30 * w0
+                    out[r + 3, j] = ((o + a31 * w1) + a32 * w2) + a33 * w3
+                k += 4
+            while k < k_in:
+                a0, a1, a2, a3 = a[r, k], a[r + 1, k], a[r + 2, k], a[r + 3, k]
+                for j in range(g):
+                    wk = w[k, j]
+                    out[r, j] += a0 * wk
+                    out[r + 1, j] += a1 * wk
+                    out[r + 2, j] += a2 * wk
+                    out[r + 3, j] += a3 * wk
+                k += 1
+        else:
+            for q in range(nr):
+                for k in range(k_in):
+                    a0 = a[r + q, k]
+                    for j in range(g):
+                        out[r + q, j] += a0 * w[k, j]
+        r += nr
 
 
 @njit(**NJIT)
@@ -131,38 +149,69 @@ def _matT_range(dg, r0, m, n_g, wp, k_out, out, accumulate):  # pragma: no cover
     """``out[r, :k_out] (+)= dg[r, :n_g] @ wp[:n_g, :k_out]`` for rows ``r0..r0+m-1``.
 
     dg : (B, >=n_g) float32, wp : (>=n_g, >=k_out) float32 (PyTorch layout, so
-    this is ``W^T dg``), out : (B, >=k_out) float32.
+    this is ``W^T dg``), out : (B, >=k_out) float32. Blocks of 4 rows x 4 j,
+    as in :func:`_affine_range`.
     """
     r = r0
     end = r0 + m
-    while r + 4 <= end:
-        if not accumulate:
-            for k in range(k_out):
-                out[r, k] = 0.0
-                out[r + 1, k] = 0.0
-                out[r + 2, k] = 0.0
-                out[r + 3, k] = 0.0
-        for j in range(n_g):
-            d0 = dg[r, j]
-            d1 = dg[r + 1, j]
-            d2 = dg[r + 2, j]
-            d3 = dg[r + 3, j]
-            for k in range(k_out):
-                wk = wp[j, k]
-                out[r, k] += d0 * wk
-                out[r + 1, k] += d1 * wk
-                out[r + 2, k] += d2 * wk
-                out[r + 3, k] += d3 * wk
-        r += 4
     while r < end:
+        nr = min(4, end - r)
         if not accumulate:
-            for k in range(k_out):
-                out[r, k] = 0.0
-        for j in range(n_g):
-            d0 = dg[r, j]
-            for k in range(k_out):
-                out[r, k] += d0 * wp[j, k]
-        r += 1
+            for q in range(nr):
+                for k in range(k_out):
+                    out[r + q, k] = 0.0
+        if nr == 4:
+            j = 0
+            while j + 4 <= n_g:
+                d00, d01, d02, d03 = dg[r, j], dg[r, j + 1], dg[r, j + 2], dg[r, j + 3]
+                d10, d11, d12, d13 = (
+                    dg[r + 1, j],
+                    dg[r + 1, j + 1],
+                    dg[r + 1, j + 2],
+                    dg[r + 1, j + 3],
+                )
+                d20, d21, d22, d23 = (
+                    dg[r + 2, j],
+                    dg[r + 2, j + 1],
+                    dg[r + 2, j + 2],
+                    dg[r + 2, j + 3],
+                )
+                d30, d31, d32, d33 = (
+                    dg[r + 3, j],
+                    dg[r + 3, j + 1],
+                    dg[r + 3, j + 2],
+                    dg[r + 3, j + 3],
+                )
+                for k in range(k_out):
+                    w0 = wp[j, k]
+                    w1 = wp[j + 1, k]
+                    w2 = wp[j + 2, k]
+                    w3 = wp[j + 3, k]
+                    o = out[r, k] + d00 * w0
+                    out[r, k] = ((o + d01 * w1) + d02 * w2) + d03 * w3
+                    o = out[r + 1, k] + d10 * w0
+                    out[r + 1, k] = ((o + d11 * w1) + d12 * w2) + d13 * w3
+                    o = out[r + 2, k] + d20 * w0
+                    out[r + 2, k] = ((o + d21 * w1) + d22 * w2) + d23 * w3
+                    o = out[r + 3, k] + d30 * w0
+                    out[r + 3, k] = ((o + d31 * w1) + d32 * w2) + d33 * w3
+                j += 4
+            while j < n_g:
+                d0, d1, d2, d3 = dg[r, j], dg[r + 1, j], dg[r + 2, j], dg[r + 3, j]
+                for k in range(k_out):
+                    wk = wp[j, k]
+                    out[r, k] += d0 * wk
+                    out[r + 1, k] += d1 * wk
+                    out[r + 2, k] += d2 * wk
+                    out[r + 3, k] += d3 * wk
+                j += 1
+        else:
+            for q in range(nr):
+                for j in range(n_g):
+                    d0 = dg[r + q, j]
+                    for k in range(k_out):
+                        out[r + q, k] += d0 * wp[j, k]
+        r += nr
 
 
 @njit(**NJIT)
@@ -195,26 +244,45 @@ def _outer_acc_kg(dg, r0, m, n_g, a, k_in, gk):  # pragma: no cover - compiled
 
     The kernel-layout twin of :func:`_outer_acc` (gk : (>=k_in, >=n_g)): the
     inner loop runs over the G gate columns, long and contiguous even when
-    ``k_in`` is a handful of input features.
+    ``k_in`` is a handful of input features. Blocks of 4 k x 4 rows: each
+    loaded gradient row feeds four ``k`` and each ``gk`` element takes four
+    products per load and store.
     """
-    for k in range(k_in):
-        r = r0
-        end = r0 + m
-        while r + 4 <= end:
-            a0 = a[r, k]
-            a1 = a[r + 1, k]
-            a2 = a[r + 2, k]
-            a3 = a[r + 3, k]
-            for j in range(n_g):
-                gk[k, j] += (
-                    a0 * dg[r, j] + a1 * dg[r + 1, j] + a2 * dg[r + 2, j] + a3 * dg[r + 3, j]
-                )
-            r += 4
-        while r < end:
-            a0 = a[r, k]
-            for j in range(n_g):
-                gk[k, j] += a0 * dg[r, j]
-            r += 1
+    r = r0
+    end = r0 + m
+    while r < end:
+        nr = min(4, end - r)
+        if nr == 4:
+            k = 0
+            while k + 4 <= k_in:
+                a00, a01, a02, a03 = a[r, k], a[r + 1, k], a[r + 2, k], a[r + 3, k]
+                a10, a11, a12, a13 = a[r, k + 1], a[r + 1, k + 1], a[r + 2, k + 1], a[r + 3, k + 1]
+                a20, a21, a22, a23 = a[r, k + 2], a[r + 1, k + 2], a[r + 2, k + 2], a[r + 3, k + 2]
+                a30, a31, a32, a33 = a[r, k + 3], a[r + 1, k + 3], a[r + 2, k + 3], a[r + 3, k + 3]
+                for j in range(n_g):
+                    d0 = dg[r, j]
+                    d1 = dg[r + 1, j]
+                    d2 = dg[r + 2, j]
+                    d3 = dg[r + 3, j]
+                    gk[k, j] += a00 * d0 + a01 * d1 + a02 * d2 + a03 * d3
+                    gk[k + 1, j] += a10 * d0 + a11 * d1 + a12 * d2 + a13 * d3
+                    gk[k + 2, j] += a20 * d0 + a21 * d1 + a22 * d2 + a23 * d3
+                    gk[k + 3, j] += a30 * d0 + a31 * d1 + a32 * d2 + a33 * d3
+                k += 4
+            while k < k_in:
+                a0, a1, a2, a3 = a[r, k], a[r + 1, k], a[r + 2, k], a[r + 3, k]
+                for j in range(n_g):
+                    gk[k, j] += (
+                        a0 * dg[r, j] + a1 * dg[r + 1, j] + a2 * dg[r + 2, j] + a3 * dg[r + 3, j]
+                    )
+                k += 1
+        else:
+            for q in range(nr):
+                for k in range(k_in):
+                    a0 = a[r + q, k]
+                    for j in range(n_g):
+                        gk[k, j] += a0 * dg[r + q, j]
+        r += nr
 
 
 @njit(**NJIT)
