@@ -35,16 +35,27 @@ log = logging.getLogger(__name__)
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
 
 
+def _unset(text: str) -> str:
+    """Help of a flag whose default is None: the words say what unset means.
+
+    The CLI's ArgumentDefaultsHelpFormatter appends "(default: None)" unless the
+    help mentions the default; "%(default).0s" mentions it and prints nothing.
+    """
+    return text + "%(default).0s"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
-    p.add_argument("--data", required=True, help="history file (CSV or JSON-lines, .gz ok)")
-    p.add_argument("--features", required=True, help="comma-separated feature columns")
-    p.add_argument("--out", required=True, help="model file to write (.npz)")
-    p.add_argument("--key", default=None, help="stream key column (default: one stream)")
-    p.add_argument("--time", default=None, help="event time column (default: row number)")
+    p.add_argument("--data", required=True, help=_unset("history file (CSV or JSON-lines, .gz ok)"))
+    p.add_argument("--features", required=True, help=_unset("comma-separated feature columns"))
+    p.add_argument("--out", required=True, help=_unset("model file to write (.npz)"))
+    p.add_argument("--key", default=None, help=_unset("stream key column (default: one stream)"))
+    p.add_argument("--time", default=None, help=_unset("event time column (default: row number)"))
     p.add_argument("--time-unit", default="s", choices=["s", "ms", "us", "ns"],
                    help="unit of numeric times")  # fmt: skip
-    p.add_argument("--sep", default=None, help="CSV delimiter (default: guessed from the header)")
+    p.add_argument(
+        "--sep", default=None, help=_unset("CSV delimiter (default: guessed from the header)")
+    )
     p.add_argument("--cell", default=d.cell, choices=["lstm", "gru"], help="recurrent cell")
     p.add_argument("--hidden", type=int, default=d.hidden, help="hidden units per layer")
     p.add_argument("--layers", type=int, default=d.layers, help="stacked layers")
@@ -62,21 +73,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=d.val_fraction,
                    help="last part of each stream's time range held out")  # fmt: skip
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed, same model)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--threads", type=int, default=None, help=_unset("CPU threads (default: all)"))
     p.add_argument("--time-input", action="store_true",
                    help="extra input: log time since the stream's previous event")  # fmt: skip
     p.add_argument("--season", default=None,
-                   help="season of the seasonal-naive baseline: events (1440) or a duration "
-                        "(1d, 12h, 30m) converted with the median sampling interval")  # fmt: skip
+                   help=_unset("season of the seasonal-naive baseline: events (1440) or a "
+                               "duration (1d, 12h, 30m) at the median sampling interval "
+                               "(default: no seasonal baseline)"))  # fmt: skip
     p.add_argument("--max-windows", type=int, default=None,
-                   help="at most this many windows per epoch (random each epoch)")  # fmt: skip
+                   help=_unset("at most this many windows per epoch, drawn at random "
+                               "(default: all)"))  # fmt: skip
     p.add_argument("--false-alarms-per-week", type=float, default=d.false_alarms_per_week,
                    help="alert budget per stream per week of normal data the default "
                         "threshold is calibrated for")  # fmt: skip
     p.add_argument("--no-threshold", action="store_true",
                    help="calibrate residual scales only, no default threshold")  # fmt: skip
-    p.add_argument("--plot", default=None, help="write the loss curves to this PNG")
-    p.add_argument("--report", default=None, help="write the training report as JSON")
+    p.add_argument("--plot", default=None, help=_unset("write the loss curves to this PNG"))
+    p.add_argument("--report", default=None, help=_unset("write the training report as JSON"))
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 

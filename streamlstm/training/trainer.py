@@ -177,8 +177,13 @@ class TrainReport:
             f"({self.seconds_per_epoch:.2f} s/epoch) on {self.n_streams} stream(s), "
             f"{self.n_train_events} training / {self.n_val_events} validation events"
             + (", stopped early" if self.stopped_early else ""),
-            f"best epoch {self.best_epoch}: validation loss {f(self.best_val_loss)} "
-            f"(train {f(self.train_loss)}; normalised MSE)",
+            (
+                f"best epoch {self.best_epoch}: validation loss {f(self.best_val_loss)} "
+                f"(train {f(self.train_loss)}; normalised MSE)"
+                if self.best_epoch
+                else f"no epoch improved on the starting model (validation loss "
+                f"{f(self.best_val_loss)}); it is kept"
+            ),
             f"baselines on the same validation targets: last value {f(self.last_value_loss)}"
             + (
                 f", seasonal naive {f(self.seasonal_naive_loss)}"
