@@ -21,10 +21,11 @@
 3. Too little validation data to see the budget (fewer than
    :data:`MIN_OBSERVABLE` allowed openings, e.g. one alert a week budgeted
    on two days of data): zero openings on it proves little, so the
-   threshold is at least the *nominal* one, ``1 - budget / events per
-   stream-week``: scores are tail probabilities of a calibrated residual, so
-   that many events per week would exceed it, and every opening needs at
-   least one exceedance.
+   threshold is at least a *nominal* one. With the detector's
+   stream-relative scores (``stream_scale``, scores ``u / (1 + u)``) that
+   is the detector's default open threshold; with absolute scores (tail
+   probabilities of a calibrated residual) it is ``1 - budget / events per
+   stream-week``, since every opening needs at least one exceedance.
 """
 
 from __future__ import annotations
@@ -186,15 +187,16 @@ def choose_threshold(
     chosen = float(ok[0]) if ok else MAX_THRESHOLD
     n_judged = int(rec.judged.sum())
     nominal = None
-    if allowed < MIN_OBSERVABLE and weeks > 0 and n_judged:
-        per_week = n_judged / weeks
-        nominal = float(min(MAX_THRESHOLD, max(0.5, 1.0 - false_alarms_per_week / per_week)))
+    if allowed < MIN_OBSERVABLE and n_judged:
         if cfg.stream_scale:
             # Scores are u / (1 + u), u = error / the stream's recent maximum, not tail
             # probabilities: the detector's default is the nominal threshold then.
             nominal = DEFAULT_OPEN
-        if nominal > chosen:
-            chosen = float(grid[min(int(np.searchsorted(grid, nominal)), len(grid) - 1)])
+        elif weeks > 0:
+            per_week = n_judged / weeks
+            nominal = float(min(MAX_THRESHOLD, max(0.5, 1.0 - false_alarms_per_week / per_week)))
+    if nominal is not None and nominal > chosen:
+        chosen = float(grid[min(int(np.searchsorted(grid, nominal)), len(grid) - 1)])
     # Confirm with a real pass; step up the grid while the budget is exceeded.
     idx = int(np.searchsorted(grid, chosen))
     real = rec.run(chosen)
