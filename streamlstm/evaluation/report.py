@@ -180,29 +180,30 @@ def stream_figure(rep: Replay, key: str, open_threshold: float | None = None) ->
 
     idx = rep.stream_index(key)
     t = rep.times[idx]
-    days = (t - t[0]) / DAY
+    unit_name, unit = _time_unit(float(t[-1] - t[0]))
+    rel = (t - t[0]) / unit
     thr = rep.info.get("open_thresholds", {}).get(key, open_threshold or rep.open_threshold)
     fig, (ax1, ax2) = plt.subplots(
         2, 1, figsize=(11, 4.2), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
     )
     xs = rep.x[idx]
     if xs.shape[1] == 1:
-        ax1.plot(days, xs[:, 0], lw=0.6, color="#1f77b4", label=rep.features[0])
+        ax1.plot(rel, xs[:, 0], lw=0.6, color="#1f77b4", label=rep.features[0])
     else:  # several channels: standardise so they share an axis
         with np.errstate(invalid="ignore"):
             z = (xs - np.nanmean(xs, 0)) / np.where(np.nanstd(xs, 0) > 0, np.nanstd(xs, 0), 1)
         for j in range(min(8, xs.shape[1])):
-            ax1.plot(days, z[:, j] + 0 * j, lw=0.5, label=rep.features[j])
+            ax1.plot(rel, z[:, j] + 0 * j, lw=0.5, label=rep.features[j])
         ax1.set_ylabel("standardised")
     for a, b in rep.windows.get(key, []):
         for ax in (ax1, ax2):
-            ax.axvspan((a - t[0]) / DAY, (b - t[0]) / DAY, color=GREEN, alpha=0.15, lw=0)
+            ax.axvspan((a - t[0]) / unit, (b - t[0]) / unit, color=GREEN, alpha=0.15, lw=0)
     for a, b in _spans(t, rep.alert[idx]):
-        ax1.axvspan((a - t[0]) / DAY, (b - t[0]) / DAY, color=RED, alpha=0.25, lw=0)
+        ax1.axvspan((a - t[0]) / unit, (b - t[0]) / unit, color=RED, alpha=0.25, lw=0)
     opened = idx[rep.transition[idx] == K.OPENED]
     if opened.size:
         ax1.plot(
-            (rep.times[opened] - t[0]) / DAY,
+            (rep.times[opened] - t[0]) / unit,
             rep.x[opened, 0] if xs.shape[1] == 1 else np.zeros(opened.size),
             "v",
             color=RED,
@@ -211,7 +212,7 @@ def stream_figure(rep: Replay, key: str, open_threshold: float | None = None) ->
         )
     unjudged = ~rep.judged[idx]
     if unjudged.any():
-        end = (t[np.flatnonzero(unjudged)[-1]] - t[0]) / DAY
+        end = (t[np.flatnonzero(unjudged)[-1]] - t[0]) / unit
         for ax in (ax1, ax2):
             ax.axvspan(0, end, color="#888888", alpha=0.12, lw=0)
         ax1.text(
@@ -225,15 +226,23 @@ def stream_figure(rep: Replay, key: str, open_threshold: float | None = None) ->
     ax1.legend(loc="upper right", fontsize=7, ncol=4)
     ax1.set_title(key, fontsize=9, loc="left")
     tf, ylabel = _axis(rep)
-    ax2.plot(days, tf(rep.score[idx]), lw=0.5, color="#444444")
+    ax2.plot(rel, tf(rep.score[idx]), lw=0.5, color="#444444")
     ax2.axhline(
         tf(np.array([thr]))[0], color=RED, lw=0.8, ls="--", label=f"open threshold {thr:.4g}"
     )
     ax2.set_ylabel(ylabel)
-    ax2.set_xlabel(f"days since {_dt_text(t[0])}")
+    ax2.set_xlabel(f"{unit_name} since {_dt_text(t[0])}")
     ax2.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _time_unit(span: float) -> tuple[str, float]:
+    """The axis unit for a stream spanning ``span`` seconds: days, hours, minutes or seconds."""
+    for name, size in (("days", DAY), ("hours", 3600.0), ("minutes", 60.0)):
+        if span >= 2 * size:
+            return name, size
+    return "seconds", 1.0
 
 
 def _dt_text(t: float) -> str:
