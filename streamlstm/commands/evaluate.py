@@ -127,7 +127,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="budget the --learn-first threshold is calibrated for",
     )
     cold.add_argument("--seed", type=int, default=0, help="training seed")
-    det = p.add_argument_group("detector")
+    det = p.add_argument_group(
+        "detector", "unset flags take the --config pipeline's setting, else the default shown"
+    )
+    det.add_argument(
+        "--config",
+        help=_unset("daemon YAML: evaluate with that pipeline's detector settings (and model)"),
+    )
+    det.add_argument(
+        "--pipeline", help=_unset("pipeline name in --config; unset: the first pipeline")
+    )
     det.add_argument(
         "--threshold",
         type=float,
@@ -141,18 +150,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         help=_unset("close threshold; unset: derived from the open one"),
     )
-    det.add_argument("--min-run", type=int, default=_D.min_run, help="scores >= open to open")
-    det.add_argument("--close-run", type=int, default=_D.close_run, help="scores < close to close")
-    det.add_argument(
-        "--cooldown",
-        type=float,
-        default=_D.cooldown_s,
-        help="seconds after a close with no new alert",
-    )
-    det.add_argument(
-        "--warmup", type=int, default=_D.warmup, help="events before a stream may alert"
-    )
-    det.add_argument("--smooth", type=int, default=_D.smooth, help="EWMA span of the error")
+    for flag, field_name, kind, text in _DETECTOR_FLAGS:
+        det.add_argument(
+            flag,
+            type=kind,
+            default=None,
+            help=_unset(f"{text} (default {getattr(_D, field_name)})"),
+        )
     det.add_argument(
         "--no-stream-scale",
         action="store_true",
@@ -169,18 +173,68 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     out.add_argument("--batch", type=int, default=8192, help="events per detector call")
 
 
-def detector_config(args: argparse.Namespace) -> DetectorConfig:
+_DETECTOR_FLAGS = (
+    ("--min-run", "min_run", int, "scores >= open needed to open"),
+    ("--close-run", "close_run", int, "scores < close needed to close"),
+    ("--cooldown", "cooldown_s", float, "seconds after a close with no new alert"),
+    ("--warmup", "warmup", int, "events before a stream may alert"),
+    ("--smooth", "smooth", int, "EWMA span of the error"),
+)
+
+
+def pipeline_settings(args: argparse.Namespace) -> tuple[DetectorConfig | None, Path | None]:
+    """(detector settings, model path) of the --config pipeline, or (None, None).
+
+    Only the detector and the model path are used: evaluate connects to
+    nothing, so Kafka secrets named in the file need not be set.
+    """
+    if not args.config:
+        return None, None
+    from streamlstm.service.config import load_config
+
+    cfg = load_config(args.config, env=_AnyEnv())
+    pipes = cfg.pipelines
+    if args.pipeline:
+        try:
+            pipe = cfg.pipeline(args.pipeline)
+        except KeyError:
+            names = ", ".join(p.name for p in pipes)
+            raise InputError(
+                f"{args.config}: no pipeline named {args.pipeline!r}; it has: {names}"
+            ) from None
+    else:
+        pipe = pipes[0]
+    return pipe.detector, pipe.model_path
+
+
+class _AnyEnv(dict):  # type: ignore[type-arg]
+    """Environment for secrets evaluate does not use: every variable "is set"."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> str:
+        return "unused-by-evaluate"
+
+    def get(self, key: str, default: object = None) -> str:  # type: ignore[override]
+        return "unused-by-evaluate"
+
+
+def detector_config(args: argparse.Namespace, base: DetectorConfig | None = None) -> DetectorConfig:
+    """``base`` (the --config pipeline's settings, else the defaults) with the set flags."""
+    values = (base or DetectorConfig()).as_dict()
+    if args.threshold is not None:
+        values["open_threshold"] = args.threshold
+    if args.close_threshold is not None:
+        values["close_threshold"] = args.close_threshold
+    for _, name, _, _ in _DETECTOR_FLAGS:
+        v = getattr(args, name if name != "cooldown_s" else "cooldown")
+        if v is not None:
+            values[name] = v
+    if args.no_stream_scale:
+        values["stream_scale"] = False
     try:
-        return DetectorConfig(
-            open_threshold=args.threshold,
-            close_threshold=args.close_threshold,
-            min_run=args.min_run,
-            close_run=args.close_run,
-            cooldown_s=args.cooldown,
-            warmup=args.warmup,
-            smooth=args.smooth,
-            stream_scale=not args.no_stream_scale,
-        )
+        return DetectorConfig(**values)
     except ValueError as exc:
         raise InputError(f"invalid detector option: {exc}") from exc
 
@@ -286,13 +340,17 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give the labels: --labels windows.json or --label-column NAME")
     if not 0.0 <= args.learn_first < 1.0:
         raise InputError(f"--learn-first is {args.learn_first}, expected in [0, 1)")
-    if not args.model and args.learn_first <= 0:
+    base, config_model = pipeline_settings(args)
+    model_path = args.model or (
+        str(config_model) if config_model and args.learn_first <= 0 else None
+    )
+    if not model_path and args.learn_first <= 0:
         raise InputError("give --model, or --learn-first F to learn each stream's first part")
-    model = load(args.model) if args.model else None
+    model = load(model_path) if model_path else None
     data = read_data(args, tuple(model.features) if model is not None else None)
     features = model.features if model is not None else data["features"]
     windows = E.load_windows(args.labels) if args.labels else None
-    cfg = detector_config(args)
+    cfg = detector_config(args, base)
     keys, times, x = data["keys"], data["times"], data["x"]
     judged = E.judged_mask(keys, args.learn_first)
     kw: dict[str, Any] = {"judged": judged, "chunk": args.batch}
@@ -369,8 +427,11 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     details = {
-        "model": args.model
+        "model": model_path
         or f"learnt from the first {args.learn_first:.0%} of each stream ({args.baseline})",
+        "settings": f"{args.config} pipeline {args.pipeline or 'first'}"
+        if args.config
+        else "flags",
         "data": ", ".join(args.data),
         "labels": args.labels or f"column {args.label_column}",
         "features": ", ".join(features),

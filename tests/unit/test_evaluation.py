@@ -452,3 +452,34 @@ def test_learn_first_trains_one_model_per_stream_on_its_learning_part():
         assert m.features == ("a", "b") and m.hidden == 4
         # normalisation comes from (the training share of) its own learning part only
         assert np.all(np.abs(m.norm_mean - x[learn].mean(0)) < 3 * x[learn].std(0))
+
+
+def test_detector_settings_from_the_daemon_config_with_flag_overrides(tmp_path):
+    from pathlib import Path
+
+    pipeline_yaml = Path(__file__).resolve().parents[2] / "config" / "pipeline.yaml"
+    csv, wfile, mfile = _write_case(tmp_path, np.random.default_rng(SEED))
+    js = tmp_path / "q.json"
+    base = [
+        "evaluate",
+        "--model",
+        str(mfile),
+        "--data",
+        str(csv),
+        "--labels",
+        str(wfile),
+        "--key",
+        "machine",
+        "--time",
+        "ts",
+        "--no-sweep",
+        "--json",
+        str(js),
+    ]
+    assert main([*base, "--config", str(pipeline_yaml), "--smooth", "7"]) == 0
+    det = json.loads(json.loads(js.read_text())["details"]["detector"])
+    assert det["cooldown_s"] == 300.0  # from the YAML (the default is 0)
+    assert det["smooth"] == 7  # the flag wins
+    assert main(base) == 0
+    det = json.loads(json.loads(js.read_text())["details"]["detector"])
+    assert det["cooldown_s"] == 0.0 and det["smooth"] == DetectorConfig().smooth
