@@ -13,6 +13,10 @@ in :mod:`streamlstm.evaluation`. A text table goes to stdout; ``--report``
 writes a self-contained HTML report (or one PNG when it ends in ``.png``);
 ``--json`` writes every number.
 
+``--config pipeline.yaml [--pipeline NAME]`` takes the detector settings (and
+the model, unless ``--model`` is given) from the daemon's own configuration,
+so the numbers are those of the deployment; flags that are set override it.
+
 ``--learn-first F`` is the cold start (a series with no separate history):
 each stream gets its own model, learnt from its first ``F`` share only
 (fine-tuned from ``--model`` when given; ``--baseline last-value`` uses the
