@@ -14,11 +14,14 @@ succeeded (atomically), so a diverged run never leaves a broken file.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import logging
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +50,15 @@ def _unset(text: str) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument("--data", required=True, help=_unset("history file (CSV or JSON-lines, .gz ok)"))
-    p.add_argument("--features", required=True, help=_unset("comma-separated feature columns"))
+    p.add_argument("--features", help=_unset("comma-separated feature columns"))
+    p.add_argument(
+        "--config",
+        help=_unset(
+            "pipeline YAML: decode --data (JSON lines) as the "
+            "daemon does, features from its decode section"
+        ),
+    )
+    p.add_argument("--pipeline", help=_unset("pipeline of --config (default: the only one)"))
     p.add_argument("--out", required=True, help=_unset("model file to write (.npz)"))
     p.add_argument("--key", default=None, help=_unset("stream key column (default: one stream)"))
     p.add_argument("--time", default=None, help=_unset("event time column (default: row number)"))
@@ -142,18 +153,119 @@ def plot_losses(report: TrainReport, path: str) -> None:
     plt.close(fig)
 
 
+class _Record:
+    """A line of a JSON-lines history file, shaped like a Kafka record for the Decoder."""
+
+    __slots__ = ("key", "value", "timestamp", "partition", "offset", "headers")
+
+    def __init__(self, value: bytes, line: int) -> None:
+        self.key = None
+        self.value = value
+        self.timestamp = 0
+        self.partition = 0
+        self.offset = line
+        self.headers: list[Any] = []
+
+
+class _AnySecret(dict[str, str]):
+    """Environment for load_config: training needs no Kafka credentials."""
+
+    def get(self, key: str, default: Any = None) -> str:  # type: ignore[override]
+        return "unused-by-train"
+
+
+def read_with_pipeline(
+    path: str, config_path: str, pipeline: str | None, key: str | None, time_field: str | None
+) -> tuple[list[str], np.ndarray, np.ndarray, tuple[str, ...], dict[str, int]]:
+    """Decode a JSON-lines history with a pipeline's decoder: keys, times, x, features,
+    reject counts by reason."""
+    from streamlstm.io.decode import Decoder
+    from streamlstm.service.config import load_config
+
+    cfg = load_config(config_path, env=_AnySecret())
+    if pipeline is None:
+        if len(cfg.pipelines) != 1:
+            names = ", ".join(p.name for p in cfg.pipelines)
+            raise InputError(f"{config_path} has pipelines {names}; choose one with --pipeline")
+        pipe = cfg.pipelines[0]
+    else:
+        try:
+            pipe = cfg.pipeline(pipeline)
+        except KeyError:
+            names = ", ".join(p.name for p in cfg.pipelines)
+            raise InputError(f"--pipeline {pipeline!r} is not in {config_path} ({names})") from None
+    dec_cfg = replace(pipe.decode, key_field=key or pipe.decode.key_field,
+                      time_field=time_field or pipe.decode.time_field)  # fmt: skip
+    if dec_cfg.key_field is None or dec_cfg.time_field is None:
+        raise InputError(
+            f"pipeline {pipe.name!r} takes the stream key or the event time from the Kafka "
+            "record, which a history file does not have; name the JSON fields with --key "
+            "and --time"
+        )
+    features = pipe.feature_names
+    decoder = Decoder(dec_cfg, features)
+    keys: list[str] = []
+    times: list[np.ndarray] = []
+    xs: list[np.ndarray] = []
+    rejects: dict[str, int] = {}
+    with open(path, "rb") as fh:
+        raw = gzip.open(path, "rb") if fh.read(2) == b"\x1f\x8b" else open(path, "rb")
+    with raw:
+        batch: list[_Record] = []
+        for line_no, line in enumerate(raw, start=1):
+            if line.strip():
+                batch.append(_Record(line, line_no))
+            if len(batch) >= 8192:
+                _decode_into(decoder, batch, keys, times, xs, rejects)
+                batch = []
+        _decode_into(decoder, batch, keys, times, xs, rejects)
+    if not keys:
+        raise InputError(f"{path}: no record could be decoded ({rejects or 'empty file'})")
+    return keys, np.concatenate(times), np.concatenate(xs), features, rejects
+
+
+def _decode_into(
+    decoder: Any, batch: list[_Record], keys: list[str], times: list[np.ndarray],
+    xs: list[np.ndarray], rejects: dict[str, int],
+) -> None:  # fmt: skip
+    if not batch:
+        return
+    out = decoder.decode(batch)
+    keys += out.keys
+    times.append(out.times)
+    xs.append(out.x)
+    for reason, n in out.reject_counts().items():
+        rejects[reason] = rejects.get(reason, 0) + n
+
+
 def run(args: argparse.Namespace) -> int:
-    features = [f.strip() for f in args.features.split(",") if f.strip()]
-    if not features:
-        raise InputError("--features: name at least one column")
-    with EventReader(
-        args.data, features, key=args.key, time=args.time, sep=args.sep, time_unit=args.time_unit
-    ) as reader:
-        events = reader.read_all()
-        stats = reader.stats
-    bad = stats.bad_summary() if hasattr(stats, "bad_summary") else ""
-    if bad:
-        log.warning("%s: %s", args.data, bad)
+    if args.config:
+        if args.features:
+            raise InputError("give --features or --config, not both (--config names them)")
+        keys, times, x, features_t, rejects = read_with_pipeline(
+            args.data, args.config, args.pipeline, args.key, args.time
+        )
+        features = list(features_t)
+        if rejects:
+            log.warning(
+                "%s: %d record(s) rejected by the decoder, as the daemon would: %s",
+                args.data, sum(rejects.values()),
+                ", ".join(f"{k} {v}" for k, v in sorted(rejects.items())),
+            )  # fmt: skip
+    else:
+        features = [f.strip() for f in (args.features or "").split(",") if f.strip()]
+        if not features:
+            raise InputError("--features: name at least one column (or give --config)")
+        with EventReader(
+            args.data, features, key=args.key, time=args.time, sep=args.sep,
+            time_unit=args.time_unit,
+        ) as reader:  # fmt: skip
+            events = reader.read_all()
+            stats = reader.stats
+        bad = stats.bad_summary()
+        if bad:
+            log.warning("%s: %s", args.data, bad)
+        keys, times, x = events.keys, events.times, events.x
     try:
         config = TrainConfig(
             cell=args.cell,
@@ -171,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             threads=args.threads,
             time_input=args.time_input,
-            season=parse_season(args.season, events.times, events.keys),
+            season=parse_season(args.season, times, keys),
             max_windows=args.max_windows,
             false_alarms_per_week=None if args.no_threshold else args.false_alarms_per_week,
             progress=not args.quiet,
@@ -179,15 +291,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(f"invalid option: {exc}") from exc
     if not args.quiet:
-        n_streams = len(set(events.keys))
+        n_streams = len(set(keys))
         print(
-            f"{args.data}: {len(events)} events, {n_streams} stream(s), features "
+            f"{args.data}: {len(keys)} events, {n_streams} stream(s), features "
             f"{','.join(features)}; training a {args.cell.upper()} {args.layers}x{args.hidden}",
             file=sys.stderr,
         )
-    model, report = train_model(
-        events.keys, events.times, events.x, features, config, detector_config=DetectorConfig()
-    )
+    model, report = train_model(keys, times, x, features, config, detector_config=DetectorConfig())
     out = model.save(args.out)
     if not args.quiet:
         print(report.summary(), file=sys.stderr)

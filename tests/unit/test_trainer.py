@@ -202,3 +202,51 @@ def test_training_forward_sees_what_the_detector_sees(cell):
         out = det.process_many([s.key] * s.n, s.times, s.x)
         fc = model.normalise(out.forecast)[1:]
         np.testing.assert_allclose(preds, fc, atol=2e-5, err_msg=f"seed {SEED}")
+
+
+def test_train_command_decodes_with_the_pipeline_config(tmp_path, caplog):
+    """--config: the daemon's decoder and feature transforms build the training data."""
+    import json
+
+    from streamlstm.io.decode import Decoder
+    from streamlstm.service.config import load_config
+
+    cfg_text = """
+kafka: {bootstrap_servers: [localhost:9092], sasl_mechanism: PLAIN,
+        security_protocol: SASL_SSL, sasl_username: u, sasl_password_env: NOT_SET_ANYWHERE}
+pipelines:
+  - name: cards
+    source: {topics: [auth]}
+    decode:
+      key_field: card.id
+      time_field: ts
+      features:
+        - {name: amount, transform: log}
+        - {name: channel, transform: onehot, vocabulary: [pos, ecom]}
+        - {name: hour, transform: time_of_day}
+    model: {path: cards.npz}
+"""
+    (tmp_path / "p.yaml").write_text(cfg_text)
+    rng = np.random.default_rng(SEED)
+    lines = []
+    for i in range(600):
+        rec = {"card": {"id": f"c{i % 3}"}, "ts": 1_700_000_000 + 60 * i,
+               "amount": float(rng.lognormal(3, 1)),
+               "channel": ["pos", "ecom", "atm"][i % 3]}  # fmt: skip
+        if i == 7:
+            rec["amount"] = "12.5"  # a numeric string: the daemon rejects it as wrong_type
+        lines.append(json.dumps(rec))
+    (tmp_path / "h.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "cards.npz"
+    rc = cli.main(["train", "--data", str(tmp_path / "h.jsonl"), "--config",
+                   str(tmp_path / "p.yaml"), "--out", str(out), "--hidden", "8",
+                   "--epochs", "1", "--quiet"])  # fmt: skip
+    assert rc == 0
+    assert "wrong_type 1" in caplog.text
+    model = load(out)
+    expect = ("amount", "channel=pos", "channel=ecom", "channel=<other>", "hour_sin", "hour_cos")
+    assert model.features == expect
+    pipe = load_config(tmp_path / "p.yaml", env={"NOT_SET_ANYWHERE": "x"}).pipelines[0]
+    Decoder(pipe.decode, model.features)  # the daemon accepts the model (raises otherwise)
+    # log transform applied before normalisation: mean of ln(1 + amount) ~ 3
+    assert 2.5 < model.norm_mean[0] < 3.5
