@@ -125,6 +125,35 @@ def evaluate(model: Model, runs: list) -> E.Replay:
     return E.merge_replays(parts)
 
 
+def far_threshold(model: Model, runs: list, free: tuple, budget: float, which: str) -> float:
+    """Lowest open threshold whose alerts flag at most ``budget`` of the validation rows.
+
+    Validation rows are the trainer's: the last 20% of each training stream
+    (rows 320-400 of each run; with ``which == "all"`` also the last 20% of
+    the anomaly-free run), each replayed from the stream's start. They are
+    all normal, so this is a point-wise false-alarm budget, and no label is
+    looked at.
+    """
+    keys, times, x = training_events(runs, free)
+    parts = []
+    for k in dict.fromkeys(keys.tolist()):
+        if which == "runs" and k == free[0]:
+            continue
+        i = np.flatnonzero(keys == k)
+        n = i.shape[0]
+        judged = np.arange(n) >= int(0.8 * n)
+        det = Detector(model, detector_config())
+        parts.append(
+            E.replay(det, keys[i], times[i], x[i], labels=np.zeros(n, bool), judged=judged)
+        )
+    val = E.merge_replays(parts)
+    grid = np.unique(np.r_[E.sweep_thresholds(val, 60), np.linspace(0.5, 1 - 1e-5, 200)])
+    for thr in grid:
+        if E.quality(val, *E.replay_alerts(val, float(thr)))[0].far <= budget:
+            return float(thr)
+    return 1.0 - 1e-7
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("SKAB_DATA", DEFAULT_DATA)))
@@ -134,6 +163,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--detector", choices=sorted(DETECTOR), default="default")
     ap.add_argument("--threshold", type=float, help="open threshold (default: calibrated)")
+    ap.add_argument(
+        "--far-budget",
+        type=float,
+        help="instead: the lowest threshold flagging at most this share of the "
+        "(normal) validation rows",
+    )
+    ap.add_argument(
+        "--far-validation",
+        choices=["runs", "all"],
+        default="runs",
+        help="validation rows for --far-budget: the runs' rows 320-400, or also "
+        "the anomaly-free run's last 20%%",
+    )
     ap.add_argument("--json", type=Path, help="write the numbers here")
     args = ap.parse_args(argv)
     global _detector
@@ -146,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         model = fit(kind, runs, free, args)
         if args.threshold is not None:
             model = model.with_calibration(model.resid_scale, args.threshold, model.calibration)
+        elif args.far_budget is not None:
+            thr = far_threshold(model, runs, free, args.far_budget, args.far_validation)
+            model = model.with_calibration(model.resid_scale, thr, model.calibration)
         rep = evaluate(model, runs)
         secs = time.perf_counter() - t0
         total, per = E.quality(rep)
