@@ -136,9 +136,17 @@ class Service:
             self.stop.set()
             self.notifier.stopping()
             deadline = time.monotonic() + cfg.shutdown_grace_s
-            for t in threads:
-                t.join(max(0.0, deadline - time.monotonic()))
-            late = [t.name for t in threads if t.is_alive()]
+            for t, lp in zip(threads, self.loops, strict=True):
+                while t.is_alive() and time.monotonic() < deadline:
+                    if lp.health.connecting and not lp.assigned:
+                        break
+                    t.join(0.1)
+            # A loop still blocked in its first connect holds no state: nothing to lose.
+            late = [
+                t.name
+                for t, lp in zip(threads, self.loops, strict=True)
+                if t.is_alive() and not (lp.health.connecting and not lp.assigned)
+            ]
             if self._errors:
                 raise self._errors[0]
             if late:

@@ -32,9 +32,10 @@ def liveness(healths: Sequence[Health], stale_s: float) -> tuple[bool, str]:
     lines, ok = [], True
     for h in healths:
         age = now - h.heartbeat
-        fine = age <= stale_s
+        fine = age <= stale_s or h.connecting
         ok &= fine
-        lines.append(f"{h.pipeline}: {'ok' if fine else 'STALE'} heartbeat {age:.1f}s ago")
+        state = "connecting" if h.connecting else ("ok" if fine else "STALE")
+        lines.append(f"{h.pipeline}: {state} heartbeat {age:.1f}s ago")
     return ok, "\n".join(lines) + "\n"
 
 

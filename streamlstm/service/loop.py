@@ -75,6 +75,9 @@ class Health:
     assigned: bool = False
     restored: bool = False
     broker_up: bool = False
+    # True while blocked in a connect attempt (bounded by kafka-python's own timeouts,
+    # ~30 s to give up on a bootstrap server): waiting for a broker is not being stuck.
+    connecting: bool = False
 
     @property
     def ready(self) -> bool:
@@ -182,12 +185,20 @@ class PipelineLoop:
 
     def _connect(self) -> bool:
         backoff = BACKOFF_MIN_S
+        servers = ",".join(self.cfg.kafka.bootstrap_servers)
         while not self.stop.is_set():
             self.health.beat()
+            self._publish(force=True)
+            log.info("pipeline=%s connecting to Kafka at %s", self.name, servers)
             try:
-                self.source.connect()
-                self.sink.connect()
-                self.source.start()
+                self.health.connecting = True
+                try:
+                    self.source.connect()
+                    self.sink.connect()
+                    self.source.start()
+                finally:
+                    self.health.connecting = False
+                    self.health.beat()
                 self.health.broker_up = True
                 self._publish(force=True)
                 return True

@@ -102,7 +102,7 @@ def _records(part: int, start: int, docs: list[dict[str, Any]]) -> list[Any]:
 def _cfg(tmp: Path, model_path: Path) -> Any:
     return SimpleNamespace(
         name="p",
-        kafka=SimpleNamespace(),
+        kafka=SimpleNamespace(bootstrap_servers=("fake:9092",)),
         source=SimpleNamespace(topics=(TOPIC,), start="earliest"),
         decode=DecodeConfig(
             key_field="k", time_field="t", features=tuple(FeatureSpec(f) for f in FEATURES)
