@@ -103,9 +103,17 @@ def raw_consume(bootstrap: str, topic: str, n: int) -> float:
     return rate
 
 
-def pipeline_config(bootstrap: str, topic: str, model_path: Path, ckpt: Path, name: str) -> Any:
+def pipeline_config(
+    bootstrap: str, topic: str, model_path: Path, ckpt: Path, name: str,
+    fetch_max_wait_ms: int | None = None,
+) -> Any:  # fmt: skip
+    kafka: dict[str, Any] = {
+        "bootstrap_servers": [bootstrap], "assignment": "static", "group_id": name,
+    }  # fmt: skip
+    if fetch_max_wait_ms is not None:
+        kafka["extra"] = {"fetch_max_wait_ms": fetch_max_wait_ms}
     doc = {
-        "kafka": {"bootstrap_servers": [bootstrap], "assignment": "static", "group_id": name},
+        "kafka": kafka,
         "metrics": {"port": 0},
         "pipelines": [{
             "name": "bench",
@@ -270,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-rate", type=float, default=10_000.0)
     ap.add_argument("--latency-s", type=float, default=20.0)
     ap.add_argument("--streams-rss", type=int, default=1_000_000)
+    ap.add_argument(
+        "--fetch-max-wait-ms", type=int, default=None,
+        help="kafka.extra fetch_max_wait_ms for the latency run (client default: 500)",
+    )  # fmt: skip
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--only-rss", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -313,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
             ))  # fmt: skip
             lrec = encode(lfleet)
             broker.create_topics({"lat": PARTITIONS, "lat-alerts": 1, "lat-dlq": 1})
-            lcfg = pipeline_config(bs, "lat", model_path, tmp / "lat-ckpt", "lat")
+            lcfg = pipeline_config(
+                bs, "lat", model_path, tmp / "lat-ckpt", "lat", args.fetch_max_wait_ms
+            )
             res["latency"] = run_latency(
                 bs, lcfg, model, lrec, args.latency_rate, args.latency_s, "lat-alerts"
             )
