@@ -248,18 +248,28 @@ def _prefetch(typingctx, arr, off):
 
 
 @njit(**NJIT)
+def _prefetch_row(state, s):  # pragma: no cover - compiled
+    """Prefetch every cache line of ``state[s]`` (a C-contiguous per-slot row)."""
+    row = state.strides[0] // state.itemsize
+    base = s * row
+    # One prefetch per 64-byte line; the row's last line when it straddles one more.
+    step = 64 // state.itemsize
+    for off in range(0, row, step):
+        _prefetch(state, base + off)
+    if row > 0:
+        _prefetch(state, base + row - 1)
+
+
+@njit(**NJIT)
 def _prefetch_state(slots, r, n, state):  # pragma: no cover - compiled
-    """Prefetch the state rows ``state[slots[r:r + n]]`` (one slot's rows are contiguous).
+    """Prefetch the state rows ``state[slots[r:r + n]]``.
 
     Slots are random over a table far larger than the caches (100k streams of
     H = 64 are ~50 MB of h and c), so each row would otherwise cost a main
     memory round trip in the middle of a tile; a block ahead is enough lead.
     """
-    row = state.strides[0] // state.itemsize
     for i in range(n):
-        base = slots[r + i] * row
-        for off in range(0, row, 16):
-            _prefetch(state, base + off)
+        _prefetch_row(state, slots[r + i])
 
 
 # -- vectorisable float32 exp, sigmoid, tanh -------------------------------------------------
