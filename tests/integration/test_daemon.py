@@ -274,6 +274,10 @@ def test_fleet_alerts_metrics_and_sigterm(kafka: str, model_path: Path, tmp_path
         timeout=10, what="live streams and lag",
     )  # fmt: skip
     assert d.metric("streamlstm_model_info", pipeline="sensors") == 1
+    # SIGHUP reloads the model file; same shapes, so every stream keeps its state.
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_for(lambda: d.metric("streamlstm_model_reloads_total", result="ok") == 1, what="reload")
+    assert d.metric("streamlstm_live_streams", pipeline="sensors") == len(fleet.keys)
     assert d.wait(signal.SIGTERM) == 0, d.tail()
     assert "stopped cleanly" in d.tail()
 
