@@ -315,7 +315,8 @@ def test_kill_9_and_restart_equals_uninterrupted_run(
     # alerted but not yet checkpointed when kill -9 hits; the rest after the restart.
     _produce(kafka, topic, records[:third])
     port = _free_port()
-    cfg = _config(tmp_path, kafka, model_path, topic, killed, port, interval_s=2)
+    # 5 s: the second third is processed and killed well before the next checkpoint.
+    cfg = _config(tmp_path, kafka, model_path, topic, killed, port, interval_s=5)
     d = Daemon(cfg, port, tmp_path / "killed.log")
     d.wait_for(lambda: d.processed() >= third, what="first third")
     d.wait_for(
