@@ -1,0 +1,59 @@
+"""/metrics, /healthz and /readyz on one port: liveness vs readiness."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+
+from prometheus_client import CollectorRegistry
+
+from streamlstm.service.health import HealthServer, liveness, readiness
+from streamlstm.service.loop import Health
+from streamlstm.service.metrics import Metrics
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_liveness_fails_on_stale_heartbeat_but_not_while_connecting() -> None:
+    h = Health("p")
+    assert liveness([h], stale_s=5)[0]
+    h.heartbeat = time.monotonic() - 10
+    ok, text = liveness([h], stale_s=5)
+    assert not ok and "STALE" in text
+    h.connecting = True
+    assert liveness([h], stale_s=5)[0]
+
+
+def test_readiness_needs_compiled_assigned_restored_and_broker() -> None:
+    h = Health("p")
+    ok, text = readiness([h])
+    assert not ok and "kernels compiling" in text and "broker unreachable" in text
+    h.compiled = h.assigned = h.restored = h.broker_up = True
+    assert readiness([h]) == (True, "p: ready\n")
+    assert not readiness([])[0]  # no pipeline is not ready
+
+
+def test_one_port_serves_all_three() -> None:
+    reg = CollectorRegistry()
+    Metrics(reg).init_pipeline("p", ["ok"])
+    h = Health("p")
+    srv = HealthServer("127.0.0.1", 0, reg, lambda: [h], stale_s=30).start()
+    try:
+        code, body = _get(srv.url + "/metrics")
+        assert code == 200 and 'streamlstm_events_total{outcome="ok",pipeline="p"} 0.0' in body
+        assert _get(srv.url + "/healthz")[0] == 200
+        assert _get(srv.url + "/readyz")[0] == 503
+        h.compiled = h.assigned = h.restored = h.broker_up = True
+        assert _get(srv.url + "/readyz")[0] == 200
+        h.heartbeat = time.monotonic() - 60
+        assert _get(srv.url + "/healthz")[0] == 503
+        assert _get(srv.url + "/nope")[0] == 404
+    finally:
+        srv.close()
