@@ -25,6 +25,12 @@ NJIT: dict[str, Any] = {
     "boundscheck": False,
 }
 
-# Training kernels (streamlstm.kernels.train) split a minibatch's sequences
-# over threads with prange; same numerics as NJIT otherwise.
+# Kernels that split independent rows over threads with prange; same numerics as NJIT.
 NJIT_PARALLEL: dict[str, Any] = {**NJIT, "parallel": True}
+
+# Training kernels (streamlstm.kernels.train) may fuse a * b + c into one FMA ("contract"; no re-association):
+# it halves the arithmetic of their small matrix products. Results still do not
+# depend on the minibatch split or the thread count (every row runs the same code),
+# which is all training needs; the scoring kernels keep NJIT.
+NJIT_TRAIN: dict[str, Any] = {**NJIT, "fastmath": {"contract"}}
+NJIT_TRAIN_PARALLEL: dict[str, Any] = {**NJIT_TRAIN, "parallel": True}

@@ -49,7 +49,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from streamlstm._numba_config import NJIT, NJIT_PARALLEL
+from streamlstm._numba_config import NJIT_TRAIN, NJIT_TRAIN_PARALLEL
 
 CELL_LSTM = 0
 CELL_GRU = 1
@@ -61,7 +61,7 @@ CELL_GRU = 1
 _TANH_CLAMP = np.float32(7.90531110763549805)  # tanh is 1.0f beyond
 
 
-@njit(**NJIT)
+@njit(**NJIT_TRAIN)
 def _tanh(v):  # pragma: no cover - compiled
     """tanh(v) for float32 v, to ~3 ulp (see above)."""
     x = min(max(v, -_TANH_CLAMP), _TANH_CLAMP)
@@ -80,14 +80,14 @@ def _tanh(v):  # pragma: no cover - compiled
     return x * p / q
 
 
-@njit(**NJIT)
+@njit(**NJIT_TRAIN)
 def _sig(v):  # pragma: no cover - compiled
     """Logistic sigmoid as 0.5 + 0.5 tanh(v / 2) (absolute error ~2e-7)."""
     half = np.float32(0.5)
     return half + half * _tanh(half * v)
 
 
-@njit(**NJIT)
+@njit(**NJIT_TRAIN)
 def _affine_range(a, r0, m, k_in, w, bias, out):  # pragma: no cover - compiled
     """``out[r, :] = bias + a[r, :k_in] @ w[:k_in, :]`` for ``r0 <= r < r0 + m``.
 
@@ -144,7 +144,7 @@ def _affine_range(a, r0, m, k_in, w, bias, out):  # pragma: no cover - compiled
         r += nr
 
 
-@njit(**NJIT)
+@njit(**NJIT_TRAIN)
 def _matT_range(dg, r0, m, n_g, wp, k_out, out, accumulate):  # pragma: no cover - compiled
     """``out[r, :k_out] (+)= dg[r, :n_g] @ wp[:n_g, :k_out]`` for rows ``r0..r0+m-1``.
 
@@ -214,7 +214,7 @@ def _matT_range(dg, r0, m, n_g, wp, k_out, out, accumulate):  # pragma: no cover
         r += nr
 
 
-@njit(**NJIT)
+@njit(**NJIT_TRAIN)
 def _outer_acc(dg, r0, m, n_g, a, k_in, gw):  # pragma: no cover - compiled
     """``gw[j, :k_in] += sum_r dg[r, j] * a[r, :k_in]`` over rows ``r0..r0+m-1``.
 
@@ -238,7 +238,7 @@ def _outer_acc(dg, r0, m, n_g, a, k_in, gw):  # pragma: no cover - compiled
             r += 1
 
 
-@njit(**NJIT)
+@njit(**NJIT_TRAIN)
 def _outer_acc_kg(dg, r0, m, n_g, a, k_in, gk):  # pragma: no cover - compiled
     """``gk[k, :n_g] += sum_r a[r, k] * dg[r, :n_g]`` over rows ``r0..r0+m-1``.
 
@@ -285,7 +285,7 @@ def _outer_acc_kg(dg, r0, m, n_g, a, k_in, gk):  # pragma: no cover - compiled
         r += nr
 
 
-@njit(**NJIT)
+@njit(**NJIT_TRAIN)
 def _forward_chunk(
     cell, r0, m, x, y, fc0, n_feat, in_size,
     w_ih, w_hh, b_ih, b_hh, w_head, b_head,
@@ -366,7 +366,7 @@ def _forward_chunk(
     return sse
 
 
-@njit(**NJIT)
+@njit(**NJIT_TRAIN)
 def _backward_chunk(
     cell, r0, m, x, y, inv_n, n_feat, in_size,
     w_ih_p, w_hh_p, w_head_p,
@@ -484,7 +484,7 @@ def _backward_chunk(
                 dimp[r, f] = d
 
 
-@njit(**NJIT_PARALLEL)
+@njit(**NJIT_TRAIN_PARALLEL)
 def _train_batch(
     cell, chunk, x, y, fc0, inv_n, n_feat, in_size,
     w_ih, w_hh, b_ih, b_hh, w_head, b_head,
@@ -527,7 +527,7 @@ def _train_batch(
         )  # fmt: skip
 
 
-@njit(**NJIT_PARALLEL)
+@njit(**NJIT_TRAIN_PARALLEL)
 def _forward_batch(
     cell, chunk, x, y, fc0, n_feat, in_size,
     w_ih, w_hh, b_ih, b_hh, w_head, b_head,
