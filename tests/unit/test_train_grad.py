@@ -13,6 +13,7 @@ import pytest
 
 from streamlstm.kernels import train as KT
 from streamlstm.model import Model
+from tests import naive_train
 from tests.conftest import SEED, require
 
 REL_TOL = 1e-4  # relative error (Frobenius) per weight tensor, float32 kernels vs float64
@@ -135,3 +136,18 @@ def test_gradients_do_not_depend_on_thread_count():
         numba.set_num_threads(before)
     for name in g1:
         np.testing.assert_array_equal(g1[name], g2[name])
+
+
+@pytest.mark.parametrize(("cell", "layers", "time_input"),
+                         [("lstm", 1, False), ("lstm", 2, True), ("gru", 2, False)])  # fmt: skip
+def test_gradients_match_finite_differences(cell, layers, time_input):
+    """Second oracle, no PyTorch: float64 central differences of the numpy reference."""
+    rng = np.random.default_rng(SEED)
+    model = Model.random(["a", "b"], hidden=3, layers=layers, cell=cell, seed=SEED,
+                         time_input=time_input)  # fmt: skip
+    x, y = make_batch(model, 3, 5, rng, 0.2)
+    loss, _, grads = KT.loss_and_grad(KT.Net(cell, model.arrays()), x, y, chunk=2)
+    assert loss == pytest.approx(naive_train.forecast_loss(model, x, y), rel=1e-5)
+    ref = naive_train.numeric_grad(model, x, y)
+    errs = {name: rel_err(grads[name], ref[name]) for name in ref}
+    assert max(errs.values()) < REL_TOL, f"seed {SEED}: {errs}"
