@@ -64,6 +64,9 @@ class AlertSink:
         # A few ms of batching costs nothing next to the flush before each checkpoint
         # and keeps a burst of dead letters from becoming one request per record.
         kw.setdefault("linger_ms", 5)
+        # A send into a full buffer blocks up to max_block_ms (60 s by default) while the
+        # broker is away: longer than the liveness window. Fail fast; flush re-sends.
+        kw.setdefault("max_block_ms", 5000)
         try:
             self.producer = self._factory(**kw)
         except KafkaError as exc:

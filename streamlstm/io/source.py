@@ -197,12 +197,19 @@ class KafkaSource:
         return self._c.highwater(tp)
 
     def connected(self) -> bool:
-        """Best-effort: does the client hold a live connection to any broker?"""
+        """Best-effort: does the client hold a live connection to any broker?
+
+        kafka-python has no public probe: 3.x keeps connections on ``_manager``
+        (``conn.connected`` is a flag), 2.x on ``_client`` (a method).
+        """
         c = self.consumer
         if c is None:
             return False
         try:
-            conns = c._client._conns  # noqa: SLF001 - kafka-python has no public probe
+            mgr = getattr(c, "_manager", None)
+            if mgr is not None:
+                return any(bool(conn.connected) for conn in list(mgr._conns.values()))
+            conns = c._client._conns
             return any(conn.connected() for conn in list(conns.values()))
-        except Exception:  # pragma: no cover - private API changed
+        except Exception:  # pragma: no cover - private API changed: do not claim an outage
             return True

@@ -164,6 +164,7 @@ class PipelineLoop:
         log.info("pipeline=%s kernels ready in %.2fs", self.name, time.perf_counter() - t0)
 
     def run(self) -> None:
+        self._publish(force=True)  # not ready, broker not up: visible during compilation
         self.warm_up()
         self.health.beat()
         try:
