@@ -498,3 +498,26 @@ def test_group_rebalance_hands_state_over_through_checkpoints(
         for col in STATE_COLUMNS:
             np.testing.assert_array_equal(got[key][col], want[key][col], err_msg=f"{key} {col}")
     assert _alert_ids(kafka, f"{pair}-alerts") == _alert_ids(kafka, f"{ref}-alerts")
+
+
+def test_broker_outage_is_shown_not_fatal(model_path: Path, tmp_path: Path) -> None:
+    """The broker going away: broker_up 0, /readyz 503, /healthz still 200, and SIGTERM
+    still exits 0. A broker of its own: stopping the shared one would break other tests."""
+    from streamlstm.io.broker import LocalBroker
+
+    own = LocalBroker().start()
+    try:
+        bs = own.bootstrap
+        own.create_topics({"ev": 1, "out-alerts": 1, "out-dlq": 1})
+        records = [(0, k, v) for _, k, v in _records(_fleet(n_streams=4, n_steps=50))]
+        _produce(bs, "ev", records)
+        d = Daemon(_config(tmp_path, bs, model_path, "ev", "out", 0), 0, tmp_path / "d.log")
+        d.wait_for(lambda: d.processed() >= len(records), what="records")
+        d.wait_for(lambda: d.metric("streamlstm_broker_up") == 1, timeout=10, what="up")
+        own.stop()
+        d.wait_for(lambda: d.metric("streamlstm_broker_up") == 0, timeout=60, what="down")
+        assert d.get("/readyz")[0] == 503
+        assert d.get("/healthz")[0] == 200
+        assert d.wait(signal.SIGTERM) == 0, d.tail()
+    finally:
+        own.stop()
