@@ -378,24 +378,48 @@ def _detect_batch(
             istat[s, I_HAS_FC] = 1
 
 
+@njit(**NJIT)
+def _wave_order(slots):  # pragma: no cover - compiled
+    """Kernel of :func:`wave_order`: occurrence rank of each event, then a counting sort."""
+    n = slots.shape[0]
+    # Sorting the distinct keys slot * n + i orders events by slot and, within a
+    # slot, by batch position, like a stable argsort but ~2x faster.
+    keys = slots * n + np.arange(n)
+    keys.sort()
+    occ = np.empty(n, np.int64)
+    n_waves = 0
+    run = 0
+    for j in range(n):
+        if j > 0 and keys[j] // n == keys[j - 1] // n:
+            run += 1
+        else:
+            run = 0
+        occ[keys[j] % n] = run
+        n_waves = max(n_waves, run + 1)
+    bounds = np.zeros(n_waves + 1, np.int64)
+    for i in range(n):
+        bounds[occ[i] + 1] += 1
+    for w in range(n_waves):
+        bounds[w + 1] += bounds[w]
+    fill = bounds[:-1].copy()
+    order = np.empty(n, np.int64)
+    for i in range(n):
+        order[fill[occ[i]]] = i
+        fill[occ[i]] += 1
+    return order, bounds
+
+
 def wave_order(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Group event indices into waves: the k-th event of each slot goes in wave k.
 
     Returns ``(order, wave_bounds)`` as int64 arrays for :func:`_detect_batch`.
-    Inside a wave events keep their batch order.
+    Inside a wave events keep their batch order. Compiled, with a shortcut for
+    one event: the numpy version (argsort, lexsort, bincount, ``np.r_``) cost
+    ~25 us per call, half of a one-event ``process_many``.
     """
     n = slots.shape[0]
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(1, np.int64)
-    by_slot = np.argsort(slots, kind="stable")
-    sorted_slots = slots[by_slot]
-    starts = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
-    run_id = np.cumsum(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]]) - 1
-    occ_sorted = np.arange(n) - starts[run_id]
-    occ = np.empty(n, np.int64)
-    occ[by_slot] = occ_sorted
-    order = np.lexsort((np.arange(n), occ)).astype(np.int64)
-    counts = np.bincount(occ)
-    bounds = np.zeros(counts.shape[0] + 1, np.int64)
-    np.cumsum(counts, out=bounds[1:])
-    return order, bounds
+    if n == 1:
+        return np.zeros(1, np.int64), np.array([0, 1], np.int64)
+    return _wave_order(np.ascontiguousarray(slots, np.int64))
