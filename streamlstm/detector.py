@@ -26,6 +26,7 @@ import numpy as np
 
 from streamlstm.errors import InputError, ModelError
 from streamlstm.kernels import detect as K
+from streamlstm.kernels import norm as KN
 from streamlstm.model import Model
 from streamlstm.state import Column, StreamTable
 
@@ -36,6 +37,8 @@ from streamlstm.state import Column, StreamTable
 # Without it the score is a chi-square tail probability of calibrated residuals.
 DEFAULT_OPEN = 0.7
 DEFAULT_OPEN_ABSOLUTE = 0.999
+DEFAULT_NORM_WINDOW = KN.DEFAULT_WINDOW
+STREAM_NORM_CHOICES = ("model", *KN.MODES)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,17 @@ class DetectorConfig:
     max_streams: live-stream cap; least recently seen streams are evicted.
     idle_ttl_s: streams without events for this long (event time) are
         evicted by :meth:`Detector.expire` (0 = never).
+    stream_norm: per-stream input normalisation (:mod:`streamlstm.kernels.norm`,
+        SCORING.md "Normalise per stream"): each stream's model-normalised
+        features are re-standardised with the mean and standard deviation of
+        the stream's own values. "warmup": learnt from its first
+        ``norm_window`` values per feature, then frozen; "ewm": then kept
+        learning with an EWMA of span ``norm_window`` events that clips
+        outliers to 4 sigma; "off": the model's global statistics only;
+        "model" (default): what the model was trained with ("off" for models
+        trained without it). A model trained with it expects it.
+    norm_window: events of that warm-up (and the EWMA's time constant);
+        0 = the model's, else 256.
     """
 
     open_threshold: float | None = None
@@ -88,6 +102,8 @@ class DetectorConfig:
     min_scale: float = 1e-4
     max_streams: int = 1_000_000
     idle_ttl_s: float = 0.0
+    stream_norm: str = "model"
+    norm_window: int = 0
 
     def __post_init__(self) -> None:
         for name, ok, expect in (
@@ -114,6 +130,12 @@ class DetectorConfig:
             ("min_scale", self.min_scale > 0, "> 0"),
             ("max_streams", self.max_streams >= 1, ">= 1"),
             ("idle_ttl_s", self.idle_ttl_s >= 0, ">= 0"),
+            (
+                "stream_norm",
+                self.stream_norm in STREAM_NORM_CHOICES,
+                f"one of {', '.join(STREAM_NORM_CHOICES)}",
+            ),
+            ("norm_window", self.norm_window >= 0, ">= 0 (0 = the model's)"),
         ):
             if not ok:
                 raise ValueError(f"{name} is {getattr(self, name)!r}, expected {expect}")
@@ -133,6 +155,12 @@ class DetectorConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def stream_norm_for(self, model: Model) -> tuple[str, int]:
+        """(mode, window) of per-stream normalisation this config gives ``model``."""
+        mode = model.stream_norm if self.stream_norm == "model" else self.stream_norm
+        window = self.norm_window or model.norm_window or DEFAULT_NORM_WINDOW
+        return mode, (window if mode != "off" else 0)
 
 
 @dataclass(frozen=True)
@@ -165,8 +193,9 @@ class BatchResult:
     outcome (n,) int8 codes (see ``OUTCOME_NAMES``), score (n,) float32
     in [0, 1] (NaN when not scored: rejected, or first event of a stream),
     alert (n,) bool stream in alert after the event, transition (n,) int8,
-    forecast (n, F) float32 de-normalised forecast each event was compared
-    with (NaN before a stream's first forecast), slots (n,) int64.
+    forecast (n, F) float32 forecast each event was compared with, in raw
+    units (the model's and the per-stream normalisation undone; NaN before a
+    stream's first forecast), slots (n,) int64.
     """
 
     outcome: np.ndarray
@@ -201,23 +230,29 @@ class Detector:
         table: StreamTable | None = None,
     ) -> None:
         self.config = config or DetectorConfig()
+        self.stream_norm, self.norm_window = self.config.stream_norm_for(model)
         self.table = table or StreamTable(
-            self.columns_for(model), max_streams=self.config.max_streams
+            self.columns_for(model, self.stream_norm), max_streams=self.config.max_streams
         )
         self.outcome_totals = np.zeros(len(OUTCOME_NAMES), np.int64)
         self.transition_totals = {"opened": 0, "closed": 0}
         self._set_model(model)
 
     @staticmethod
-    def columns_for(model: Model) -> dict[str, Column]:
+    def columns_for(model: Model, stream_norm: str = "off") -> dict[str, Column]:
+        """State columns; ``nstat`` (per-stream normalisation statistics) only when
+        it is on, so checkpoints of detectors without it keep their layout."""
         lh = (model.layers, model.hidden)
-        return {
+        cols = {
             "h": Column(lh, "float32"),
             "c": Column(lh if model.cell == "lstm" else (model.layers, 0), "float32"),
             "fc": Column((model.n_features,), "float32"),
             "fstat": Column((K.N_FSTAT,), "float64"),
             "istat": Column((K.N_ISTAT,), "int64"),
         }
+        if stream_norm != "off":
+            cols["nstat"] = Column((KN.N_NSTAT, model.n_features), "float64")
+        return cols
 
     def _set_model(self, model: Model) -> None:
         self.model = model
@@ -249,8 +284,12 @@ class Detector:
         p[K.P_DT_STD] = model.dt_std
         p[K.P_MIN_SCALE] = cfg.min_scale
         p[K.P_LEARN_RATIO] = cfg.learn_ratio
+        p[K.P_STREAM_NORM] = KN.MODES[self.stream_norm]
+        p[K.P_NORM_WINDOW] = max(self.norm_window, 1)
         self._params = p
         self._resid_scale = model.resid_scale.astype(np.float64)
+        self._no_nstat = np.zeros((1, KN.N_NSTAT, model.n_features), np.float64)
+        self._no_nsd = np.zeros((1, model.n_features), np.float32)
 
     def reload_model(self, model: Model) -> None:
         """Swap the model, keeping every stream's state; refuse a shape change."""
@@ -258,6 +297,13 @@ class Detector:
             raise ModelError(
                 f"new model ({model.describe()}) does not fit the state of the running one "
                 f"({self.model.describe()}); restart with a fresh state to switch"
+            )
+        if self.config.stream_norm_for(model) != (self.stream_norm, self.norm_window):
+            mode, window = self.config.stream_norm_for(model)
+            raise ModelError(
+                f"new model expects per-stream normalisation {mode!r} (window {window}), the "
+                f"running streams use {self.stream_norm!r} (window {self.norm_window}); "
+                "restart with a fresh state to switch, or set scoring.stream_norm"
             )
         self._set_model(model)
 
@@ -304,12 +350,16 @@ class Detector:
         open_ref = np.zeros(n, np.int64)
         a = self.table.arrays
         w = self.weights
+        # Without per-stream normalisation the kernel never reads these two.
+        on = "nstat" in a
+        nstat = a["nstat"] if on else self._no_nstat
+        nsd = np.empty((n, self.model.n_features), np.float32) if on else self._no_nsd
         K._detect_batch(
             w.cell, slots, times, xn, refs_a, order, bounds,
-            a["h"], a["c"], a["fc"], a["fstat"], a["istat"],
+            a["h"], a["c"], a["fc"], a["fstat"], a["istat"], nstat,
             w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_head, w.b_head,
             self._resid_scale, self._params,
-            outcome, score, alert, trans, fc, open_ref,
+            outcome, score, alert, trans, fc, open_ref, nsd,
         )  # fmt: skip
         self.table.last_time[slots] = a["fstat"][slots, K.F_LAST_T]
         self.outcome_totals += np.bincount(outcome, minlength=len(OUTCOME_NAMES))
@@ -318,9 +368,12 @@ class Detector:
         changed = np.flatnonzero(trans)
         if changed.size:
             result.transitions = [
-                self._transition(int(i), keys, times, xn, xr, fc, int(open_ref[i]), result)
+                self._transition(
+                    int(i), keys, times, xn, xr, fc, nsd[i] if on else None,
+                    int(open_ref[i]), result,
+                )
                 for i in changed
-            ]
+            ]  # fmt: skip
         return result
 
     def process_one(
@@ -338,6 +391,7 @@ class Detector:
         xn: np.ndarray,
         xr: np.ndarray,
         fcn: np.ndarray,
+        sd: np.ndarray | None,
         ref: int,
         res: BatchResult,
     ) -> Transition:
@@ -346,8 +400,11 @@ class Detector:
         self.transition_totals[kind] += 1
         group = int(self.table.group[s])
         feats = self.model.features
+        # The score's residuals: fcn is in model-normalised units; with per-stream
+        # normalisation the kernel divided by the stream's standard deviation ``sd`` too.
+        scale = self._resid_scale if sd is None else self._resid_scale * sd
         with np.errstate(invalid="ignore"):
-            r2 = ((xn[i].astype(np.float64) - fcn[i]) / self._resid_scale) ** 2
+            r2 = ((xn[i].astype(np.float64) - fcn[i]) / scale) ** 2
         r2 = np.where(np.isfinite(r2), r2, 0.0)
         total = float(r2.sum()) or 1.0
         contrib = sorted(

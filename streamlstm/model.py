@@ -14,7 +14,9 @@ Weights (PyTorch ``nn.LSTM`` / ``nn.GRU`` + ``nn.Linear`` naming and shapes):
 - ``head.weight`` : (F, H), ``head.bias`` : (F,): forecast of the next
   event's normalised features.
 
-Inputs are the model's features, normalised as ``(x - mean) / std``, plus,
+Inputs are the model's features, normalised as ``(x - mean) / std`` (then,
+when ``stream_norm`` is not "off", re-standardised per stream with statistics
+learnt from the stream's own events, :mod:`streamlstm.kernels.norm`), plus,
 when ``time_input`` is set, ``(log1p(dt) - dt_mean) / dt_std`` where ``dt`` is
 the time since the stream's previous event in seconds.
 """
@@ -40,6 +42,7 @@ from streamlstm.errors import ModelError
 FORMAT = "streamlstm-model"
 FORMAT_VERSION = 1
 CELLS = {"lstm": 4, "gru": 3}
+STREAM_NORMS = ("off", "warmup", "ewm")  # streamlstm.kernels.norm.MODES
 MAX_LAYERS = 4
 
 
@@ -62,6 +65,10 @@ class Model:
     ``resid_scale`` (F,) is the typical size of a normalised one-step residual
     per feature, measured on held-out data (1.0 when not calibrated);
     ``threshold`` is the calibrated default open threshold for scores, or None.
+    ``stream_norm`` ("off", "warmup" or "ewm") and ``norm_window`` (events) say
+    which per-stream normalisation the model was trained with
+    (:mod:`streamlstm.kernels.norm`); the detector uses it unless told otherwise.
+    Files without it are "off".
     """
 
     cell: str
@@ -82,6 +89,8 @@ class Model:
     dt_std: float = 1.0
     calibration: Mapping[str, Any] = field(default_factory=dict)
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    stream_norm: str = "off"
+    norm_window: int = 0
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -106,7 +115,13 @@ class Model:
     def describe(self) -> str:
         return (
             f"{self.cell.upper()} layers={self.layers} hidden={self.hidden} "
-            f"features={','.join(self.features)}" + (" +dt" if self.time_input else "")
+            f"features={','.join(self.features)}"
+            + (" +dt" if self.time_input else "")
+            + (
+                f" stream_norm={self.stream_norm}/{self.norm_window}"
+                if self.stream_norm != "off"
+                else ""
+            )
         )
 
     # -- construction -----------------------------------------------------------
@@ -153,6 +168,10 @@ class Model:
             norm_mean=np.asarray(mean, np.float32).copy(),
             norm_std=np.asarray(std, np.float32).copy(),
         )
+
+    def with_stream_norm(self, mode: str, window: int) -> Model:
+        """The same model, marked as expecting per-stream normalisation ``mode``."""
+        return replace(self, stream_norm=mode, norm_window=int(window) if mode != "off" else 0)
 
     def with_calibration(
         self,
@@ -235,6 +254,7 @@ class Model:
             "threshold": self.threshold,
             "calibration": dict(self.calibration),
             "provenance": dict(self.provenance),
+            "stream_norm": {"mode": self.stream_norm, "window": self.norm_window},
             "weights_sha256": _digest(self.arrays()),
         }
 
@@ -307,6 +327,9 @@ def from_meta(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], where: 
         ]
         if missing:
             raise ModelError(f"{where}: missing weight arrays {missing}")
+        sn = meta.get("stream_norm") or {}  # absent before per-stream normalisation: "off"
+        if not isinstance(sn, Mapping):
+            raise ModelError(f"{where}: 'stream_norm' is {sn!r}, expected {{mode, window}}")
         expect = meta.get("weights_sha256")
         if expect is not None and _digest(arrays) != expect:
             raise ModelError(f"{where}: weights do not match their checksum; the file is corrupt")
@@ -329,6 +352,8 @@ def from_meta(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], where: 
             dt_std=float(meta.get("dt_std", 1.0)),
             calibration=dict(meta.get("calibration") or {}),
             provenance=dict(meta.get("provenance") or {}),
+            stream_norm=str(sn.get("mode", "off")),
+            norm_window=int(sn.get("window", 0)),
         )
     except KeyError as exc:
         raise ModelError(f"{where}: 'meta' lacks the field {exc.args[0]!r}") from exc
@@ -402,6 +427,14 @@ def _validate(m: Model) -> None:
     _check(bool(np.all(np.asarray(m.norm_std) > 0)), "norm_std must be > 0 for every feature")
     _check(bool(np.all(np.asarray(m.resid_scale) > 0)), "resid_scale must be > 0 for every feature")
     _check(m.dt_std > 0, "dt_std must be > 0")
+    _check(
+        m.stream_norm in STREAM_NORMS,
+        f"stream_norm is {m.stream_norm!r}, expected one of {', '.join(STREAM_NORMS)}",
+    )
+    _check(
+        m.stream_norm == "off" or m.norm_window >= 1,
+        f"norm_window is {m.norm_window}, expected >= 1 with stream_norm {m.stream_norm!r}",
+    )
     if m.threshold is not None:
         _check(0.0 < m.threshold < 1.0, f"threshold is {m.threshold}, expected in (0, 1)")
     # Store float32 copies so kernels and checksums see one dtype.

@@ -149,3 +149,44 @@ class NaiveScorer:
                     self.cool_until = t + self.cooldown
         self.events += 1
         return score, trans
+
+
+class NaiveStreamNorm:
+    """Per-stream normalisation of one stream (streamlstm.kernels.norm), in plain Python.
+
+    Warm-up statistics are recomputed from the stored first ``window`` present
+    values of each feature (np.mean / np.var), not updated incrementally; after
+    them "warmup" freezes and "ewm" follows an EWMA (a = 1 / window) of the
+    deviation clipped to ``clip`` standard deviations. A feature whose standard
+    deviation is below the floor is divided by 1.
+    """
+
+    def __init__(self, n_feat, mode, window, min_std=1e-6, rel_std=1e-5, clip=4.0) -> None:
+        self.mode, self.window = mode, window
+        self.min_std, self.rel_std, self.clip = min_std, rel_std, clip
+        self.seen: list[list[float]] = [[] for _ in range(n_feat)]
+        self.mean = np.zeros(n_feat)
+        self.var = np.zeros(n_feat)
+
+    def sd(self, f: int) -> float:
+        sd = math.sqrt(self.var[f])
+        return sd if sd >= max(self.min_std, self.rel_std * abs(self.mean[f])) else 1.0
+
+    def step(self, z: np.ndarray) -> np.ndarray:
+        """Learn the present values of ``z`` (F,), then return z' (float64, NaN kept)."""
+        out = np.full(len(z), np.nan)
+        for f, v in enumerate(np.asarray(z, np.float64)):
+            if math.isnan(v):
+                continue
+            if len(self.seen[f]) < self.window:
+                self.seen[f].append(v)
+                self.mean[f] = np.mean(self.seen[f])
+                self.var[f] = np.var(self.seen[f])
+            elif self.mode == "ewm":
+                a = 1.0 / self.window
+                lim = self.clip * self.sd(f)
+                d = min(max(v - self.mean[f], -lim), lim)
+                self.mean[f] += a * d
+                self.var[f] = (1 - a) * (self.var[f] + a * d * d)
+            out[f] = (v - self.mean[f]) / self.sd(f)
+        return out

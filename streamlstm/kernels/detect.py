@@ -26,6 +26,14 @@ applied in their batch order):
    score), long gaps decay or reset the state, then the cell advances the
    state and the head stores the next forecast.
 
+With per-stream normalisation (``P_STREAM_NORM``, :mod:`streamlstm.kernels.norm`)
+an accepted event first teaches the stream's statistics (``nstat``) its present
+features, and ``x_f`` above is then ``z'_f``, the model-normalised value
+re-standardised with them, in the score, the cell input and the stored
+forecast alike; ``out_fc`` is turned back into model-normalised units with the
+event's statistics, and their standard deviations go to ``out_sd``. A gap
+reset forgets the statistics too: the stream starts over as a new one.
+
 Per-slot scalar state lives in two arrays, columns named below.
 """
 
@@ -46,6 +54,7 @@ from streamlstm.kernels.cells import (
     _phi,
     _prefetch_row,
 )
+from streamlstm.kernels.norm import MODE_OFF, NS_MEAN, _norm_apply, _norm_learn, _norm_sd
 
 # Outcome codes (one byte per event).
 OK = 0
@@ -97,7 +106,9 @@ P_DT_MEAN = 13
 P_DT_STD = 14
 P_MIN_SCALE = 15
 P_LEARN_RATIO = 16
-N_PARAMS = 17
+P_STREAM_NORM = 17  # streamlstm.kernels.norm.MODE_*
+P_NORM_WINDOW = 18
+N_PARAMS = 19
 
 CELL_LSTM = 0
 CELL_GRU = 1
@@ -132,6 +143,18 @@ def _reset_slot(s, h, c, fc, fstat, istat):  # pragma: no cover - compiled
 
 
 @njit(**NJIT)
+def _norm_out(nstat, s, out_fc, out_sd, e):  # pragma: no cover - compiled
+    """Turn event ``e``'s reported forecast into model-normalised units with slot
+    ``s``'s statistics; record the standard deviations used."""
+    for f in range(out_fc.shape[1]):
+        sd = _norm_sd(nstat, s, f)
+        out_sd[e, f] = np.float32(sd)
+        v = out_fc[e, f]
+        if not math.isnan(v):
+            out_fc[e, f] = np.float32(np.float64(v) * sd + nstat[s, NS_MEAN, f])
+
+
+@njit(**NJIT)
 def _detect_batch(
     cell,
     slots,
@@ -145,6 +168,7 @@ def _detect_batch(
     fc,
     fstat,
     istat,
+    nstat,
     w_ih,
     w_hh,
     b_ih,
@@ -159,6 +183,7 @@ def _detect_batch(
     out_trans,
     out_fc,
     out_ref,
+    out_sd,
 ):  # pragma: no cover - compiled
     """Process one micro-batch in place.
 
@@ -171,12 +196,16 @@ def _detect_batch(
     and the k-th event of a slot is in wave k.
     h : (n_slots, L, H) float32, c : (n_slots, L, H or 0) float32,
     fc : (n_slots, F) float32 pending normalised forecast, fstat :
-    (n_slots, N_FSTAT) float64, istat : (n_slots, N_ISTAT) int64 — all
-    updated in place. Outputs: out_outcome (n,) int8, out_score (n,) float32
+    (n_slots, N_FSTAT) float64, istat : (n_slots, N_ISTAT) int64, nstat :
+    (n_slots, N_NSTAT, F) float64 per-stream normalisation statistics (read
+    only when ``P_STREAM_NORM`` is on; any array otherwise) — all updated in
+    place. Outputs: out_outcome (n,) int8, out_score (n,) float32
     (NaN when not scored), out_alert (n,) int8 alert state after the event,
     out_trans (n,) int8, out_fc (n, F) float32 the forecast each event was
     compared with (NaN when none), out_ref (n,) int64 the ref of the event
-    that opened the alert a transition belongs to (written for transitions only).
+    that opened the alert a transition belongs to (written for transitions only),
+    out_sd (n, F) float32 the per-stream standard deviations each event was
+    normalised with (written only when ``P_STREAM_NORM`` is on).
     """
     n_feat = xn.shape[1]
     hid = h.shape[2]
@@ -201,6 +230,8 @@ def _detect_batch(
     min_scale = params[P_MIN_SCALE]
     scale_decay = math.exp(-1.0 / scale_window)
     learn_ratio = params[P_LEARN_RATIO]
+    norm_mode = np.int64(params[P_STREAM_NORM])
+    norm_window = params[P_NORM_WINDOW]
 
     n_waves = wave_bounds.shape[0] - 1
     n_chunks = 0
@@ -271,6 +302,8 @@ def _detect_batch(
                 out_fc[e, f] = fc[s, f] if has_fc else nan32
             out_trans[e] = NONE
             if outcome != OK:
+                if norm_mode != MODE_OFF:
+                    _norm_out(nstat, s, out_fc, out_sd, e)
                 out_outcome[e] = outcome
                 out_score[e] = nan32
                 out_alert[e] = istat[s, I_IN_ALERT]
@@ -280,6 +313,8 @@ def _detect_batch(
             dt = t - fstat[s, F_LAST_T] if n_events > 0 else 0.0
             if n_events > 0 and reset_gap > 0.0 and dt > reset_gap:
                 _reset_slot(s, h, c, fc, fstat, istat)
+                if norm_mode != MODE_OFF:
+                    nstat[s, :, :] = 0.0
                 has_fc = False
                 n_events = 0
                 for f in range(n_feat):
@@ -292,6 +327,13 @@ def _detect_batch(
                         if c.shape[2] > 0:
                             c[s, layer, q] *= factor
 
+            if norm_mode != MODE_OFF:
+                for f in range(n_feat):
+                    v = xn[e, f]
+                    if not math.isnan(v):
+                        _norm_learn(nstat, s, f, np.float64(v), norm_mode, norm_window)
+                _norm_out(nstat, s, out_fc, out_sd, e)
+
             # -- score against the pending forecast --------------------------
             score = math.nan
             if has_fc:
@@ -300,6 +342,8 @@ def _detect_batch(
                 for f in range(n_feat):
                     v = xn[e, f]
                     if not math.isnan(v):
+                        if norm_mode != MODE_OFF:
+                            v = _norm_apply(nstat, s, f, v)
                         r = (np.float64(v) - np.float64(fc[s, f])) / resid_scale[f]
                         e_sum += r * r
                         k += 1
@@ -354,6 +398,8 @@ def _detect_batch(
                 v = xn[e, f]
                 if math.isnan(v):
                     x_rows[m, f] = fc[s, f] if has_fc else np.float32(0.0)
+                elif norm_mode != MODE_OFF:
+                    x_rows[m, f] = _norm_apply(nstat, s, f, v)
                 else:
                     x_rows[m, f] = v
             if time_input:

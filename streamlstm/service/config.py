@@ -90,7 +90,16 @@ _PIPELINE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # DetectorConfig fields by YAML section. tests/unit/test_config.py checks that this
 # covers every field, so a new detector setting cannot silently become unreachable.
 _SECTION_OF_FIELD: dict[str, tuple[str, ...]] = {
-    "scoring": ("stream_scale", "scale_window", "learn_ratio", "smooth", "max_abs", "min_scale"),
+    "scoring": (
+        "stream_scale",
+        "scale_window",
+        "learn_ratio",
+        "smooth",
+        "max_abs",
+        "min_scale",
+        "stream_norm",
+        "norm_window",
+    ),
     "alerts": ("open_threshold", "close_threshold", "min_run", "close_run", "cooldown_s", "warmup"),
     "state": ("max_streams", "idle_ttl_s", "decay_tau_s", "reset_gap_s"),
 }
@@ -805,6 +814,8 @@ class _Parser:
                         kw[name] = m.flag(name, default)
                     elif isinstance(default, int):
                         kw[name] = m.integer(name, default, -(2**62))
+                    elif isinstance(default, str):
+                        kw[name] = m.text(name, default)
                     else:
                         kw[name] = m.number(name, default, nullable=default is None)
         try:

@@ -164,6 +164,10 @@ def choose_threshold(
     if not held:
         return {"threshold": None, "reason": "no validation data to calibrate a threshold on"}
     ctx = max(context, cfg.warmup + 1, min(cfg.scale_window, 1000))
+    if cfg.stream_norm_for(model)[0] != "off":
+        # Per-stream normalisation learns from a stream's first events: replay each
+        # stream from its start, or the detector would learn other statistics.
+        ctx = max(s.n for s in held)
     starts = [max(0, s.n_train - ctx) for s in held]
     weeks = 0.0
     for s in held:

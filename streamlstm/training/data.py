@@ -14,6 +14,11 @@ Decisions (an operator's expectations, written down):
   as the detector does at scoring time, and absent targets carry no loss.
   An event with every feature missing is dropped, as the detector rejects
   it (and the next event's time gap counts from the last accepted one).
+- **Per-stream normalisation** (``stream_norm``): each stream's normalised
+  features are then re-standardised with its own running statistics, from
+  its first event on, by the detector's definition
+  (:func:`streamlstm.kernels.norm.normalise_series`), so every event is
+  trained on the value the detector will feed the model for it.
 - **Time input** (``time_input``): ``(log1p(dt) - dt_mean) / dt_std`` with
   ``dt`` the seconds since the stream's previous event (0 for its first),
   the same value the detector computes.
@@ -28,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamlstm.errors import InputError
+from streamlstm.kernels.norm import normalise_series
 
 MIN_TRAIN_EVENTS = 3
 MIN_VAL_EVENTS = 2
@@ -60,6 +66,8 @@ class Prepared:
     time_input: bool
     dt_mean: float
     dt_std: float
+    stream_norm: str = "off"
+    norm_window: int = 0
 
     @property
     def n_features(self) -> int:
@@ -138,9 +146,11 @@ def prepare(
     val_fraction: float,
     time_input: bool,
     norm: tuple[np.ndarray, np.ndarray, float, float] | None = None,
+    stream_norm: tuple[str, int] = ("off", 0),
 ) -> Prepared:
     """Group, split and normalise. ``norm`` = (mean, std, dt_mean, dt_std) to reuse
-    a model's normalisation (fine-tuning) instead of fitting it."""
+    a model's normalisation (fine-tuning) instead of fitting it; ``stream_norm`` =
+    (mode, window) of the per-stream normalisation on top (see the module doc)."""
     features = tuple(features)
     if not features:
         raise InputError("no features given")
@@ -173,11 +183,18 @@ def prepare(
     streams = []
     for (key, t, xs), k in zip(raw, splits, strict=True):
         cols = [(xs - mean) / std]
+        if stream_norm[0] != "off":
+            # Start from the float32 values the detector computes (Model.normalise with
+            # the model's float32 mean and std): in a fleet whose streams sit far apart,
+            # a small stream spans few float32 steps and the rounding shows.
+            with np.errstate(invalid="ignore"):
+                z = ((xs - mean.astype(np.float32)) / std.astype(np.float32)).astype(np.float32)
+            cols[0] = normalise_series(z, stream_norm[0], stream_norm[1]).astype(np.float64)
         if time_input:
             cols.append(((log_dt(t) - dt_mean) / dt_std)[:, None])
         xn = np.ascontiguousarray(np.concatenate(cols, axis=1), np.float32)
         streams.append(Stream(key, t, xs, xn, k))
     return Prepared(
         features, streams, mean.astype(np.float32), std.astype(np.float32),
-        time_input, float(dt_mean), float(dt_std),
+        time_input, float(dt_mean), float(dt_std), stream_norm[0], int(stream_norm[1]),
     )  # fmt: skip

@@ -36,6 +36,7 @@ import numpy as np
 
 from streamlstm.errors import InputError, TrainingError
 from streamlstm.kernels import train as KT
+from streamlstm.kernels.norm import DEFAULT_WINDOW
 from streamlstm.model import Model
 from streamlstm.training.data import Prepared, prepare
 from streamlstm.training.forecast import naive_loss, run_streams
@@ -65,6 +66,12 @@ class TrainConfig:
     streams sit at different levels, 1.0 against 4.1 for a random start.
     The starting model is scored as "epoch 0", so training never returns
     a model worse on validation than its start.
+    stream_norm / norm_window: train for per-stream input normalisation
+    ("off", "warmup" or "ewm" over ``norm_window`` events; see
+    :mod:`streamlstm.kernels.norm` and ``DetectorConfig.stream_norm``): every
+    stream's history is re-standardised with its own statistics exactly as
+    the detector will, and the model file records it, so a detector left at
+    ``stream_norm: model`` applies it. A fine-tuned model keeps its own.
     lr_decay: factor applied to the learning rate after every epoch without
     improvement (1 = constant; 0.5-0.7 helped on smooth series and hurt on
     spiky ones). warmup_steps: linear learning-rate ramp over the first
@@ -94,6 +101,8 @@ class TrainConfig:
     start: str = "last_value"
     lr_decay: float = 1.0
     warmup_steps: int = 0
+    stream_norm: str = "off"
+    norm_window: int = DEFAULT_WINDOW
 
     def __post_init__(self) -> None:
         checks = (
@@ -120,6 +129,12 @@ class TrainConfig:
             ("start", self.start in ("last_value", "random"), "'last_value' or 'random'"),
             ("lr_decay", 0 < self.lr_decay <= 1, "in (0, 1]"),
             ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
+            (
+                "stream_norm",
+                self.stream_norm in ("off", "warmup", "ewm"),
+                "'off', 'warmup' or 'ewm'",
+            ),
+            ("norm_window", self.norm_window >= 1, ">= 1"),
         )
         for name, ok, expect in checks:
             if not ok:
@@ -295,6 +310,8 @@ def model_from_net(net: KT.Net, data: Prepared, provenance: dict[str, Any]) -> M
         dt_mean=data.dt_mean,
         dt_std=data.dt_std,
         provenance=provenance,
+        stream_norm=data.stream_norm,
+        norm_window=data.norm_window,
     )
 
 
@@ -495,7 +512,11 @@ def train_model(
                 f"features {tuple(features)} differ from the initial model's {init.features}"
             )
     time_input = init.time_input if init is not None else cfg.time_input
-    data = prepare(keys, times, x, features, cfg.val_fraction, time_input, norm)
+    if init is not None:
+        stream_norm = (init.stream_norm, init.norm_window)
+    else:
+        stream_norm = (cfg.stream_norm, cfg.norm_window if cfg.stream_norm != "off" else 0)
+    data = prepare(keys, times, x, features, cfg.val_fraction, time_input, norm, stream_norm)
     model, report = fit(data, cfg, init=init, progress=progress)
     if cfg.calibrate:
         from streamlstm.training.calibrate import calibrate
