@@ -237,6 +237,9 @@ def run(args: argparse.Namespace) -> int:
                 pipeline_yaml(bootstrap, model_path, workdir / "checkpoints", args.metrics_port),
                 source="<demo>",
             )
+            if args.metrics_port and not _port_free(args.metrics_port):
+                print(f"  port {args.metrics_port} is busy; metrics go to a free port", flush=True)
+                cfg = replace(cfg, metrics=replace(cfg.metrics, port=0))
             service = Service(cfg, stop=stop, alert_listeners=[_print_alert])
             service.install_signal_handlers()
             producer = threading.Thread(
@@ -256,6 +259,17 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
         if own_dir:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _describe(path: Path) -> str:
@@ -319,4 +333,4 @@ def _produce(bootstrap: str, args: argparse.Namespace, stop: threading.Event) ->
         producer.close(timeout=5)
 
 
-__all__ = ["persistence_model", "get_model", "fleet_records", "pipeline_yaml", "replace"]
+__all__ = ["persistence_model", "get_model", "fleet_records", "pipeline_yaml"]

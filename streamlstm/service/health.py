@@ -22,9 +22,14 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from streamlstm.errors import StreamlstmError
 from streamlstm.service.loop import Health
 
 log = logging.getLogger(__name__)
+
+
+class HttpBindError(StreamlstmError):
+    """The metrics/health address cannot be bound (port in use, bad host)."""
 
 
 def liveness(healths: Sequence[Health], stale_s: float) -> tuple[bool, str]:
@@ -96,7 +101,13 @@ class HealthServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 log.debug("http %s", format % args)
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.httpd = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise HttpBindError(
+                f"metrics: cannot listen on {host}:{port}: {exc.strerror or exc}; "
+                "set metrics.port to a free port (0 = any free port) or metrics.host"
+            ) from exc
         self.httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, name="streamlstm-http", daemon=True

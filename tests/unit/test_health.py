@@ -57,3 +57,18 @@ def test_one_port_serves_all_three() -> None:
         assert _get(srv.url + "/nope")[0] == 404
     finally:
         srv.close()
+
+
+def test_port_in_use_is_an_operator_error() -> None:
+    import socket
+
+    import pytest
+
+    from streamlstm.errors import StreamlstmError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(StreamlstmError, match=f"127.0.0.1:{port}.*metrics.port"):
+            HealthServer("127.0.0.1", port, CollectorRegistry(), lambda: [], stale_s=30)
