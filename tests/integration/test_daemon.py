@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,20 @@ def _config(
     return path
 
 
+_RUNNING: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_daemons() -> Iterator[None]:
+    """A failed assertion must not leave a daemon running after its test."""
+    yield
+    while _RUNNING:
+        proc = _RUNNING.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 class Daemon:
     """``streamlstm run`` as a subprocess, with its metrics port."""
 
@@ -177,6 +192,7 @@ class Daemon:
             [PY, "-m", "streamlstm", "run", "--config", str(config), "--metrics-port", "0"],
             stdout=self._fh, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
+        _RUNNING.append(self.proc)
 
     def get(self, path: str) -> tuple[int, str]:
         if self.port is None:
