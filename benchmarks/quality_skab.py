@@ -2,6 +2,7 @@
 
     /work/venv/bin/python benchmarks/quality_skab.py [--data ../shared/data/skab-valve2]
         [--forecaster lstm|last-value|both] [--hidden 32] [--epochs 40] [--json out.json]
+        [--stream-norm off|warmup|ewm] [--norm-window 256]
 
 SKAB's protocol: rows after the first 400 of each run are judged point by
 point (the per-event alert flag against the ``anomaly`` column): F1,
@@ -13,7 +14,11 @@ Method (general, nothing tuned to these files):
   standardised with the mean and standard deviation of its own first 400
   rows, the part SKAB lets a detector learn a run's normal behaviour from.
   (The model's own normalisation is fleet-wide; the runs sit at different
-  operating points, which SCORING.md found fatal without this.)
+  operating points, which SCORING.md found fatal without this.) With
+  ``--stream-norm warmup|ewm`` the script does not: the raw runs go to the
+  trainer and the detector, which learn each run's statistics themselves
+  from its first ``--norm-window`` rows (``DetectorConfig.stream_norm``),
+  as the daemon does.
 - One LSTM is trained on ``anomaly-free.csv`` plus the first 400 rows of every
   run (:func:`streamlstm.training.trainer.train_model`, time-ordered
   validation split, early stopping), and calibrated by the trainer: residual
@@ -71,15 +76,17 @@ def standardise(x: np.ndarray) -> np.ndarray:
     return (x - mean) / std
 
 
-def load(data: Path) -> tuple[list, tuple]:
+def load(data: Path, raw: bool = False) -> tuple[list, tuple]:
+    """Runs and the anomaly-free run, standardised per run (or raw, ``raw=True``)."""
+    prep = (lambda x: x) if raw else standardise
     runs = []
     for i in range(4):
         p = data / f"{i}.csv"
         ev, _ = read_events(p, FEATURES, time="datetime", sep=";", keep=["anomaly"])
         lab = np.array([float(v) > 0.5 for v in ev.extra["anomaly"]])
-        runs.append((f"run{i}", ev.times, standardise(ev.x), lab))
+        runs.append((f"run{i}", ev.times, prep(ev.x), lab))
     free, _ = read_events(data / "anomaly-free.csv", FEATURES, time="datetime", sep=";")
-    return runs, ("anomaly-free", free.times, standardise(free.x))
+    return runs, ("anomaly-free", free.times, prep(free.x))
 
 
 def training_events(runs: list, free: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,14 +101,20 @@ def training_events(runs: list, free: tuple) -> tuple[np.ndarray, np.ndarray, np
 
 def fit(kind: str, runs: list, free: tuple, args: argparse.Namespace) -> Model:
     keys, times, x = training_events(runs, free)
-    cfg = TrainConfig(hidden=args.hidden, epochs=args.epochs, seed=args.seed, progress=False)
+    cfg = TrainConfig(hidden=args.hidden, epochs=args.epochs, seed=args.seed, progress=False,
+                      stream_norm=args.stream_norm, norm_window=args.norm_window)  # fmt: skip
     model, report = train_model(keys, times, x, FEATURES, cfg, detector_config=detector_config())
     print(report.summary())
     if kind == "lstm":
         return model
     lv = last_value_model(FEATURES, model.norm_mean, model.norm_std)
-    xn = lv.normalise(x).astype(np.float64)
-    r = np.concatenate([np.diff(xn[keys == k], axis=0) for k in dict.fromkeys(keys.tolist())])
+    lv = lv.with_stream_norm(model.stream_norm, model.norm_window)
+    r = np.concatenate(
+        [
+            np.diff(lv.stream_inputs(x[keys == k]).astype(np.float64), axis=0)
+            for k in dict.fromkeys(keys.tolist())
+        ]
+    )
     return lv.with_calibration(E.robust_scale(r), model.threshold)
 
 
@@ -176,11 +189,19 @@ def main(argv: list[str] | None = None) -> int:
         help="validation rows for --far-budget: the runs' rows 320-400, or also "
         "the anomaly-free run's last 20%%",
     )
+    ap.add_argument(
+        "--stream-norm",
+        choices=["off", "warmup", "ewm"],
+        default="off",
+        help="per-stream normalisation in the trainer and detector instead of the "
+        "script standardising each run with its first 400 rows (default: off, the script does)",
+    )
+    ap.add_argument("--norm-window", type=int, default=256, help="events of --stream-norm")
     ap.add_argument("--json", type=Path, help="write the numbers here")
     args = ap.parse_args(argv)
     global _detector
     _detector = args.detector
-    runs, free = load(args.data)
+    runs, free = load(args.data, raw=args.stream_norm != "off")
     out = {}
     kinds = ["lstm", "last-value"] if args.forecaster == "both" else [args.forecaster]
     for kind in kinds:

@@ -212,6 +212,17 @@ class Model:
         with np.errstate(invalid="ignore", over="ignore"):
             return ((np.asarray(x, np.float64) - self.norm_mean) / self.norm_std).astype(np.float32)
 
+    def stream_inputs(self, x: np.ndarray) -> np.ndarray:
+        """(n, F) raw events of one stream, from its first, in time order -> the float32
+        inputs the detector scores and feeds the model: :meth:`normalise`, then the
+        model's per-stream normalisation (for residual scales, baselines, tests)."""
+        z = self.normalise(x)
+        if self.stream_norm == "off":
+            return z
+        from streamlstm.kernels.norm import normalise_series
+
+        return normalise_series(z, self.stream_norm, self.norm_window)
+
     def denormalise(self, xn: np.ndarray) -> np.ndarray:
         return (np.asarray(xn, np.float64) * self.norm_std + self.norm_mean).astype(np.float32)
 

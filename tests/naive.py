@@ -154,17 +154,19 @@ class NaiveScorer:
 class NaiveStreamNorm:
     """Per-stream normalisation of one stream (streamlstm.kernels.norm), in plain Python.
 
-    Warm-up statistics are recomputed from the stored first ``window`` present
-    values of each feature (np.mean / np.var), not updated incrementally; after
-    them "warmup" freezes and "ewm" follows an EWMA (a = 1 / window) of the
-    deviation clipped to ``clip`` standard deviations. A feature whose standard
-    deviation is below the floor is divided by 1.
+    The first ``clip_after`` values of each feature give np.mean / np.var of the
+    values so far. After them every deviation from the mean is clipped to
+    ``clip`` standard deviations, then learnt with weight 1 / n up to ``window``
+    values; after ``window`` "warmup" freezes and "ewm" keeps weight 1 / window.
+    A feature whose standard deviation is below the floor is divided by 1.
     """
 
-    def __init__(self, n_feat, mode, window, min_std=1e-6, rel_std=1e-5, clip=4.0) -> None:
-        self.mode, self.window = mode, window
+    def __init__(self, n_feat, mode, window, min_std=1e-6, rel_std=1e-5, clip=4.0,
+                 clip_after=16) -> None:  # fmt: skip
+        self.mode, self.window, self.clip_after = mode, window, clip_after
         self.min_std, self.rel_std, self.clip = min_std, rel_std, clip
         self.seen: list[list[float]] = [[] for _ in range(n_feat)]
+        self.count = np.zeros(n_feat, np.int64)
         self.mean = np.zeros(n_feat)
         self.var = np.zeros(n_feat)
 
@@ -178,15 +180,20 @@ class NaiveStreamNorm:
         for f, v in enumerate(np.asarray(z, np.float64)):
             if math.isnan(v):
                 continue
-            if len(self.seen[f]) < self.window:
+            n = int(self.count[f])
+            if n < min(self.clip_after, self.window):
                 self.seen[f].append(v)
                 self.mean[f] = np.mean(self.seen[f])
                 self.var[f] = np.var(self.seen[f])
-            elif self.mode == "ewm":
-                a = 1.0 / self.window
-                lim = self.clip * self.sd(f)
-                d = min(max(v - self.mean[f], -lim), lim)
+                self.count[f] += 1
+            elif n < self.window or self.mode == "ewm":
+                a = 1.0 / min(n + 1, self.window)
+                d = v - self.mean[f]
+                if n >= self.clip_after:
+                    lim = self.clip * self.sd(f)
+                    d = min(max(d, -lim), lim)
                 self.mean[f] += a * d
                 self.var[f] = (1 - a) * (self.var[f] + a * d * d)
+                self.count[f] += 1
             out[f] = (v - self.mean[f]) / self.sd(f)
         return out

@@ -169,8 +169,9 @@ def learn_first_models(
 ) -> dict[str, Any]:
     """One model per stream, learnt from that stream's first ``learn_first`` share only.
 
-    ``baseline=True`` gives the last-value forecaster (normalisation and
-    residual scale from the same share) instead of training an LSTM, for the
+    ``baseline=True`` gives the last-value forecaster (normalisation, the
+    per-stream normalisation of ``train_config`` and residual scale from the
+    same share) instead of training an LSTM, for the
     comparison SCORING.md asks for. Otherwise the cold-start learner
     (:func:`streamlstm.training.online.learn_first_part`) trains an LSTM on
     the learning part, calibrated for the detector settings
@@ -193,7 +194,10 @@ def learn_first_models(
         if baseline:
             mean, std = fit_normalisation(xs)
             m = last_value_model(features, mean, std)
-            r = np.diff(m.normalise(xs).astype(np.float64), axis=0)
+            sn = getattr(train_config, "stream_norm", "off")
+            if sn != "off":  # the same per-stream normalisation a trained model would get
+                m = m.with_stream_norm(sn, train_config.norm_window)
+            r = np.diff(m.stream_inputs(xs).astype(np.float64), axis=0)
             scale = robust_scale(r)
             out[key] = m.with_calibration(scale, None, {"resid_source": "learning part"})
             continue

@@ -15,10 +15,13 @@ with the stream's own statistics before it is scored and fed to the cell::
 - the first ``window`` values: running mean and population variance
   (Welford, ``a = 1 / n``), so the first value gives ``z' = 0``;
 - then, ``MODE_WARMUP``: frozen; ``MODE_EWM``: an exponentially weighted mean
-  and variance with ``a = 1 / window``, where the deviation ``z - m`` is
-  clipped to ``NORM_CLIP`` standard deviations first, so an incident moves
-  the statistics no faster than a ``NORM_CLIP``-sigma event would while a
-  lasting change of level is still learnt, over about ``window`` events.
+  and variance with ``a = 1 / window``, so a lasting change of level is
+  learnt over about ``window`` events.
+
+From the ``NORM_CLIP_AFTER``-th value on, the deviation ``d = z - m`` is
+clipped to ``NORM_CLIP`` standard deviations before it teaches anything, so a
+spike or an incident (during the warm-up too) moves the statistics no more
+than a ``NORM_CLIP``-sigma value would.
 
 Both updates are ``m += a d``, ``v = (1 - a) (v + a d^2)`` with ``d = z - m``.
 Nothing here depends on scores or alert thresholds, so threshold sweeps stay
@@ -67,6 +70,9 @@ NORM_REL_STD = 1e-5
 # teach the statistics, so a spike or an incident barely moves them. 4 rather
 # than 3: clipping heavy-tailed normal data at 3 sigma shrinks the variance estimate.
 NORM_CLIP = 4.0
+# Values learnt before clipping starts: the spread of fewer is too uncertain
+# (~20% at 16) to call anything an outlier.
+NORM_CLIP_AFTER = 16
 
 
 @njit(**NJIT)
@@ -90,12 +96,10 @@ def _norm_learn(nstat, s, f, z, mode, window):  # pragma: no cover - compiled
         return
     m = nstat[s, NS_MEAN, f]
     d = z - m
-    if n >= window:
-        a = 1.0 / window
+    if n >= NORM_CLIP_AFTER:
         lim = NORM_CLIP * _norm_sd(nstat, s, f)
         d = min(max(d, -lim), lim)
-    else:
-        a = 1.0 / (n + 1.0)
+    a = 1.0 / window if n >= window else 1.0 / (n + 1.0)
     nstat[s, NS_COUNT, f] = n + 1.0
     nstat[s, NS_MEAN, f] = m + a * d
     nstat[s, NS_VAR, f] = (1.0 - a) * (nstat[s, NS_VAR, f] + a * d * d)
