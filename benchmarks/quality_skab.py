@@ -197,11 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         "script standardising each run with its first 400 rows (default: off, the script does)",
     )
     ap.add_argument("--norm-window", type=int, default=256, help="events of --stream-norm")
+    ap.add_argument("--raw", action="store_true",
+                    help="no standardisation by the script even with --stream-norm off "
+                    "(what a daemon without per-stream normalisation sees)")  # fmt: skip
     ap.add_argument("--json", type=Path, help="write the numbers here")
     args = ap.parse_args(argv)
     global _detector
     _detector = args.detector
-    runs, free = load(args.data, raw=args.stream_norm != "off")
+    runs, free = load(args.data, raw=args.raw or args.stream_norm != "off")
     out = {}
     kinds = ["lstm", "last-value"] if args.forecaster == "both" else [args.forecaster]
     for kind in kinds:

@@ -8,7 +8,8 @@ stream standardised, as in tests/unit/test_evaluation.py), replay a fleet
 with every kind of injected anomaly (seed + 1) through the default detector,
 and compare with the last-value forecaster through the same scorer.
 
-``--stream-norm warmup|ewm``: the fleets are not standardised by the script
+``--test-scale A B`` replays the test fleet at another scale and level than
+the training fleet. ``--stream-norm warmup|ewm``: the fleets are not standardised by the script
 (which uses each whole stream's mean and std, the future included); the
 trainer and the detector normalise each stream from its own first events.
 """
@@ -50,8 +51,14 @@ def main() -> None:
                     help="per-stream normalisation in the trainer and detector instead of "
                     "standardising each stream in the script")  # fmt: skip
     ap.add_argument("--norm-window", type=int, default=256, help="events of --stream-norm")
+    ap.add_argument("--test-scale", type=float, nargs=2, default=(1.0, 0.0), metavar=("A", "B"),
+                    help="replay the test fleet as A * value + B: streams at a scale and "
+                    "level the model never saw (SCORING.md's per-stream finding)")  # fmt: skip
+    ap.add_argument("--raw", action="store_true",
+                    help="no standardisation by the script even with --stream-norm off "
+                    "(what a daemon without per-stream normalisation sees)")  # fmt: skip
     args = ap.parse_args()
-    raw = args.stream_norm != "off"
+    raw = args.raw or args.stream_norm != "off"
     kinds: Counter[str] = Counter()
     caught: Counter[str] = Counter()
     print(
@@ -75,6 +82,7 @@ def main() -> None:
         model, rep = train_model(k, t, x, FEATS, cfg)
         test = fleet(seed + 1, 3.0, args.streams, args.steps, raw)
         k, t, x, _ = test.events()
+        x = args.test_scale[0] * x.astype(np.float64) + args.test_scale[1]
         lv = last_value_model(FEATS, model.norm_mean, model.norm_std)
         lv = lv.with_calibration(model.resid_scale, None)
         lv = lv.with_stream_norm(model.stream_norm, model.norm_window)

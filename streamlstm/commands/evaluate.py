@@ -39,6 +39,7 @@ import numpy as np
 
 from streamlstm import evaluation as E
 from streamlstm.detector import (
+    DEFAULT_NORM_WINDOW,
     DEFAULT_OPEN,
     DEFAULT_OPEN_ABSOLUTE,
     OUTCOME_NAMES,
@@ -183,7 +184,11 @@ _DETECTOR_FLAGS = (
     ("--cooldown", "cooldown_s", float, "seconds after a close with no new alert"),
     ("--warmup", "warmup", int, "events before a stream may alert"),
     ("--smooth", "smooth", int, "EWMA span of the error"),
-)
+    ("--stream-norm", "stream_norm", str,
+     "per-stream input normalisation: model, off, warmup or ewm; with --learn-first "
+     "the models are trained for it"),
+    ("--norm-window", "norm_window", int, "events of --stream-norm's warm-up (0 = the model's)"),
+)  # fmt: skip
 
 
 def pipeline_settings(args: argparse.Namespace) -> tuple[DetectorConfig | None, Path | None]:
@@ -366,12 +371,15 @@ def run(args: argparse.Namespace) -> int:
     if args.learn_first > 0:
         from streamlstm.training.trainer import TrainConfig
 
+        sn, window = cfg.stream_norm, cfg.norm_window or DEFAULT_NORM_WINDOW
         tcfg = TrainConfig(
             hidden=args.hidden,
             epochs=args.epochs,
             seed=args.seed,
             false_alarms_per_week=args.false_alarms_per_week,
             progress=False,
+            stream_norm=sn if sn in ("warmup", "ewm") else "off",
+            norm_window=window,
         )
         if args.learn_scope == "fleet" and args.baseline == "lstm":
             # one model for every stream, learnt from all their learning parts

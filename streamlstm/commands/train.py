@@ -85,6 +85,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="last part of each stream's time range held out")  # fmt: skip
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed, same model)")
     p.add_argument("--threads", type=int, default=None, help=_unset("CPU threads (default: all)"))
+    p.add_argument("--stream-norm", default=d.stream_norm, choices=["off", "warmup", "ewm"],
+                   help="per-stream input normalisation the model is trained for and the "
+                        "detector then applies (scoring.stream_norm): each stream's mean "
+                        "and std learnt from its first --norm-window events, then frozen "
+                        "(warmup) or slowly followed (ewm)")  # fmt: skip
+    p.add_argument("--norm-window", type=int, default=d.norm_window,
+                   help="events of that warm-up / EWMA time constant")  # fmt: skip
     p.add_argument("--time-input", action="store_true",
                    help="extra input: log time since the stream's previous event")  # fmt: skip
     p.add_argument("--season", default=None,
@@ -283,6 +290,8 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             threads=args.threads,
             time_input=args.time_input,
+            stream_norm=args.stream_norm,
+            norm_window=args.norm_window,
             season=parse_season(args.season, times, keys),
             max_windows=args.max_windows,
             false_alarms_per_week=None if args.no_threshold else args.false_alarms_per_week,
