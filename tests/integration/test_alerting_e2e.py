@@ -17,6 +17,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -95,14 +96,36 @@ class Proc:
         self._fh.close()
 
 
-def wait_until(cond: Any, timeout: float, what: str, logs: list[Path]) -> None:
+def _get(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.read().decode()[:1500]
+    except OSError as exc:
+        return f"{url}: {exc}"
+
+
+def wait_until(
+    cond: Any, timeout: float, what: str, logs: list[Path], daemon: Daemon, ports: dict[str, int]
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
             return
         time.sleep(0.25)
     tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}" for p in logs)
-    raise AssertionError(f"timed out waiting for {what}\n{tails}")
+    metrics = [
+        line
+        for line in daemon.get("/metrics")[1].splitlines()
+        if line.startswith(("streamlstm_events_total", "streamlstm_alert", "streamlstm_stream"))
+    ]
+    prom = f"http://127.0.0.1:{ports['prom_port']}"
+    state = "\n".join(
+        [_get(f"{prom}/api/v1/targets"), _get(f"{prom}/api/v1/alerts"),
+         _get(f"http://127.0.0.1:{ports['am_port']}/api/v2/alerts")]
+    )  # fmt: skip
+    raise AssertionError(
+        f"timed out waiting for {what}\n{tails}\n--- /metrics\n" + "\n".join(metrics) + "\n" + state
+    )
 
 
 @pytest.fixture
@@ -111,7 +134,7 @@ def alerting(tmp_path: Path) -> Iterator[dict[str, Any]]:
     am_bin = require_binary("prometheus-alertmanager")
     prom_bin = require_binary("prometheus")
     hook = Webhook()
-    am_port, prom_port, metrics_port = _free_port(), _free_port(), _free_port()
+    am_port, prom_port = _free_port(), _free_port()
     am_cfg = tmp_path / "alertmanager.yml"
     am_cfg.write_text(
         yaml.safe_dump(
@@ -131,35 +154,46 @@ def alerting(tmp_path: Path) -> Iterator[dict[str, Any]]:
          f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="],
         tmp_path / "alertmanager.log",
     )  # fmt: skip
-    prom_cfg = tmp_path / "prometheus.yml"
-    prom_cfg.write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(RULES)],
-                "alerting": {
-                    "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]
-                },
-                "scrape_configs": [
-                    {
-                        "job_name": "streamlstm",
-                        "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}],
-                    }
-                ],
-            }
+    procs: list[Proc] = [am]
+
+    def start_prometheus(target_port: int) -> None:
+        """Prometheus scraping the daemon's (already known) metrics port every second."""
+        prom_cfg = tmp_path / "prometheus.yml"
+        prom_cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [str(RULES)],
+                    "alerting": {
+                        "alertmanagers": [
+                            {"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}
+                        ]
+                    },
+                    "scrape_configs": [
+                        {
+                            "job_name": "streamlstm",
+                            "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}],
+                        }
+                    ],
+                }
+            )
         )
-    )
-    prom = Proc(
-        [prom_bin, f"--config.file={prom_cfg}", f"--storage.tsdb.path={tmp_path / 'prom-data'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}"],
-        tmp_path / "prometheus.log",
-    )  # fmt: skip
+        procs.append(
+            Proc(
+                [prom_bin, f"--config.file={prom_cfg}",
+                 f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+                 f"--web.listen-address=127.0.0.1:{prom_port}"],
+                tmp_path / "prometheus.log",
+            )
+        )  # fmt: skip
+
     try:
-        yield {"hook": hook, "metrics_port": metrics_port, "prom_port": prom_port,
+        yield {"hook": hook, "start_prometheus": start_prometheus, "prom_port": prom_port,
+               "am_port": am_port,
                "logs": [tmp_path / "prometheus.log", tmp_path / "alertmanager.log"]}  # fmt: skip
     finally:
-        prom.stop()
-        am.stop()
+        for proc in reversed(procs):
+            proc.stop()
         hook.close()
 
 
@@ -184,23 +218,31 @@ def test_injected_anomaly_pages_and_resolves(
     name = f"e2e-{uuid.uuid4().hex[:6]}"
     topic = f"{name}-events"
     _create_topics(broker.bootstrap, {topic: 1, f"{name}-alerts": 1, f"{name}-dlq": 1})
-    port = alerting["metrics_port"]
-    cfg = _config(tmp_path, broker.bootstrap, model, topic, name, port)
+    cfg = _config(tmp_path, broker.bootstrap, model, topic, name, 0)
     doc = yaml.safe_load(cfg.read_text())
     doc["pipelines"][0]["alerts"] = {"min_run": 1, "close_run": 3, "cooldown_s": 0}
     cfg.write_text(yaml.safe_dump(doc))
-    daemon = Daemon(cfg, port, tmp_path / "daemon.log")
+    daemon = Daemon(cfg, 0, tmp_path / "daemon.log")
     logs = [tmp_path / "daemon.log", *alerting["logs"]]
     hook: Webhook = alerting["hook"]
     try:
         daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, what="daemon ready")
+        assert daemon.port is not None
+        alerting["start_prometheus"](daemon.port)
         t0 = 1_700_000_000.0
         normal = _events(HOT, t0, 60, 0.0, rng) + _events("pump-calm", t0, 60, 0.0, rng)
         # The incident: the hot pump jumps 40 units and stays there (no more events yet),
         # so its alert stays open until the test sends normal readings again.
         incident = _events(HOT, t0 + 60 * 60, 2, 40.0, rng)
         _produce(broker.bootstrap, topic, [(0, None, v) for v in normal + incident])
-        wait_until(lambda: hook.alerts("firing"), 90, "a firing alert at the webhook", logs)
+        wait_until(
+            lambda: hook.alerts("firing"),
+            90,
+            "a firing alert at the webhook",
+            logs,
+            daemon,
+            alerting,
+        )
         firing = hook.alerts("firing")[0]
         assert firing["labels"]["stream"] == HOT
         assert firing["labels"]["pipeline"] == "sensors"
@@ -211,7 +253,9 @@ def test_injected_anomaly_pages_and_resolves(
         # an hour of normal readings: the smoothed error decays, the alert closes
         back = _events(HOT, t0 + 62 * 60, 60, 0.0, rng)
         _produce(broker.bootstrap, topic, [(0, None, v) for v in back])
-        wait_until(lambda: hook.alerts("resolved"), 90, "the alert to resolve", logs)
+        wait_until(
+            lambda: hook.alerts("resolved"), 90, "the alert to resolve", logs, daemon, alerting
+        )
         assert hook.alerts("resolved")[0]["labels"]["stream"] == HOT
     finally:
         assert daemon.wait(signal.SIGTERM) == 0, daemon.tail()
