@@ -98,7 +98,8 @@ class _Recorded:
     """Scores of one detector pass over the validation streams (with context)."""
 
     def __init__(self, model: Model, streams: list[Stream], starts: list[int],
-                 cfg: DetectorConfig, batch: int = 8192) -> None:  # fmt: skip
+                 cfg: DetectorConfig, batch: int = 8192,
+                 stream_stats: dict[str, np.ndarray] | None = None) -> None:  # fmt: skip
         keys, times, xs, judged, slots = [], [], [], [], []
         for i, (s, a) in enumerate(zip(streams, starts, strict=True)):
             n = s.n - a
@@ -116,6 +117,7 @@ class _Recorded:
         self.cfg = cfg
         self.model = model
         self.batch = batch
+        self.stream_stats = stream_stats or {}
         self.score = np.empty(len(keys), np.float32)
         self.outcome = np.empty(len(keys), np.int8)
 
@@ -128,6 +130,11 @@ class _Recorded:
             close_threshold=None if close is None else min(close, open_thr),
         )
         det = Detector(self.model, cfg)
+        if self.stream_stats and "nstat" in det.table.arrays:
+            # the statistics the training data was normalised from (fine-tuning)
+            seeded = list(self.stream_stats)
+            slots = det.table.slots_for(seeded)
+            det.table.arrays["nstat"][slots] = np.stack([self.stream_stats[k] for k in seeded])
         opened = 0
         for a in range(0, len(self.keys), self.batch):
             b = min(len(self.keys), a + self.batch)
@@ -176,7 +183,7 @@ def choose_threshold(
         step = float(np.median(np.diff(t))) if t.shape[0] > 1 else 0.0
         weeks += (float(t[-1] - t[0]) + step) / WEEK_S
     allowed = false_alarms_per_week * weeks
-    rec = _Recorded(model, held, starts, cfg)
+    rec = _Recorded(model, held, starts, cfg, stream_stats=data.stream_stats)
     open0 = cfg.open_threshold or (DEFAULT_OPEN if cfg.stream_scale else 0.999)
     first = rec.run(open0)
     sc = rec.score[rec.judged & np.isfinite(rec.score)].astype(np.float64)

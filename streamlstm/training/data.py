@@ -18,7 +18,10 @@ Decisions (an operator's expectations, written down):
   features are then re-standardised with its own running statistics, from
   its first event on, by the detector's definition
   (:func:`streamlstm.kernels.norm.normalise_series`), so every event is
-  trained on the value the detector will feed the model for it.
+  trained on the value the detector will feed the model for it. History that
+  does not start at the stream's first event (fine-tuning on recent events)
+  starts from the statistics the detector holds for the stream
+  (``stream_stats``), which is exact once they are frozen.
 - **Time input** (``time_input``): ``(log1p(dt) - dt_mean) / dt_std`` with
   ``dt`` the seconds since the stream's previous event (0 for its first),
   the same value the detector computes.
@@ -27,13 +30,13 @@ Decisions (an operator's expectations, written down):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from streamlstm.errors import InputError
-from streamlstm.kernels.norm import normalise_series
+from streamlstm.kernels.norm import N_NSTAT, normalise_series
 
 MIN_TRAIN_EVENTS = 3
 MIN_VAL_EVENTS = 2
@@ -68,6 +71,7 @@ class Prepared:
     dt_std: float
     stream_norm: str = "off"
     norm_window: int = 0
+    stream_stats: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (N_NSTAT, F)
 
     @property
     def n_features(self) -> int:
@@ -147,10 +151,17 @@ def prepare(
     time_input: bool,
     norm: tuple[np.ndarray, np.ndarray, float, float] | None = None,
     stream_norm: tuple[str, int] = ("off", 0),
+    stream_stats: Mapping[str, np.ndarray] | None = None,
 ) -> Prepared:
     """Group, split and normalise. ``norm`` = (mean, std, dt_mean, dt_std) to reuse
     a model's normalisation (fine-tuning) instead of fitting it; ``stream_norm`` =
-    (mode, window) of the per-stream normalisation on top (see the module doc)."""
+    (mode, window) of the per-stream normalisation on top (see the module doc),
+    starting from ``stream_stats[key]`` ((N_NSTAT, F) float64, the detector's
+    ``nstat`` row) for the streams it names."""
+    seeds = {
+        k: np.array(v, np.float64).reshape(1, N_NSTAT, len(features))
+        for k, v in (stream_stats or {}).items()
+    }
     features = tuple(features)
     if not features:
         raise InputError("no features given")
@@ -189,7 +200,8 @@ def prepare(
             # a small stream spans few float32 steps and the rounding shows.
             with np.errstate(invalid="ignore"):
                 z = ((xs - mean.astype(np.float32)) / std.astype(np.float32)).astype(np.float32)
-            cols[0] = normalise_series(z, stream_norm[0], stream_norm[1]).astype(np.float64)
+            seed = seeds[key].copy() if key in seeds else None
+            cols[0] = normalise_series(z, stream_norm[0], stream_norm[1], seed).astype(np.float64)
         if time_input:
             cols.append(((log_dt(t) - dt_mean) / dt_std)[:, None])
         xn = np.ascontiguousarray(np.concatenate(cols, axis=1), np.float32)
@@ -197,4 +209,5 @@ def prepare(
     return Prepared(
         features, streams, mean.astype(np.float32), std.astype(np.float32),
         time_input, float(dt_mean), float(dt_std), stream_norm[0], int(stream_norm[1]),
+        {k: v[0] for k, v in seeds.items()} if stream_norm[0] != "off" else {},
     )  # fmt: skip

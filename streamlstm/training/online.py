@@ -231,8 +231,17 @@ class OnlineLearner:
         keys, t, x = self._training_set()
         cfg = replace(self.config, epochs=self.fine_tune_epochs, seed=self.config.seed + self.fits)
         cfg = adapt_config(cfg, len(keys), len(set(keys)))
+        # The buffers hold recent events: per-stream normalisation continues from
+        # the statistics the detector learnt from each stream's first events.
+        table = self.detector.table
+        stats = (
+            {k: table.arrays["nstat"][table.slot(k)].copy() for k in set(keys) if k in table}
+            if "nstat" in table.arrays
+            else None
+        )
         model, _ = train_model(keys, t, x, self.features, cfg, init=self.model,
-                               detector_config=self.detector_config)  # fmt: skip
+                               detector_config=self.detector_config,
+                               stream_stats=stats)  # fmt: skip
         self.detector.reload_model(model)
         self.model = model
         self.fits += 1

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -491,6 +491,7 @@ def train_model(
     init: Model | None = None,
     detector_config: Any = None,
     progress: Progress | None = None,
+    stream_stats: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[Model, TrainReport]:
     """Train a forecaster for a fleet and calibrate it.
 
@@ -500,7 +501,10 @@ def train_model(
     existing model (its normalisation is kept). ``detector_config`` is the
     :class:`~streamlstm.detector.DetectorConfig` the threshold is calibrated
     for (default: the detector's defaults). Returns the model (calibrated
-    when ``config.calibrate``) and a report. Raises TrainingError when
+    when ``config.calibrate``) and a report. ``stream_stats`` (key -> the
+    detector's ``nstat`` row) starts those streams' per-stream normalisation
+    from the detector's statistics instead of from their first event here
+    (fine-tuning on recent events). Raises TrainingError when
     training diverges and InputError on unusable data.
     """
     cfg = config or TrainConfig()
@@ -516,7 +520,8 @@ def train_model(
         stream_norm = (init.stream_norm, init.norm_window)
     else:
         stream_norm = (cfg.stream_norm, cfg.norm_window if cfg.stream_norm != "off" else 0)
-    data = prepare(keys, times, x, features, cfg.val_fraction, time_input, norm, stream_norm)
+    data = prepare(keys, times, x, features, cfg.val_fraction, time_input, norm, stream_norm,
+                   stream_stats)  # fmt: skip
     model, report = fit(data, cfg, init=init, progress=progress)
     if cfg.calibrate:
         from streamlstm.training.calibrate import calibrate

@@ -23,7 +23,7 @@ from streamlstm.training.data import prepare
 from streamlstm.training.trainer import TrainConfig, train_model
 from tests import naive
 from tests.conftest import SEED
-from tests.unit.test_detector import MODEL, assert_same, make_events, run_batches
+from tests.unit.test_detector import FEATS, MODEL, assert_same, make_events, run_batches
 
 SCALE_RTOL = 1e-4  # float32 inputs at a 5e4 offset keep ~4e-6 of a unit of spread
 REF_ATOL = 1e-4  # kernel (float32 state) against the float64 reference
@@ -288,3 +288,41 @@ def test_outcome_codes_unchanged_by_stream_norm():
     res = Detector(MODEL, cfg("warmup")).process_many(["s"] * 5, np.arange(5.0), x)
     names = [K.OUTCOME_NAMES[o] for o in res.outcome]
     assert names == ["ok", "non_finite", "missing", "out_of_range", "imputed"]
+
+
+def test_fine_tuning_on_recent_events_continues_the_detectors_statistics():
+    """History that starts mid-stream is normalised from the detector's statistics."""
+    rng = np.random.default_rng(SEED)
+    n = 500
+    x = np.cumsum(rng.normal(size=(n, 3)), axis=0) + [5.0, -50.0, 500.0]
+    model = MODEL.with_stream_norm("warmup", 64)
+    det = Detector(model)
+    det.process_many(["s"] * 300, np.arange(300.0), x[:300])
+    stats = {"s": det.stream_state("s")["nstat"]}
+    data = prepare(["s"] * 200, np.arange(300.0, 500.0), x[300:], FEATS, 0.0, False,
+                   (model.norm_mean, model.norm_std, 0.0, 1.0), ("warmup", 64),
+                   stream_stats=stats)  # fmt: skip
+    want = model.stream_inputs(x)[300:]  # what the detector feeds the model for them
+    np.testing.assert_array_equal(data.streams[0].xn, want)
+    np.testing.assert_array_equal(data.stream_stats["s"], stats["s"])
+    fresh = prepare(["s"] * 200, np.arange(300.0, 500.0), x[300:], FEATS, 0.0, False,
+                    (model.norm_mean, model.norm_std, 0.0, 1.0), ("warmup", 64))  # fmt: skip
+    assert np.abs(fresh.streams[0].xn - want).max() > 0.1
+
+
+def test_online_learner_refits_with_stream_norm():
+    from streamlstm.training.online import OnlineLearner
+
+    rng = np.random.default_rng(SEED)
+    n = 600
+    keys = ["a"] * n + ["b"] * n
+    times = np.r_[np.arange(n), np.arange(n)] * 1.0
+    base = np.sin(np.arange(n) / 9.0)[:, None] + 0.1 * rng.normal(size=(n, 3))
+    x = np.r_[base, 100.0 * base + 1e4]
+    order = np.argsort(times, kind="stable")
+    tc = TrainConfig(hidden=4, window=16, batch=4, epochs=2, progress=False,
+                     stream_norm="warmup", norm_window=64)  # fmt: skip
+    ol = OnlineLearner(FEATS, tc, learn_first=100, refit_every=400, buffer=150)
+    ol.process_many([keys[i] for i in order], times[order], x[order])
+    assert ol.fits >= 2 and ol.model is not None and ol.model.stream_norm == "warmup"
+    assert ol.detector is not None and ol.detector.stream_norm == "warmup"
