@@ -28,7 +28,8 @@ NJIT: dict[str, Any] = {
 # Kernels that split independent rows over threads with prange; same numerics as NJIT.
 NJIT_PARALLEL: dict[str, Any] = {**NJIT, "parallel": True}
 
-# Training kernels (streamlstm.kernels.train) may fuse a * b + c into one FMA ("contract"; no re-association):
+# Training kernels (streamlstm.kernels.train) may fuse a * b + c into one FMA
+# ("contract"; no re-association):
 # it halves the arithmetic of their small matrix products. Results still do not
 # depend on the minibatch split or the thread count (every row runs the same code),
 # which is all training needs; the scoring kernels keep NJIT.

@@ -35,6 +35,10 @@ from streamlstm.state import Column, StreamTable
 # maximum: 0.7 opens at an error 2.3x the largest of the recent past (and the
 # derived close threshold, 0.5, closes once errors are back under that maximum).
 # Without it the score is a chi-square tail probability of calibrated residuals.
+# Features named as having driven an alert: the top one, plus others with at least this
+# share of the error, at most TOP_FEATURES (they become a bounded Prometheus label).
+TOP_FEATURES = 3
+TOP_SHARE = 0.2
 DEFAULT_OPEN = 0.7
 DEFAULT_OPEN_ABSOLUTE = 0.999
 DEFAULT_NORM_WINDOW = KN.DEFAULT_WINDOW
@@ -410,6 +414,14 @@ class Detector:
         contrib = sorted(
             ((feats[f], float(r2[f] / total)) for f in range(len(feats))), key=lambda t: -t[1]
         )
+        if kind == "opened":
+            # Remember which features drove it (in the state, so it survives restarts):
+            # the largest share, and any other above TOP_SHARE, at most TOP_FEATURES.
+            mask = 0
+            for rank, (name, share) in enumerate(contrib[:TOP_FEATURES]):
+                if rank == 0 or share >= TOP_SHARE:
+                    mask |= 1 << feats.index(name)
+            self.table.arrays["istat"][s, K.I_TOP_MASK] = mask
         return Transition(
             alert_id=alert_id(keys[i], group, ref),
             kind=kind,
@@ -432,13 +444,21 @@ class Detector:
             return []
         return self.table.expire(now, self.config.idle_ttl_s)
 
-    def streams_in_alert(self) -> list[tuple[str, int, float]]:
-        """(key, group, peak score) of every stream whose alert is open."""
+    def streams_in_alert(self) -> list[tuple[str, int, float, str]]:
+        """(key, group, peak score, top features "a,b") of every stream whose alert is open."""
         istat = self.table.arrays["istat"]
         fstat = self.table.arrays["fstat"]
         live = np.flatnonzero((self.table.group >= 0) & (istat[:, K.I_IN_ALERT] == 1))
+        feats = self.model.features
         return [
-            (self.table.key_of(int(s)), int(self.table.group[s]), float(fstat[s, K.F_PEAK]))
+            (
+                self.table.key_of(int(s)),
+                int(self.table.group[s]),
+                float(fstat[s, K.F_PEAK]),
+                ",".join(
+                    f for i, f in enumerate(feats) if i < 63 and istat[s, K.I_TOP_MASK] >> i & 1
+                ),
+            )
             for s in live
         ]
 

@@ -86,7 +86,8 @@ I_SCALE_N = 6  # events the recent maximum has learnt from
 I_HAS_FC = 7  # 1 when fc holds a forecast for the next event
 I_SCORED = 8  # events scored (smoothing starts at the first)
 I_SEEN = 9  # accepted events over the stream's life (never reset): default event ref
-N_ISTAT = 10
+I_TOP_MASK = 10  # bit f set: feature f drove the open alert (set by the detector, not the kernel)
+N_ISTAT = 11
 
 # params (float64 vector) indices.
 P_OPEN = 0

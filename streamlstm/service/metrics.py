@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -101,7 +102,8 @@ class PipelineStatus:
     evicted_lru: int = 0
     evicted_idle: int = 0
     state_bytes: int = 0
-    in_alert: list[tuple[str, int, float]] = field(default_factory=list)  # key, partition, peak
+    # key, partition, peak score[, top features "a,b"]
+    in_alert: list[tuple[Any, ...]] = field(default_factory=list)
     lag: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> records
     last_checkpoint: float | None = None  # unix time of the last durable checkpoint
     model: Mapping[str, str] = field(default_factory=dict)
@@ -148,7 +150,7 @@ class StatusCollector(Collector):
         score = GaugeMetricFamily(
             PREFIX + "stream_alert_score",
             "Peak score of each stream whose alert is open (the highest max_alert_series).",
-            labels=["pipeline", "stream", "partition"],
+            labels=["pipeline", "stream", "partition", "top_features"],
         )
         dropped = GaugeMetricFamily(
             PREFIX + "alert_series_dropped",
@@ -189,8 +191,10 @@ class StatusCollector(Collector):
             state.add_metric([p], s.state_bytes)
             n_alert.add_metric([p], len(s.in_alert))
             top = sorted(s.in_alert, key=lambda t: (-t[2], t[0]))[: self._max]
-            for key, part, peak in top:
-                score.add_metric([p, key, str(part)], peak)
+            for entry in top:
+                key, part, peak = entry[:3]
+                feats = entry[3] if len(entry) > 3 else ""
+                score.add_metric([p, key, str(part), feats], peak)
             dropped.add_metric([p], max(0, len(s.in_alert) - self._max))
             for (topic, part), n in sorted(s.lag.items()):
                 lag.add_metric([p, topic, str(part)], n)

@@ -280,4 +280,16 @@ def test_streams_in_alert_lists_open_alerts():
     det = Detector(MODEL, DetectorConfig(warmup=5, close_run=50))
     det.process_many(["hot"] * 40 + ["cold"] * 40, np.r_[np.arange(40), np.arange(40)] * 1.0,
                      np.r_[x, np.zeros((40, 3))])  # fmt: skip
-    assert [k for k, _, _ in det.streams_in_alert()] == ["hot"]
+    assert [k for k, *_ in det.streams_in_alert()] == ["hot"]
+
+
+def test_top_features_of_an_open_alert_survive_a_snapshot():
+    x = np.zeros((40, 3))
+    x[30:, 1] = 100.0  # only feature b goes wild
+    det = Detector(MODEL, DetectorConfig(warmup=5, close_run=50))
+    det.process_many(["hot"] * 40, np.arange(40) * 1.0, x)
+    ((key, group, peak, feats),) = det.streams_in_alert()
+    assert (key, group, feats) == ("hot", 0, "b") and peak > 0.9
+    other = Detector(MODEL, DetectorConfig(warmup=5, close_run=50))
+    other.table.restore(det.table.snapshot())
+    assert other.streams_in_alert() == det.streams_in_alert()

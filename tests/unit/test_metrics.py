@@ -62,7 +62,7 @@ def test_score_histogram_is_exported() -> None:
 
 def test_stream_series_only_for_streams_in_alert_and_capped() -> None:
     reg, m = _metrics(max_series=3)
-    in_alert = [(f"k{i}", i % 2, 0.99 + i / 1000) for i in range(5)]
+    in_alert = [(f"k{i}", i % 2, 0.99 + i / 1000, "temp,flow") for i in range(5)]
     m.publish(
         PipelineStatus(
             "p", live_streams=1000, evicted_lru=4, state_bytes=123, in_alert=in_alert,
@@ -84,6 +84,7 @@ def test_stream_series_only_for_streams_in_alert_and_capped() -> None:
     assert len(series) == 3
     # The highest scores are the ones kept.
     assert all(f'stream="k{i}"' in text for i in (2, 3, 4))
+    assert all('top_features="temp,flow"' in ln for ln in series)
     assert 'stream="k0"' not in text
     # No stream key leaks into any other series.
     others = [ln for ln in text.splitlines() if "k1" in ln]
