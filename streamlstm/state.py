@@ -248,6 +248,15 @@ class StreamTable:
                 raw[e - n : e].decode()
                 for e, n in zip(ends.tolist(), lengths.tolist(), strict=True)
             ]
+            have = sorted(k[4:] for k in snap if k.startswith("col."))
+            lacking = [name for name in self.columns if f"col.{name}" not in snap]
+            if lacking:
+                raise CheckpointError(
+                    f"snapshot lacks state column(s) {', '.join(lacking)} (it has "
+                    f"{', '.join(have)}): it was written with other detector settings "
+                    "(e.g. stream_norm) or another model; run with the settings it was "
+                    "written with, or start from a fresh state"
+                )
             for name, col in self.columns.items():
                 arr = snap[f"col.{name}"]
                 if arr.shape[1:] != col.shape or arr.dtype != np.dtype(col.dtype):

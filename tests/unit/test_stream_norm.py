@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from streamlstm import model as M
 from streamlstm.detector import Detector, DetectorConfig
-from streamlstm.errors import ModelError
+from streamlstm.errors import CheckpointError, ModelError
 from streamlstm.kernels import detect as K
 from streamlstm.kernels import norm as KN
 from streamlstm.model import Model
@@ -23,7 +23,7 @@ from streamlstm.training.data import prepare
 from streamlstm.training.trainer import TrainConfig, train_model
 from tests import naive
 from tests.conftest import SEED
-from tests.unit.test_detector import FEATS, MODEL, assert_same, make_events, run_batches
+from tests.unit.test_detector import FEATS, GRU, MODEL, assert_same, make_events, run_batches
 
 SCALE_RTOL = 1e-4  # float32 inputs at a 5e4 offset keep ~4e-6 of a unit of spread
 REF_ATOL = 1e-4  # kernel (float32 state) against the float64 reference
@@ -51,13 +51,14 @@ def scaled_events(rng: np.random.Generator, n_streams: int, n: int):
     seed=st.integers(0, 2**31 - 1),
     cuts=st.lists(st.integers(0, 300), max_size=12),
     mode=st.sampled_from(["warmup", "ewm"]),
+    model=st.sampled_from([MODEL, GRU]),
 )
-def test_batched_equals_per_event(seed, cuts, mode):
+def test_batched_equals_per_event(seed, cuts, mode, model):
     rng = np.random.default_rng(seed)
     keys, times, x = scaled_events(rng, 4, 300)
     c = cfg(mode)
-    batched = run_batches(Detector(MODEL, c), keys, times, x, cuts)
-    one_by_one = run_batches(Detector(MODEL, c), keys, times, x, range(1, 300))
+    batched = run_batches(Detector(model, c), keys, times, x, cuts)
+    one_by_one = run_batches(Detector(model, c), keys, times, x, range(1, 300))
     assert_same(batched, one_by_one)
     assert batched["transition"].any(), f"no alert transitions exercised (seed {seed})"
 
@@ -81,7 +82,7 @@ def test_snapshot_restore_continues_identically(mode):
 
 def test_snapshot_without_statistics_is_refused_clearly():
     snap = Detector(MODEL, cfg("off")).table.snapshot()
-    with pytest.raises(Exception, match="nstat"):
+    with pytest.raises(CheckpointError, match="lacks state column.*nstat.*stream_norm"):
         Detector(MODEL, cfg("warmup")).table.restore(snap)
 
 
