@@ -156,6 +156,18 @@ def _norm_out(nstat, s, out_fc, out_sd, e):  # pragma: no cover - compiled
 
 
 @njit(**NJIT)
+def _prefetch_slot(s, h, c, fc, fstat, istat, nstat, norm_mode):  # pragma: no cover - compiled
+    """Prefetch every state row of slot ``s`` the batch will touch (nstat only when used)."""
+    _prefetch_row(istat, s)
+    _prefetch_row(fstat, s)
+    _prefetch_row(fc, s)
+    _prefetch_row(h, s)
+    _prefetch_row(c, s)
+    if norm_mode != MODE_OFF:
+        _prefetch_row(nstat, s)
+
+
+@njit(**NJIT)
 def _detect_batch(
     cell,
     slots,
@@ -261,23 +273,14 @@ def _detect_batch(
     nan32 = np.float32(np.nan)
     n_order = order.shape[0]
     for p in range(min(PREFETCH_AHEAD, n_order)):
-        s = slots[order[p]]
-        _prefetch_row(istat, s)
-        _prefetch_row(fstat, s)
-        _prefetch_row(fc, s)
-        _prefetch_row(h, s)
-        _prefetch_row(c, s)
+        _prefetch_slot(slots[order[p]], h, c, fc, fstat, istat, nstat, norm_mode)
 
     for w in range(n_chunks):
         m = 0
         for p in range(bounds[w], bounds[w + 1]):
             if p + PREFETCH_AHEAD < n_order:
                 s = slots[order[p + PREFETCH_AHEAD]]
-                _prefetch_row(istat, s)
-                _prefetch_row(fstat, s)
-                _prefetch_row(fc, s)
-                _prefetch_row(h, s)
-                _prefetch_row(c, s)
+                _prefetch_slot(s, h, c, fc, fstat, istat, nstat, norm_mode)
             e = order[p]
             s = slots[e]
             t = times[e]
