@@ -294,6 +294,7 @@ class Detector:
         self._resid_scale = model.resid_scale.astype(np.float64)
         self._no_nstat = np.zeros((1, KN.N_NSTAT, model.n_features), np.float64)
         self._no_nsd = np.zeros((1, model.n_features), np.float32)
+        self._nscr = np.zeros((2, model.n_features), np.float64)  # kernel scratch
 
     def reload_model(self, model: Model) -> None:
         """Swap the model, keeping every stream's state; refuse a shape change."""
@@ -363,7 +364,7 @@ class Detector:
             a["h"], a["c"], a["fc"], a["fstat"], a["istat"], nstat,
             w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_head, w.b_head,
             self._resid_scale, self._params,
-            outcome, score, alert, trans, fc, open_ref, nsd,
+            outcome, score, alert, trans, fc, open_ref, nsd, self._nscr,
         )  # fmt: skip
         self.table.last_time[slots] = a["fstat"][slots, K.F_LAST_T]
         self.outcome_totals += np.bincount(outcome, minlength=len(OUTCOME_NAMES))

@@ -170,9 +170,14 @@ class NaiveStreamNorm:
         self.mean = np.zeros(n_feat)
         self.var = np.zeros(n_feat)
 
-    def sd(self, f: int) -> float:
+    def scale(self, f: int) -> float:
+        """Standard deviation of feature ``f``, 0.0 while it has not varied."""
         sd = math.sqrt(self.var[f])
-        return sd if sd >= max(self.min_std, self.rel_std * abs(self.mean[f])) else 1.0
+        return sd if sd >= max(self.min_std, self.rel_std * abs(self.mean[f])) else 0.0
+
+    def sd(self, f: int) -> float:
+        """What values are divided by: the scale, or 1 while there is none."""
+        return self.scale(f) or 1.0
 
     def step(self, z: np.ndarray) -> np.ndarray:
         """Learn the present values of ``z`` (F,), then return z' (float64, NaN kept)."""

@@ -29,10 +29,17 @@ applied in their batch order):
 With per-stream normalisation (``P_STREAM_NORM``, :mod:`streamlstm.kernels.norm`)
 an accepted event first teaches the stream's statistics (``nstat``) its present
 features, and ``x_f`` above is then ``z'_f``, the model-normalised value
-re-standardised with them, in the score, the cell input and the stored
-forecast alike; ``out_fc`` is turned back into model-normalised units with the
-event's statistics, and their standard deviations go to ``out_sd``. A gap
-reset forgets the statistics too: the stream starts over as a new one.
+re-standardised with them, in the score and the cell input. The stored
+forecast ``fc`` is in the units of the statistics its input was normalised
+with; before the event teaches them it is turned into model-normalised units
+with them (``out_fc``), and scored and imputed re-standardised with the
+statistics after it. So a change of the statistics between two events is not
+an error of the forecast (while they were still being learnt it was, and the
+last-value forecaster lost NAB windows to it). A feature that had not varied
+yet has no scale: its forecast is read in the units of the event's
+statistics. The standard deviations each event was normalised with go to
+``out_sd``. A gap reset forgets the statistics too: the stream starts over as
+a new one.
 
 Per-slot scalar state lives in two arrays, columns named below.
 """
@@ -54,7 +61,14 @@ from streamlstm.kernels.cells import (
     _phi,
     _prefetch_row,
 )
-from streamlstm.kernels.norm import MODE_OFF, NS_MEAN, _norm_apply, _norm_learn, _norm_sd
+from streamlstm.kernels.norm import (
+    MODE_OFF,
+    NS_MEAN,
+    _norm_apply,
+    _norm_learn,
+    _norm_scale,
+    _norm_sd,
+)
 
 # Outcome codes (one byte per event).
 OK = 0
@@ -168,6 +182,19 @@ def _prefetch_slot(s, h, c, fc, fstat, istat, nstat, norm_mode):  # pragma: no c
 
 
 @njit(**NJIT)
+def _norm_forecast(nstat, s, out_fc, out_sd, e, nscr):  # pragma: no cover - compiled
+    """Event ``e``'s forecast (still in the units of the statistics ``nscr`` held
+    before the event: mean row 0, scale row 1, 0 = none yet) into model units."""
+    for f in range(out_fc.shape[1]):
+        sd = _norm_sd(nstat, s, f)
+        out_sd[e, f] = np.float32(sd)
+        v = out_fc[e, f]
+        if not math.isnan(v):
+            sc = nscr[1, f] if nscr[1, f] > 0.0 else sd
+            out_fc[e, f] = np.float32(np.float64(v) * sc + nscr[0, f])
+
+
+@njit(**NJIT)
 def _detect_batch(
     cell,
     slots,
@@ -197,6 +224,7 @@ def _detect_batch(
     out_fc,
     out_ref,
     out_sd,
+    nscr,
 ):  # pragma: no cover - compiled
     """Process one micro-batch in place.
 
@@ -218,7 +246,8 @@ def _detect_batch(
     compared with (NaN when none), out_ref (n,) int64 the ref of the event
     that opened the alert a transition belongs to (written for transitions only),
     out_sd (n, F) float32 the per-stream standard deviations each event was
-    normalised with (written only when ``P_STREAM_NORM`` is on).
+    normalised with (written only when ``P_STREAM_NORM`` is on). nscr : (2, F)
+    float64 scratch (per-stream normalisation only).
     """
     n_feat = xn.shape[1]
     hid = h.shape[2]
@@ -333,10 +362,12 @@ def _detect_batch(
 
             if norm_mode != MODE_OFF:
                 for f in range(n_feat):
+                    nscr[0, f] = nstat[s, NS_MEAN, f]
+                    nscr[1, f] = _norm_scale(nstat, s, f)
                     v = xn[e, f]
                     if not math.isnan(v):
                         _norm_learn(nstat, s, f, np.float64(v), norm_mode, norm_window)
-                _norm_out(nstat, s, out_fc, out_sd, e)
+                _norm_forecast(nstat, s, out_fc, out_sd, e, nscr)
 
             # -- score against the pending forecast --------------------------
             score = math.nan
@@ -346,9 +377,11 @@ def _detect_batch(
                 for f in range(n_feat):
                     v = xn[e, f]
                     if not math.isnan(v):
+                        fv = fc[s, f]
                         if norm_mode != MODE_OFF:
                             v = _norm_apply(nstat, s, f, v)
-                        r = (np.float64(v) - np.float64(fc[s, f])) / resid_scale[f]
+                            fv = _norm_apply(nstat, s, f, out_fc[e, f])
+                        r = (np.float64(v) - np.float64(fv)) / resid_scale[f]
                         e_sum += r * r
                         k += 1
                 e_val = e_sum / k
@@ -401,7 +434,12 @@ def _detect_batch(
             for f in range(n_feat):
                 v = xn[e, f]
                 if math.isnan(v):
-                    x_rows[m, f] = fc[s, f] if has_fc else np.float32(0.0)
+                    if not has_fc:
+                        x_rows[m, f] = np.float32(0.0)
+                    elif norm_mode != MODE_OFF:
+                        x_rows[m, f] = _norm_apply(nstat, s, f, out_fc[e, f])
+                    else:
+                        x_rows[m, f] = fc[s, f]
                 elif norm_mode != MODE_OFF:
                     x_rows[m, f] = _norm_apply(nstat, s, f, v)
                 else:

@@ -76,13 +76,20 @@ NORM_CLIP_AFTER = 16
 
 
 @njit(**NJIT)
-def _norm_sd(nstat, s, f):  # pragma: no cover - compiled
-    """Standard deviation to divide by: 1 for a feature that has not varied."""
+def _norm_scale(nstat, s, f):  # pragma: no cover - compiled
+    """The feature's standard deviation, or 0.0 while it has not varied (see the floor)."""
     v = nstat[s, NS_VAR, f]
     sd = math.sqrt(v) if v > 0.0 else 0.0
     if sd < max(NORM_MIN_STD, NORM_REL_STD * abs(nstat[s, NS_MEAN, f])):
-        return 1.0
+        return 0.0
     return sd
+
+
+@njit(**NJIT)
+def _norm_sd(nstat, s, f):  # pragma: no cover - compiled
+    """Standard deviation to divide by: 1 for a feature that has not varied."""
+    sd = _norm_scale(nstat, s, f)
+    return sd if sd > 0.0 else 1.0
 
 
 @njit(**NJIT)
@@ -113,18 +120,26 @@ def _norm_apply(nstat, s, f, z):  # pragma: no cover - compiled
 
 @njit(**NJIT)
 def _normalise_series(z, mode, window, nstat):  # pragma: no cover - compiled
-    """One stream's events in order: learn, then apply, as the detector does."""
+    """One stream's events in order: learn, then apply, as the detector does; and
+    each next event's value with this event's statistics (the forecast target)."""
     n, n_feat = z.shape
     out = np.empty((n, n_feat), np.float32)
+    nxt = np.full((n, n_feat), np.nan, np.float32)
     for t in range(n):
         for f in range(n_feat):
             v = z[t, f]
             if math.isnan(v):
                 out[t, f] = v
             else:
+                m0 = nstat[0, NS_MEAN, f]
+                sc0 = _norm_scale(nstat, 0, f)
                 _norm_learn(nstat, 0, f, np.float64(v), mode, window)
                 out[t, f] = _norm_apply(nstat, 0, f, v)
-    return out
+                if t > 0:
+                    # the units the detector reads the forecast made at t - 1 in
+                    sc = sc0 if sc0 > 0.0 else _norm_sd(nstat, 0, f)
+                    nxt[t - 1, f] = np.float32((np.float64(v) - m0) / sc)
+    return out, nxt
 
 
 def normalise_series(
@@ -138,13 +153,26 @@ def normalise_series(
     (1, N_NSTAT, F) float64 state, updated in place. ``mode`` "off" returns a
     copy of ``z``.
     """
+    return normalise_series_targets(z, mode, window, nstat)[0]
+
+
+def normalise_series_targets(
+    z: np.ndarray, mode: str, window: int, nstat: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`normalise_series` and the forecast targets: (z', y), y (T, F) float32
+    with ``y[t]`` = event t + 1's value standardised with the statistics after
+    event t, the units the detector reads the forecast made at t in (with the
+    scale after event t + 1 while the feature has not varied; NaN for the last
+    event and for missing values). With ``mode`` "off", ``y[t] = z[t + 1]``."""
     if mode not in MODES:
         raise ValueError(f"stream_norm is {mode!r}, expected one of {', '.join(MODES)}")
     zz = np.ascontiguousarray(z, np.float32)
     if zz.ndim != 2:
         raise ValueError(f"z has shape {zz.shape}, expected (events, features)")
     if MODES[mode] == MODE_OFF:
-        return zz.copy()
+        y = np.full_like(zz, np.nan)
+        y[:-1] = zz[1:]
+        return zz.copy(), y
     if window < 1:
         raise ValueError(f"norm_window is {window}, expected >= 1")
     if nstat is None:

@@ -69,12 +69,13 @@ def residual_scale(
         streams, first = held, [s.n_train for s in held]
     else:
         streams, first, source = data.streams, [1] * len(data.streams), "training"
-    res = run_streams(net, [s.xn for s in streams], first, context, keep_preds=True, chunk=chunk)
+    res = run_streams(net, [s.xn for s in streams], first, context, keep_preds=True, chunk=chunk,
+                      targets=[s.targets() for s in streams])  # fmt: skip
     n_feat = data.n_features
     parts = []
     assert res.preds is not None
     for s, ft, a, p in zip(streams, first, res.starts, res.preds, strict=True):
-        tgt = s.xn[a + 1 :, :n_feat]
+        tgt = s.targets()[a:]
         k = max(0, ft - (a + 1))
         parts.append(tgt[k:] - p[k:])
     r = np.concatenate(parts) if parts else np.zeros((0, n_feat), np.float32)

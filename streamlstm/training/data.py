@@ -18,7 +18,9 @@ Decisions (an operator's expectations, written down):
   features are then re-standardised with its own running statistics, from
   its first event on, by the detector's definition
   (:func:`streamlstm.kernels.norm.normalise_series`), so every event is
-  trained on the value the detector will feed the model for it. History that
+  trained on the value the detector will feed the model for it, and each
+  forecast's target is the next value standardised with the statistics its
+  input was (``Stream.yn``), as the detector reads the forecast. History that
   does not start at the stream's first event (fine-tuning on recent events)
   starts from the statistics the detector holds for the stream
   (``stream_stats``), which is exact once they are frozen.
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamlstm.errors import InputError
-from streamlstm.kernels.norm import N_NSTAT, normalise_series
+from streamlstm.kernels.norm import N_NSTAT, normalise_series_targets
 
 MIN_TRAIN_EVENTS = 3
 MIN_VAL_EVENTS = 2
@@ -54,6 +56,15 @@ class Stream:
     x: np.ndarray  # (n, F) float64 raw
     xn: np.ndarray  # (n, I) float32
     n_train: int
+    # (n, F) float32 forecast targets when they are not simply the next row of xn
+    # (per-stream normalisation: the next value in this event's units), else None
+    yn: np.ndarray | None = None
+
+    def targets(self) -> np.ndarray:
+        """(n - 1, F) float32: the target of the forecast made at each event but the last."""
+        if self.yn is not None:
+            return self.yn[:-1]
+        return self.xn[1:, : self.x.shape[1]]
 
     @property
     def n(self) -> int:
@@ -194,6 +205,7 @@ def prepare(
     streams = []
     for (key, t, xs), k in zip(raw, splits, strict=True):
         cols = [(xs - mean) / std]
+        yn = None
         if stream_norm[0] != "off":
             # Start from the float32 values the detector computes (Model.normalise with
             # the model's float32 mean and std): in a fleet whose streams sit far apart,
@@ -201,11 +213,12 @@ def prepare(
             with np.errstate(invalid="ignore"):
                 z = ((xs - mean.astype(np.float32)) / std.astype(np.float32)).astype(np.float32)
             seed = seeds[key].copy() if key in seeds else None
-            cols[0] = normalise_series(z, stream_norm[0], stream_norm[1], seed).astype(np.float64)
+            zs, yn = normalise_series_targets(z, stream_norm[0], stream_norm[1], seed)
+            cols[0] = zs.astype(np.float64)
         if time_input:
             cols.append(((log_dt(t) - dt_mean) / dt_std)[:, None])
         xn = np.ascontiguousarray(np.concatenate(cols, axis=1), np.float32)
-        streams.append(Stream(key, t, xs, xn, k))
+        streams.append(Stream(key, t, xs, xn, k, yn))
     return Prepared(
         features, streams, mean.astype(np.float32), std.astype(np.float32),
         time_input, float(dt_mean), float(dt_std), stream_norm[0], int(stream_norm[1]),

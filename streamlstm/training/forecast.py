@@ -41,13 +41,15 @@ def run_streams(
     context: int | None = None,
     keep_preds: bool = False,
     chunk: int = 8,
+    targets: Sequence[np.ndarray] | None = None,
 ) -> StreamForecasts:
     """Forecast every stream; count squared errors of targets at index >= first_target[i].
 
     xns[i] : (n_i, I) float32 normalised inputs. The stream is fed from
     ``a_i = max(0, first_target[i] - 1 - context)`` (from 0 when context is
     None), so the state has seen ``context`` events before the first counted
-    forecast.
+    forecast. ``targets[i]`` ((n_i - 1, F), the target of the forecast made at
+    each event) replaces the next row of ``xns[i]`` (per-stream normalisation).
     """
     n_feat = net.n_feat
     sse, n_cnt = 0.0, 0
@@ -66,7 +68,10 @@ def run_streams(
         for r, i in enumerate(members):
             a, ln = starts[i], lens[r]
             x[r, :ln] = xns[i][a : a + ln]
-            tgt = xns[i][a + 1 : a + 1 + ln, :n_feat]
+            if targets is None:
+                tgt = xns[i][a + 1 : a + 1 + ln, :n_feat]
+            else:
+                tgt = targets[i][a : a + ln]
             skip = max(0, int(first_target[i]) - (a + 1))
             y[r, skip:ln] = tgt[skip:]
         out = np.empty((b, steps, n_feat), np.float32) if keep_preds else None
@@ -88,13 +93,18 @@ def run_streams(
 
 
 def naive_loss(
-    xns: Sequence[np.ndarray], first_target: Sequence[int], n_feat: int, lag: int = 1
+    xns: Sequence[np.ndarray],
+    first_target: Sequence[int],
+    n_feat: int,
+    lag: int = 1,
+    targets: Sequence[np.ndarray] | None = None,
 ) -> tuple[float, int]:
     """SSE and count of the forecast ``x̂_j = x_{j - lag}`` (last observed value at or
     before ``j - lag``; lag 1 = last value, lag = season = seasonal naive) over
-    present targets ``j >= first_target``; targets without such a value are skipped."""
+    present targets ``j >= first_target``; targets without such a value are skipped.
+    ``targets`` as in :func:`run_streams`."""
     sse, cnt = 0.0, 0
-    for xn, ft in zip(xns, first_target, strict=True):
+    for i, (xn, ft) in enumerate(zip(xns, first_target, strict=True)):
         v = xn[:, :n_feat].astype(np.float64)
         n = v.shape[0]
         # forward fill along time, per feature
@@ -104,7 +114,8 @@ def naive_loss(
         j = np.arange(max(int(ft), lag), n)
         if j.size == 0:
             continue
-        d = v[j] - filled[j - lag]
+        tgt = v[j] if targets is None else targets[i][j - 1].astype(np.float64)
+        d = tgt - filled[j - lag]
         ok = ~np.isnan(d)
         sse += float(np.sum(d[ok] ** 2))
         cnt += int(ok.sum())

@@ -285,7 +285,7 @@ def _fill_batch(
         s = data.streams[i]
         ln = min(window, s.n_train - 1 - a)
         x[r, :ln] = s.xn[a : a + ln]
-        y[r, :ln] = s.xn[a + 1 : a + 1 + ln, :n_feat]
+        y[r, :ln] = s.xn[a + 1 : a + 1 + ln, :n_feat] if s.yn is None else s.yn[a : a + ln]
         if burn_in and a > 0:
             y[r, :burn_in] = np.nan
 
@@ -320,7 +320,8 @@ def validation_loss(net: KT.Net, data: Prepared, context: int, chunk: int = 8) -
     held = [s for s in data.streams if s.n_train < s.n]
     if not held:
         return None
-    res = run_streams(net, [s.xn for s in held], [s.n_train for s in held], context, chunk=chunk)
+    res = run_streams(net, [s.xn for s in held], [s.n_train for s in held], context, chunk=chunk,
+                      targets=[s.targets() for s in held])  # fmt: skip
     return res.loss if res.n else None
 
 
@@ -362,10 +363,11 @@ def fit(
     if held:
         xns = [s.xn for s in held]
         fts = [s.n_train for s in held]
-        sse, cnt = naive_loss(xns, fts, data.n_features, 1)
+        tgs = [s.targets() for s in held]
+        sse, cnt = naive_loss(xns, fts, data.n_features, 1, tgs)
         report.last_value_loss = sse / cnt if cnt else None
         if cfg.season:
-            sse, cnt = naive_loss(xns, fts, data.n_features, cfg.season)
+            sse, cnt = naive_loss(xns, fts, data.n_features, cfg.season, tgs)
             report.seasonal_naive_loss = sse / cnt if cnt else None
     prog = progress or Progress(cfg.epochs, enabled=cfg.progress)
     n_threads_before = numba.get_num_threads()

@@ -165,14 +165,20 @@ def test_detector_matches_reference(mode):
     res = Detector(model, c).process_many(["m"] * n, times, x)
     norm = naive.NaiveStreamNorm(3, mode, 50)
     z = model.normalise(x)
-    zs, sds, means = [], [], []
+    zs, sds, means, scales = [], [], [], []
     for row in z:
         zs.append(norm.step(row))
         sds.append([norm.sd(f) for f in range(3)])
+        scales.append([norm.scale(f) for f in range(3)])
         means.append(norm.mean.copy())
-    zs_a = np.array(zs)
+    zs_a, sds_a, means_a, scales_a = map(np.array, (zs, sds, means, scales))
+    # forecasts in the units of the statistics before each event (the scale after
+    # it while a feature has not varied), back to model units, then re-standardised
     fc_ref, _, _ = naive.run_stream(model, zs_a)
-    fc_model = fc_ref * np.array(sds) + np.array(means)
+    conv = np.where(scales_a[:-1] > 0, scales_a[:-1], sds_a[1:])
+    fc_model = np.full_like(fc_ref, np.nan)
+    fc_model[1:] = fc_ref[1:] * conv + means_a[:-1]
+    fc_scored = (fc_model - means_a) / sds_a
     spread = np.array([1.0, 30.0, 0.01])  # forecasts are in raw units
     err = (res.forecast[1:] - model.denormalise(fc_model[1:])) / spread
     assert np.max(np.abs(err)) < 1e-3
@@ -181,7 +187,7 @@ def test_detector_matches_reference(mode):
                                c.scale_window, c.smooth, c.min_scale, c.learn_ratio)  # fmt: skip
     kinds = []
     for i in range(n):
-        score, trans = scorer.step(times[i], zs_a[i], None if i == 0 else fc_ref[i])
+        score, trans = scorer.step(times[i], zs_a[i], None if i == 0 else fc_scored[i])
         if math.isnan(score):
             assert np.isnan(res.score[i])
         else:
@@ -327,3 +333,37 @@ def test_online_learner_refits_with_stream_norm():
     ol.process_many([keys[i] for i in order], times[order], x[order])
     assert ol.fits >= 2 and ol.model is not None and ol.model.stream_norm == "warmup"
     assert ol.detector is not None and ol.detector.stream_norm == "warmup"
+
+
+@pytest.mark.parametrize("mode", ["warmup", "ewm"])
+def test_last_value_forecast_is_the_last_value_while_statistics_are_learnt(mode):
+    """The forecast is read in the units it was made in: changing statistics are no error."""
+    from streamlstm.baselines import last_value_model
+
+    rng = np.random.default_rng(SEED)
+    x = np.cumsum(rng.normal(size=(120, 3)), axis=0) * [1.0, 10.0, 0.1] + [0.0, 100.0, -5.0]
+    model = last_value_model(FEATS).with_stream_norm(mode, 64)
+    res = Detector(model).process_many(["s"] * 120, np.arange(120.0), x)
+    np.testing.assert_allclose(res.forecast[1:], x[:-1], rtol=1e-4, atol=1e-4 * 10)
+
+
+@pytest.mark.parametrize("mode", ["warmup", "ewm"])
+def test_training_targets_are_read_as_the_detector_reads_forecasts(mode):
+    rng = np.random.default_rng(SEED)
+    z = (rng.normal(size=(200, 2)) * 3.0 + 10.0).astype(np.float32)
+    z[7, 0] = np.nan
+    zs, y = KN.normalise_series_targets(z, mode, 50)
+    np.testing.assert_array_equal(zs, KN.normalise_series(z, mode, 50))
+    ref = naive.NaiveStreamNorm(2, mode, 50)
+    prev_mean, prev_scale = ref.mean.copy(), [0.0, 0.0]
+    for t in range(200):
+        ref.step(z[t])
+        if t > 0:
+            for f in range(2):
+                if np.isnan(z[t, f]):
+                    assert np.isnan(y[t - 1, f])
+                    continue
+                sc = prev_scale[f] or ref.sd(f)
+                assert y[t - 1, f] == pytest.approx((z[t, f] - prev_mean[f]) / sc, rel=1e-5)
+        prev_mean, prev_scale = ref.mean.copy(), [ref.scale(f) for f in range(2)]
+    assert np.isnan(y[-1]).all()
