@@ -21,7 +21,7 @@ Weight layout (kernel side; :mod:`streamlstm.model` converts from PyTorch's):
 Speed, and why it does not cost a bit of batch invariance:
 
 - The products run through register tiles (:func:`_make_tile`): a block of
-  4 rows times 64 columns is accumulated in vector registers over the whole
+  4 rows times 64 columns (16 with AVX2) is accumulated in vector registers over the whole
   ``k`` loop, so a weight row is loaded once per 4 events and no partial sum
   goes through memory. Each element is still ``bias + a[0] w[0] + a[1] w[1] +
   ...`` in increasing ``k``, one IEEE multiply and one IEEE add per step (no
@@ -46,9 +46,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import binding as llvm  # type: ignore[import-untyped]
 from llvmlite import ir  # type: ignore[import-untyped]
 from numba import njit, types
-from numba.core import cgutils
+from numba.core import cgutils, config
 from numba.extending import intrinsic
 
 from streamlstm._numba_config import NJIT
@@ -59,6 +60,24 @@ from streamlstm._numba_config import NJIT
 # vector load feeds 4 multiply-adds, which keeps the multiply and add pipes
 # busy; 8 rows would need all 32 registers and spill inside the k loop.
 TILE_ROWS = 4
+
+
+def _has_avx512() -> bool:
+    """Whether Numba compiles for a CPU with AVX-512 (32 vector registers)."""
+    feats = getattr(config, "CPU_FEATURES", None)
+    if feats is None:
+        feats = llvm.get_host_cpu_features().flatten()
+    return "+avx512f" in feats
+
+
+# Columns of the wide tile and its vector shape. With AVX2's 16 registers a
+# 4 x 64 tile (32 ymm accumulators) would spill inside the k loop, so there
+# the wide tile is 4 x 16 (8 ymm accumulators). Either shape gives the same
+# bits: each element's sum is the same sequence of IEEE operations.
+if _has_avx512():
+    TILE_COLS, _TILE_NVEC, _TILE_WIDTH = 64, 4, 16
+else:
+    TILE_COLS, _TILE_NVEC, _TILE_WIDTH = 16, 2, 8
 
 
 def _make_tile(rows: int, n_vec: int, width: int):
@@ -143,11 +162,11 @@ def _make_tile(rows: int, n_vec: int, width: int):
     return tile
 
 
-_tile4_64 = _make_tile(TILE_ROWS, 4, 16)
+_tile4_wide = _make_tile(TILE_ROWS, _TILE_NVEC, _TILE_WIDTH)
 _tile4_16 = _make_tile(TILE_ROWS, 1, 16)
 _tile4_8 = _make_tile(TILE_ROWS, 1, 8)
 _tile4_1 = _make_tile(TILE_ROWS, 1, 1)
-_tile1_64 = _make_tile(1, 4, 16)
+_tile1_wide = _make_tile(1, _TILE_NVEC, _TILE_WIDTH)
 _tile1_16 = _make_tile(1, 1, 16)
 _tile1_8 = _make_tile(1, 1, 8)
 _tile1_1 = _make_tile(1, 1, 1)
@@ -163,9 +182,9 @@ def _affine4(a, ar, k_in, w, bias, out, orow):  # pragma: no cover - compiled
     ao = ar * lda
     oo = orow * ldo
     j = 0
-    while j + 64 <= g:
-        _tile4_64(a, ao, lda, w, j, ldw, k_in, bias, j, out, oo + j, ldo)
-        j += 64
+    while j + TILE_COLS <= g:
+        _tile4_wide(a, ao, lda, w, j, ldw, k_in, bias, j, out, oo + j, ldo)
+        j += TILE_COLS
     while j + 16 <= g:
         _tile4_16(a, ao, lda, w, j, ldw, k_in, bias, j, out, oo + j, ldo)
         j += 16
@@ -187,9 +206,9 @@ def _affine1(a, ar, k_in, w, bias, out, orow):  # pragma: no cover - compiled
     ao = ar * lda
     oo = orow * ldo
     j = 0
-    while j + 64 <= g:
-        _tile1_64(a, ao, lda, w, j, ldw, k_in, bias, j, out, oo + j, ldo)
-        j += 64
+    while j + TILE_COLS <= g:
+        _tile1_wide(a, ao, lda, w, j, ldw, k_in, bias, j, out, oo + j, ldo)
+        j += TILE_COLS
     while j + 16 <= g:
         _tile1_16(a, ao, lda, w, j, ldw, k_in, bias, j, out, oo + j, ldo)
         j += 16
