@@ -195,6 +195,17 @@ def _norm_forecast(nstat, s, out_fc, out_sd, e, nscr):  # pragma: no cover - com
 
 
 @njit(**NJIT)
+def _norm_restate(nstat, s, f, v, nscr):  # pragma: no cover - compiled
+    """float32 forecast ``v`` of feature ``f``, made in the units ``nscr`` holds (the
+    statistics before this event), in the units of slot ``s``'s statistics now.
+    In float64 throughout: a stream far from the model's mean spans few float32
+    steps in model units."""
+    sd = _norm_sd(nstat, s, f)
+    sc = nscr[1, f] if nscr[1, f] > 0.0 else sd
+    return np.float32((np.float64(v) * sc + nscr[0, f] - nstat[s, NS_MEAN, f]) / sd)
+
+
+@njit(**NJIT)
 def _detect_batch(
     cell,
     slots,
@@ -380,7 +391,7 @@ def _detect_batch(
                         fv = fc[s, f]
                         if norm_mode != MODE_OFF:
                             v = _norm_apply(nstat, s, f, v)
-                            fv = _norm_apply(nstat, s, f, out_fc[e, f])
+                            fv = _norm_restate(nstat, s, f, fv, nscr)
                         r = (np.float64(v) - np.float64(fv)) / resid_scale[f]
                         e_sum += r * r
                         k += 1
@@ -437,7 +448,7 @@ def _detect_batch(
                     if not has_fc:
                         x_rows[m, f] = np.float32(0.0)
                     elif norm_mode != MODE_OFF:
-                        x_rows[m, f] = _norm_apply(nstat, s, f, out_fc[e, f])
+                        x_rows[m, f] = _norm_restate(nstat, s, f, fc[s, f], nscr)
                     else:
                         x_rows[m, f] = fc[s, f]
                 elif norm_mode != MODE_OFF:
