@@ -422,10 +422,11 @@ def render(rows: Sequence[Row], args: argparse.Namespace, elapsed: float) -> str
     try:
         import torch
 
-        torch_v = torch.__version__
+        torch_v = str(torch.__version__)
     except ModuleNotFoundError:
         torch_v = "not installed"
     now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    shown = _argv(argparse.Namespace(**{**vars(args), "out": None}))
     out = [
         "# streamlstm kernel benchmark",
         "",
@@ -436,7 +437,9 @@ def render(rows: Sequence[Row], args: argparse.Namespace, elapsed: float) -> str
         f"({'thread CPU time' if args.clock == 'cpu' else 'wall time'}); "
         f"run took {elapsed:.0f} s.",
         "",
-        "Command: `" + " ".join(["streamlstm bench", *_argv(args)]) + "`",
+        "Command: `" + " ".join(["streamlstm bench", *shown]) + "`"
+        " (or `python benchmarks/bench_kernels.py` with the same options, which also"
+        " writes benchmarks/results.md).",
         "",
         "ns per event (lower is better). `vs torch` = torch batched time / ours (higher is"
         " better); `/ limit` = ours / SGEMM limit (1.0 would be SGEMM speed).",
