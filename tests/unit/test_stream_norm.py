@@ -367,3 +367,24 @@ def test_training_targets_are_read_as_the_detector_reads_forecasts(mode):
                 assert y[t - 1, f] == pytest.approx((z[t, f] - prev_mean[f]) / sc, rel=1e-5)
         prev_mean, prev_scale = ref.mean.copy(), [ref.scale(f) for f in range(2)]
     assert np.isnan(y[-1]).all()
+
+
+@pytest.mark.parametrize("mode", ["warmup", "ewm"])
+def test_threshold_sweeps_stay_exact(mode):
+    """Nothing the normalisation or the scorer learns depends on the thresholds."""
+    from dataclasses import replace
+
+    from streamlstm import evaluation as E
+
+    rng = np.random.default_rng(SEED)
+    keys, times, x = scaled_events(rng, 3, 900)
+    x[rng.random(900) < 0.03] += 50.0 * np.nanstd(x, axis=0)
+    karr = np.asarray(keys, dtype=object)
+    c = cfg(mode, norm_window=60, warmup=10, open_threshold=0.7, close_threshold=0.6)
+    rep = E.replay(Detector(MODEL, c), karr, times, x)
+    for thr in (0.6, 0.8, 0.9):
+        alert, trans = E.replay_alerts(rep, thr)
+        real = E.replay(Detector(MODEL, replace(c, open_threshold=thr)), karr, times, x)
+        np.testing.assert_array_equal(trans, real.transition)
+        np.testing.assert_array_equal(alert, real.alert)
+        assert real.transition.any()
