@@ -448,7 +448,7 @@ def render(rows: Sequence[Row], args: argparse.Namespace, elapsed: float) -> str
         "What each column holds: `kernel` is one `_detect_batch` call per micro-batch and"
         " includes validation, scoring, the alert machine and the state rows of random"
         " streams (mostly cache misses at this table size), not only the cell; at batch 1"
-        " about 3 us of it is Python calling a Numba function with ~28 array arguments."
+        " 2-3 us of it is Python calling a Numba function with 28 array arguments."
         " `process_many` adds the key -> slot lookup (a Python dict over all live streams),"
         " normalisation and result arrays. The torch columns run the cell and head only, on"
         " prepared tensors. The SGEMM limit counts only the products' FLOPs.",
