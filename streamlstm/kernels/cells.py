@@ -300,7 +300,7 @@ _F1 = np.float32(1.0)
 _F2 = np.float32(2.0)
 _HALF = np.float32(0.5)
 # exp: clamped so 2**n stays a normal float (n in [-126, 127]); beyond, the
-# sigmoid and tanh built on it are already 0, 1 or +-1 in float32.
+# sigmoid and tanh built on it are 1 or +-1 in float32, or within 1e-38 of 0.
 _EXP_LO = np.float32(-87.0)
 _EXP_HI = np.float32(88.0)
 _LOG2E = np.float32(1.44269504088896341)
