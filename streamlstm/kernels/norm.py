@@ -152,6 +152,10 @@ def normalise_series(
     they are the stream's first (``nstat=None``), or continuing from a
     (1, N_NSTAT, F) float64 state, updated in place. ``mode`` "off" returns a
     copy of ``z``.
+
+    >>> z = np.array([[1.0], [3.0], [5.0], [np.nan]], np.float32)
+    >>> normalise_series(z, "warmup", 2).ravel().tolist()  # frozen after 2 values
+    [0.0, 1.0, 3.0, nan]
     """
     return normalise_series_targets(z, mode, window, nstat)[0]
 
