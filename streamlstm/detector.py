@@ -18,6 +18,7 @@ numbers, bit for bit, whatever the batching.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -29,6 +30,8 @@ from streamlstm.kernels import detect as K
 from streamlstm.kernels import norm as KN
 from streamlstm.model import Model
 from streamlstm.state import Column, StreamTable
+
+log = logging.getLogger(__name__)
 
 # Default open thresholds when neither the config nor the model sets one. With
 # stream_scale the score is u / (1 + u), u = error / the stream's recent normal
@@ -235,6 +238,13 @@ class Detector:
     ) -> None:
         self.config = config or DetectorConfig()
         self.stream_norm, self.norm_window = self.config.stream_norm_for(model)
+        if self.stream_norm != model.stream_norm:
+            log.warning(
+                "model %s was trained with stream_norm %r and runs with %r: it sees inputs "
+                "in other units than it learnt from (leave scoring.stream_norm at 'model' "
+                "unless that is the point)",
+                model.describe(), model.stream_norm, self.stream_norm,
+            )  # fmt: skip
         self.table = table or StreamTable(
             self.columns_for(model, self.stream_norm), max_streams=self.config.max_streams
         )

@@ -210,14 +210,16 @@ def test_reset_gap_forgets_the_statistics():
     np.testing.assert_array_equal(det.stream_state("s")["h"], new.stream_state("s")["h"])
 
 
-def test_model_file_records_it_and_the_detector_follows(tmp_path):
+def test_model_file_records_it_and_the_detector_follows(tmp_path, caplog):
     m = MODEL.with_stream_norm("ewm", 77)
     loaded = M.load(m.save(tmp_path / "m.npz"))
     assert (loaded.stream_norm, loaded.norm_window) == ("ewm", 77)
     det = Detector(loaded)
     assert (det.stream_norm, det.norm_window) == ("ewm", 77)
     assert "nstat" in det.table.arrays
+    assert not caplog.records
     assert Detector(loaded, DetectorConfig(stream_norm="off")).stream_norm == "off"
+    assert "trained with stream_norm 'ewm' and runs with 'off'" in caplog.text
     assert Detector(loaded, DetectorConfig(norm_window=9)).norm_window == 9
     assert Detector(MODEL, DetectorConfig(stream_norm="warmup")).norm_window == KN.DEFAULT_WINDOW
     # files written before the field existed read as "off"
