@@ -2,7 +2,7 @@
 
     /work/venv/bin/python benchmarks/quality_skab.py [--data ../shared/data/skab-valve2]
         [--forecaster lstm|last-value|both] [--hidden 32] [--epochs 40] [--json out.json]
-        [--stream-norm off|warmup|ewm] [--norm-window 256]
+        [--stream-norm off|warmup|ewm] [--norm-window 256] [--raw]
 
 SKAB's protocol: rows after the first 400 of each run are judged point by
 point (the per-event alert flag against the ``anomaly`` column): F1,
