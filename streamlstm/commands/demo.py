@@ -230,7 +230,12 @@ def run(args: argparse.Namespace) -> int:
         with LocalBroker() as broker:
             bootstrap = broker.bootstrap
             broker.create_topics({EVENTS_TOPIC: 4, ALERTS_TOPIC: 1, DEAD_LETTER_TOPIC: 1})
-            print(f"  broker on {bootstrap}; getting a model ...", flush=True)
+            print(
+                f"  broker on {bootstrap}; getting a model: training a small LSTM on a "
+                "synthetic fleet and comparing it with a last-value model "
+                "(the first run also compiles the kernels, up to a minute) ...",
+                flush=True,
+            )
             model_path = get_model(workdir, args.seed, args.model)
             print(f"  model: {model_path} ({_describe(model_path)})", flush=True)
             cfg = parse_config(
