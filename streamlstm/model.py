@@ -283,7 +283,7 @@ class Model:
         fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=".npz", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
+                np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy stubs read **kw as allow_pickle
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)

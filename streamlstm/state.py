@@ -285,7 +285,7 @@ class StreamTable:
 
 def snapshot_to_bytes(snap: Mapping[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **snap)
+    np.savez(buf, **snap)  # type: ignore[arg-type]  # numpy stubs read **kw as allow_pickle
     return buf.getvalue()
 
 
