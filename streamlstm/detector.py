@@ -270,7 +270,7 @@ class Detector:
 
     def _set_model(self, model: Model) -> None:
         self.model = model
-        self.weights = model.kernel_weights()
+        self._weights, self._layout = K.pack_weights(*model.kernel_weights())
         cfg = self.config
         default_open = DEFAULT_OPEN if cfg.stream_scale else DEFAULT_OPEN_ABSOLUTE
         open_thr = cfg.open_threshold or model.threshold or default_open
@@ -280,7 +280,8 @@ class Detector:
         close_thr = min(close_thr, open_thr)
         self.open_threshold = float(open_thr)
         self.close_threshold = float(close_thr)
-        p = np.zeros(K.N_PARAMS, np.float64)
+        n_feat = model.n_features
+        p = np.zeros(K.N_PARAMS + K.N_PFEAT * n_feat, np.float64)
         p[K.P_OPEN] = open_thr
         p[K.P_CLOSE] = close_thr
         p[K.P_MIN_RUN] = cfg.min_run
@@ -300,11 +301,16 @@ class Detector:
         p[K.P_LEARN_RATIO] = cfg.learn_ratio
         p[K.P_STREAM_NORM] = KN.MODES[self.stream_norm]
         p[K.P_NORM_WINDOW] = max(self.norm_window, 1)
+        for row, values in (
+            (K.PF_RESID, model.resid_scale),
+            (K.PF_MEAN, model.norm_mean),
+            (K.PF_STD, model.norm_std),
+        ):
+            start = K.N_PARAMS + row * n_feat
+            p[start : start + n_feat] = values
         self._params = p
         self._resid_scale = model.resid_scale.astype(np.float64)
-        self._no_nstat = np.zeros((1, KN.N_NSTAT, model.n_features), np.float64)
-        self._no_nsd = np.zeros((1, model.n_features), np.float32)
-        self._nscr = np.zeros((2, model.n_features), np.float64)  # kernel scratch
+        self._no_nstat = np.zeros((1, KN.N_NSTAT, n_feat), np.float64)
 
     def reload_model(self, model: Model) -> None:
         """Swap the model, keeping every stream's state; refuse a shape change."""
@@ -342,52 +348,48 @@ class Detector:
         """
         n = len(keys)
         times = _as_seconds(times, n)
-        xr = np.asarray(x, dtype=np.float64)
+        xr = np.ascontiguousarray(x, dtype=np.float64)
         if xr.ndim != 2 or xr.shape != (n, self.model.n_features):
             raise InputError(
                 f"features have shape {xr.shape}, expected ({n}, {self.model.n_features}) "
                 f"for features {', '.join(self.model.features)}"
             )
+        ev = np.empty((K.N_EV, n), np.int64)
         if refs is None:
-            refs_a = np.full(n, -1, np.int64)
+            ev[K.EV_REF] = -1
         else:
             refs_a = np.ascontiguousarray(refs, np.int64)
             if refs_a.shape != (n,):
                 raise InputError(f"refs have shape {refs_a.shape}, expected ({n},)")
-        xn = self.model.normalise(xr)
-        slots = self.table.slots_for(keys, group)
-        order, bounds = K.wave_order(slots)
-        outcome = np.empty(n, np.int8)
-        score = np.empty(n, np.float32)
-        alert = np.empty(n, np.int8)
-        trans = np.empty(n, np.int8)
-        fc = np.empty((n, self.model.n_features), np.float32)
-        open_ref = np.zeros(n, np.int64)
+            ev[K.EV_REF] = refs_a
+        n_feat = self.model.n_features
+        ev[K.EV_SLOT] = slots = self.table.slots_for(keys, group)
+        out_code = np.empty((K.N_OCODE, n), np.int8)
+        out_val = np.empty(K.out_val_size(n, n_feat), np.float32)
         a = self.table.arrays
-        w = self.weights
-        # Without per-stream normalisation the kernel never reads these two.
+        # Without per-stream normalisation the kernel never reads nstat.
         on = "nstat" in a
-        nstat = a["nstat"] if on else self._no_nstat
-        nsd = np.empty((n, self.model.n_features), np.float32) if on else self._no_nsd
-        K._detect_batch(
-            w.cell, slots, times, xn, refs_a, order, bounds,
-            a["h"], a["c"], a["fc"], a["fstat"], a["istat"], nstat,
-            w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_head, w.b_head,
-            self._resid_scale, self._params,
-            outcome, score, alert, trans, fc, open_ref, nsd, self._nscr,
+        n_trans = K._detect_batch(
+            ev, times, xr, a["h"], a["c"], a["fc"], a["fstat"], a["istat"],
+            a["nstat"] if on else self._no_nstat,
+            self._weights, self._layout, self._params, out_code, out_val,
         )  # fmt: skip
         self.table.last_time[slots] = a["fstat"][slots, K.F_LAST_T]
+        outcome = out_code[K.OC_OUTCOME]
+        trans = out_code[K.OC_TRANS]
         self.outcome_totals += np.bincount(outcome, minlength=len(OUTCOME_NAMES))
-        forecast = self.model.denormalise(fc)
-        result = BatchResult(outcome, score, alert.astype(bool), trans, forecast, slots)
-        changed = np.flatnonzero(trans)
-        if changed.size:
+        score, fc, nsd, forecast = K.split_out_val(out_val, n, n_feat)
+        # out_code's alert row holds 0 / 1: viewed as bool, no copy.
+        alert = out_code[K.OC_ALERT].view(np.bool_)
+        result = BatchResult(outcome, score, alert, trans, forecast, slots)
+        if n_trans:
+            xn = self.model.normalise(xr)
             result.transitions = [
                 self._transition(
                     int(i), keys, times, xn, xr, fc, nsd[i] if on else None,
-                    int(open_ref[i]), result,
+                    int(ev[K.EV_OPEN_REF, i]), result,
                 )
-                for i in changed
+                for i in np.flatnonzero(trans)
             ]  # fmt: skip
         return result
 

@@ -446,12 +446,12 @@ def render(rows: Sequence[Row], args: argparse.Namespace, elapsed: float) -> str
         " better); `/ limit` = ours / SGEMM limit (1.0 would be SGEMM speed).",
         "",
         "What each column holds: `kernel` is one `_detect_batch` call per micro-batch and"
-        " includes validation, scoring, the alert machine and the state rows of random"
-        " streams (mostly cache misses at this table size), not only the cell; at batch 1"
-        " 2-3 us of it is Python calling a Numba function with 28 array arguments."
-        " `process_many` adds the key -> slot lookup (a Python dict over all live streams),"
-        " normalisation and result arrays. The torch columns run the cell and head only, on"
-        " prepared tensors. The SGEMM limit counts only the products' FLOPs.",
+        " includes normalisation, wave ordering, validation, scoring, the alert machine and"
+        " the state rows of random streams (mostly cache misses at this table size), not"
+        " only the cell; at batch 1 ~0.8 us of it is Python calling a Numba function with"
+        " 13 array arguments. `process_many` adds the key -> slot lookup (a Python dict over"
+        " all live streams) and the result arrays. The torch columns run the cell and head"
+        " only, on prepared tensors. The SGEMM limit counts only the products' FLOPs.",
         "",
         "| H | L | batch | process_many | kernel | torch 1-ev | torch batched | SGEMM limit "
         "| process_many vs torch | kernel vs torch | kernel vs torch 1-ev | process_many / limit "

@@ -124,6 +124,45 @@ P_LEARN_RATIO = 16
 P_STREAM_NORM = 17  # streamlstm.kernels.norm.MODE_*
 P_NORM_WINDOW = 18
 N_PARAMS = 19
+# After the N_PARAMS scalars, params holds N_PFEAT rows of F per-feature values
+# (float64), row k at params[N_PARAMS + k * F:]: the residual scale and the
+# model's normalisation mean and standard deviation.
+PF_RESID = 0
+PF_MEAN = 1
+PF_STD = 2
+N_PFEAT = 3
+
+# Weight layout (int64 vector) indices: shapes, then the offsets (in float32
+# elements, each a multiple of WEIGHT_ALIGN) of the six weight arrays in the
+# packed buffer, in the layout of streamlstm.kernels.cells.
+WL_CELL = 0  # CELL_LSTM / CELL_GRU
+WL_LAYERS = 1
+WL_K = 2  # rows of w_ih: max(input size, H)
+WL_GATES = 3
+WL_HIDDEN = 4
+WL_FEATURES = 5
+WL_W_IH = 6
+WL_W_HH = 7
+WL_B_IH = 8
+WL_B_HH = 9
+WL_W_HEAD = 10
+WL_B_HEAD = 11
+N_WLAYOUT = 12
+# 16 float32 = 64 bytes: every weight array starts on a cache line, as a
+# separate numpy array could.
+WEIGHT_ALIGN = 16
+
+# ev rows (int64, (N_EV, n)).
+EV_SLOT = 0
+EV_REF = 1
+EV_OPEN_REF = 2  # output
+N_EV = 3
+
+# out_code rows (int8, (N_OCODE, n)).
+OC_OUTCOME = 0
+OC_ALERT = 1
+OC_TRANS = 2
+N_OCODE = 3
 
 CELL_LSTM = 0
 CELL_GRU = 1
@@ -205,62 +244,137 @@ def _norm_restate(nstat, s, f, v, nscr):  # pragma: no cover - compiled
     return np.float32((np.float64(v) * sc + nscr[0, f] - nstat[s, NS_MEAN, f]) / sd)
 
 
+def pack_weights(
+    cell: int,
+    w_ih: np.ndarray,
+    w_hh: np.ndarray,
+    b_ih: np.ndarray,
+    b_hh: np.ndarray,
+    w_head: np.ndarray,
+    b_head: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The six weight arrays (layout of :mod:`streamlstm.kernels.cells`) in one buffer.
+
+    Returns ``(weights, layout)``: ``weights`` a C-contiguous float32 vector
+    starting on a 64-byte boundary, ``layout`` (N_WLAYOUT,) int64 (``WL_*``)
+    with the shapes and each array's offset. Built once per model: the kernel
+    takes views (:func:`_weight_views`), so a call unboxes two arrays, not six
+    (Numba's dispatch costs ~95 ns per array argument).
+    """
+    arrays = [np.ascontiguousarray(a, np.float32) for a in (w_ih, w_hh, b_ih, b_hh, w_head, b_head)]
+    offsets = []
+    total = 0
+    for a in arrays:
+        offsets.append(total)
+        total += -(-a.size // WEIGHT_ALIGN) * WEIGHT_ALIGN
+    raw = np.zeros(total + WEIGHT_ALIGN, np.float32)
+    lead = (-raw.ctypes.data // raw.itemsize) % WEIGHT_ALIGN
+    weights = raw[lead : lead + total]
+    for a, off in zip(arrays, offsets, strict=True):
+        weights[off : off + a.size] = a.ravel()
+    n_layers, k_w, n_gate = arrays[0].shape
+    layout = np.array(
+        [cell, n_layers, k_w, n_gate, arrays[1].shape[1], arrays[5].shape[0], *offsets], np.int64
+    )
+    assert layout.shape == (N_WLAYOUT,)
+    return weights, layout
+
+
+@njit(**NJIT)
+def _weight_views(weights, layout):  # pragma: no cover - compiled
+    """(w_ih, w_hh, b_ih, b_hh, w_head, b_head) as views of the packed buffer."""
+    n_layers = layout[WL_LAYERS]
+    k_w = layout[WL_K]
+    n_gate = layout[WL_GATES]
+    hid = layout[WL_HIDDEN]
+    n_feat = layout[WL_FEATURES]
+    o = layout[WL_W_IH]
+    w_ih = weights[o : o + n_layers * k_w * n_gate].reshape((n_layers, k_w, n_gate))
+    o = layout[WL_W_HH]
+    w_hh = weights[o : o + n_layers * hid * n_gate].reshape((n_layers, hid, n_gate))
+    o = layout[WL_B_IH]
+    b_ih = weights[o : o + n_layers * n_gate].reshape((n_layers, n_gate))
+    o = layout[WL_B_HH]
+    b_hh = weights[o : o + n_layers * n_gate].reshape((n_layers, n_gate))
+    o = layout[WL_W_HEAD]
+    w_head = weights[o : o + hid * n_feat].reshape((hid, n_feat))
+    o = layout[WL_B_HEAD]
+    b_head = weights[o : o + n_feat]
+    return w_ih, w_hh, b_ih, b_hh, w_head, b_head
+
+
+def out_val_size(n: int, n_feat: int) -> int:
+    """Length of ``_detect_batch``'s ``out_val`` for n events of n_feat features."""
+    return n * (1 + 3 * n_feat)
+
+
+def split_out_val(
+    out_val: np.ndarray, n: int, n_feat: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Views (score (n,), fc (n, F), sd (n, F), forecast (n, F)) of ``out_val``."""
+    nf = n * n_feat
+    return (
+        out_val[:n],
+        out_val[n : n + nf].reshape(n, n_feat),
+        out_val[n + nf : n + 2 * nf].reshape(n, n_feat),
+        out_val[n + 2 * nf : n + 3 * nf].reshape(n, n_feat),
+    )
+
+
 @njit(**NJIT)
 def _detect_batch(
-    cell,
-    slots,
-    times,
-    xn,
-    refs,
-    order,
-    wave_bounds,
-    h,
-    c,
-    fc,
-    fstat,
-    istat,
-    nstat,
-    w_ih,
-    w_hh,
-    b_ih,
-    b_hh,
-    w_head,
-    b_head,
-    resid_scale,
-    params,
-    out_outcome,
-    out_score,
-    out_alert,
-    out_trans,
-    out_fc,
-    out_ref,
-    out_sd,
-    nscr,
+    ev, times, x, h, c, fc, fstat, istat, nstat, weights, layout, params, out_code, out_val
 ):  # pragma: no cover - compiled
-    """Process one micro-batch in place.
+    """Process one micro-batch in place; returns the number of alert transitions.
 
-    cell : int (CELL_LSTM / CELL_GRU). slots : (n,) int64. times : (n,) float64
-    seconds. xn : (n, F) float32 normalised features, NaN = missing.
-    refs : (n,) int64 caller's id of each event (e.g. Kafka offset); -1 means
-    "the stream's own event number", so ids do not depend on interleaving.
-    order : (n,) int64 event indices grouped by wave, wave_bounds :
-    (n_waves + 1,) int64 offsets into order; no slot repeats inside a wave
-    and the k-th event of a slot is in wave k.
-    h : (n_slots, L, H) float32, c : (n_slots, L, H or 0) float32,
-    fc : (n_slots, F) float32 pending normalised forecast, fstat :
-    (n_slots, N_FSTAT) float64, istat : (n_slots, N_ISTAT) int64, nstat :
-    (n_slots, N_NSTAT, F) float64 per-stream normalisation statistics (read
-    only when ``P_STREAM_NORM`` is on; any array otherwise) — all updated in
-    place. Outputs: out_outcome (n,) int8, out_score (n,) float32
-    (NaN when not scored), out_alert (n,) int8 alert state after the event,
-    out_trans (n,) int8, out_fc (n, F) float32 the forecast each event was
-    compared with (NaN when none), out_ref (n,) int64 the ref of the event
-    that opened the alert a transition belongs to (written for transitions only),
-    out_sd (n, F) float32 the per-stream standard deviations each event was
-    normalised with (written only when ``P_STREAM_NORM`` is on). nscr : (2, F)
-    float64 scratch (per-stream normalisation only).
+    Inputs. ev : (N_EV, n) int64, row EV_SLOT the slot of each event, row
+    EV_REF the caller's id of each event (e.g. Kafka offset; -1 means "the
+    stream's own event number", so ids do not depend on interleaving).
+    times : (n,) float64 seconds. x : (n, F) float64 raw features, NaN =
+    missing; the kernel normalises them as :meth:`Model.normalise` does,
+    ``float32((x - mean) / std)``. weights, layout : the packed weights and
+    their layout (:func:`pack_weights`). params : (N_PARAMS + N_PFEAT * F,)
+    float64, the ``P_*`` scalars then the ``PF_*`` per-feature rows.
+
+    State, updated in place. h : (n_slots, L, H) float32, c : (n_slots, L,
+    H or 0) float32, fc : (n_slots, F) float32 pending normalised forecast,
+    fstat : (n_slots, N_FSTAT) float64, istat : (n_slots, N_ISTAT) int64,
+    nstat : (n_slots, N_NSTAT, F) float64 per-stream normalisation statistics
+    (read only when ``P_STREAM_NORM`` is on; any such array otherwise).
+
+    Outputs. ev row EV_OPEN_REF : the ref of the event that opened the alert
+    a transition belongs to (written for transitions only). out_code :
+    (N_OCODE, n) int8, rows OC_OUTCOME, OC_ALERT (alert state after the
+    event), OC_TRANS. out_val : (n * (1 + 3F),) float32 (see
+    :func:`split_out_val`): score (n,) (NaN when not scored), then (n, F)
+    each: the normalised forecast each event was compared with (NaN when
+    none), the per-stream standard deviations each event was normalised with
+    (written only when ``P_STREAM_NORM`` is on), and that forecast in raw
+    units (:meth:`Model.denormalise`).
+
+    Events are applied in waves (:func:`_wave_order`): no slot repeats inside
+    a wave and the k-th event of a slot is in wave k.
     """
-    n_feat = xn.shape[1]
+    n = ev.shape[1]
+    slots = ev[EV_SLOT]
+    refs = ev[EV_REF]
+    out_ref = ev[EV_OPEN_REF]
+    out_outcome = out_code[OC_OUTCOME]
+    out_alert = out_code[OC_ALERT]
+    out_trans = out_code[OC_TRANS]
+    n_feat = x.shape[1]
+    nf = n * n_feat
+    out_score = out_val[:n]
+    out_fc = out_val[n : n + nf].reshape((n, n_feat))
+    out_sd = out_val[n + nf : n + 2 * nf].reshape((n, n_feat))
+    out_raw = out_val[n + 2 * nf : n + 3 * nf].reshape((n, n_feat))
+    pf = N_PARAMS
+    resid_scale = params[pf + PF_RESID * n_feat : pf + (PF_RESID + 1) * n_feat]
+    norm_mean = params[pf + PF_MEAN * n_feat : pf + (PF_MEAN + 1) * n_feat]
+    norm_std = params[pf + PF_STD * n_feat : pf + (PF_STD + 1) * n_feat]
+    cell = layout[WL_CELL]
+    w_ih, w_hh, b_ih, b_hh, w_head, b_head = _weight_views(weights, layout)
+    order, wave_bounds = _wave_order(slots)
     hid = h.shape[2]
     k_w = w_ih.shape[1]
     n_gate = w_ih.shape[2]
@@ -285,6 +399,11 @@ def _detect_batch(
     learn_ratio = params[P_LEARN_RATIO]
     norm_mode = np.int64(params[P_STREAM_NORM])
     norm_window = params[P_NORM_WINDOW]
+    # Scratch: the statistics before an event (per-stream normalisation) and
+    # the event's normalised features.
+    nscr = np.empty((2, n_feat), np.float64)
+    xe = np.empty(n_feat, np.float32)
+    n_trans = 0
 
     n_waves = wave_bounds.shape[0] - 1
     n_chunks = 0
@@ -324,13 +443,15 @@ def _detect_batch(
             e = order[p]
             s = slots[e]
             t = times[e]
+            for f in range(n_feat):
+                xe[f] = np.float32((x[e, f] - norm_mean[f]) / norm_std[f])
             n_events = istat[s, I_EVENTS]
             outcome = OK
             n_missing = 0
             if not math.isfinite(t):
                 outcome = NON_FINITE
             for f in range(n_feat):
-                v = xn[e, f]
+                v = xe[f]
                 if math.isnan(v):
                     n_missing += 1
                 elif math.isinf(v):
@@ -375,7 +496,7 @@ def _detect_batch(
                 for f in range(n_feat):
                     nscr[0, f] = nstat[s, NS_MEAN, f]
                     nscr[1, f] = _norm_scale(nstat, s, f)
-                    v = xn[e, f]
+                    v = xe[f]
                     if not math.isnan(v):
                         _norm_learn(nstat, s, f, np.float64(v), norm_mode, norm_window)
                 _norm_forecast(nstat, s, out_fc, out_sd, e, nscr)
@@ -386,7 +507,7 @@ def _detect_batch(
                 e_sum = 0.0
                 k = 0
                 for f in range(n_feat):
-                    v = xn[e, f]
+                    v = xe[f]
                     if not math.isnan(v):
                         fv = fc[s, f]
                         if norm_mode != MODE_OFF:
@@ -439,11 +560,12 @@ def _detect_batch(
                 )
                 if out_trans[e] != NONE:
                     out_ref[e] = istat[s, I_OPEN_REF]
+                    n_trans += 1
             out_alert[e] = istat[s, I_IN_ALERT]
 
             # -- build the cell input: impute missing with the forecast --------
             for f in range(n_feat):
-                v = xn[e, f]
+                v = xe[f]
                 if math.isnan(v):
                     if not has_fc:
                         x_rows[m, f] = np.float32(0.0)
@@ -476,11 +598,25 @@ def _detect_batch(
                 fc[s, f] = fcb[r, f]
             istat[s, I_HAS_FC] = 1
 
+    for e in range(n):
+        for f in range(n_feat):
+            out_raw[e, f] = np.float32(np.float64(out_fc[e, f]) * norm_std[f] + norm_mean[f])
+    return n_trans
+
 
 @njit(**NJIT)
 def _wave_order(slots):  # pragma: no cover - compiled
-    """Kernel of :func:`wave_order`: occurrence rank of each event, then a counting sort."""
+    """Group event indices into waves: the k-th event of each slot goes in wave k.
+
+    slots : (n,) int64. Returns ``(order, wave_bounds)``, int64 (n,) event
+    indices grouped by wave and (n_waves + 1,) offsets into it; inside a wave
+    events keep their batch order. The occurrence rank of each event, then a
+    counting sort; one event takes a shortcut (the numpy version, argsort,
+    lexsort, bincount, ``np.r_``, cost ~25 us per call).
+    """
     n = slots.shape[0]
+    if n <= 1:
+        return np.zeros(n, np.int64), np.arange(n + 1)
     # Sorting the distinct keys slot * n + i orders events by slot and, within a
     # slot, by batch position, like a stable argsort but ~2x faster.
     keys = slots * n + np.arange(n)
@@ -506,19 +642,3 @@ def _wave_order(slots):  # pragma: no cover - compiled
         order[fill[occ[i]]] = i
         fill[occ[i]] += 1
     return order, bounds
-
-
-def wave_order(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Group event indices into waves: the k-th event of each slot goes in wave k.
-
-    Returns ``(order, wave_bounds)`` as int64 arrays for :func:`_detect_batch`.
-    Inside a wave events keep their batch order. Compiled, with a shortcut for
-    one event: the numpy version (argsort, lexsort, bincount, ``np.r_``) cost
-    ~25 us per call, half of a one-event ``process_many``.
-    """
-    n = slots.shape[0]
-    if n == 0:
-        return np.zeros(0, np.int64), np.zeros(1, np.int64)
-    if n == 1:
-        return np.zeros(1, np.int64), np.array([0, 1], np.int64)
-    return _wave_order(np.ascontiguousarray(slots, np.int64))
