@@ -399,36 +399,46 @@ def _detect_batch(
     learn_ratio = params[P_LEARN_RATIO]
     norm_mode = np.int64(params[P_STREAM_NORM])
     norm_window = params[P_NORM_WINDOW]
-    # Scratch: the statistics before an event (per-stream normalisation) and
-    # the event's normalised features.
+    # The statistics before an event (per-stream normalisation only).
     nscr = np.empty((2, n_feat), np.float64)
-    xe = np.empty(n_feat, np.float32)
     n_trans = 0
 
     n_waves = wave_bounds.shape[0] - 1
     n_chunks = 0
-    for w in range(n_waves):
-        n_chunks += (wave_bounds[w + 1] - wave_bounds[w] + CHUNK - 1) // CHUNK
-    bounds = np.empty(n_chunks + 1, np.int64)
-    bounds[0] = 0
     max_m = 0
+    for w in range(n_waves):
+        size = wave_bounds[w + 1] - wave_bounds[w]
+        n_chunks += (size + CHUNK - 1) // CHUNK
+        max_m = max(max_m, min(size, CHUNK))
+    # All other scratch is carved out of one int64 and one float32 block: as
+    # eleven arrays, malloc and free took ~0.4 us of a one-event call.
+    iscr = np.empty(n_chunks + 1 + max_m, np.int64)
+    bounds = iscr[: n_chunks + 1]
+    rows_slot = iscr[n_chunks + 1 :]
+    bounds[0] = 0
     j = 0
     for w in range(n_waves):
         p = wave_bounds[w]
         while p < wave_bounds[w + 1]:
             end = min(p + CHUNK, wave_bounds[w + 1])
-            max_m = max(max_m, end - p)
             j += 1
             bounds[j] = end
             p = end
     width = max(k_w, hid)
-    x_rows = np.zeros((max_m, width), dtype=np.float32)
-    hbuf = np.zeros((max_m, width), dtype=np.float32)
+    n_rows = max_m * width
+    fscr = np.empty(2 * n_rows + 2 * TILE_ROWS * n_gate + (max_m + 1) * n_feat, np.float32)
+    x_rows = fscr[:n_rows].reshape((max_m, width))
+    hbuf = fscr[n_rows : 2 * n_rows].reshape((max_m, width))
+    fscr[: 2 * n_rows] = 0.0
+    o = 2 * n_rows
     # The cells use gi / gh as per-block scratch only.
-    gi = np.empty((TILE_ROWS, n_gate), dtype=np.float32)
-    gh = np.empty((TILE_ROWS, n_gate), dtype=np.float32)
-    fcb = np.empty((max_m, n_feat), dtype=np.float32)
-    rows_slot = np.empty(max_m, dtype=np.int64)
+    gi = fscr[o : o + TILE_ROWS * n_gate].reshape((TILE_ROWS, n_gate))
+    o += TILE_ROWS * n_gate
+    gh = fscr[o : o + TILE_ROWS * n_gate].reshape((TILE_ROWS, n_gate))
+    o += TILE_ROWS * n_gate
+    fcb = fscr[o : o + max_m * n_feat].reshape((max_m, n_feat))
+    o += max_m * n_feat
+    xe = fscr[o : o + n_feat]  # the event's normalised features
     nan32 = np.float32(np.nan)
     n_order = order.shape[0]
     for p in range(min(PREFETCH_AHEAD, n_order)):
