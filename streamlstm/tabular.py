@@ -567,14 +567,9 @@ class EventReader:
                     return f * self.time_scale
             except ValueError:
                 pass
-            try:
-                d = _dt.datetime.fromisoformat(s)
-            except ValueError:
-                pass
-            else:
-                if d.tzinfo is None:
-                    d = d.replace(tzinfo=_dt.UTC)
-                return d.timestamp()
+            iso = iso_seconds(s)
+            if iso is not None:
+                return iso
         raise InputError(
             f"{self._where(line, self.time)}: cannot read the time {v!r}; expected epoch "
             f"{_UNIT_NAMES[self.time_scale]} (a number) or ISO-8601 such as "
@@ -669,3 +664,14 @@ __all__ = [
     "sniff_separator",
     "stream_name_for",
 ]
+
+
+def iso_seconds(text: str) -> float | None:
+    """ISO-8601 text as epoch seconds (no zone = UTC), or None when it is not ISO-8601."""
+    try:
+        d = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=_dt.UTC)
+    return d.timestamp()

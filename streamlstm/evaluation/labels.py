@@ -5,7 +5,6 @@ See :mod:`streamlstm.evaluation` for what a window means.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 import os
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from streamlstm.errors import InputError
-from streamlstm.tabular import stream_name_for
+from streamlstm.tabular import iso_seconds, stream_name_for
 
 Window = tuple[float, float]
 
@@ -34,14 +33,9 @@ def parse_time(v: Any, where: str = "labels") -> float:
             return float(s)
         except ValueError:
             pass
-        try:
-            d = _dt.datetime.fromisoformat(s)
-        except ValueError:
-            pass
-        else:
-            if d.tzinfo is None:
-                d = d.replace(tzinfo=_dt.UTC)
-            return d.timestamp()
+        iso = iso_seconds(s)
+        if iso is not None:
+            return iso
     raise InputError(
         f"{where}: cannot read the time {v!r}; expected epoch seconds or ISO-8601 "
         "such as '2024-05-01 12:00:00'"
