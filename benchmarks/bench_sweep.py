@@ -1,6 +1,6 @@
 """Cost of a threshold sweep: alert-machine replay of recorded scores vs full detector re-runs.
 
-    /work/venv/bin/python benchmarks/bench_sweep.py [--streams 200] [--steps 2000] [--hidden 32]
+    .venv/bin/python benchmarks/bench_sweep.py [--streams 200] [--steps 2000] [--hidden 32]
 
 ``evaluate`` records the scores of one replay and re-runs only the alert
 state machine per threshold (:func:`streamlstm.evaluation.replay_alerts`);

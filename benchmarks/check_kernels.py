@@ -13,7 +13,7 @@ Three checks, each printing PASS/FAIL:
    the head against ``nn.LSTM`` / ``nn.GRU`` / ``nn.Linear`` over several
    steps, within ``PARITY_ATOL``.
 
-Run: ``/work/venv/bin/python benchmarks/check_kernels.py [--save|--against F]``.
+Run: ``.venv/bin/python benchmarks/check_kernels.py [--save|--against F]``.
 """
 
 from __future__ import annotations

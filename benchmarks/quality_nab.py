@@ -1,6 +1,6 @@
 """Detection quality on NAB realKnownCause (seven real series with labelled incidents).
 
-    /work/venv/bin/python benchmarks/quality_nab.py [--data ../shared/data/nab-realKnownCause]
+    .venv/bin/python benchmarks/quality_nab.py [--data ../shared/data/nab-realKnownCause]
         [--forecaster lstm|last-value|both] [--json out.json]
         [--stream-norm off|warmup|ewm] [--norm-window 256]
 

@@ -1,6 +1,6 @@
 """Detection quality on SKAB valve2 (8 sensors at 1 Hz, four runs with an induced valve fault).
 
-    /work/venv/bin/python benchmarks/quality_skab.py [--data ../shared/data/skab-valve2]
+    .venv/bin/python benchmarks/quality_skab.py [--data ../shared/data/skab-valve2]
         [--forecaster lstm|last-value|both] [--hidden 32] [--epochs 40] [--json out.json]
         [--stream-norm off|warmup|ewm] [--norm-window 256] [--raw]
 

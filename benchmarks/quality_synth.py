@@ -1,6 +1,6 @@
 """Detection quality on synthetic fleets with injected anomalies, over several seeds.
 
-    /work/venv/bin/python benchmarks/quality_synth.py [--seeds 20261121 1 2 3] [--epochs 10]
+    .venv/bin/python benchmarks/quality_synth.py [--seeds 20261121 1 2 3] [--epochs 10]
         [--stream-norm off|warmup|ewm] [--norm-window 256] [--raw] [--test-scale A B]
 
 For each seed: train an LSTM on a clean fleet (8 streams x 3000 events, each

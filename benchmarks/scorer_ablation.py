@@ -1,6 +1,6 @@
 """Same residuals, different scorers: NAB realKnownCause with the last-value forecaster.
 
-    /work/venv/bin/python benchmarks/scorer_ablation.py
+    .venv/bin/python benchmarks/scorer_ablation.py
 
 Each series: last-value forecaster normalised and residual-scaled on its
 first 15%, judged on the rest (as benchmarks/quality_nab.py). The forecasts
