@@ -20,8 +20,8 @@ from typing import NamedTuple
 import numpy as np
 import orjson
 
-from streamlstm.features import FeatureSpec
 from streamlstm.io.decode import DecodeConfig, Decoder
+from streamlstm.io.features import FeatureSpec
 
 FEATURES = ("temp", "pressure", "flow", "vibration")
 

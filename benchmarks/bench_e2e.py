@@ -37,13 +37,13 @@ import numpy as np
 import orjson
 
 from streamlstm.detector import Detector, DetectorConfig
-from streamlstm.io.broker import LocalBroker
+from streamlstm.examples.synth import FleetSpec, generate_fleet
+from streamlstm.kafka.broker import LocalBroker
 from streamlstm.model import Model
-from streamlstm.service.checkpoint import CheckpointStore
+from streamlstm.service.checkpoint_store import CheckpointStore
 from streamlstm.service.config import parse_config
 from streamlstm.service.loop import PipelineLoop
 from streamlstm.service.metrics import Metrics
-from streamlstm.synth import FleetSpec, generate_fleet
 
 FEATURES = ("temp", "pressure", "flow", "vibration")
 PARTITIONS = 4

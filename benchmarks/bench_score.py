@@ -4,7 +4,7 @@
     python benchmarks/bench_score.py --n 1000000 --format jsonl --gzip
 
 Writes a synthetic file (ISO times, like most exported sensor data) to a
-temporary folder, then reports events/s of :class:`streamlstm.tabular.EventReader`
+temporary folder, then reports events/s of :class:`streamlstm.io.tabular.EventReader`
 and of ``streamlstm score`` (read, Detector, write), as wall and CPU time of
 this process (CPU time is the steadier number on a shared machine). The first
 ``score`` run of a session also pays the kernels' compile (cached on disk
@@ -24,8 +24,8 @@ import numpy as np
 import orjson
 
 from streamlstm.cli import main as cli_main
+from streamlstm.io.tabular import EventReader
 from streamlstm.model import Model
-from streamlstm.tabular import EventReader
 
 FEATURES = ("temp", "pressure", "flow", "vibration")
 

@@ -18,8 +18,8 @@ import numpy as np
 
 from streamlstm import evaluation as E
 from streamlstm.detector import Detector, DetectorConfig
+from streamlstm.examples.synth import FleetSpec, generate_fleet
 from streamlstm.model import Model
-from streamlstm.synth import FleetSpec, generate_fleet
 
 
 def main() -> None:

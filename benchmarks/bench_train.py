@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
+from streamlstm.examples.synth import FleetSpec, generate_fleet
 from streamlstm.kernels import train as KT
-from streamlstm.synth import FleetSpec, generate_fleet
 from streamlstm.training import trainer as T
 from streamlstm.training.data import prepare
 

@@ -42,7 +42,7 @@ import numpy as np
 
 from streamlstm import evaluation as E
 from streamlstm.detector import DetectorConfig
-from streamlstm.tabular import read_events
+from streamlstm.io.tabular import read_events
 from streamlstm.training.trainer import TrainConfig
 
 HERE = Path(__file__).resolve().parent

@@ -46,10 +46,10 @@ from pathlib import Path
 import numpy as np
 
 from streamlstm import evaluation as E
-from streamlstm.baselines import last_value_model
 from streamlstm.detector import Detector, DetectorConfig
+from streamlstm.io.tabular import read_events
 from streamlstm.model import Model
-from streamlstm.tabular import read_events
+from streamlstm.model.baselines import last_value_model
 from streamlstm.training.trainer import TrainConfig, train_model
 
 HERE = Path(__file__).resolve().parent

@@ -22,9 +22,9 @@ from collections import Counter
 import numpy as np
 
 from streamlstm import evaluation as E
-from streamlstm.baselines import last_value_model
 from streamlstm.detector import Detector
-from streamlstm.synth import Fleet, FleetSpec, generate_fleet
+from streamlstm.examples.synth import Fleet, FleetSpec, generate_fleet
+from streamlstm.model.baselines import last_value_model
 from streamlstm.training.trainer import TrainConfig, train_model
 
 FEATS = ("temp", "pressure", "flow", "vibration")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from streamlstm.errors import InputError
-from streamlstm.tabular import iso_seconds, stream_name_for
+from streamlstm.io.tabular import iso_seconds, stream_name_for
 
 Window = tuple[float, float]
 

@@ -11,10 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamlstm.detector import REJECTED, DetectorConfig
 from streamlstm.evaluation.labels import Window
 from streamlstm.evaluation.replay import Replay
-from streamlstm.kernels import alerts as A
 from streamlstm.kernels import detect as K
 
 DAY = 86_400.0
@@ -186,42 +184,15 @@ def quality(
 
 
 # -- threshold sweep ----------------------------------------------------------------
-def default_close(open_thr: float, config: DetectorConfig) -> float:
-    """The close threshold the detector derives for ``open_thr`` (see Detector._set_model)."""
-    close = config.close_threshold
-    if close is None:
-        close = max(0.5, 1.0 - 10.0 * (1.0 - open_thr))
-    return float(min(close, open_thr))
-
-
 def replay_alerts(rep: Replay, open_thr: float) -> tuple[np.ndarray, np.ndarray]:
     """(alert, transition) the detector would have produced at ``open_thr``."""
     cfg = rep.config
     cached = rep.info.get("_slots")  # tagged with the arrays it was built from
     if cached is None or cached[0] is not rep.keys or cached[1] is not rep.outcome:
         _, slots = np.unique(rep.keys, return_inverse=True)
-        accepted = ~np.isin(rep.outcome, np.array(sorted(REJECTED), np.int8))
-        cached = (rep.keys, rep.outcome, slots.astype(np.int64), accepted)
+        cached = (rep.keys, rep.outcome, slots.astype(np.int64))
         rep.info["_slots"] = cached
-    slots, accepted = cached[2], cached[3]
-    out_alert = np.empty(len(rep), np.int8)
-    out_trans = np.empty(len(rep), np.int8)
-    A._alert_replay(
-        slots,
-        rep.times,
-        rep.score,
-        accepted,
-        int(slots.max(initial=-1) + 1),
-        float(open_thr),
-        default_close(open_thr, cfg),
-        int(cfg.min_run),
-        int(cfg.close_run),
-        float(cfg.cooldown_s),
-        int(cfg.warmup),
-        float(cfg.reset_gap_s),
-        out_alert,
-        out_trans,
-    )
+    out_alert, out_trans = cfg.replay_alerts(cached[2], rep.times, rep.score, rep.outcome, open_thr)
     return out_alert.astype(bool), out_trans
 
 

@@ -179,7 +179,7 @@ def learn_first_models(
     ``train_config``); ``init`` fine-tunes that model instead of starting
     from random weights.
     """
-    from streamlstm.baselines import fit_normalisation, last_value_model
+    from streamlstm.model.baselines import fit_normalisation, last_value_model
 
     mask = ~judged_mask(keys, learn_first)
     out: dict[str, Any] = {}

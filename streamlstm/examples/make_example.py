@@ -5,7 +5,7 @@ Writes ``pump.npz`` (a model) and ``pumps.csv`` (events) next to this file;
 
 The events: four pumps of one type (``pump-0000`` .. ``pump-0003``), columns
 ``machine, ts, temp, pressure, flow, label``, one event a minute for 8 hours,
-from :func:`streamlstm.synth.generate_fleet` without anomalies, each stream
+from :func:`streamlstm.examples.synth.generate_fleet` without anomalies, each stream
 moved to a common operating point (pumps of one type run at similar levels).
 One obvious anomaly is added: ``pump-0002`` runs hot for 20 minutes (temp +4
 and pressure +3 of its own standard deviations), ``label`` = 1 there.
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from streamlstm.baselines import fit_normalisation
+from streamlstm.examples.synth import FleetSpec, generate_fleet
 from streamlstm.model import Model
-from streamlstm.synth import FleetSpec, generate_fleet
+from streamlstm.model.baselines import fit_normalisation
 
 HERE = Path(__file__).resolve().parent
 FEATURES = ("temp", "pressure", "flow")

@@ -25,7 +25,7 @@ Decisions an operator may need to know:
   ISO 8601 times without an offset are taken as UTC.
 
 >>> from types import SimpleNamespace as R
->>> from streamlstm.features import FeatureSpec
+>>> from streamlstm.io.features import FeatureSpec
 >>> dec = Decoder(DecodeConfig(key_field="id", time_field="ts",
 ...                            features=(FeatureSpec("temp"),)), ("temp",))
 >>> recs = [R(key=None, value=b'{"id": "a", "ts": 10, "temp": 1.5}', timestamp=0,
@@ -53,7 +53,7 @@ import numpy as np
 import orjson
 
 from streamlstm.errors import ConfigError
-from streamlstm.features import DEFAULT_MAX_VALUE, FeatureSet, FeatureSpec
+from streamlstm.io.features import DEFAULT_MAX_VALUE, FeatureSet, FeatureSpec
 
 REASONS = (
     "not_json",
@@ -89,7 +89,7 @@ class DecodeConfig:
     time_field: dotted JSON path of the event time; None = the Kafka record timestamp.
     time_unit: unit of ``time_field``: "s", "ms", "us" or "ns" (numbers since the Unix
         epoch) or "iso" (ISO 8601 text).
-    features: what to read and how to transform it (see :mod:`streamlstm.features`).
+    features: what to read and how to transform it (see :mod:`streamlstm.io.features`).
     max_value: numbers larger in magnitude are rejected as ``out_of_range``.
     max_key_length: longer stream keys are rejected as ``out_of_range`` (they
         are held in memory per live stream).

@@ -14,22 +14,22 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from streamlstm._numba_config import NJIT
-
-# Transition codes (also exported by detect.py).
-NONE = 0
-OPENED = 1
-CLOSED = 2
-
-# istat / fstat columns the machine uses; detect.py defines the same numbers.
-I_IN_ALERT = 1
-I_RUN = 2
-I_BELOW = 3
-I_OPEN_REF = 4
-I_ALERTS = 5
-I_SEEN = 9
-F_COOLDOWN_UNTIL = 2
-F_PEAK = 4
+from streamlstm.kernels.config import NJIT
+from streamlstm.kernels.layout import (
+    CLOSED,
+    F_COOLDOWN_UNTIL,
+    F_PEAK,
+    I_ALERTS,
+    I_BELOW,
+    I_IN_ALERT,
+    I_OPEN_REF,
+    I_RUN,
+    I_SEEN,
+    N_FSTAT,
+    N_ISTAT,
+    NONE,
+    OPENED,
+)
 
 
 @njit(**NJIT)
@@ -110,8 +110,8 @@ def _alert_replay(
     saw them. Writes out_alert (n,) int8 and out_trans (n,) int8.
     """
     n = slots.shape[0]
-    fstat = np.zeros((n_slots, 5), np.float64)
-    istat = np.zeros((n_slots, 10), np.int64)
+    fstat = np.zeros((n_slots, N_FSTAT), np.float64)
+    istat = np.zeros((n_slots, N_ISTAT), np.int64)
     n_ev = np.zeros(n_slots, np.int64)
     last_t = np.zeros(n_slots, np.float64)
     for e in range(n):

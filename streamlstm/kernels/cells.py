@@ -52,7 +52,7 @@ from numba import njit, types
 from numba.core import cgutils, config
 from numba.extending import intrinsic
 
-from streamlstm._numba_config import NJIT
+from streamlstm.kernels.config import NJIT
 
 # -- register tiles ------------------------------------------------------------------------
 

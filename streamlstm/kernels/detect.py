@@ -55,8 +55,7 @@ from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
 
-from streamlstm._numba_config import NJIT
-from streamlstm.kernels.alerts import CLOSED, NONE, OPENED, _alert_step  # noqa: F401 (re-exported)
+from streamlstm.kernels.alerts import _alert_step
 from streamlstm.kernels.cells import (
     TILE_ROWS,
     _gru_wave,
@@ -64,6 +63,86 @@ from streamlstm.kernels.cells import (
     _lstm_wave,
     _phi,
     _prefetch_row,
+)
+from streamlstm.kernels.config import NJIT
+from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
+    CELL_GRU,
+    CELL_LSTM,
+    CLOSED,
+    EV_OPEN_REF,
+    EV_REF,
+    EV_SLOT,
+    F_COOLDOWN_UNTIL,
+    F_LAST_T,
+    F_PEAK,
+    F_SCALE,
+    F_SMOOTH,
+    I_ALERTS,
+    I_BELOW,
+    I_EVENTS,
+    I_HAS_FC,
+    I_IN_ALERT,
+    I_OPEN_REF,
+    I_RUN,
+    I_SCALE_N,
+    I_SCORED,
+    I_SEEN,
+    I_TOP_MASK,
+    IMPUTED,
+    MISSING,
+    N_EV,
+    N_FSTAT,
+    N_ISTAT,
+    N_OCODE,
+    N_PARAMS,
+    N_PFEAT,
+    N_WLAYOUT,
+    NON_FINITE,
+    NONE,
+    OC_ALERT,
+    OC_OUTCOME,
+    OC_TRANS,
+    OK,
+    OPENED,
+    OUT_OF_RANGE,
+    OUTCOME_NAMES,
+    P_CLOSE,
+    P_CLOSE_RUN,
+    P_COOLDOWN,
+    P_DECAY_TAU,
+    P_DT_MEAN,
+    P_DT_STD,
+    P_LEARN_RATIO,
+    P_MAX_ABS,
+    P_MIN_RUN,
+    P_MIN_SCALE,
+    P_NORM_WINDOW,
+    P_OPEN,
+    P_RESET_GAP,
+    P_SCALE_WINDOW,
+    P_SMOOTH_ALPHA,
+    P_STREAM_NORM,
+    P_STREAM_SCALE,
+    P_TIME_INPUT,
+    P_WARMUP,
+    PF_MEAN,
+    PF_RESID,
+    PF_STD,
+    TOO_OLD,
+    TRANSITION_NAMES,
+    WEIGHT_ALIGN,
+    WL_B_HEAD,
+    WL_B_HH,
+    WL_B_IH,
+    WL_CELL,
+    WL_FEATURES,
+    WL_GATES,
+    WL_HIDDEN,
+    WL_K,
+    WL_LAYERS,
+    WL_W_HEAD,
+    WL_W_HH,
+    WL_W_IH,
 )
 from streamlstm.kernels.norm import (
     MODE_OFF,
@@ -73,103 +152,6 @@ from streamlstm.kernels.norm import (
     _norm_scale,
     _norm_sd,
 )
-
-# Outcome codes (one byte per event).
-OK = 0
-IMPUTED = 1  # accepted; some (not all) features were missing and were imputed
-TOO_OLD = 2
-MISSING = 3  # every feature missing
-NON_FINITE = 4  # +-Inf feature or non-finite event time
-OUT_OF_RANGE = 5  # |normalised value| above max_abs
-OUTCOME_NAMES = ("ok", "imputed", "too_old", "missing", "non_finite", "out_of_range")
-
-# Transition codes: NONE, OPENED, CLOSED (from streamlstm.kernels.alerts).
-
-# fstat columns (float64).
-F_SCALE = 0  # decaying maximum of the stream's recent normal (smoothed) errors
-F_SMOOTH = 1  # smoothed error e (EWMA)
-F_COOLDOWN_UNTIL = 2  # event time before which no new alert may open
-F_LAST_T = 3  # event time of the last accepted event
-F_PEAK = 4  # highest score of the open alert
-N_FSTAT = 5
-
-# istat columns (int64).
-I_EVENTS = 0  # accepted events since the stream appeared (or was reset)
-I_IN_ALERT = 1
-I_RUN = 2  # consecutive scores >= open threshold while closed
-I_BELOW = 3  # consecutive scores < close threshold while open
-I_OPEN_REF = 4  # ref (e.g. Kafka offset) of the event that opened the alert
-I_ALERTS = 5  # alerts opened
-I_SCALE_N = 6  # events the recent maximum has learnt from
-I_HAS_FC = 7  # 1 when fc holds a forecast for the next event
-I_SCORED = 8  # events scored (smoothing starts at the first)
-I_SEEN = 9  # accepted events over the stream's life (never reset): default event ref
-I_TOP_MASK = 10  # bit f set: feature f drove the open alert (set by the detector, not the kernel)
-N_ISTAT = 11
-
-# params (float64 vector) indices.
-P_OPEN = 0
-P_CLOSE = 1
-P_MIN_RUN = 2
-P_CLOSE_RUN = 3
-P_COOLDOWN = 4
-P_WARMUP = 5
-P_STREAM_SCALE = 6
-P_SCALE_WINDOW = 7
-P_SMOOTH_ALPHA = 8
-P_MAX_ABS = 9
-P_DECAY_TAU = 10
-P_RESET_GAP = 11
-P_TIME_INPUT = 12
-P_DT_MEAN = 13
-P_DT_STD = 14
-P_MIN_SCALE = 15
-P_LEARN_RATIO = 16
-P_STREAM_NORM = 17  # streamlstm.kernels.norm.MODE_*
-P_NORM_WINDOW = 18
-N_PARAMS = 19
-# After the N_PARAMS scalars, params holds N_PFEAT rows of F per-feature values
-# (float64), row k at params[N_PARAMS + k * F:]: the residual scale and the
-# model's normalisation mean and standard deviation.
-PF_RESID = 0
-PF_MEAN = 1
-PF_STD = 2
-N_PFEAT = 3
-
-# Weight layout (int64 vector) indices: shapes, then the offsets (in float32
-# elements, each a multiple of WEIGHT_ALIGN) of the six weight arrays in the
-# packed buffer, in the layout of streamlstm.kernels.cells.
-WL_CELL = 0  # CELL_LSTM / CELL_GRU
-WL_LAYERS = 1
-WL_K = 2  # rows of w_ih: max(input size, H)
-WL_GATES = 3
-WL_HIDDEN = 4
-WL_FEATURES = 5
-WL_W_IH = 6
-WL_W_HH = 7
-WL_B_IH = 8
-WL_B_HH = 9
-WL_W_HEAD = 10
-WL_B_HEAD = 11
-N_WLAYOUT = 12
-# 16 float32 = 64 bytes: every weight array starts on a cache line, as a
-# separate numpy array could.
-WEIGHT_ALIGN = 16
-
-# ev rows (int64, (N_EV, n)).
-EV_SLOT = 0
-EV_REF = 1
-EV_OPEN_REF = 2  # output
-N_EV = 3
-
-# out_code rows (int8, (N_OCODE, n)).
-OC_OUTCOME = 0
-OC_ALERT = 1
-OC_TRANS = 2
-N_OCODE = 3
-
-CELL_LSTM = 0
-CELL_GRU = 1
 
 # Events per chunk of a wave. A wave's rows are independent, so cutting it
 # changes no result; a chunk's state rows and scratch stay in L1/L2 from the

@@ -39,7 +39,7 @@ import math
 import numpy as np
 from numba import njit
 
-from streamlstm._numba_config import NJIT
+from streamlstm.kernels.config import NJIT
 
 MODE_OFF = 0
 MODE_WARMUP = 1

@@ -49,12 +49,18 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from streamlstm._numba_config import NJIT_TRAIN, NJIT_TRAIN_PARALLEL
+from streamlstm.kernels.config import NJIT_TRAIN, NJIT_TRAIN_PARALLEL
+from streamlstm.kernels.layout import CELL_GRU, CELL_LSTM
 
-CELL_LSTM = 0
-CELL_GRU = 1
-
-
+# Training keeps its own gate functions, on purpose: the scoring cells
+# (:mod:`streamlstm.kernels.cells`) use Cephes ``expf`` in register tiles, one
+# event at a time; the BPTT chunks need a tanh that LLVM vectorises across a
+# whole (time x hidden) block, which a polynomial-then-divide form gives. Both
+# are within ~3 ulp of float32 tanh/sigmoid (tests/unit/kernels/test_cells.py
+# checks the scoring ones, test_train_grad.py the gradients), so a model
+# trained with one and scored with the other differs by ~1e-7: far below
+# float32 parity tolerance with torch.
+#
 # Rational minimax tanh (Eigen's generic_fast_tanh_float): max relative error 3.4e-7
 # (~3 ulp) on float32, and pure arithmetic, so LLVM vectorises the gate loops. libm's
 # expf/tanhf are scalar calls that cost more than all the matrix products at H <= 64.

@@ -35,7 +35,7 @@ Rules:
 - ``group_id`` defaults to ``streamlstm-<pipeline name>``: pipelines of one
   file never share a consumer group, so one's rebalance never stalls another.
 
-:class:`FeatureSpec` (:mod:`streamlstm.features`) and :class:`DecodeConfig`
+:class:`FeatureSpec` (:mod:`streamlstm.io.features`) and :class:`DecodeConfig`
 (:mod:`streamlstm.io.decode`) live in lower layers, because training and io use
 them without the service; they are re-exported here.
 """
@@ -57,8 +57,8 @@ import yaml  # type: ignore[import-untyped]
 
 from streamlstm.detector import DetectorConfig
 from streamlstm.errors import ConfigError
-from streamlstm.features import TRANSFORMS, FeatureSet, FeatureSpec, FeatureSpecError
 from streamlstm.io.decode import TIME_UNITS, DecodeConfig
+from streamlstm.io.features import TRANSFORMS, FeatureSet, FeatureSpec, FeatureSpecError
 from streamlstm.service.yamlread import Invalid, Loader, Section, found
 
 __all__ = [

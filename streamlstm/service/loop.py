@@ -44,10 +44,10 @@ from streamlstm import model as model_io
 from streamlstm.detector import OUTCOME_NAMES, REJECTED, Detector, Transition
 from streamlstm.errors import CheckpointError, ModelError
 from streamlstm.io.decode import Decoder
-from streamlstm.io.sink import AlertSink
-from streamlstm.io.source import BrokerUnavailable, KafkaSource
+from streamlstm.kafka.sink import AlertSink
+from streamlstm.kafka.source import BrokerUnavailable, KafkaSource
 from streamlstm.model import Model
-from streamlstm.service.checkpoint import CheckpointStore
+from streamlstm.service.checkpoint_store import CheckpointStore
 from streamlstm.service.metrics import Metrics, PipelineStatus
 
 log = logging.getLogger(__name__)

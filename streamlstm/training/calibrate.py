@@ -37,9 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from streamlstm.detector import DEFAULT_OPEN, REJECTED, Detector, DetectorConfig
-from streamlstm.kernels import alerts as A
-from streamlstm.kernels import detect as KD
+from streamlstm.detector import DEFAULT_OPEN, Detector, DetectorConfig
+from streamlstm.kernels import layout as KL
 from streamlstm.kernels import train as KT
 from streamlstm.model import Model
 from streamlstm.training.data import Prepared, Stream
@@ -86,13 +85,6 @@ def residual_scale(
         scale = robust_std(r.astype(np.float64))
     scale = np.where(np.isfinite(scale), np.maximum(scale, MIN_RESID_SCALE), 1.0)
     return scale.astype(np.float32), source, int(np.sum(~np.isnan(r)))
-
-
-def _close_for(open_thr: float, cfg: DetectorConfig) -> float:
-    close = cfg.close_threshold
-    if close is None:
-        close = max(0.5, 1.0 - 10.0 * (1.0 - open_thr))
-    return float(min(close, open_thr))
 
 
 class _Recorded:
@@ -142,21 +134,15 @@ class _Recorded:
             res = det.process_many(self.keys[a:b], self.times[a:b], self.x[a:b])
             self.score[a:b] = res.score
             self.outcome[a:b] = res.outcome
-            opened += int(np.sum((res.transition == KD.OPENED) & self.judged[a:b]))
+            opened += int(np.sum((res.transition == KL.OPENED) & self.judged[a:b]))
         return opened
 
     def replay(self, open_thr: float) -> int:
         """Judged openings at ``open_thr`` from the recorded scores (alert machine only)."""
-        cfg = self.cfg
-        accepted = ~np.isin(self.outcome, np.array(sorted(REJECTED), np.int8))
-        out_alert = np.empty(len(self.keys), np.int8)
-        out_trans = np.empty(len(self.keys), np.int8)
-        A._alert_replay(
-            self.slots, self.times, self.score, accepted, self.n_slots,
-            float(open_thr), _close_for(open_thr, cfg), int(cfg.min_run), int(cfg.close_run),
-            float(cfg.cooldown_s), int(cfg.warmup), float(cfg.reset_gap_s), out_alert, out_trans,
-        )  # fmt: skip
-        return int(np.sum((out_trans == A.OPENED) & self.judged))
+        _, out_trans = self.cfg.replay_alerts(
+            self.slots, self.times, self.score, self.outcome, open_thr, self.n_slots
+        )
+        return int(np.sum((out_trans == KL.OPENED) & self.judged))
 
 
 def choose_threshold(

@@ -93,7 +93,7 @@ class _Buffer:
 class OnlineLearner:
     """A detector that trains its own model from the streams (see the module doc).
 
-    >>> from streamlstm.synth import FleetSpec, generate_fleet
+    >>> from streamlstm.examples.synth import FleetSpec, generate_fleet
     >>> fleet = generate_fleet(FleetSpec(n_streams=2, n_steps=300, anomaly_rate=0, seed=2))
     >>> keys, times, x, _ = fleet.events()
     >>> cfg = TrainConfig(hidden=4, epochs=1, progress=False)

@@ -1,6 +1,6 @@
 """Fit the forecaster on history: truncated BPTT windows over a whole fleet.
 
->>> from streamlstm.synth import FleetSpec, generate_fleet
+>>> from streamlstm.examples.synth import FleetSpec, generate_fleet
 >>> fleet = generate_fleet(FleetSpec(n_streams=2, n_steps=120, anomaly_rate=0, seed=1))
 >>> keys, times, x, _ = fleet.events()
 >>> cfg = TrainConfig(hidden=4, window=16, batch=4, epochs=1, progress=False)

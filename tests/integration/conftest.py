@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from streamlstm.io.broker import LocalBroker, resolve_tansu
-from streamlstm.io.errors import BrokerNotInstalledError
+from streamlstm.kafka.broker import LocalBroker, resolve_tansu
+from streamlstm.kafka.errors import BrokerNotInstalledError
 
 _HERE = Path(__file__).parent
 

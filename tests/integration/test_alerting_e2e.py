@@ -210,7 +210,7 @@ def _events(key: str, t0: float, n: int, level: float, rng: np.random.Generator)
 def test_injected_anomaly_pages_and_resolves(
     broker: Any, alerting: dict[str, Any], tmp_path: Path
 ) -> None:
-    from streamlstm.commands.demo import persistence_model  # the demo's fallback model
+    from streamlstm.cli.demo import persistence_model  # the demo's fallback model
 
     rng = np.random.default_rng(5)
     hist = np.array([70.0, 4.0, 120.0, 1.0]) + rng.normal(0, [0.5, 0.05, 1.0, 0.02], (4, 500, 4))

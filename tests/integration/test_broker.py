@@ -1,4 +1,4 @@
-"""The local broker with kafka-python as the daemon uses them (see streamlstm/io/broker.py).
+"""The local broker with kafka-python as the daemon uses them (see streamlstm/kafka/broker.py).
 
 Keyed records with headers and timestamps on a 3-partition topic, read back
 with assign/seek; lag from the fetch high watermark; offsets committed with
@@ -16,7 +16,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from streamlstm.io.broker import LocalBroker
+from streamlstm.kafka.broker import LocalBroker
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """The daemon against a real broker: alerts, metrics, SIGTERM, kill -9, garbage.
 
 The broker comes from the session-scoped ``broker`` fixture
-(tests/integration/conftest.py, :class:`streamlstm.io.broker.LocalBroker`).
+(tests/integration/conftest.py, :class:`streamlstm.kafka.broker.LocalBroker`).
 Every test uses its own topics, group ids and checkpoint dirs, so they share it.
 """
 
@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 import yaml
 
-from streamlstm.commands.demo import persistence_model
+from streamlstm.cli.demo import persistence_model
 from streamlstm.detector import Detector, DetectorConfig
-from streamlstm.service.checkpoint import CheckpointStore
-from streamlstm.synth import FleetSpec, generate_fleet
+from streamlstm.examples.synth import FleetSpec, generate_fleet
+from streamlstm.service.checkpoint_store import CheckpointStore
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +123,7 @@ def _free_port() -> int:
 
 
 # Group mode against tansu: the first join takes about session_timeout_ms / 2 (see
-# streamlstm.io.broker); these values are for tests only (Kafka's minimum is 6 s).
+# streamlstm.kafka.broker); these values are for tests only (Kafka's minimum is 6 s).
 GROUP_TIMEOUTS = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500,
                   "max_poll_interval_ms": 10000}  # fmt: skip
 
@@ -519,7 +519,7 @@ def test_group_rebalance_hands_state_over_through_checkpoints(
 def test_broker_outage_is_shown_not_fatal(model_path: Path, tmp_path: Path) -> None:
     """The broker going away: broker_up 0, /readyz 503, /healthz still 200, and SIGTERM
     still exits 0. A broker of its own: stopping the shared one would break other tests."""
-    from streamlstm.io.broker import LocalBroker
+    from streamlstm.kafka.broker import LocalBroker
 
     own = LocalBroker().start()
     try:

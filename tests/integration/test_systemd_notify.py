@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamlstm.commands.demo import persistence_model
+from streamlstm.cli.demo import persistence_model
 from tests.integration.test_daemon import Daemon, _config, _create_topics
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from streamlstm.commands import bench
+from streamlstm.cli import bench
 
 
 def _args(tmp_path, **over) -> argparse.Namespace:

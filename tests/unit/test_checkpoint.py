@@ -10,7 +10,7 @@ import pytest
 from streamlstm.detector import Detector, DetectorConfig
 from streamlstm.errors import CheckpointError
 from streamlstm.model import Model
-from streamlstm.service.checkpoint import CheckpointStore
+from streamlstm.service.checkpoint_store import CheckpointStore
 
 SEED = 7
 

@@ -14,8 +14,8 @@ import pytest
 
 from streamlstm.cli import main
 from streamlstm.detector import OUTCOME_NAMES, BatchResult, Detector, DetectorConfig
+from streamlstm.examples.synth import FleetSpec, generate_fleet
 from streamlstm.model import Model
-from streamlstm.synth import FleetSpec, generate_fleet
 
 FEATURES = ("temp", "pressure")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -301,7 +301,7 @@ def test_non_numeric_cells_are_reported(
 def test_long_alert_lists_are_cut(
     data: Data, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streamlstm.commands import score
+    from streamlstm.cli import score
 
     opened = [t for t in data.expected.transitions if t.kind == "opened"]
     monkeypatch.setattr(score, "MAX_ALERTS_LISTED", 1)

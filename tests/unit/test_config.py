@@ -12,7 +12,7 @@ import pytest
 
 from streamlstm.detector import DetectorConfig
 from streamlstm.errors import ConfigError
-from streamlstm.features import FeatureSpec
+from streamlstm.io.features import FeatureSpec
 from streamlstm.service import config as C
 from streamlstm.service.config import (
     ConfigErrors,

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamlstm.errors import ConfigError
-from streamlstm.features import FeatureSpec
 from streamlstm.io.decode import REASONS, DecodeConfig, Decoder
+from streamlstm.io.features import FeatureSpec
 
 FEATURES = ("temp", "pressure")
 T0 = 1_700_000_000.0

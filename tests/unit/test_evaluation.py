@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from streamlstm import evaluation as E
-from streamlstm.baselines import fit_normalisation, last_value_model
 from streamlstm.cli import main
 from streamlstm.detector import Detector, DetectorConfig
 from streamlstm.errors import InputError
 from streamlstm.kernels import detect as K
+from streamlstm.model.baselines import fit_normalisation, last_value_model
 from tests.conftest import SEED
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -330,7 +330,7 @@ def test_trained_model_finds_injected_anomalies_far_better_than_chance():
     Measured 14/22 windows, 7 false alerts, F1 0.65 at seed 20261121 (other
     seeds 0.35-0.65); random alerts at the same rate catch about nothing.
     """
-    from streamlstm.synth import FleetSpec, generate_fleet
+    from streamlstm.examples.synth import FleetSpec, generate_fleet
     from streamlstm.training.trainer import TrainConfig, train_model
 
     feats = ("temp", "pressure", "flow", "vibration")

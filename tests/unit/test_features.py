@@ -1,4 +1,4 @@
-"""streamlstm.features: names, every transform, reasons, and batch invariance."""
+"""streamlstm.io.features: names, every transform, reasons, and batch invariance."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamlstm import features as F
-from streamlstm.features import FeatureSet, FeatureSpec, FeatureSpecError
+from streamlstm.io import features as F
+from streamlstm.io.features import FeatureSet, FeatureSpec, FeatureSpecError
 
 MONDAY = 1_699_833_600.0  # 2023-11-13T00:00:00Z, a Monday
 HOUR = 3600.0

@@ -64,7 +64,7 @@ def test_parity_with_torch(cell, layers, hidden, n_feat):
     lin = torch.nn.Linear(hidden, n_feat)
     sd = {f"rnn.{k}": v for k, v in rnn.state_dict().items()}
     sd.update({f"head.{k}": v for k, v in lin.state_dict().items()})
-    from streamlstm.importers import from_torch_state_dict
+    from streamlstm.model.importers import from_torch_state_dict
 
     model = from_torch_state_dict(sd, [f"f{i}" for i in range(n_feat)])
     xs, owner, step_of = interleaved(n_streams, steps, n_feat, rng)

@@ -16,8 +16,8 @@ from kafka.errors import KafkaTimeoutError  # type: ignore[import-untyped]
 from prometheus_client import CollectorRegistry
 
 from streamlstm.detector import DetectorConfig
-from streamlstm.features import FeatureSpec
 from streamlstm.io.decode import DecodeConfig
+from streamlstm.io.features import FeatureSpec
 from streamlstm.model import Model
 from streamlstm.service.loop import PipelineLoop
 from streamlstm.service.metrics import Metrics

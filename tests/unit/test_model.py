@@ -11,7 +11,7 @@ import pytest
 from streamlstm import model as M
 from streamlstm.detector import Detector
 from streamlstm.errors import ModelError
-from streamlstm.importers import from_keras
+from streamlstm.model.importers import from_keras
 from tests import naive
 from tests.conftest import SEED, require
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamlstm.detector import DetectorConfig
-from streamlstm.synth import FleetSpec, generate_fleet
+from streamlstm.examples.synth import FleetSpec, generate_fleet
 from streamlstm.training import TrainConfig
 from streamlstm.training.online import OnlineLearner, adapt_config, learn_first_part
 from tests.conftest import SEED

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamlstm import plot
+from streamlstm.offline import plot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -340,7 +340,7 @@ def test_online_learner_refits_with_stream_norm():
 @pytest.mark.parametrize("mode", ["warmup", "ewm"])
 def test_last_value_forecast_is_the_last_value_while_statistics_are_learnt(mode):
     """The forecast is read in the units it was made in: changing statistics are no error."""
-    from streamlstm.baselines import last_value_model
+    from streamlstm.model.baselines import last_value_model
 
     rng = np.random.default_rng(SEED)
     x = np.cumsum(rng.normal(size=(120, 3)), axis=0) * [1.0, 10.0, 0.1] + [0.0, 100.0, -5.0]

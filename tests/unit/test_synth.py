@@ -1,4 +1,4 @@
-"""Tests of the synthetic fleet generator (streamlstm.synth)."""
+"""Tests of the synthetic fleet generator (streamlstm.examples.synth)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamlstm.errors import ConfigError
-from streamlstm.synth import (
+from streamlstm.examples.synth import (
     ALL_KINDS,
     Anomaly,
     Fleet,

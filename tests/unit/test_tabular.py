@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamlstm.errors import InputError
-from streamlstm.tabular import EventReader, read_events, sniff_separator, stream_name_for
+from streamlstm.io.tabular import EventReader, read_events, sniff_separator, stream_name_for
 
 T0 = 1_714_521_600.0  # 2024-05-01 00:00:00 UTC
 

@@ -10,9 +10,9 @@ import pytest
 from streamlstm import cli
 from streamlstm.detector import Detector, DetectorConfig
 from streamlstm.errors import TrainingError
+from streamlstm.examples.synth import FleetSpec, generate_fleet
 from streamlstm.kernels import train as KT
 from streamlstm.model import load
-from streamlstm.synth import FleetSpec, generate_fleet
 from streamlstm.training import TrainConfig, train_model
 from streamlstm.training import trainer as T
 from tests.conftest import SEED

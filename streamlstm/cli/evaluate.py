@@ -48,8 +48,8 @@ from streamlstm.detector import (
 )
 from streamlstm.errors import InputError
 from streamlstm.evaluation.report import format_text, write_report
+from streamlstm.io.tabular import EventReader, sniff_separator, stream_name_for
 from streamlstm.model import load
-from streamlstm.tabular import EventReader, sniff_separator, stream_name_for
 
 NAME = "evaluate"
 HELP = "replay labelled data through the detector; report windows caught, false alerts, F1"

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from streamlstm.baselines import fit_normalisation
 from streamlstm.errors import InputError
-from streamlstm.importers import from_torch_state_dict, load_torch_file
+from streamlstm.io.tabular import EventReader
 from streamlstm.model import Model
-from streamlstm.tabular import EventReader
+from streamlstm.model.baselines import fit_normalisation
+from streamlstm.model.importers import from_torch_state_dict, load_torch_file
 
 NAME = "import-torch"
 HELP = "convert a PyTorch nn.LSTM/nn.GRU + nn.Linear state_dict (.pt) into a model file"

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from streamlstm.errors import InputError, ModelError
+from streamlstm.kernels import alerts as KA
 from streamlstm.kernels import detect as K
 from streamlstm.kernels import norm as KN
 from streamlstm.model import Model
@@ -169,6 +170,56 @@ class DetectorConfig:
         window = self.norm_window or model.norm_window or DEFAULT_NORM_WINDOW
         return mode, (window if mode != "off" else 0)
 
+    def close_for(self, open_thr: float) -> float:
+        """The close threshold that goes with ``open_thr``: the one home of the rule.
+
+        ``close_threshold`` when set, else ``max(0.5, 1 - 10 (1 - open))`` (an
+        open threshold of 0.99 closes at 0.9, one of 0.7 or below at 0.5);
+        never above ``open_thr``, so there is always hysteresis.
+        """
+        close = self.close_threshold
+        if close is None:
+            close = max(0.5, 1.0 - 10.0 * (1.0 - open_thr))
+        return float(min(close, open_thr))
+
+    def thresholds_for(self, model: Model) -> tuple[float, float]:
+        """(open, close) thresholds this config gives ``model``: the config's open
+        threshold, else the model's calibrated one, else the default."""
+        default_open = DEFAULT_OPEN if self.stream_scale else DEFAULT_OPEN_ABSOLUTE
+        open_thr = float(self.open_threshold or model.threshold or default_open)
+        return open_thr, self.close_for(open_thr)
+
+    def replay_alerts(
+        self,
+        slots: np.ndarray,
+        times: np.ndarray,
+        score: np.ndarray,
+        outcome: np.ndarray,
+        open_thr: float,
+        n_slots: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(alert int8, transition int8) per event: the alert machine alone, re-run at
+        ``open_thr`` over scores one detector pass recorded.
+
+        Scores and everything the scorer learns do not depend on the thresholds,
+        so this equals a full re-run of the detector at ``open_thr``; threshold
+        sweeps and calibration use it. slots : (n,) int64 one per stream, times
+        (n,) float64, score (n,) float32 (NaN: not scored), outcome (n,) int8 the
+        detector's outcome codes; events of one slot in the order it saw them.
+        """
+        slots = np.ascontiguousarray(slots, np.int64)
+        n = slots.shape[0]
+        accepted = ~np.isin(outcome, np.array(sorted(REJECTED), np.int8))
+        out_alert = np.empty(n, np.int8)
+        out_trans = np.empty(n, np.int8)
+        KA._alert_replay(
+            slots, np.ascontiguousarray(times, np.float64), np.ascontiguousarray(score, np.float32),
+            accepted, int(n_slots if n_slots is not None else slots.max(initial=-1) + 1),
+            float(open_thr), self.close_for(open_thr), int(self.min_run), int(self.close_run),
+            float(self.cooldown_s), int(self.warmup), float(self.reset_gap_s), out_alert, out_trans,
+        )  # fmt: skip
+        return out_alert, out_trans
+
 
 @dataclass(frozen=True)
 class Transition:
@@ -272,12 +323,7 @@ class Detector:
         self.model = model
         self._weights, self._layout = K.pack_weights(*model.kernel_weights())
         cfg = self.config
-        default_open = DEFAULT_OPEN if cfg.stream_scale else DEFAULT_OPEN_ABSOLUTE
-        open_thr = cfg.open_threshold or model.threshold or default_open
-        close_thr = cfg.close_threshold
-        if close_thr is None:
-            close_thr = max(0.5, 1.0 - 10.0 * (1.0 - open_thr))
-        close_thr = min(close_thr, open_thr)
+        open_thr, close_thr = cfg.thresholds_for(model)
         self.open_threshold = float(open_thr)
         self.close_threshold = float(close_thr)
         n_feat = model.n_features

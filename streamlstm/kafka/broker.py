@@ -88,7 +88,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from streamlstm.io.errors import BrokerError, BrokerNotInstalledError
+from streamlstm.kafka.errors import BrokerError, BrokerNotInstalledError
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """``streamlstm score``: run a model over an event file, write per-event scores.
 
-The file (CSV or JSON-lines, gzip accepted; see :mod:`streamlstm.tabular`) is
+The file (CSV or JSON-lines, gzip accepted; see :mod:`streamlstm.io.tabular`) is
 fed through the same :class:`~streamlstm.detector.Detector` the daemon uses,
 in micro-batches of ``--batch`` events, **in file order**. Rows are not
 sorted by time: the daemon cannot sort a live stream either, so an event
@@ -54,8 +54,8 @@ from streamlstm.detector import (
     DetectorConfig,
 )
 from streamlstm.errors import InputError
+from streamlstm.io.tabular import EventReader, Events, MissingColumnError
 from streamlstm.model import Model, load
-from streamlstm.tabular import EventReader, Events, MissingColumnError
 
 NAME = "score"
 HELP = "score an event file (CSV/JSON-lines) with a model; write per-event scores and alerts"
@@ -534,7 +534,7 @@ def _draw(
     path: Path,
     plot_max: int,
 ) -> None:
-    from streamlstm.plot import plot_path, plot_stream  # matplotlib only when asked
+    from streamlstm.offline.plot import plot_path, plot_stream  # matplotlib only when asked
 
     # Streams with alerts first (highest peak first), then in order of appearance.
     peak: dict[str, float] = {}

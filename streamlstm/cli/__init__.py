@@ -1,6 +1,6 @@
 """``streamlstm`` entry point: one command, one module per subcommand.
 
-Each module in :mod:`streamlstm.commands` exposes ``NAME``, ``HELP``,
+Each module in :mod:`streamlstm.cli` exposes ``NAME``, ``HELP``,
 ``add_arguments(parser)`` and ``run(args) -> int``. Only this module
 configures logging handlers.
 """
@@ -45,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         try:
-            mod = importlib.import_module(f"streamlstm.commands.{name}")
+            mod = importlib.import_module(f"streamlstm.cli.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"streamlstm.commands.{name}":
+            if exc.name == f"streamlstm.cli.{name}":
                 continue
             raise
         p = sub.add_parser(

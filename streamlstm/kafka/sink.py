@@ -25,7 +25,7 @@ import orjson
 from kafka import KafkaProducer  # type: ignore[import-untyped]
 from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
-from streamlstm.io.source import BrokerUnavailable
+from streamlstm.kafka.source import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Errors of the io layer's local broker (:mod:`streamlstm.io.broker`)."""
+"""Errors of the io layer's local broker (:mod:`streamlstm.kafka.broker`)."""
 
 from streamlstm.errors import StreamlstmError
 

@@ -1,6 +1,6 @@
 """Compile (or load from Numba's cache) every inference kernel signature.
 
-``python -m streamlstm.warmup`` is run at container build time so pods
+``python -m streamlstm.service.warmup`` is run at container build time so pods
 start with a warm cache; the daemon calls :func:`warmup` before it reports
 ready. One call per cell type covers every model size: the kernels take
 arrays, so sizes do not create new signatures.

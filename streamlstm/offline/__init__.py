@@ -1,0 +1,1 @@
+"""Offline scoring of event files: the engine behind ``streamlstm score`` and its plots."""
