@@ -5,7 +5,7 @@
 ``evaluate`` records the scores of one replay and re-runs only the alert
 state machine per threshold (:func:`streamlstm.evaluation.replay_alerts`);
 this is exact because nothing the scorer learns depends on the thresholds
-(tests/unit/test_evaluation.py checks it against full re-runs). Here both are
+(tests/unit/evaluation/test_evaluation.py checks it against full re-runs). Here both are
 timed on a synthetic fleet, and the outputs are compared.
 """
 

@@ -4,7 +4,7 @@
         [--stream-norm off|warmup|ewm] [--norm-window 256] [--raw] [--test-scale A B]
 
 For each seed: train an LSTM on a clean fleet (8 streams x 3000 events, each
-stream standardised, as in tests/unit/test_evaluation.py), replay a fleet
+stream standardised, as in tests/unit/evaluation/test_evaluation.py), replay a fleet
 with every kind of injected anomaly (seed + 1) through the default detector,
 and compare with the last-value forecaster through the same scorer.
 

@@ -2,7 +2,7 @@
 
     python deploy/kubernetes/make_prometheusrule.py > deploy/kubernetes/prometheusrule.yaml
 
-tests/unit/test_deploy.py fails when the two drift apart.
+tests/unit/deploy/test_deploy.py fails when the two drift apart.
 """
 
 from __future__ import annotations

@@ -238,11 +238,6 @@ class Transition:
     forecast: dict[str, float]
     contributions: list[tuple[str, float]]  # (feature, share of the score's error), largest first
 
-    def as_record(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["contributions"] = [{"feature": f, "share": s} for f, s in self.contributions]
-        return d
-
 
 @dataclass
 class BatchResult:

@@ -591,8 +591,19 @@ def _detect_batch(
             # recorded scores (threshold sweeps) reproduces it exactly.
             if has_fc:
                 out_trans[e] = _alert_step(
-                    s, t, np.float64(np.float32(score)), n_events, refs[e], fstat, istat,
-                    open_thr, close_thr, min_run, close_run, cooldown, warmup,
+                    s,
+                    t,
+                    np.float64(np.float32(score)),
+                    n_events,
+                    refs[e],
+                    fstat,
+                    istat,
+                    open_thr,
+                    close_thr,
+                    min_run,
+                    close_run,
+                    cooldown,
+                    warmup,
                 )
                 if out_trans[e] != NONE:
                     out_ref[e] = istat[s, I_OPEN_REF]

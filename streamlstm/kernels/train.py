@@ -56,7 +56,7 @@ from streamlstm.kernels.layout import CELL_GRU, CELL_LSTM
 # (:mod:`streamlstm.kernels.cells`) use Cephes ``expf`` in register tiles, one
 # event at a time; the BPTT chunks need a tanh that LLVM vectorises across a
 # whole (time x hidden) block, which a polynomial-then-divide form gives. Both
-# are within ~3 ulp of float32 tanh/sigmoid (tests/unit/kernels/test_cells.py
+# are within ~3 ulp of float32 tanh/sigmoid (tests/unit/kernels/test_kernel_blocking.py
 # checks the scoring ones, test_train_grad.py the gradients), so a model
 # trained with one and scored with the other differs by ~1e-7: far below
 # float32 parity tolerance with torch.

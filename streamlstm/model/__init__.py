@@ -15,6 +15,7 @@ from streamlstm.model.core import (
     Model,
     from_meta,
     load,
+    weights_sha256,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "Model",
     "from_meta",
     "load",
+    "weights_sha256",
 ]

@@ -266,7 +266,7 @@ class Model:
             "calibration": dict(self.calibration),
             "provenance": dict(self.provenance),
             "stream_norm": {"mode": self.stream_norm, "window": self.norm_window},
-            "weights_sha256": _digest(self.arrays()),
+            "weights_sha256": weights_sha256(self.arrays()),
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -342,7 +342,7 @@ def from_meta(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], where: 
         if not isinstance(sn, Mapping):
             raise ModelError(f"{where}: 'stream_norm' is {sn!r}, expected {{mode, window}}")
         expect = meta.get("weights_sha256")
-        if expect is not None and _digest(arrays) != expect:
+        if expect is not None and weights_sha256(arrays) != expect:
             raise ModelError(f"{where}: weights do not match their checksum; the file is corrupt")
         model = Model(
             cell=str(meta["cell"]),
@@ -382,7 +382,10 @@ def from_meta(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], where: 
     return model
 
 
-def _digest(arrays: Mapping[str, np.ndarray]) -> str:
+def weights_sha256(arrays: Mapping[str, np.ndarray]) -> str:
+    """The model's one digest: sha256 over its weight arrays (sorted names, dtypes, shapes,
+    bytes). Stored in the file as ``weights_sha256``, exported as the ``sha256`` label of
+    ``streamlstm_model_info`` and written into checkpoints."""
     h = hashlib.sha256()
     for name in sorted(k for k in arrays if k != "meta"):
         a = np.ascontiguousarray(arrays[name])

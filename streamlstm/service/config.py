@@ -87,7 +87,7 @@ _SERVER_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$")
 # Pipeline names become metric label values, file names and consumer group suffixes.
 _PIPELINE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
-# DetectorConfig fields by YAML section. tests/unit/test_config.py checks that this
+# DetectorConfig fields by YAML section. tests/unit/service/test_config.py checks that this
 # covers every field, so a new detector setting cannot silently become unreachable.
 _SECTION_OF_FIELD: dict[str, tuple[str, ...]] = {
     "scoring": (
@@ -261,13 +261,6 @@ class PipelineConfig:
     def feature_names(self) -> tuple[str, ...]:
         """Model feature names the decode section produces."""
         return FeatureSet(self.decode.features, self.decode.max_value).names
-
-    def consumer_kwargs(self) -> dict[str, Any]:
-        """``kafka.consumer_kwargs()`` plus this pipeline's source settings."""
-        kw = self.kafka.consumer_kwargs()
-        kw.setdefault("max_poll_records", self.source.max_poll_records)
-        kw.setdefault("auto_offset_reset", self.source.start)
-        return kw
 
 
 @dataclass(frozen=True)

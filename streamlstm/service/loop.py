@@ -9,7 +9,7 @@ re-emitted on replay with the same ids (at least once, deduplicable by id).
 
 A micro-batch costs one decode and one detector call per partition present
 in it; streams of partition ``p`` of the ``i``-th source topic live in
-detector group ``i * 65536 + p`` (plain ``p`` for a single topic), which is
+detector group ``i * GROUP_STRIDE + p`` (65536) (plain ``p`` for a single topic), which is
 also part of their alert ids.
 
 Decisions:
@@ -41,14 +41,14 @@ from kafka import TopicPartition  # type: ignore[import-untyped]
 from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from streamlstm import model as model_io
-from streamlstm.detector import OUTCOME_NAMES, REJECTED, Detector, Transition
+from streamlstm.detector import OUTCOME_NAMES, REJECTED, TOP_FEATURES, Detector, Transition
 from streamlstm.errors import CheckpointError, ModelError
 from streamlstm.io.decode import Decoder
 from streamlstm.kafka.sink import AlertSink
 from streamlstm.kafka.source import BrokerUnavailable, KafkaSource
-from streamlstm.model import Model
+from streamlstm.model import Model, weights_sha256
 from streamlstm.service.checkpoint_store import CheckpointStore
-from streamlstm.service.metrics import Metrics, PipelineStatus
+from streamlstm.service.metrics import InAlert, Metrics, PipelineStatus
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,22 @@ BACKOFF_MAX_S = 30.0
 # Scrape-time status (streams in alert, lag) is rebuilt at most this often: walking a
 # million-slot table per batch would cost more than the batch.
 STATUS_EVERY_S = 0.5
-TOP_FEATURES = 3
 _REJECTED_CODES = np.array(sorted(REJECTED), np.int8)
 
 
+# A detector group per (topic, partition) of a pipeline: topic_index * GROUP_STRIDE +
+# partition, so two topics' partition 0 never share streams. Kafka partitions are
+# int32 but no cluster has 65536 partitions in one topic.
+GROUP_STRIDE = 65536
+
+
 def group_of(topic_index: int, partition: int) -> int:
-    return topic_index * 65536 + partition
+    return topic_index * GROUP_STRIDE + partition
+
+
+def partition_of(group: int) -> int:
+    """The Kafka partition number of a detector group (the inverse of :func:`group_of`)."""
+    return group % GROUP_STRIDE
 
 
 @dataclass
@@ -95,7 +105,7 @@ def alert_record(pipeline: str, topic: str, offset: int, t: Transition) -> dict[
         "stream": t.key,
         "kind": t.kind,
         "topic": topic,
-        "partition": t.group % 65536,
+        "partition": partition_of(t.group),
         "offset": offset,
         "opened_offset": t.ref,
         "score": t.score,
@@ -172,7 +182,7 @@ class PipelineLoop:
                 return
             while not self.stop.is_set():
                 self.step()
-            if not self._checkpoint(force=True, final=True):
+            if not self._checkpoint(final=True):
                 log.error(
                     "pipeline=%s final checkpoint skipped: alerts could not be delivered; "
                     "the events since the last checkpoint will be replayed on restart",
@@ -302,7 +312,6 @@ class PipelineLoop:
     def _checkpoint(
         self,
         partitions: Sequence[TopicPartition] | None = None,
-        force: bool = False,
         final: bool = False,
         commit: bool = True,
     ) -> bool:
@@ -441,7 +450,7 @@ class PipelineLoop:
         if not mine:
             return
         try:
-            ok = self._checkpoint(mine, force=True, commit=False)
+            ok = self._checkpoint(mine, commit=False)
         except KafkaError as exc:
             ok = False
             self._broker_error("commit", exc)
@@ -476,7 +485,7 @@ class PipelineLoop:
 
     def _model_digest(self) -> str:
         if self._digest_of is not self.model:
-            self._digest = _digest(self.model)
+            self._digest = weights_sha256(self.model.arrays())
             self._digest_of = self.model
         return self._digest
 
@@ -509,7 +518,10 @@ class PipelineLoop:
                 evicted_lru=table.evicted_lru,
                 evicted_idle=table.evicted_idle,
                 state_bytes=table.state_bytes(),
-                in_alert=self.detector.streams_in_alert(),
+                in_alert=[
+                    InAlert(key, partition_of(g), peak, feats)
+                    for key, g, peak, feats in self.detector.streams_in_alert()
+                ],
                 lag=lag,
                 last_checkpoint=self.last_checkpoint,
                 model={
@@ -531,13 +543,4 @@ def _detail(code: int, batch: Any, i: int) -> str:
         return "every feature is missing"
     if name == "non_finite":
         return "a feature or the event time is not finite"
-    return "a feature is beyond detector.max_abs standard deviations"
-
-
-def _digest(model: Model) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for a in model.arrays().values():
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
+    return "a feature is beyond scoring.max_abs standard deviations"

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -93,6 +93,15 @@ def _fmt(b: float) -> str:
     return repr(float(b))
 
 
+class InAlert(NamedTuple):
+    """One stream whose alert is open, as the bounded per-stream series shows it."""
+
+    key: str
+    partition: int  # the Kafka partition (not the detector's group number)
+    peak: float  # highest score of the open alert
+    features: str = ""  # top features, "a,b"
+
+
 @dataclass
 class PipelineStatus:
     """What the loop publishes for scrape-time metrics and readiness."""
@@ -102,8 +111,7 @@ class PipelineStatus:
     evicted_lru: int = 0
     evicted_idle: int = 0
     state_bytes: int = 0
-    # key, partition, peak score[, top features "a,b"]
-    in_alert: list[tuple[Any, ...]] = field(default_factory=list)
+    in_alert: list[InAlert] = field(default_factory=list)
     lag: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> records
     last_checkpoint: float | None = None  # unix time of the last durable checkpoint
     model: Mapping[str, str] = field(default_factory=dict)
@@ -190,11 +198,9 @@ class StatusCollector(Collector):
             evicted.add_metric([p, "idle"], s.evicted_idle)
             state.add_metric([p], s.state_bytes)
             n_alert.add_metric([p], len(s.in_alert))
-            top = sorted(s.in_alert, key=lambda t: (-t[2], t[0]))[: self._max]
-            for entry in top:
-                key, part, peak = entry[:3]
-                feats = entry[3] if len(entry) > 3 else ""
-                score.add_metric([p, key, str(part), feats], peak)
+            top = sorted(s.in_alert, key=lambda a: (-a.peak, a.key))[: self._max]
+            for a in top:
+                score.add_metric([p, a.key, str(a.partition), a.features], a.peak)
             dropped.add_metric([p], max(0, len(s.in_alert) - self._max))
             for (topic, part), n in sorted(s.lag.items()):
                 lag.add_metric([p, topic, str(part)], n)

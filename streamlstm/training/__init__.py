@@ -5,8 +5,7 @@ Public API (kept stable for ``evaluate`` and the CLI):
 - :func:`streamlstm.training.trainer.train_model` ``(keys, times, x, features,
   config) -> (Model, TrainReport)``
 - :class:`streamlstm.training.trainer.TrainConfig`
-- :class:`streamlstm.training.online.OnlineLearner` and
-  :func:`streamlstm.training.online.learn_then_score`
+- :class:`streamlstm.training.online.OnlineLearner`
 """
 
 from streamlstm.training.trainer import TrainConfig, TrainReport, train_model

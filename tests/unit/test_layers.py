@@ -31,8 +31,9 @@ ALLOWED: dict[str, set[str]] = {
     "streamlstm.model": BASE | KERNELS | {"streamlstm.model"},
     "streamlstm.state": BASE | {"streamlstm.state"},
     "streamlstm.io": BASE | {"streamlstm.io"},
-    "streamlstm.detector": BASE | KERNELS | {"streamlstm.model", "streamlstm.state",
-                                             "streamlstm.detector"},  # fmt: skip
+    "streamlstm.detector": BASE
+    | KERNELS
+    | {"streamlstm.model", "streamlstm.state", "streamlstm.detector"},  # fmt: skip
     "streamlstm.kafka": BASE | {"streamlstm.io", "streamlstm.kafka"},
     "streamlstm.training": ENGINE | {"streamlstm.training"},
     "streamlstm.evaluation": ENGINE | {"streamlstm.training", "streamlstm.evaluation"},

@@ -457,7 +457,7 @@ def test_learn_first_trains_one_model_per_stream_on_its_learning_part():
 def test_detector_settings_from_the_daemon_config_with_flag_overrides(tmp_path):
     from pathlib import Path
 
-    pipeline_yaml = Path(__file__).resolve().parents[2] / "config" / "pipeline.yaml"
+    pipeline_yaml = Path(__file__).resolve().parents[3] / "config" / "pipeline.yaml"
     csv, wfile, mfile = _write_case(tmp_path, np.random.default_rng(SEED))
     js = tmp_path / "q.json"
     base = [

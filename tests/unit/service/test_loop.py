@@ -19,7 +19,7 @@ from streamlstm.detector import DetectorConfig
 from streamlstm.io.decode import DecodeConfig
 from streamlstm.io.features import FeatureSpec
 from streamlstm.model import Model
-from streamlstm.service.loop import PipelineLoop
+from streamlstm.service.loop import PipelineLoop, group_of, partition_of
 from streamlstm.service.metrics import Metrics
 
 FEATURES = ("a", "b")
@@ -223,3 +223,10 @@ def test_reload_keeps_state_or_refuses_other_shape(loop: PipelineLoop, tmp_path:
         )
         == 1
     )
+
+
+def test_a_second_topics_group_maps_back_to_its_kafka_partition() -> None:
+    # The streams-in-alert series and the alert record label the Kafka partition,
+    # never the detector's internal group number (65539 for topic 1, partition 3).
+    assert group_of(1, 3) == 65539
+    assert partition_of(group_of(1, 3)) == 3 and partition_of(group_of(0, 7)) == 7

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 
-from streamlstm.service.metrics import ArrayHistogram, Metrics, PipelineStatus
+from streamlstm.service.metrics import ArrayHistogram, InAlert, Metrics, PipelineStatus
 
 
 def _metrics(max_series: int = 3) -> tuple[CollectorRegistry, Metrics]:
@@ -62,7 +62,7 @@ def test_score_histogram_is_exported() -> None:
 
 def test_stream_series_only_for_streams_in_alert_and_capped() -> None:
     reg, m = _metrics(max_series=3)
-    in_alert = [(f"k{i}", i % 2, 0.99 + i / 1000, "temp,flow") for i in range(5)]
+    in_alert = [InAlert(f"k{i}", i % 2, 0.99 + i / 1000, "temp,flow") for i in range(5)]
     m.publish(
         PipelineStatus(
             "p", live_streams=1000, evicted_lru=4, state_bytes=123, in_alert=in_alert,

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from streamlstm.service.metrics import Metrics, PipelineStatus
+from streamlstm.service.metrics import InAlert, Metrics, PipelineStatus
 from tests.conftest import require_binary
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
 RULES = DEPLOY / "prometheus" / "streamlstm-rules.yml"
@@ -146,7 +146,7 @@ def exported_metric_names() -> set[str]:
     m.init_pipeline("p", ["ok", "too_old"])
     m.publish(
         PipelineStatus(
-            pipeline="p", live_streams=3, in_alert=[("k", 0, 0.9999)], lag={("t", 0): 5},
+            pipeline="p", live_streams=3, in_alert=[InAlert("k", 0, 0.9999)], lag={("t", 0): 5},
             last_checkpoint=0.0, model={"cell": "lstm"}, assigned=1, broker_up=True, ready=True,
         )
     )  # fmt: skip

@@ -10,7 +10,7 @@ import pytest
 from streamlstm.cli import main
 from streamlstm.model import Model
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIG = """
 kafka: {bootstrap_servers: [localhost:9092]}
 pipelines:

