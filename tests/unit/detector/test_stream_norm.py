@@ -23,7 +23,14 @@ from streamlstm.training.data import prepare
 from streamlstm.training.trainer import TrainConfig, train_model
 from tests import naive
 from tests.conftest import SEED
-from tests.unit.detector.test_detector import FEATS, GRU, MODEL, assert_same, make_events, run_batches
+from tests.unit.detector.test_detector import (
+    FEATS,
+    GRU,
+    MODEL,
+    assert_same,
+    make_events,
+    run_batches,
+)
 
 SCALE_RTOL = 1e-4  # float32 inputs at a 5e4 offset keep ~4e-6 of a unit of spread
 REF_ATOL = 1e-4  # kernel (float32 state) against the float64 reference
