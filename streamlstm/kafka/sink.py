@@ -18,6 +18,7 @@ same alert ids).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,11 +26,35 @@ import orjson
 from kafka import KafkaProducer  # type: ignore[import-untyped]
 from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
+from streamlstm.detector import TOP_FEATURES, Transition
 from streamlstm.kafka.source import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
 Header = tuple[str, bytes]
+
+
+def alert_record(
+    pipeline: str, topic: str, partition: int, offset: int, t: Transition
+) -> dict[str, Any]:
+    """The JSON document of one alert transition (the alerts topic's schema)."""
+    return {
+        "id": t.alert_id,
+        "pipeline": pipeline,
+        "stream": t.key,
+        "kind": t.kind,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "opened_offset": t.ref,
+        "score": t.score,
+        "threshold": t.threshold,
+        "event_time": t.time,
+        "event_time_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t.time)),
+        "features": t.values,
+        "forecast": t.forecast,
+        "top_features": [{"feature": f, "share": s} for f, s in t.contributions[:TOP_FEATURES]],
+    }
 
 
 class AlertSink:
@@ -76,7 +101,7 @@ class AlertSink:
 
     # -- records -----------------------------------------------------------------
     def alert(self, record: Mapping[str, Any]) -> None:
-        """Send one alert record (see :func:`streamlstm.service.loop.alert_record`)."""
+        """Send one alert record (see :func:`alert_record`)."""
         for fn in self.listeners:
             fn(dict(record))
         if self.sinks.log_alerts:

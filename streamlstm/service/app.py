@@ -35,9 +35,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from streamlstm.service.health import HealthServer, liveness, readiness
-from streamlstm.service.loop import Health, PipelineLoop
+from streamlstm.service.loop import PipelineLoop
 from streamlstm.service.metrics import Metrics
 from streamlstm.service.sdnotify import SystemdNotifier
+from streamlstm.service.status import Health
 
 log = logging.getLogger(__name__)
 

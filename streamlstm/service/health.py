@@ -23,7 +23,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streamlstm.errors import StreamlstmError
-from streamlstm.service.loop import Health
+from streamlstm.service.status import Health
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +40,19 @@ from kafka import TopicPartition  # type: ignore[import-untyped]
 from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from streamlstm import model as model_io
-from streamlstm.detector import OUTCOME_NAMES, REJECTED, TOP_FEATURES, Detector, Transition
+from streamlstm.detector import OUTCOME_NAMES, REJECTED, Detector
 from streamlstm.errors import CheckpointError, ModelError
 from streamlstm.io.decode import Decoder
-from streamlstm.kafka.sink import AlertSink
+from streamlstm.kafka.sink import AlertSink, alert_record
 from streamlstm.kafka.source import BrokerUnavailable, KafkaSource
 from streamlstm.model import Model, weights_sha256
+from streamlstm.service.backoff import Backoff
 from streamlstm.service.checkpoint_store import CheckpointStore
 from streamlstm.service.metrics import InAlert, Metrics, PipelineStatus
+from streamlstm.service.status import Health
 
 log = logging.getLogger(__name__)
 
-BACKOFF_MIN_S = 0.5
-BACKOFF_MAX_S = 30.0
 # Scrape-time status (streams in alert, lag) is rebuilt at most this often: walking a
 # million-slot table per batch would cost more than the batch.
 STATUS_EVERY_S = 0.5
@@ -73,49 +72,6 @@ def group_of(topic_index: int, partition: int) -> int:
 def partition_of(group: int) -> int:
     """The Kafka partition number of a detector group (the inverse of :func:`group_of`)."""
     return group % GROUP_STRIDE
-
-
-@dataclass
-class Health:
-    """What /healthz and /readyz read; written by the loop thread only."""
-
-    pipeline: str
-    heartbeat: float = field(default_factory=time.monotonic)
-    compiled: bool = False
-    assigned: bool = False
-    restored: bool = False
-    broker_up: bool = False
-    # True while blocked in a connect attempt (bounded by kafka-python's own timeouts,
-    # ~30 s to give up on a bootstrap server): waiting for a broker is not being stuck.
-    connecting: bool = False
-
-    @property
-    def ready(self) -> bool:
-        return self.compiled and self.assigned and self.restored and self.broker_up
-
-    def beat(self) -> None:
-        self.heartbeat = time.monotonic()
-
-
-def alert_record(pipeline: str, topic: str, offset: int, t: Transition) -> dict[str, Any]:
-    """The JSON document of one alert transition (the alerts topic's schema)."""
-    return {
-        "id": t.alert_id,
-        "pipeline": pipeline,
-        "stream": t.key,
-        "kind": t.kind,
-        "topic": topic,
-        "partition": partition_of(t.group),
-        "offset": offset,
-        "opened_offset": t.ref,
-        "score": t.score,
-        "threshold": t.threshold,
-        "event_time": t.time,
-        "event_time_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t.time)),
-        "features": t.values,
-        "forecast": t.forecast,
-        "top_features": [{"feature": f, "share": s} for f, s in t.contributions[:TOP_FEATURES]],
-    }
 
 
 class PipelineLoop:
@@ -151,7 +107,7 @@ class PipelineLoop:
         self.last_checkpoint: float | None = None
         self._last_ckpt_mono = time.monotonic()
         self._retry_at = 0.0
-        self._backoff = BACKOFF_MIN_S
+        self._backoff = Backoff()
         self._max_event_time = -np.inf
         self._evicted_seen = 0
         self._status_at = 0.0
@@ -195,7 +151,6 @@ class PipelineLoop:
             log.info("pipeline=%s stopped", self.name)
 
     def _connect(self) -> bool:
-        backoff = BACKOFF_MIN_S
         servers = ",".join(self.cfg.kafka.bootstrap_servers)
         while not self.stop.is_set():
             self.health.beat()
@@ -211,12 +166,14 @@ class PipelineLoop:
                     self.health.connecting = False
                     self.health.beat()
                 self.health.broker_up = True
+                self._backoff.reset()
                 self._publish(force=True)
                 return True
             except (BrokerUnavailable, KafkaError) as exc:
                 self.metrics.broker_errors.labels(self.name, "connect").inc()
                 self.health.broker_up = False
                 self._publish(force=True)
+                backoff = self._backoff.failed()
                 log.warning(
                     "pipeline=%s broker unavailable (%s); retrying in %.1fs",
                     self.name,
@@ -229,7 +186,6 @@ class PipelineLoop:
                 while not self.stop.is_set() and time.monotonic() < deadline:
                     self.health.beat()  # waiting on purpose is not being stuck
                     self.stop.wait(min(1.0, max(0.0, deadline - time.monotonic())))
-                backoff = min(BACKOFF_MAX_S, backoff * 2)
         return False
 
     def close(self) -> None:
@@ -289,7 +245,7 @@ class PipelineLoop:
             if n_anom:
                 m.anomalies.labels(name).inc(n_anom)
             for t in res.transitions:
-                rec = alert_record(name, tp.topic, int(batch.offsets[t.index]), t)
+                rec = alert_record(name, tp.topic, tp.partition, int(batch.offsets[t.index]), t)
                 self.sink.alert(rec)
                 m.transitions.labels(name, t.kind).inc()
                 m.alerts_sent.labels(name).inc()
@@ -331,7 +287,7 @@ class PipelineLoop:
                     self.source.commit(offsets)
                 else:
                     self.source.commit_async(offsets)
-                self._backoff = BACKOFF_MIN_S
+                self._backoff.reset()
             except KafkaError as exc:
                 # Not fatal: the checkpoint is durable and wins over the committed offset.
                 self.metrics.commit_failures.labels(self.name).inc()
@@ -389,11 +345,9 @@ class PipelineLoop:
     def _broker_error(self, op: str, exc: object) -> None:
         self.metrics.broker_errors.labels(self.name, op).inc()
         self.health.broker_up = False
-        self._retry_at = time.monotonic() + self._backoff
-        log.warning(
-            "pipeline=%s %s failed (%s); retrying in %.1fs", self.name, op, exc, self._backoff
-        )
-        self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+        delay = self._backoff.failed()
+        self._retry_at = time.monotonic() + delay
+        log.warning("pipeline=%s %s failed (%s); retrying in %.1fs", self.name, op, exc, delay)
 
     # -- rebalance (called by the source, on this thread) ---------------------------------
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:

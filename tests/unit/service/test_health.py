@@ -9,8 +9,8 @@ import urllib.request
 from prometheus_client import CollectorRegistry
 
 from streamlstm.service.health import HealthServer, liveness, readiness
-from streamlstm.service.loop import Health
 from streamlstm.service.metrics import Metrics
+from streamlstm.service.status import Health
 
 
 def _get(url: str) -> tuple[int, str]:
