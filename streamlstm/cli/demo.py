@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from streamlstm.model import Model
+from streamlstm.model.baselines import last_value_model
 
 NAME = "demo"
 HELP = "run a local broker, a live synthetic sensor fleet and the daemon; print alerts"
@@ -43,8 +44,6 @@ DEAD_LETTER_TOPIC = "streamlstm-dead-letter"
 FEATURES = ("temp", "pressure", "flow", "vibration")
 # Input scale of the persistence cell: tanh(tanh(a x)) ~ a x within 0.7 % for |x| <= 5
 # normalised units; larger a bends big values, smaller loses float32 precision.
-_PERSIST_GAIN = 0.02
-_GATE_OPEN = 20.0  # sigmoid(20) = 1 - 2e-9: gates fully open / shut
 # Anomaly kinds the demo injects: the ones a glance at a plot confirms.
 KINDS = ("spike", "level_shift", "drift", "variance_change", "frequency_change")
 
@@ -68,38 +67,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # -- a model that forecasts ------------------------------------------------------------
 def persistence_model(values: np.ndarray, features: tuple[str, ...] = FEATURES) -> Model:
-    """An LSTM that forecasts each channel's previous value, calibrated on ``values``.
+    """The last-value forecaster (:func:`~streamlstm.model.baselines.last_value_model`),
+    calibrated on ``values``.
 
     values: (streams, steps, F) clean history. Normalisation is the global
     per-feature mean/std; ``resid_scale`` the std of the normalised one-step
-    change. Gate biases saturate input and output gates open and the forget
-    gate shut, so ``c = tanh(a x)``, ``h = tanh(c)``, and the head undoes the gain.
+    change.
     """
     f = len(features)
     v = np.asarray(values, np.float64)
     flat = v.reshape(-1, f)
     mean, std = flat.mean(0), flat.std(0) + 1e-9
     z = (v - mean) / std
-    resid = np.diff(z, axis=1).reshape(-1, f)
-    resid_scale = resid.std(0) + 1e-6
-    zero = np.zeros((f, f), np.float32)
-    eye = np.eye(f, dtype=np.float32)
-    w_ih = np.concatenate([zero, zero, _PERSIST_GAIN * eye, zero]).astype(np.float32)
-    b_ih = np.concatenate(
-        [np.full(f, _GATE_OPEN), np.full(f, -_GATE_OPEN), np.zeros(f), np.full(f, _GATE_OPEN)]
-    ).astype(np.float32)
-    return Model(
-        cell="lstm",
-        features=tuple(features),
-        hidden=f,
-        weight_ih=(w_ih,),
-        weight_hh=(np.zeros((4 * f, f), np.float32),),
-        bias_ih=(b_ih,),
-        bias_hh=(np.zeros(4 * f, np.float32),),
-        head_weight=(eye / _PERSIST_GAIN).astype(np.float32),
-        head_bias=np.zeros(f, np.float32),
-        norm_mean=mean.astype(np.float32),
-        norm_std=std.astype(np.float32),
+    resid_scale = np.diff(z, axis=1).reshape(-1, f).std(0) + 1e-6
+    return replace(
+        last_value_model(features, mean, std),
         resid_scale=resid_scale.astype(np.float32),
         provenance={"source": "persistence", "note": "last-value forecaster (demo fallback)"},
     )

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from streamlstm.errors import InputError
-from streamlstm.io.tabular import iso_seconds, stream_name_for
+from streamlstm.io.tabular import stream_name_for
+from streamlstm.io.times import iso_seconds
 
 Window = tuple[float, float]
 

@@ -39,7 +39,6 @@ Decisions an operator may need to know:
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 from bisect import bisect_left
@@ -54,6 +53,7 @@ import orjson
 
 from streamlstm.errors import ConfigError
 from streamlstm.io.features import DEFAULT_MAX_VALUE, FeatureSet, FeatureSpec
+from streamlstm.io.times import iso_or_nan
 
 REASONS = (
     "not_json",
@@ -391,7 +391,7 @@ class Decoder:
             raw = _column(objs, self._time)
             where = f"time field {self.config.time_field!r}"
         if unit == "iso":
-            t = np.fromiter(map(_iso, raw), np.float64, count=m)
+            t = np.fromiter(map(iso_or_nan, raw), np.float64, count=m)
         elif set(map(type, raw)) <= _NUM:
             t = np.array(raw, dtype=np.float64)
         else:
@@ -477,21 +477,6 @@ def _kafka_key(k: Any) -> str | None:
     if isinstance(k, (bytes, bytearray, memoryview)):
         return bytes(k).decode("utf-8", "backslashreplace")
     return str(k)
-
-
-def _iso(v: Any) -> float:
-    if type(v) is not str:
-        return math.nan
-    try:
-        d = _dt.datetime.fromisoformat(v)
-    except ValueError:
-        return math.nan
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=_dt.UTC)
-    try:
-        return d.timestamp()
-    except (OverflowError, ValueError, OSError):
-        return math.nan
 
 
 def _time_problem(v: Any, unit: str) -> str:

@@ -43,13 +43,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import datetime as _dt
 import gc
 import gzip
 import math
 import os
-import re
-import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +57,7 @@ import numpy as np
 import orjson
 
 from streamlstm.errors import InputError
+from streamlstm.io.times import iso_fast, iso_seconds
 
 CHUNK_ROWS = 65_536
 CANDIDATE_SEPS = (",", ";", "\t", "|")
@@ -547,7 +545,7 @@ class EventReader:
                 return t, texts, True
         except (ValueError, TypeError):
             pass
-        iso = _iso_fast(texts)
+        iso = iso_fast(texts)
         if iso is not None:
             return iso, texts, False
         t = np.empty(len(col), np.float64)
@@ -578,7 +576,6 @@ class EventReader:
 
 
 _UNIT_NAMES = {1.0: "seconds", 1e-3: "milliseconds", 1e-6: "microseconds", 1e-9: "nanoseconds"}
-_ISO_LIKE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @contextlib.contextmanager
@@ -621,31 +618,6 @@ def _cell_number(v: Any) -> float | None:
         return None
 
 
-def _iso_fast(texts: list[str]) -> np.ndarray | None:
-    """numpy's datetime64 parser for ISO strings without a zone or with 'Z' (UTC).
-
-    Returns None when any string is something else (an offset, a number, junk);
-    the caller then parses row by row and reports the bad row.
-    """
-    if not texts or not all(_ISO_LIKE.match(s) for s in (texts[0], texts[-1])):
-        return None
-    # numpy also reads '1714521600' as the year 1714521600 (wrapped to 1775) and
-    # '2024' as a year: every string must start like a date, not only the ends.
-    if not all(len(s) >= 10 and s[4] == "-" and s[7] == "-" for s in texts):
-        return None
-    stripped = [s[:-1] if s.endswith("Z") else s for s in texts]
-    with warnings.catch_warnings():
-        # numpy warns (and will refuse) when a string carries a zone offset.
-        warnings.simplefilter("error")
-        try:
-            d = np.array(stripped, dtype="datetime64[ns]")
-        except (ValueError, UserWarning, DeprecationWarning):
-            return None
-    if np.isnat(d).any():
-        return None
-    return d.astype(np.int64).astype(np.float64) / 1e9
-
-
 def read_events(
     path: str | os.PathLike[str], features: Sequence[str], **kw: Any
 ) -> tuple[Events, ReadStats]:
@@ -664,14 +636,3 @@ __all__ = [
     "sniff_separator",
     "stream_name_for",
 ]
-
-
-def iso_seconds(text: str) -> float | None:
-    """ISO-8601 text as epoch seconds (no zone = UTC), or None when it is not ISO-8601."""
-    try:
-        d = _dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=_dt.UTC)
-    return d.timestamp()

@@ -31,6 +31,10 @@ GAIN = 0.02  # a: |a x| <= 0.1 for |x| <= 5 normalised units -> curvature error 
 _SATURATE = 40.0  # sigmoid(+-40) is exactly 1 / ~0 in float32: no gradient leaks in
 
 
+# Not :func:`streamlstm.model.baselines.last_value_model`, on purpose: that one is an
+# exact forecaster (gain 1e-4, hidden = features, no other units); this is a start
+# for training, a full random model whose first units are rewired to pass the last
+# value through with a gain large enough for gradients to move it.
 def last_value_start(
     features: Sequence[str],
     hidden: int = 32,
