@@ -27,6 +27,7 @@ from kafka import KafkaProducer  # type: ignore[import-untyped]
 from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from streamlstm.detector import TOP_FEATURES, Transition
+from streamlstm.kafka.config import KafkaConfig, SinksConfig
 from streamlstm.kafka.source import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,8 @@ class AlertSink:
 
     def __init__(
         self,
-        kafka: Any,  # service.config.KafkaConfig
-        sinks: Any,  # service.config.SinksConfig
+        kafka: KafkaConfig,
+        sinks: SinksConfig,
         pipeline: str,
         producer_factory: Callable[..., KafkaProducer] = KafkaProducer,
         listeners: Sequence[Callable[[dict[str, Any]], None]] = (),

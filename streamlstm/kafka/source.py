@@ -31,6 +31,7 @@ from kafka.errors import KafkaError  # type: ignore[import-untyped]
 from kafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
 
 from streamlstm.errors import StreamlstmError
+from streamlstm.kafka.config import KafkaConfig, SourceConfig
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,8 @@ class KafkaSource:
 
     def __init__(
         self,
-        kafka: Any,  # service.config.KafkaConfig
-        source: Any,  # service.config.SourceConfig
+        kafka: KafkaConfig,
+        source: SourceConfig,
         handler: PartitionHandler,
         pipeline: str = "",
         consumer_factory: Callable[..., KafkaConsumer] = KafkaConsumer,
@@ -87,15 +88,7 @@ class KafkaSource:
     # -- lifecycle ---------------------------------------------------------------
     def connect(self) -> None:
         """Create the consumer; raises :class:`BrokerUnavailable` when no broker answers."""
-        kw = dict(self.kafka.consumer_kwargs())
-        kw.setdefault("client_id", self.kafka.client_id)
-        kw.setdefault("group_id", self.kafka.group_id)
-        kw["enable_auto_commit"] = False
-        kw["auto_offset_reset"] = self.source.start
-        kw["max_poll_records"] = self.source.max_poll_records
-        kw.setdefault("session_timeout_ms", self.kafka.session_timeout_ms)
-        kw.setdefault("heartbeat_interval_ms", self.kafka.heartbeat_interval_ms)
-        kw.setdefault("max_poll_interval_ms", self.kafka.max_poll_interval_ms)
+        kw = self.kafka.consumer_kwargs(self.source)
         try:
             self.consumer = self._factory(**kw)
         except KafkaError as exc:

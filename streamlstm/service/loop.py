@@ -48,6 +48,7 @@ from streamlstm.kafka.source import BrokerUnavailable, KafkaSource
 from streamlstm.model import Model, weights_sha256
 from streamlstm.service.backoff import Backoff
 from streamlstm.service.checkpoint_store import CheckpointStore
+from streamlstm.service.config.types import PipelineConfig
 from streamlstm.service.metrics import InAlert, Metrics, PipelineStatus
 from streamlstm.service.status import Health
 
@@ -79,7 +80,7 @@ class PipelineLoop:
 
     def __init__(
         self,
-        cfg: Any,  # service.config.PipelineConfig
+        cfg: PipelineConfig,
         metrics: Metrics,
         stop: threading.Event,
         model: Model | None = None,

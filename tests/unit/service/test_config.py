@@ -21,7 +21,7 @@ from streamlstm.service.config import (
     load_config,
     parse_config,
 )
-from streamlstm.service.yamlread import Loader
+from streamlstm.service.config.yamlread import Loader
 
 REPO = Path(__file__).resolve().parents[3]
 

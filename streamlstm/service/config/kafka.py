@@ -1,0 +1,250 @@
+"""Parsing of the ``kafka`` section: servers, security, secrets, ``extra``.
+
+A mixin of :class:`streamlstm.service.config.parse._Parser`; it uses the
+parser's ``env`` and ``path()`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from streamlstm.kafka.config import (
+    ASSIGNMENTS,
+    SASL_MECHANISMS,
+    SECURITY_PROTOCOLS,
+    KafkaConfig,
+    kafka_client_keys,
+)
+from streamlstm.service.config.keys import _KAFKA_KEYS, _SERVER_RE
+from streamlstm.service.config.yamlread import Invalid, Section, found
+
+
+class KafkaSectionParser:
+    """``kafka()``, ``secret()`` and ``extra()`` of the parser."""
+
+    env: Mapping[str, str]
+
+    def path(self, v: str) -> Path:  # provided by _Parser
+        raise NotImplementedError
+
+    def kafka(self, top: Section, shared: Section | None, name: str) -> KafkaConfig:
+        own = Section(top.raw("kafka"), top.at("kafka"), _KAFKA_KEYS)
+        # Per key, the pipeline's own value wins; errors name the section the value came from.
+        merged: dict[str, tuple[Any, Section]] = {}
+        if shared is not None:
+            merged.update({k: (v, shared) for k, v in shared.data.items()})
+        merged.update({k: (v, own) for k, v in own.data.items()})
+
+        def get(key: str) -> Section:
+            """A one-key view that reports errors at the key's own YAML path."""
+            if key in merged:
+                v, src = merged[key]
+                return Section({key: v}, src.path, (key,))
+            # A missing key is reported in the pipeline's own section if it has one, else in
+            # the shared one, where the operator most likely configures this cluster.
+            home = own if own.data or shared is None else shared
+            return Section({}, home.path, (key,))
+
+        d = KafkaConfig(bootstrap_servers=("",))
+        servers = get("bootstrap_servers").seq("bootstrap_servers", required=True)
+        if len(servers) == 1 and isinstance(servers[0], str):
+            servers = [x.strip() for x in servers[0].split(",")]  # "a:9092,b:9092"
+        for j, s in enumerate(servers):
+            if not isinstance(s, str) or not _SERVER_RE.match(s):
+                raise Invalid(
+                    f"{get('bootstrap_servers').at('bootstrap_servers')}[{j}]",
+                    f"found {found(s)}, expected host:port",
+                )
+        client_id = get("client_id").text("client_id", d.client_id)
+        group_id = get("group_id").text("group_id", f"streamlstm-{name}")
+        assignment = get("assignment").text("assignment", d.assignment, choices=ASSIGNMENTS)
+        parts_map = get("partitions")
+        partitions = parts_map.seq("partitions", None)
+        if partitions is not None:
+            if assignment != "static":
+                raise Invalid(
+                    parts_map.at("partitions"),
+                    "only used with assignment: static (a consumer group assigns partitions)",
+                )
+            for j, q in enumerate(partitions):
+                if isinstance(q, bool) or not isinstance(q, int) or q < 0:
+                    raise Invalid(
+                        f"{parts_map.at('partitions')}[{j}]",
+                        f"found {found(q)}, expected an integer >= 0",
+                    )
+            if len(set(partitions)) != len(partitions):
+                raise parts_map.bad("partitions", partitions, "distinct partition numbers")
+            partitions = tuple(partitions)
+        protocol = get("security_protocol").text(
+            "security_protocol", d.security_protocol, choices=SECURITY_PROTOCOLS
+        )
+        sasl = protocol.startswith("SASL_")
+        mech_map = get("sasl_mechanism")
+        mechanism = mech_map.text("sasl_mechanism", None, choices=SASL_MECHANISMS, nullable=True)
+        username = get("sasl_username").text("sasl_username", None, nullable=True)
+        password = self.secret(get, "sasl_password")
+        if sasl:
+            if mechanism is None:
+                raise Invalid(
+                    mech_map.at("sasl_mechanism"),
+                    f"missing; security_protocol {protocol} needs one of "
+                    + ", ".join(SASL_MECHANISMS),
+                )
+            if username is None:
+                raise Invalid(
+                    get("sasl_username").at("sasl_username"),
+                    f"missing; {mechanism} needs a user name",
+                )
+            if password is None:
+                raise Invalid(
+                    get("sasl_password_env").at("sasl_password_env"),
+                    f"missing; {mechanism} needs a password from sasl_password_env (an "
+                    "environment variable) or sasl_password_file",
+                )
+        else:
+            for key in (
+                "sasl_mechanism",
+                "sasl_username",
+                "sasl_password_env",
+                "sasl_password_file",
+            ):
+                if key in merged:
+                    raise Invalid(
+                        get(key).at(key),
+                        f"set, but security_protocol is {protocol}; use SASL_SSL or SASL_PLAINTEXT",
+                    )
+        tls = {}
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            m = get(key)
+            v = m.text(key, None, nullable=True, what="a file path")
+            if v is not None:
+                fp = self.path(v)
+                if not fp.is_file():
+                    raise Invalid(m.at(key), f"file not found: {fp}")
+                tls[key] = str(fp)
+        ssl_password = self.secret(get, "ssl_password")
+        if protocol not in ("SSL", "SASL_SSL"):
+            for key in (
+                "ssl_cafile",
+                "ssl_certfile",
+                "ssl_keyfile",
+                "ssl_password_env",
+                "ssl_password_file",
+            ):
+                if key in merged:
+                    raise Invalid(
+                        get(key).at(key), f"set, but security_protocol {protocol} does not use TLS"
+                    )
+        if ("ssl_certfile" in tls) != ("ssl_keyfile" in tls):
+            raise Invalid(
+                get("ssl_keyfile").at("ssl_keyfile"), "ssl_certfile and ssl_keyfile go together"
+            )
+        session = get("session_timeout_ms").integer(
+            "session_timeout_ms", d.session_timeout_ms, 1000
+        )
+        hb_map = get("heartbeat_interval_ms")
+        heartbeat = hb_map.integer("heartbeat_interval_ms", d.heartbeat_interval_ms, 100)
+        if heartbeat >= session:
+            raise Invalid(
+                hb_map.at("heartbeat_interval_ms"),
+                f"{heartbeat} is not below session_timeout_ms {session} (Kafka advises a third)",
+            )
+        max_poll = get("max_poll_interval_ms").integer(
+            "max_poll_interval_ms", d.max_poll_interval_ms, 1000
+        )
+        request = get("request_timeout_ms").integer(
+            "request_timeout_ms", d.request_timeout_ms, 1000
+        )
+        extra = self.extra(get("extra"))
+        # kafka-python refuses to build a consumer otherwise; say so here, with the path.
+        lo = extra.get("fetch_max_wait_ms", 500)
+        hi = extra.get("connections_max_idle_ms", 540000)
+        if not lo < request < hi:
+            raise Invalid(
+                get("request_timeout_ms").at("request_timeout_ms"),
+                f"{request} is not between fetch_max_wait_ms {lo} and connections_max_idle_ms "
+                f"{hi} (kafka-python requires it)",
+            )
+        return KafkaConfig(
+            bootstrap_servers=tuple(servers),
+            client_id=client_id,
+            group_id=group_id,
+            assignment=assignment,
+            partitions=partitions,
+            security_protocol=protocol,
+            sasl_mechanism=mechanism if sasl else None,
+            sasl_username=username if sasl else None,
+            sasl_password=password if sasl else None,
+            ssl_cafile=tls.get("ssl_cafile"),
+            ssl_certfile=tls.get("ssl_certfile"),
+            ssl_keyfile=tls.get("ssl_keyfile"),
+            ssl_password=ssl_password,
+            ssl_check_hostname=get("ssl_check_hostname").flag("ssl_check_hostname", True),
+            session_timeout_ms=session,
+            heartbeat_interval_ms=heartbeat,
+            max_poll_interval_ms=max_poll,
+            request_timeout_ms=request,
+            extra=extra,
+        )  # fmt: skip
+
+    def secret(self, get: Callable[[str], Section], name: str) -> str | None:
+        """``<name>_env`` or ``<name>_file``; the literal ``<name>`` key is refused."""
+        lit = get(name)
+        if lit.has(name):
+            raise Invalid(
+                lit.at(name),
+                f"secrets are not read from the YAML text; set {name}_env: VARIABLE "
+                f"or {name}_file: /path/to/file instead",
+            )
+        env_m, file_m = get(f"{name}_env"), get(f"{name}_file")
+        var = env_m.text(f"{name}_env", None, nullable=True, what="an environment variable name")
+        path = file_m.text(f"{name}_file", None, nullable=True, what="a file path")
+        if var is not None and path is not None:
+            raise Invalid(file_m.at(f"{name}_file"), f"give {name}_env or {name}_file, not both")
+        if var is not None:
+            value = self.env.get(var)
+            if not value:
+                raise Invalid(
+                    env_m.at(f"{name}_env"), f"environment variable {var} is not set or empty"
+                )
+            return value
+        if path is not None:
+            fp = self.path(path)
+            try:
+                value = fp.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise Invalid(
+                    file_m.at(f"{name}_file"), f"cannot read {fp}: {exc.strerror}"
+                ) from None
+            if not value:
+                raise Invalid(file_m.at(f"{name}_file"), f"{fp} is empty")
+            return value
+        return None
+
+    def extra(self, m: Section) -> Mapping[str, Any]:
+        raw = m.raw("extra")
+        if raw is None:
+            return MappingProxyType({})
+        if not isinstance(raw, dict):
+            raise m.bad("extra", raw, "a mapping of kafka-python settings")
+        consumer_keys, producer_keys = kafka_client_keys()
+        known = consumer_keys | producer_keys
+        reserved = set(_KAFKA_KEYS) | {
+            "sasl_plain_username", "sasl_plain_password", "enable_auto_commit",
+            "key_deserializer", "value_deserializer", "key_serializer", "value_serializer",
+        }  # fmt: skip
+        for k in raw:
+            where = f"{m.at('extra')}.{k}"
+            if not isinstance(k, str) or k not in known:
+                near = difflib.get_close_matches(str(k), sorted(known), n=1, cutoff=0.6)
+                hint = f"; did you mean {near[0]!r}?" if near else ""
+                raise Invalid(where, f"unknown kafka-python setting {k!r}{hint}")
+            if k in reserved or "password" in k:
+                raise Invalid(
+                    where, f"{k!r} is set by streamlstm itself or is a secret; not allowed in extra"
+                )
+        return MappingProxyType(dict(raw))  # read-only, like the rest of the config

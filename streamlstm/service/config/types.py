@@ -1,0 +1,81 @@
+"""The typed configuration: frozen dataclasses, one per YAML section (Kafka's in
+:mod:`streamlstm.kafka.config`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streamlstm.detector import DetectorConfig
+from streamlstm.errors import ConfigError
+from streamlstm.io.decode import DecodeConfig
+from streamlstm.io.features import FeatureSet
+from streamlstm.kafka.config import KafkaConfig, SinksConfig, SourceConfig
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Where and how often state + offsets are saved (the ``checkpoint`` section)."""
+
+    dir: Path
+    interval_s: float = 10.0
+    keep: int = 2
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """One topic set -> decoder -> model -> detector -> sinks chain."""
+
+    name: str
+    kafka: KafkaConfig
+    source: SourceConfig
+    decode: DecodeConfig
+    model_path: Path
+    detector: DetectorConfig
+    sinks: SinksConfig
+    checkpoint: CheckpointConfig
+    index: int = 0  # position in the file's ``pipelines`` list, for error paths
+
+    @property
+    def path(self) -> str:
+        """YAML path of this pipeline, e.g. ``pipelines[0]``."""
+        return f"pipelines[{self.index}]"
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Model feature names the decode section produces."""
+        return FeatureSet(self.decode.features, self.decode.max_value).names
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus endpoint (the ``metrics`` section); also serves /healthz and /readyz."""
+
+    host: str = "0.0.0.0"
+    port: int = 9108
+    max_alert_series: int = 100
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The whole file."""
+
+    pipelines: tuple[PipelineConfig, ...]
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    shutdown_grace_s: float = 20.0
+    heartbeat_stale_s: float = 30.0
+    source: str = "<string>"
+
+    def pipeline(self, name: str) -> PipelineConfig:
+        for p in self.pipelines:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration errors; ``messages`` lists them, ``str()`` joins them by line."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("\n".join(messages))
+        self.messages = list(messages)
