@@ -11,8 +11,17 @@ import os
 from types import ModuleType
 
 import pytest
+from hypothesis import settings
 
 SEED = int(os.environ.get("STREAMLSTM_TEST_SEED", "20261121"))
+
+# Property tests draw the same examples on every run (tests are deterministic);
+# STREAMLSTM_HYPOTHESIS=explore draws new ones, to hunt for cases by hand.
+settings.register_profile("seeded", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(
+    "explore" if os.environ.get("STREAMLSTM_HYPOTHESIS") == "explore" else "seeded"
+)
 
 
 def require(module: str) -> ModuleType:

@@ -42,6 +42,7 @@ from streamlstm.detector import (
     DEFAULT_NORM_WINDOW,
     DEFAULT_OPEN,
     DEFAULT_OPEN_ABSOLUTE,
+    DEFAULT_OPEN_REGIME,
     OUTCOME_NAMES,
     Detector,
     DetectorConfig,
@@ -147,7 +148,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         help=_unset(
             "open threshold; unset: the model's calibrated one, else the detector's "
-            f"default ({DEFAULT_OPEN}, {DEFAULT_OPEN_ABSOLUTE} with --no-stream-scale)"
+            f"default ({DEFAULT_OPEN_REGIME}; {DEFAULT_OPEN} with --scorer forecast, "
+            f"{DEFAULT_OPEN_ABSOLUTE} with --no-stream-scale too)"
         ),
     )
     det.add_argument(
@@ -179,6 +181,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 _DETECTOR_FLAGS = (
+    ("--scorer", "scorer", str, "regime (distance from the stream's normal) or forecast"),
     ("--min-run", "min_run", int, "scores >= open needed to open"),
     ("--close-run", "close_run", int, "scores < close needed to close"),
     ("--cooldown", "cooldown_s", float, "seconds after a close with no new alert"),

@@ -39,6 +39,8 @@ from typing import IO
 from streamlstm.detector import (
     DEFAULT_OPEN,
     DEFAULT_OPEN_ABSOLUTE,
+    DEFAULT_OPEN_REGIME,
+    SCORERS,
     DetectorConfig,
 )
 from streamlstm.errors import InputError
@@ -116,8 +118,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help=_unset(
             "open threshold on the score; unset: the model's calibrated one, else "
-            f"{DEFAULT_OPEN} ({DEFAULT_OPEN_ABSOLUTE} with --no-stream-scale)"
+            f"{DEFAULT_OPEN_REGIME} ({DEFAULT_OPEN} with --scorer forecast, "
+            f"{DEFAULT_OPEN_ABSOLUTE} with --no-stream-scale too)"
         ),
+    )
+    det.add_argument(
+        "--scorer",
+        choices=SCORERS,
+        default=_DEFAULTS.scorer,
+        help="regime: distance from the stream's learnt normal, alert held while it "
+        "stays away; forecast: the one-step forecast error alone",
     )
     det.add_argument(
         "--close-threshold",
@@ -167,6 +177,7 @@ def detector_config(args: argparse.Namespace) -> DetectorConfig:
             cooldown_s=args.cooldown,
             warmup=args.warmup,
             stream_scale=not args.no_stream_scale,
+            scorer=args.scorer,
             smooth=args.smooth,
             reset_gap_s=args.reset_gap,
         )

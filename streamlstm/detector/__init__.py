@@ -5,11 +5,14 @@ The engine is :mod:`streamlstm.detector.engine`; the daemon, offline
 """
 
 from streamlstm.detector.engine import (
+    DEFAULT_CLOSE_REGIME,
     DEFAULT_NORM_WINDOW,
     DEFAULT_OPEN,
     DEFAULT_OPEN_ABSOLUTE,
+    DEFAULT_OPEN_REGIME,
     OUTCOME_NAMES,
     REJECTED,
+    SCORERS,
     STREAM_NORM_CHOICES,
     TOP_FEATURES,
     TOP_SHARE,
@@ -24,6 +27,9 @@ __all__ = [
     "DEFAULT_NORM_WINDOW",
     "DEFAULT_OPEN",
     "DEFAULT_OPEN_ABSOLUTE",
+    "DEFAULT_OPEN_REGIME",
+    "DEFAULT_CLOSE_REGIME",
+    "SCORERS",
     "OUTCOME_NAMES",
     "REJECTED",
     "STREAM_NORM_CHOICES",

@@ -45,6 +45,11 @@ TOP_FEATURES = 3
 TOP_SHARE = 0.2
 DEFAULT_OPEN = 0.7
 DEFAULT_OPEN_ABSOLUTE = 0.999
+# The regime scorer (streamlstm.kernels.regime): a score of 0.5 is a distance of 1
+# from the stream's learnt normal, a hold of 1/3 is "half way back".
+DEFAULT_OPEN_REGIME = 0.5
+DEFAULT_CLOSE_REGIME = 1.0 / 3.0
+SCORERS = K.SCORER_NAMES
 DEFAULT_NORM_WINDOW = KN.DEFAULT_WINDOW
 STREAM_NORM_CHOICES = ("model", *KN.MODES)
 
@@ -53,11 +58,17 @@ STREAM_NORM_CHOICES = ("model", *KN.MODES)
 class DetectorConfig:
     """Scoring and alert settings (the ``scoring`` / ``alerts`` / ``state`` YAML sections).
 
+    scorer: "regime" (default): how far the stream is from its own learnt normal
+        through spike, level, energy and flat-line views, with an alert held
+        while the features that broke stay away (:mod:`streamlstm.kernels.regime`);
+        "forecast": the one-step forecast error against the stream's recent
+        maximum (the scorer of streamlstm <= 0.3).
     open_threshold: score at or above which an event counts as anomalous;
-        None takes the model's calibrated threshold, else 0.7 (0.999
-        without ``stream_scale``).
+        None takes the model's calibrated threshold, else 0.5 (regime), 0.7
+        (forecast) or 0.999 (forecast without ``stream_scale``).
     close_threshold: an open alert closes after ``close_run`` consecutive
-        scores below this (hysteresis); None = ``max(0.5, 1 - 10 * (1 - open))``.
+        hold scores below this (hysteresis; the forecast scorer's hold is its
+        score); None = 1/3 (regime), ``max(0.5, 1 - 10 * (1 - open))`` (forecast).
     min_run: consecutive anomalous events needed to open an alert.
     close_run: consecutive normal events needed to close it.
     cooldown_s: event-time seconds after a close during which no alert opens.
@@ -94,6 +105,7 @@ class DetectorConfig:
         0 = the model's, else 256.
     """
 
+    scorer: str = "regime"
     open_threshold: float | None = None
     close_threshold: float | None = None
     min_run: int = 1
@@ -115,6 +127,7 @@ class DetectorConfig:
 
     def __post_init__(self) -> None:
         for name, ok, expect in (
+            ("scorer", self.scorer in SCORERS, f"one of {', '.join(SCORERS)}"),
             (
                 "open_threshold",
                 self.open_threshold is None or 0 < self.open_threshold < 1,
@@ -173,20 +186,33 @@ class DetectorConfig:
     def close_for(self, open_thr: float) -> float:
         """The close threshold that goes with ``open_thr``: the one home of the rule.
 
-        ``close_threshold`` when set, else ``max(0.5, 1 - 10 (1 - open))`` (an
-        open threshold of 0.99 closes at 0.9, one of 0.7 or below at 0.5);
-        never above ``open_thr``, so there is always hysteresis.
+        ``close_threshold`` when set, else for the regime scorer 1/3 (its hold
+        at half the distance that opens), for the forecast scorer
+        ``max(0.5, 1 - 10 (1 - open))`` (an open threshold of 0.99 closes at
+        0.9, one of 0.7 or below at 0.5); never above ``open_thr``, so there
+        is always hysteresis.
         """
         close = self.close_threshold
-        if close is None:
+        if close is None and self.scorer == "regime":
+            close = DEFAULT_CLOSE_REGIME
+        elif close is None:
             close = max(0.5, 1.0 - 10.0 * (1.0 - open_thr))
         return float(min(close, open_thr))
+
+    def default_open(self) -> float:
+        """The open threshold when neither the config nor the model sets one."""
+        if self.scorer == "regime":
+            return DEFAULT_OPEN_REGIME
+        return DEFAULT_OPEN if self.stream_scale else DEFAULT_OPEN_ABSOLUTE
 
     def thresholds_for(self, model: Model) -> tuple[float, float]:
         """(open, close) thresholds this config gives ``model``: the config's open
         threshold, else the model's calibrated one, else the default."""
-        default_open = DEFAULT_OPEN if self.stream_scale else DEFAULT_OPEN_ABSOLUTE
-        open_thr = float(self.open_threshold or model.threshold or default_open)
+        default_open = self.default_open()
+        # A calibrated threshold is a threshold of the scorer it was calibrated for
+        # (files from before the regime scorer calibrated the forecast scorer).
+        own = model.calibration.get("scorer", "forecast") == self.scorer
+        open_thr = float(self.open_threshold or (model.threshold if own else None) or default_open)
         return open_thr, self.close_for(open_thr)
 
     def replay_alerts(
@@ -197,6 +223,7 @@ class DetectorConfig:
         outcome: np.ndarray,
         open_thr: float,
         n_slots: int | None = None,
+        hold: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(alert int8, transition int8) per event: the alert machine alone, re-run at
         ``open_thr`` over scores one detector pass recorded.
@@ -205,16 +232,20 @@ class DetectorConfig:
         so this equals a full re-run of the detector at ``open_thr``; threshold
         sweeps and calibration use it. slots : (n,) int64 one per stream, times
         (n,) float64, score (n,) float32 (NaN: not scored), outcome (n,) int8 the
-        detector's outcome codes; events of one slot in the order it saw them.
+        detector's outcome codes, hold (n,) float32 the hold scores (None: the
+        score, right for the forecast scorer); events of one slot in the order
+        the detector saw them.
         """
         slots = np.ascontiguousarray(slots, np.int64)
         n = slots.shape[0]
         accepted = ~np.isin(outcome, np.array(sorted(REJECTED), np.int8))
         out_alert = np.empty(n, np.int8)
         out_trans = np.empty(n, np.int8)
+        score = np.ascontiguousarray(score, np.float32)
+        hold = score if hold is None else np.ascontiguousarray(hold, np.float32)
+        n_slots = int(n_slots if n_slots is not None else slots.max(initial=-1) + 1)
         KA._alert_replay(
-            slots, np.ascontiguousarray(times, np.float64), np.ascontiguousarray(score, np.float32),
-            accepted, int(n_slots if n_slots is not None else slots.max(initial=-1) + 1),
+            slots, np.ascontiguousarray(times, np.float64), score, hold, accepted, n_slots,
             float(open_thr), self.close_for(open_thr), int(self.min_run), int(self.close_run),
             float(self.cooldown_s), int(self.warmup), float(self.reset_gap_s), out_alert, out_trans,
         )  # fmt: skip
@@ -236,7 +267,7 @@ class Transition:
     threshold: float
     values: dict[str, float]
     forecast: dict[str, float]
-    contributions: list[tuple[str, float]]  # (feature, share of the score's error), largest first
+    contributions: list[tuple[str, float]]  # (feature, share of the distance), largest first
 
 
 @dataclass
@@ -245,7 +276,9 @@ class BatchResult:
 
     outcome (n,) int8 codes (see ``OUTCOME_NAMES``), score (n,) float32
     in [0, 1] (NaN when not scored: rejected, or first event of a stream),
-    alert (n,) bool stream in alert after the event, transition (n,) int8,
+    hold (n,) float32 the score the alert machine closes on (the regime
+    scorer: how far the features that broke still are from normal), alert
+    (n,) bool stream in alert after the event, transition (n,) int8,
     forecast (n, F) float32 forecast each event was compared with, in raw
     units (the model's and the per-stream normalisation undone; NaN before a
     stream's first forecast), slots (n,) int64.
@@ -257,6 +290,7 @@ class BatchResult:
     transition: np.ndarray
     forecast: np.ndarray
     slots: np.ndarray
+    hold: np.ndarray
     transitions: list[Transition] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
@@ -309,6 +343,7 @@ class Detector:
             "fc": Column((model.n_features,), "float32"),
             "fstat": Column((K.N_FSTAT,), "float64"),
             "istat": Column((K.N_ISTAT,), "int64"),
+            "sstat": Column((K.N_SSTAT, model.n_features), "float64"),
         }
         if stream_norm != "off":
             cols["nstat"] = Column((KN.N_NSTAT, model.n_features), "float64")
@@ -342,17 +377,18 @@ class Detector:
         p[K.P_LEARN_RATIO] = cfg.learn_ratio
         p[K.P_STREAM_NORM] = KN.MODES[self.stream_norm]
         p[K.P_NORM_WINDOW] = max(self.norm_window, 1)
+        p[K.P_SCORER] = SCORERS.index(cfg.scorer)
         for row, values in (
             (K.PF_RESID, model.resid_scale),
             (K.PF_MEAN, model.norm_mean),
             (K.PF_STD, model.norm_std),
+            (K.PF_SCORED, model.scored_mask()),
         ):
             start = K.N_PARAMS + row * n_feat
             p[start : start + n_feat] = values
         self._params = p
         self._n_feat = n_feat
         self._out_val_size_1 = K.out_val_size(1, n_feat)
-        self._resid_scale = model.resid_scale.astype(np.float64)
         self._no_nstat = np.zeros((1, KN.N_NSTAT, n_feat), np.float64)
 
     def reload_model(self, model: Model) -> None:
@@ -414,7 +450,7 @@ class Detector:
         on = "nstat" in a
         n_trans = K._detect_batch(
             ev, times, xr, a["h"], a["c"], a["fc"], a["fstat"], a["istat"],
-            a["nstat"] if on else self._no_nstat,
+            a["nstat"] if on else self._no_nstat, a["sstat"],
             self._weights, self._layout, self._params, out_code, out_val,
         )  # fmt: skip
         outcome = out_code[K.OC_OUTCOME]
@@ -426,23 +462,20 @@ class Detector:
         else:
             self.table.last_time[slots] = a["fstat"][slots, K.F_LAST_T]
             self.outcome_totals += np.bincount(outcome, minlength=len(OUTCOME_NAMES))
-        # out_val: score, then (n, F) blocks, the raw forecast last (split_out_val).
-        score = out_val[:n]
-        forecast = out_val[n * (1 + 2 * n_feat) :].reshape(n, n_feat)
+        # out_val: score, (n, F) blocks, hold, contributions (split_out_val / _extra).
+        score, _, _, forecast = K.split_out_val(out_val, n, n_feat)
+        hold, contrib = K.split_out_extra(out_val, n, n_feat)
         trans = out_code[K.OC_TRANS]
         # out_code's alert row holds 0 / 1: viewed as bool, no copy.
         alert = out_code[K.OC_ALERT].view(np.bool_)
-        result = BatchResult(outcome, score, alert, trans, forecast, slots)
+        result = BatchResult(outcome, score, alert, trans, forecast, slots, hold)
         if n_trans:
-            _, fc, nsd, _ = K.split_out_val(out_val, n, n_feat)
-            xn = self.model.normalise(xr)
             result.transitions = [
                 self._transition(
-                    int(i), keys, times, xn, xr, fc, nsd[i] if on else None,
-                    int(ev[K.EV_OPEN_REF, i]), result,
+                    int(i), keys, times, xr, contrib[i], int(ev[K.EV_OPEN_REF, i]), result
                 )
                 for i in np.flatnonzero(trans)
-            ]  # fmt: skip
+            ]
         return result
 
     def process_one(
@@ -461,10 +494,8 @@ class Detector:
         i: int,
         keys: Sequence[str],
         times: np.ndarray,
-        xn: np.ndarray,
         xr: np.ndarray,
-        fcn: np.ndarray,
-        sd: np.ndarray | None,
+        part: np.ndarray,
         ref: int,
         res: BatchResult,
     ) -> Transition:
@@ -473,15 +504,12 @@ class Detector:
         self.transition_totals[kind] += 1
         group = int(self.table.group[s])
         feats = self.model.features
-        # The score's residuals: fcn is in model-normalised units; with per-stream
-        # normalisation the kernel divided by the stream's standard deviation ``sd`` too.
-        scale = self._resid_scale if sd is None else self._resid_scale * sd
-        with np.errstate(invalid="ignore"):
-            r2 = ((xn[i].astype(np.float64) - fcn[i]) / scale) ** 2
-        r2 = np.where(np.isfinite(r2), r2, 0.0)
-        total = float(r2.sum()) or 1.0
+        # Each feature's part in the score, as the kernel computed it (the regime
+        # scorer's distances, the forecast scorer's squared normalised errors).
+        p = np.where(np.isfinite(part), part.astype(np.float64), 0.0)
+        total = float(p.sum()) or 1.0
         contrib = sorted(
-            ((feats[f], float(r2[f] / total)) for f in range(len(feats))), key=lambda t: -t[1]
+            ((feats[f], float(p[f] / total)) for f in range(len(feats))), key=lambda t: -t[1]
         )
         if kind == "opened":
             # Remember which features drove it (in the state, so it survives restarts):

@@ -192,7 +192,9 @@ def replay_alerts(rep: Replay, open_thr: float) -> tuple[np.ndarray, np.ndarray]
         _, slots = np.unique(rep.keys, return_inverse=True)
         cached = (rep.keys, rep.outcome, slots.astype(np.int64))
         rep.info["_slots"] = cached
-    out_alert, out_trans = cfg.replay_alerts(cached[2], rep.times, rep.score, rep.outcome, open_thr)
+    out_alert, out_trans = cfg.replay_alerts(
+        cached[2], rep.times, rep.score, rep.outcome, open_thr, hold=rep.hold
+    )
     return out_alert.astype(bool), out_trans
 
 

@@ -41,6 +41,7 @@ class Replay:
     open_threshold: float
     close_threshold: float
     forecast: np.ndarray | None = None
+    hold: np.ndarray | None = None  # (n,) float32 hold scores (None: the score)
     info: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -106,6 +107,7 @@ def replay(
     times = np.asarray(times, np.float64)
     x = np.asarray(x, np.float64)
     score = np.empty(n, np.float32)
+    hold = np.empty(n, np.float32)
     alert = np.empty(n, bool)
     trans = np.empty(n, np.int8)
     outcome = np.empty(n, np.int8)
@@ -115,6 +117,7 @@ def replay(
         b = min(n, a + chunk)
         res = detector.process_many(key_list[a:b], times[a:b], x[a:b])
         score[a:b] = res.score
+        hold[a:b] = res.hold
         alert[a:b] = res.alert
         trans[a:b] = res.transition
         outcome[a:b] = res.outcome
@@ -141,6 +144,7 @@ def replay(
         times=times,
         x=x,
         score=score,
+        hold=hold,
         alert=alert,
         transition=trans,
         outcome=outcome,
@@ -293,12 +297,14 @@ def merge_replays(parts: Sequence[Replay], positions: np.ndarray | None = None) 
     fc = None
     if all(p.forecast is not None for p in parts):
         fc = put(cat("forecast"))
+    hold = put(cat("hold")) if all(p.hold is not None for p in parts) else None
     first = parts[0]
     return Replay(
         keys=put(cat("keys")),
         times=put(cat("times")),
         x=put(cat("x")),
         score=put(cat("score")),
+        hold=hold,
         alert=put(cat("alert")),
         transition=put(cat("transition")),
         outcome=put(cat("outcome")),

@@ -37,6 +37,7 @@ def _alert_step(
     s,
     t,
     score,
+    hold,
     n_events,
     ref,
     fstat,
@@ -52,8 +53,10 @@ def _alert_step(
 
     ``min_run`` consecutive scores ``>= open_thr`` open an alert (not while the
     stream has seen fewer than ``warmup`` events, nor before the cooldown that
-    follows a close has passed); ``close_run`` consecutive scores
-    ``< close_thr`` close it. ``ref`` < 0 means "the stream's own event number".
+    follows a close has passed); ``close_run`` consecutive hold scores
+    ``< close_thr`` close it (the regime scorer's hold says whether the stream is
+    still away from its normal; the forecast scorer's hold is its score).
+    ``ref`` < 0 means "the stream's own event number".
     """
     trans = NONE
     if istat[s, I_IN_ALERT] == 0:
@@ -72,7 +75,7 @@ def _alert_step(
     else:
         if score > fstat[s, F_PEAK]:
             fstat[s, F_PEAK] = score
-        if score < close_thr:
+        if hold < close_thr:
             istat[s, I_BELOW] += 1
         else:
             istat[s, I_BELOW] = 0
@@ -89,6 +92,7 @@ def _alert_replay(
     slots,
     times,
     score,
+    hold,
     accepted,
     n_slots,
     open_thr,
@@ -104,7 +108,8 @@ def _alert_replay(
     """Re-run the alert machine of every slot over recorded scores.
 
     slots : (n,) int64 in [0, n_slots); times : (n,) float64; score : (n,)
-    float32, NaN where the detector did not score (first event, rejected);
+    float32, NaN where the detector did not score (first event, rejected); hold : (n,)
+    float32, the hold scores the machine closes on;
     accepted : (n,) bool, the detector accepted the event (it counts for
     warm-up and gaps). Events of one slot must be in the order the detector
     saw them. Writes out_alert (n,) int8 and out_trans (n,) int8.
@@ -127,6 +132,7 @@ def _alert_replay(
                     s,
                     t,
                     np.float64(sc),
+                    np.float64(hold[e]),
                     n_ev[s],
                     -1,
                     fstat,

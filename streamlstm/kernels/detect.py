@@ -79,6 +79,10 @@ from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
     F_SMOOTH,
     I_ALERTS,
     I_BELOW,
+    I_EP_BELOW,
+    I_EP_COOL,
+    I_EP_HELD,
+    I_EPISODE,
     I_EVENTS,
     I_HAS_FC,
     I_IN_ALERT,
@@ -96,6 +100,7 @@ from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
     N_OCODE,
     N_PARAMS,
     N_PFEAT,
+    N_SSTAT,
     N_WLAYOUT,
     NON_FINITE,
     NONE,
@@ -120,6 +125,7 @@ from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
     P_OPEN,
     P_RESET_GAP,
     P_SCALE_WINDOW,
+    P_SCORER,
     P_SMOOTH_ALPHA,
     P_STREAM_NORM,
     P_STREAM_SCALE,
@@ -127,7 +133,25 @@ from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
     P_WARMUP,
     PF_MEAN,
     PF_RESID,
+    PF_SCORED,
     PF_STD,
+    SCORER_FORECAST,
+    SCORER_NAMES,
+    SCORER_REGIME,
+    SS_B,
+    SS_EB,
+    SS_ES,
+    SS_M,
+    SS_MASK,
+    SS_MU,
+    SS_MXSP,
+    SS_N,
+    SS_PREP,
+    SS_RUN,
+    SS_SR,
+    SS_VAR,
+    SS_VD,
+    SS_XPREV,
     TOO_OLD,
     TRANSITION_NAMES,
     WEIGHT_ALIGN,
@@ -152,6 +176,7 @@ from streamlstm.kernels.norm import (
     _norm_scale,
     _norm_sd,
 )
+from streamlstm.kernels.regime import _regime_reset, _regime_step
 
 # Events per chunk of a wave. A wave's rows are independent, so cutting it
 # changes no result; a chunk's state rows and scratch stay in L1/L2 from the
@@ -165,7 +190,7 @@ PREFETCH_AHEAD = 8
 
 
 @njit(**NJIT)
-def _reset_slot(s, h, c, fc, fstat, istat):  # pragma: no cover - compiled
+def _reset_slot(s, h, c, fc, fstat, istat, sstat):  # pragma: no cover - compiled
     """Forget the recurrent state and the scorer's learning of slot ``s``.
 
     The alert state is kept so an open alert still closes normally.
@@ -180,6 +205,7 @@ def _reset_slot(s, h, c, fc, fstat, istat):  # pragma: no cover - compiled
     istat[s, I_SCALE_N] = 0
     istat[s, I_HAS_FC] = 0
     istat[s, I_SCORED] = 0
+    _regime_reset(s, sstat, fstat, istat)
 
 
 @njit(**NJIT)
@@ -195,13 +221,16 @@ def _norm_out(nstat, s, out_fc, out_sd, e):  # pragma: no cover - compiled
 
 
 @njit(**NJIT)
-def _prefetch_slot(s, h, c, fc, fstat, istat, nstat, norm_mode):  # pragma: no cover - compiled
+def _prefetch_slot(
+    s, h, c, fc, fstat, istat, nstat, sstat, norm_mode
+):  # pragma: no cover - compiled
     """Prefetch every state row of slot ``s`` the batch will touch (nstat only when used)."""
     _prefetch_row(istat, s)
     _prefetch_row(fstat, s)
     _prefetch_row(fc, s)
     _prefetch_row(h, s)
     _prefetch_row(c, s)
+    _prefetch_row(sstat, s)
     if norm_mode != MODE_OFF:
         _prefetch_row(nstat, s)
 
@@ -331,13 +360,14 @@ def _weight_views(weights, layout):  # pragma: no cover - compiled
 
 def out_val_size(n: int, n_feat: int) -> int:
     """Length of ``_detect_batch``'s ``out_val`` for n events of n_feat features."""
-    return n * (1 + 3 * n_feat)
+    return n * (2 + 4 * n_feat)
 
 
 def split_out_val(
     out_val: np.ndarray, n: int, n_feat: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Views (score (n,), fc (n, F), sd (n, F), forecast (n, F)) of ``out_val``."""
+    """Views (score (n,), fc (n, F), sd (n, F), forecast (n, F)) of ``out_val``
+    (:func:`split_out_extra` has the rest)."""
     nf = n * n_feat
     return (
         out_val[:n],
@@ -347,9 +377,17 @@ def split_out_val(
     )
 
 
+def split_out_extra(out_val: np.ndarray, n: int, n_feat: int) -> tuple[np.ndarray, np.ndarray]:
+    """Views (hold (n,), contributions (n, F)) of ``out_val``: the hold score the alert
+    machine closes on, and each feature's part in the score (the regime scorer's
+    distances; the forecast scorer's squared normalised errors)."""
+    o = n + 3 * n * n_feat
+    return out_val[o : o + n], out_val[o + n : o + n + n * n_feat].reshape(n, n_feat)
+
+
 @njit(**NJIT)
 def _detect_batch(
-    ev, times, x, h, c, fc, fstat, istat, nstat, weights, layout, params, out_code, out_val
+    ev, times, x, h, c, fc, fstat, istat, nstat, sstat, weights, layout, params, out_code, out_val
 ):  # pragma: no cover - compiled
     """Process one micro-batch in place; returns the number of alert transitions.
 
@@ -394,8 +432,15 @@ def _detect_batch(
     out_fc = _view(out_val, n, (n, n_feat))
     out_sd = _view(out_val, n + nf, (n, n_feat))
     out_raw = _view(out_val, n + 2 * nf, (n, n_feat))
+    out_hold = out_val[n + 3 * nf : n + 3 * nf + n]
+    out_contrib = _view(out_val, 2 * n + 3 * nf, (n, n_feat))
     pf = N_PARAMS
     resid_scale = params[pf + PF_RESID * n_feat : pf + (PF_RESID + 1) * n_feat]
+    scored = params[pf + PF_SCORED * n_feat : pf + (PF_SCORED + 1) * n_feat] > 0.5
+    regime = np.int64(params[P_SCORER]) == SCORER_REGIME
+    r_x = np.empty(n_feat, np.float64)  # the regime scorer's inputs
+    r_fc = np.empty(n_feat, np.float64)
+    dist = np.empty((3, n_feat), np.float64)
     norm_mean = params[pf + PF_MEAN * n_feat : pf + (PF_MEAN + 1) * n_feat]
     norm_std = params[pf + PF_STD * n_feat : pf + (PF_STD + 1) * n_feat]
     cell = layout[WL_CELL]
@@ -468,14 +513,14 @@ def _detect_batch(
     nan32 = np.float32(np.nan)
     n_order = order.shape[0]
     for p in range(min(PREFETCH_AHEAD, n_order)):
-        _prefetch_slot(slots[order[p]], h, c, fc, fstat, istat, nstat, norm_mode)
+        _prefetch_slot(slots[order[p]], h, c, fc, fstat, istat, nstat, sstat, norm_mode)
 
     for w in range(n_chunks):
         m = 0
         for p in range(bounds[w], bounds[w + 1]):
             if p + PREFETCH_AHEAD < n_order:
                 s = slots[order[p + PREFETCH_AHEAD]]
-                _prefetch_slot(s, h, c, fc, fstat, istat, nstat, norm_mode)
+                _prefetch_slot(s, h, c, fc, fstat, istat, nstat, sstat, norm_mode)
             e = order[p]
             s = slots[e]
             t = times[e]
@@ -507,13 +552,16 @@ def _detect_batch(
                     _norm_out(nstat, s, out_fc, out_sd, e)
                 out_outcome[e] = outcome
                 out_score[e] = nan32
+                out_hold[e] = nan32
+                for f in range(n_feat):
+                    out_contrib[e, f] = 0.0
                 out_alert[e] = istat[s, I_IN_ALERT]
                 continue
             out_outcome[e] = IMPUTED if n_missing > 0 else OK
 
             dt = t - fstat[s, F_LAST_T] if n_events > 0 else 0.0
             if n_events > 0 and reset_gap > 0.0 and dt > reset_gap:
-                _reset_slot(s, h, c, fc, fstat, istat)
+                _reset_slot(s, h, c, fc, fstat, istat, sstat)
                 if norm_mode != MODE_OFF:
                     nstat[s, :, :] = 0.0
                 has_fc = False
@@ -539,7 +587,22 @@ def _detect_batch(
 
             # -- score against the pending forecast --------------------------
             score = math.nan
-            if has_fc:
+            hold = math.nan
+            if regime:
+                for f in range(n_feat):
+                    v = xe[f]
+                    fvv = fc[s, f] if has_fc else nan32
+                    if norm_mode != MODE_OFF:
+                        if not math.isnan(v):
+                            v = _norm_apply(nstat, s, f, v)
+                        if has_fc:
+                            fvv = _norm_restate(nstat, s, f, fvv, nscr)
+                    r_x[f] = np.float64(v)
+                    r_fc[f] = np.float64(fvv)
+                score, hold = _regime_step(
+                    s, r_x, r_fc, n_events, scored, sstat, fstat, istat, dist, out_contrib, e
+                )
+            elif has_fc:
                 e_sum = 0.0
                 k = 0
                 for f in range(n_feat):
@@ -550,8 +613,11 @@ def _detect_batch(
                             v = _norm_apply(nstat, s, f, v)
                             fv = _norm_restate(nstat, s, f, fv, nscr)
                         r = (np.float64(v) - np.float64(fv)) / resid_scale[f]
+                        out_contrib[e, f] = np.float32(r * r)
                         e_sum += r * r
                         k += 1
+                    else:
+                        out_contrib[e, f] = 0.0
                 e_val = e_sum / k
                 if istat[s, I_SCORED] == 0:
                     fstat[s, F_SMOOTH] = e_val
@@ -584,16 +650,22 @@ def _detect_batch(
                 else:
                     q9 = 2.0 / (9.0 * k)
                     score = _phi((v_s ** (1.0 / 3.0) - (1.0 - q9)) / math.sqrt(q9))
+                hold = score
+            else:
+                for f in range(n_feat):
+                    out_contrib[e, f] = 0.0
             out_score[e] = np.float32(score)
+            out_hold[e] = np.float32(hold)
 
             # -- alert state machine -----------------------------------------
             # The machine sees the float32 score the caller sees, so a replay of
             # recorded scores (threshold sweeps) reproduces it exactly.
-            if has_fc:
+            if not math.isnan(score):
                 out_trans[e] = _alert_step(
                     s,
                     t,
                     np.float64(np.float32(score)),
+                    np.float64(np.float32(hold)),
                     n_events,
                     refs[e],
                     fstat,

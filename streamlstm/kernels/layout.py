@@ -48,7 +48,13 @@ I_HAS_FC = 7  # 1 when fc holds a forecast for the next event
 I_SCORED = 8  # events scored (smoothing starts at the first)
 I_SEEN = 9  # accepted events over the stream's life (never reset): default event ref
 I_TOP_MASK = 10  # bit f set: feature f drove the open alert (set by the detector, not the kernel)
-N_ISTAT = 11
+# The regime scorer's incident episode (streamlstm.kernels.regime), independent of
+# the alert thresholds so that threshold sweeps stay exact.
+I_EPISODE = 11  # 1 while the stream is away from its learnt normal
+I_EP_BELOW = 12  # consecutive events of the episode back near normal
+I_EP_HELD = 13  # events the episode has lasted
+I_EP_COOL = 14  # events before a new episode may start
+N_ISTAT = 15
 
 # params (float64 vector) indices.
 P_OPEN = 0
@@ -70,14 +76,38 @@ P_MIN_SCALE = 15
 P_LEARN_RATIO = 16
 P_STREAM_NORM = 17  # streamlstm.kernels.norm.MODE_*
 P_NORM_WINDOW = 18
-N_PARAMS = 19
+P_SCORER = 19  # SCORER_* below
+N_PARAMS = 20
 # After the N_PARAMS scalars, params holds N_PFEAT rows of F per-feature values
 # (float64), row k at params[N_PARAMS + k * F:]: the residual scale and the
 # model's normalisation mean and standard deviation.
 PF_RESID = 0
 PF_MEAN = 1
 PF_STD = 2
-N_PFEAT = 3
+PF_SCORED = 3  # 1: the feature is scored; 0: a context input only (forecast, never scored)
+N_PFEAT = 4
+
+# Scorers (P_SCORER).
+SCORER_FORECAST = 0  # the one-step forecast error against the stream's recent maximum
+SCORER_REGIME = 1  # spike, level, energy and flat-line views against a learnt normal
+SCORER_NAMES = ("forecast", "regime")
+
+# sstat rows (float64, (N_SSTAT, F) per slot): the regime scorer's per-feature state.
+SS_N = 0  # values learnt from
+SS_MU = 1  # level of the warm-up (in scoring units)
+SS_VAR = 2  # variance of the warm-up
+SS_SR = 3  # residual scale: mean |x - forecast| of normal events
+SS_EB = 4  # normal residual energy, mean r^2
+SS_ES = 5  # short residual energy (EWMA, span SHORT_SPAN)
+SS_M = 6  # short level (EWMA, span SHORT_SPAN)
+SS_B = 7  # slow baseline level (time constant BASE_TAU), frozen while the feature is broken
+SS_VD = 8  # normal (short level - baseline)^2
+SS_RUN = 9  # consecutive repeats of the same value
+SS_PREP = 10  # normal probability of a repeat
+SS_MXSP = 11  # decaying maximum of the normal spike distance
+SS_XPREV = 12  # previous value (valid once SS_N > 0)
+SS_MASK = 13  # 1: the feature is part of the open episode (it broke)
+N_SSTAT = 14
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32
 # elements, each a multiple of WEIGHT_ALIGN) of the six weight arrays in the

@@ -68,7 +68,9 @@ class Model:
     ``stream_norm`` ("off", "warmup" or "ewm") and ``norm_window`` (events) say
     which per-stream normalisation the model was trained with
     (:mod:`streamlstm.kernels.norm`); the detector uses it unless told otherwise.
-    Files without it are "off".
+    Files without it are "off". ``context`` names the features that are inputs
+    only (commands, calendar, categories): forecast like the others, never
+    scored nor named by an alert. Files without it score every feature.
     """
 
     cell: str
@@ -91,6 +93,7 @@ class Model:
     provenance: Mapping[str, Any] = field(default_factory=dict)
     stream_norm: str = "off"
     norm_window: int = 0
+    context: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -168,6 +171,14 @@ class Model:
             norm_mean=np.asarray(mean, np.float32).copy(),
             norm_std=np.asarray(std, np.float32).copy(),
         )
+
+    def with_context(self, names: Sequence[str]) -> Model:
+        """The same model with ``names`` as context inputs only (see the class doc)."""
+        return replace(self, context=tuple(names))
+
+    def scored_mask(self) -> np.ndarray:
+        """(F,) float64: 1 for a scored feature, 0 for a context input."""
+        return np.array([0.0 if f in self.context else 1.0 for f in self.features])
 
     def with_stream_norm(self, mode: str, window: int) -> Model:
         """The same model, marked as expecting per-stream normalisation ``mode``."""
@@ -266,6 +277,7 @@ class Model:
             "calibration": dict(self.calibration),
             "provenance": dict(self.provenance),
             "stream_norm": {"mode": self.stream_norm, "window": self.norm_window},
+            "context": list(self.context),
             "weights_sha256": weights_sha256(self.arrays()),
         }
 
@@ -365,6 +377,7 @@ def from_meta(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], where: 
             provenance=dict(meta.get("provenance") or {}),
             stream_norm=str(sn.get("mode", "off")),
             norm_window=int(sn.get("window", 0)),
+            context=tuple(str(f) for f in meta.get("context") or ()),
         )
     except KeyError as exc:
         raise ModelError(f"{where}: 'meta' lacks the field {exc.args[0]!r}") from exc
@@ -448,6 +461,12 @@ def _validate(m: Model) -> None:
     _check(
         m.stream_norm == "off" or m.norm_window >= 1,
         f"norm_window is {m.norm_window}, expected >= 1 with stream_norm {m.stream_norm!r}",
+    )
+    unknown = [f for f in m.context if f not in m.features]
+    _check(not unknown, f"context features {unknown} are not among the features {m.features}")
+    _check(
+        len(set(m.context)) < m.n_features,
+        "every feature is a context input: at least one must be scored",
     )
     if m.threshold is not None:
         _check(0.0 < m.threshold < 1.0, f"threshold is {m.threshold}, expected in (0, 1)")

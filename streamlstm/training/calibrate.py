@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from streamlstm.detector import DEFAULT_OPEN, Detector, DetectorConfig
+from streamlstm.detector import Detector, DetectorConfig
 from streamlstm.kernels import layout as KL
 from streamlstm.kernels import train as KT
 from streamlstm.model import Model
@@ -112,6 +112,7 @@ class _Recorded:
         self.batch = batch
         self.stream_stats = stream_stats or {}
         self.score = np.empty(len(keys), np.float32)
+        self.hold = np.empty(len(keys), np.float32)
         self.outcome = np.empty(len(keys), np.int8)
 
     def run(self, open_thr: float) -> int:
@@ -133,6 +134,7 @@ class _Recorded:
             b = min(len(self.keys), a + self.batch)
             res = det.process_many(self.keys[a:b], self.times[a:b], self.x[a:b])
             self.score[a:b] = res.score
+            self.hold[a:b] = res.hold
             self.outcome[a:b] = res.outcome
             opened += int(np.sum((res.transition == KL.OPENED) & self.judged[a:b]))
         return opened
@@ -140,7 +142,7 @@ class _Recorded:
     def replay(self, open_thr: float) -> int:
         """Judged openings at ``open_thr`` from the recorded scores (alert machine only)."""
         _, out_trans = self.cfg.replay_alerts(
-            self.slots, self.times, self.score, self.outcome, open_thr, self.n_slots
+            self.slots, self.times, self.score, self.outcome, open_thr, self.n_slots, self.hold
         )
         return int(np.sum((out_trans == KL.OPENED) & self.judged))
 
@@ -171,7 +173,7 @@ def choose_threshold(
         weeks += (float(t[-1] - t[0]) + step) / WEEK_S
     allowed = false_alarms_per_week * weeks
     rec = _Recorded(model, held, starts, cfg, stream_stats=data.stream_stats)
-    open0 = cfg.open_threshold or (DEFAULT_OPEN if cfg.stream_scale else 0.999)
+    open0 = cfg.open_threshold or cfg.default_open()
     first = rec.run(open0)
     sc = rec.score[rec.judged & np.isfinite(rec.score)].astype(np.float64)
     cands = [open0, MAX_THRESHOLD]
@@ -186,10 +188,10 @@ def choose_threshold(
     n_judged = int(rec.judged.sum())
     nominal = None
     if allowed < MIN_OBSERVABLE and n_judged:
-        if cfg.stream_scale:
+        if cfg.scorer == "regime" or cfg.stream_scale:
             # Scores are u / (1 + u), u = error / the stream's recent maximum, not tail
             # probabilities: the detector's default is the nominal threshold then.
-            nominal = DEFAULT_OPEN
+            nominal = cfg.default_open()
         elif weeks > 0:
             per_week = n_judged / weeks
             nominal = float(min(MAX_THRESHOLD, max(0.5, 1.0 - false_alarms_per_week / per_week)))
@@ -216,6 +218,7 @@ def choose_threshold(
         "n_streams": len(held),
         "n_judged_events": n_judged,
         "nominal_threshold": nominal,
+        "scorer": cfg.scorer,
         "detector": cfg.as_dict(),
     }
 

@@ -252,6 +252,7 @@ def _empty_result(n: int, n_feat: int) -> BatchResult:
     return BatchResult(
         outcome=np.zeros(n, np.int8),
         score=np.full(n, np.nan, np.float32),
+        hold=np.full(n, np.nan, np.float32),
         alert=np.zeros(n, bool),
         transition=np.zeros(n, np.int8),
         forecast=np.full((n, n_feat), np.nan, np.float32),
@@ -264,6 +265,7 @@ def _concat(parts: list[tuple[int, BatchResult]]) -> BatchResult:
     out = BatchResult(
         outcome=np.concatenate([r.outcome for r in rs]),
         score=np.concatenate([r.score for r in rs]),
+        hold=np.concatenate([r.hold for r in rs]),
         alert=np.concatenate([r.alert for r in rs]),
         transition=np.concatenate([r.transition for r in rs]),
         forecast=np.concatenate([r.forecast for r in rs]),

@@ -16,6 +16,7 @@ _PIPELINE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # covers every field, so a new detector setting cannot silently become unreachable.
 _SECTION_OF_FIELD: dict[str, tuple[str, ...]] = {
     "scoring": (
+        "scorer",
         "stream_scale",
         "scale_window",
         "learn_ratio",

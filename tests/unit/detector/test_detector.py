@@ -21,21 +21,33 @@ from tests.conftest import SEED
 FEATS = ["a", "b", "c"]
 MODEL = Model.random(FEATS, hidden=8, layers=2, cell="lstm", seed=SEED)
 GRU = Model.random(FEATS, hidden=8, layers=1, cell="gru", seed=SEED)
-CFG = DetectorConfig(warmup=5, open_threshold=0.99, close_threshold=0.9, min_run=2, close_run=2,
-                     cooldown_s=3.0, smooth=2)  # fmt: skip
+CFG = DetectorConfig(scorer="forecast", warmup=5, open_threshold=0.99, close_threshold=0.9,
+                     min_run=2, close_run=2, cooldown_s=3.0, smooth=2)  # fmt: skip
+# The regime scorer learns a normal from 256 events per stream: longer streams.
+RCFG = DetectorConfig(warmup=5, min_run=1, close_run=2, cooldown_s=3.0)
+FC = {"scorer": "forecast"}  # the forecast scorer's own behaviour
 
 
-def make_events(rng: np.random.Generator, n_streams: int, n: int, spikes: bool = True):
+def make_events(
+    rng: np.random.Generator, n_streams: int, n: int, spikes: bool = True, shifts: bool = False
+):
     owner = rng.integers(0, n_streams, size=n)
     keys = [f"k{s}" for s in owner]
     counts = np.zeros(n_streams, np.int64)
     times = np.empty(n)
+    rank = np.empty(n, np.int64)
     for i, s in enumerate(owner):
         times[i] = counts[s] * 10.0
+        rank[i] = counts[s]
         counts[s] += 1
     x = rng.normal(size=(n, len(FEATS)))
     if spikes:
         x[rng.random(n) < 0.05] *= 40.0
+    if shifts:  # after the regime scorer's baseline: a level shift, a stuck run, spikes
+        x[(owner == 0) & (rank >= 400) & (rank < 480), 0] += 8.0
+        stuck = (owner == 1) & (rank >= 500) & (rank < 540)
+        x[stuck, 1] = 0.25
+        x[(rank >= 300) & (rng.random(n) < 0.004)] *= 30.0
     return keys, times, x
 
 
@@ -75,41 +87,63 @@ def test_batched_equals_per_event(seed, cuts):
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), model=st.sampled_from([MODEL, GRU]))
 def test_interleaving_changes_nothing(seed, model):
+    _interleaving_changes_nothing(seed, model, CFG, 4, 240)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), cuts=st.lists(st.integers(0, 2400), max_size=12))
+def test_batched_equals_per_event_regime(seed, cuts):
+    rng = np.random.default_rng(seed)
+    keys, times, x = make_events(rng, 3, 2400, spikes=False, shifts=True)
+    batched = run_batches(Detector(MODEL, RCFG), keys, times, x, cuts)
+    one_by_one = run_batches(Detector(MODEL, RCFG), keys, times, x, range(1, 2400))
+    assert_same(batched, one_by_one)
+    assert batched["transition"].any(), f"no alert transitions exercised (seed {seed})"
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), model=st.sampled_from([MODEL, GRU]))
+def test_interleaving_changes_nothing_regime(seed, model):
+    _interleaving_changes_nothing(seed, model, RCFG, 3, 2000, shifts=True)
+
+
+def _interleaving_changes_nothing(seed, model, cfg, n_streams, n, shifts=False):
     """Each stream gets the same results (and alert ids) as when it runs alone."""
     rng = np.random.default_rng(seed)
-    keys, times, x = make_events(rng, 4, 240)
-    together = Detector(model, CFG)
+    keys, times, x = make_events(rng, n_streams, n, spikes=not shifts, shifts=shifts)
+    together = Detector(model, cfg)
     res = together.process_many(keys, times, x)
     karr = np.array(keys)
     for key in set(keys):
         m = karr == key
-        alone = Detector(model, CFG).process_many(list(karr[m]), times[m], x[m])
-        for name in ("outcome", "score", "alert", "transition", "forecast"):
+        alone = Detector(model, cfg).process_many(list(karr[m]), times[m], x[m])
+        for name in ("outcome", "score", "hold", "alert", "transition", "forecast"):
             np.testing.assert_array_equal(getattr(res, name)[m], getattr(alone, name), err_msg=name)
         assert [t.alert_id for t in res.transitions if t.key == key] == [
             t.alert_id for t in alone.transitions
         ]
 
 
-def test_snapshot_restore_continue_equals_continue():
+@pytest.mark.parametrize("cfg,n", [(CFG, 600), (RCFG, 3000)], ids=["forecast", "regime"])
+def test_snapshot_restore_continue_equals_continue(cfg, n):
     rng = np.random.default_rng(SEED)
-    keys, times, x = make_events(rng, 10, 600)
-    det = Detector(MODEL, CFG)
+    keys, times, x = make_events(rng, 4 if n > 1000 else 10, n, spikes=n < 1000, shifts=n > 1000)
+    det = Detector(MODEL, cfg)
     g = np.array([int(k[1:]) % 2 for k in keys])
     karr = np.array(keys)
     for part in (0, 1):
-        m = (g == part) & (np.arange(600) < 300)
+        m = (g == part) & (np.arange(n) < n // 2)
         det.process_many(list(karr[m]), times[m], x[m], group=part)
     # snapshot each partition separately, through bytes, into a fresh detector
-    fresh = Detector(MODEL, CFG)
+    fresh = Detector(MODEL, cfg)
     for part in (0, 1):
         fresh.table.restore(snapshot_from_bytes(snapshot_to_bytes(det.table.snapshot(group=part))))
     assert sorted(fresh.table.keys()) == sorted(det.table.keys())
     for part in (0, 1):
-        m = (g == part) & (np.arange(600) >= 300)
+        m = (g == part) & (np.arange(n) >= n // 2)
         a = det.process_many(list(karr[m]), times[m], x[m], group=part)
         b = fresh.process_many(list(karr[m]), times[m], x[m], group=part)
-        for name in ("outcome", "score", "alert", "transition", "forecast"):
+        for name in ("outcome", "score", "hold", "alert", "transition", "forecast"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     for key in det.table.keys():
         for name, arr in det.stream_state(key).items():
@@ -139,7 +173,8 @@ def test_scorer_and_alerts_match_reference(stream_scale):
     # stream_scale scores u / (1 + u) of the error's ratio u to the recent maximum
     # (0.8: u >= 4); without it the score is a chi-square tail probability.
     open_thr, close_thr = (0.8, 0.6) if stream_scale else (0.995, 0.95)
-    cfg = DetectorConfig(warmup=20, open_threshold=open_thr, close_threshold=close_thr,
+    cfg = DetectorConfig(scorer="forecast", warmup=20, open_threshold=open_thr,
+                         close_threshold=close_thr,
                          min_run=2, close_run=3, cooldown_s=600.0, stream_scale=stream_scale,
                          smooth=3, scale_window=50)  # fmt: skip
     model = MODEL.with_calibration(np.array([0.5, 1.0, 2.0]), None)
@@ -170,7 +205,7 @@ def test_transition_carries_id_contributions_and_forecast():
     n = 120
     x = np.zeros((n, 3))
     x[100, 2] = 50.0  # only feature c is off
-    det = Detector(MODEL, DetectorConfig(warmup=10, min_run=1))
+    det = Detector(MODEL, DetectorConfig(warmup=10, min_run=1, **FC))
     res = det.process_many(["pump"] * n, np.arange(n) * 1.0, x, refs=np.arange(n) + 1000)
     opened = [t for t in res.transitions if t.kind == "opened"]
     assert opened, "a 50-sigma spike must open an alert"
@@ -188,7 +223,7 @@ def test_warmup_blocks_alerts_and_cooldown_delays_reopening():
     x[60] = 80.0
     x[70] = 80.0  # within the cooldown after the first alert closed
     x[150] = 80.0
-    cfg = DetectorConfig(warmup=20, min_run=1, close_run=1, cooldown_s=30.0)
+    cfg = DetectorConfig(warmup=20, min_run=1, close_run=1, cooldown_s=30.0, **FC)
     res = Detector(MODEL, cfg).process_many(["s"] * n, np.arange(n) * 1.0, x)
     opened = [t.index for t in res.transitions if t.kind == "opened"]
     assert 3 not in opened and 60 in opened and 70 not in opened and 150 in opened
@@ -274,7 +309,7 @@ def test_reload_model_keeps_state_or_refuses():
 def test_streams_in_alert_lists_open_alerts():
     x = np.zeros((40, 3))
     x[30:] = 100.0
-    det = Detector(MODEL, DetectorConfig(warmup=5, close_run=50))
+    det = Detector(MODEL, DetectorConfig(warmup=5, close_run=50, **FC))
     det.process_many(["hot"] * 40 + ["cold"] * 40, np.r_[np.arange(40), np.arange(40)] * 1.0,
                      np.r_[x, np.zeros((40, 3))])  # fmt: skip
     assert [k for k, *_ in det.streams_in_alert()] == ["hot"]
@@ -283,10 +318,10 @@ def test_streams_in_alert_lists_open_alerts():
 def test_top_features_of_an_open_alert_survive_a_snapshot():
     x = np.zeros((40, 3))
     x[30:, 1] = 100.0  # only feature b goes wild
-    det = Detector(MODEL, DetectorConfig(warmup=5, close_run=50))
+    det = Detector(MODEL, DetectorConfig(warmup=5, close_run=50, **FC))
     det.process_many(["hot"] * 40, np.arange(40) * 1.0, x)
     ((key, group, peak, feats),) = det.streams_in_alert()
     assert (key, group, feats) == ("hot", 0, "b") and peak > 0.9
-    other = Detector(MODEL, DetectorConfig(warmup=5, close_run=50))
+    other = Detector(MODEL, DetectorConfig(warmup=5, close_run=50, **FC))
     other.table.restore(det.table.snapshot())
     assert other.streams_in_alert() == det.streams_in_alert()

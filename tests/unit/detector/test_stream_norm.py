@@ -37,7 +37,8 @@ REF_ATOL = 1e-4  # kernel (float32 state) against the float64 reference
 
 
 def cfg(mode: str, **kw) -> DetectorConfig:
-    base = {"warmup": 5, "open_threshold": 0.8, "close_threshold": 0.6, "min_run": 1,
+    base = {"scorer": "forecast", "warmup": 5, "open_threshold": 0.8, "close_threshold": 0.6,
+            "min_run": 1,
             "close_run": 2, "cooldown_s": 3.0, "smooth": 2, "stream_norm": mode,
             "norm_window": 40}  # fmt: skip
     base.update(kw)

@@ -155,7 +155,7 @@ def _fleet(rng: np.random.Generator, n_streams: int = 5, n: int = 600):
         level = rng.uniform(1, 100)
         x = level + np.cumsum(rng.normal(size=(n, 2)) * 0.1, axis=0) * level * 0.01
         lab = np.zeros(n, bool)
-        for start in rng.choice(np.arange(100, n - 20), 3, replace=False):
+        for start in rng.choice(np.arange(n // 3, n - 20), 3, replace=False):
             x[start : start + rng.integers(1, 6)] += rng.normal(size=2) * level * 0.05
             lab[start : start + 5] = True
         keys += [f"s{s}"] * n
@@ -171,16 +171,19 @@ def _fleet(rng: np.random.Generator, n_streams: int = 5, n: int = 600):
     )
 
 
-def test_threshold_sweep_equals_full_reruns():
+@pytest.mark.parametrize("scorer,thresholds", [("forecast", (0.6, 0.85)), ("regime", (0.5, 0.6))])
+def test_threshold_sweep_equals_full_reruns(scorer, thresholds):
     rng = np.random.default_rng(SEED)
-    keys, times, x, labels = _fleet(rng)
+    keys, times, x, labels = _fleet(rng, n=1200)
     mean, std = fit_normalisation(x)
     model = last_value_model(["a", "b"], mean, std)
-    cfg = DetectorConfig(min_run=2, close_run=2, cooldown_s=300.0, warmup=20)
+    # min_run 1 for the regime scorer: its fleet's incidents are spikes of one to five events
+    cfg = DetectorConfig(scorer=scorer, min_run=2 if scorer == "forecast" else 1, close_run=2,
+                         cooldown_s=300.0, warmup=20)  # fmt: skip
     rep = E.replay(Detector(model, cfg), keys, times, x, labels=labels, chunk=257)
     judged = E.judged_mask(keys, 0.1)
     rep.judged = judged
-    for thr in (0.6, 0.85):
+    for thr in thresholds:
         full = E.replay(
             Detector(model, DetectorConfig(**{**cfg.as_dict(), "open_threshold": thr})),
             keys,
@@ -198,7 +201,7 @@ def test_threshold_sweep_equals_full_reruns():
         direct, _ = E.quality(full)
         assert swept.summary() == pytest.approx(direct.summary(), nan_ok=True)
         assert (trans == K.OPENED).sum() > 0  # the case is not vacuous
-    low, high = E.sweep(rep, [0.6, 0.85])
+    low, high = E.sweep(rep, list(thresholds))
     assert low.quality.alerts > high.quality.alerts
 
 

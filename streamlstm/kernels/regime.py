@@ -1,0 +1,290 @@
+"""The regime scorer: how far is the stream, now, from its own learnt normal.
+
+One-step forecast errors mark the onset of an incident and then fall back as
+the forecast catches up (SCORING.md's finding, measured again on SKAB: the
+forecast scorer closed its alerts while the valve fault lasted). This scorer
+keeps, per stream and per scored feature, a handful of running statistics
+(``sstat``, rows ``SS_*`` of :mod:`~streamlstm.kernels.layout`) and compares
+the present with them through four views, each a distance where 1 means
+"anomalous":
+
+- **spike**: ``|r| / (1.25 s)`` over ``SPIKE_K``, where ``r = x - x̂`` is the
+  forecast error and ``s`` the stream's mean ``|r|`` of normal events (floored
+  at ``FLOOR_REL`` of the feature's own spread, so a noise-free stream does not
+  alert on rounding). Heavy-tailed streams: the threshold rises to
+  ``SPIKE_GAMMA`` times the decaying maximum of their recent normal spikes.
+- **energy**: ``|½ ln(e_short / e_normal)|`` over ``ENERGY_K``: the short
+  (span ``SHORT_SPAN``) mean squared error against its normal. Up: a variance
+  change, a broken relation between channels, a new oscillation; down: the
+  channel went quiet.
+- **level**: ``|m - b| / sqrt(v_d)`` over ``LEVEL_K``: the short level ``m``
+  against a slow baseline ``b`` (time constant ``BASE_TAU``), in units of
+  that difference's own normal spread ``v_d``. A noisy channel gets a tight
+  band (its short level barely moves), a slowly trending one (a temperature
+  warming up) a wide one, so a step on the first is seen and the trend of the
+  second is not an incident.
+- **flat line**: the run of identical values times ``-ln p``, ``p`` the
+  stream's normal probability of a repeat, over ``STUCK_K``: a stuck channel
+  of a continuous signal is seen within two events, a counter that often
+  repeats is left alone.
+
+Distance ``D`` = the largest view over the scored features. An **episode**
+starts at ``D >= 1`` (after ``BASELINE_EVENTS`` events, and not within
+``EPISODE_COOLDOWN`` events of the last one); the features at ``D_f >= 1``
+while it lasts form its mask. The episode **holds** while ``H``, the largest
+level / energy / flat-line view of the masked features, stays at or above
+``EPISODE_CLOSE``, and ends after ``EPISODE_CLOSE_RUN`` events below. The
+masked features learn nothing while it lasts (the incident must not teach the
+normal; after ``MAX_HOLD`` events a lasting change becomes the new normal);
+the other features keep learning, so a temperature that drifts beside a
+broken flow neither holds the alert nor is frozen away from its present.
+
+Outputs per event: ``score = u / (1 + u)``, where ``u = max(D / max(P, 1), 1)``
+at ``D >= 1`` (``P`` the stream's decaying maximum of recent ``D``: a rise
+above the recent past ranks above its plateau) and ``0.999 D`` below, capped
+below 0.5 during the episode cooldown (one incident, one opening); and
+``hold = H / (1 + H)`` (all features' ``H`` outside an episode). So a score
+of 0.5 is the default open threshold and a hold of 1/3 the close threshold.
+Nothing here reads the alert thresholds: one replay serves every threshold.
+``contrib`` gets each feature's ``D_f ** 2`` (squared, like the forecast
+scorer's squared errors, so a feature at half the distance of the one that
+broke has a fifth of the share and the alert names the features that broke).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from streamlstm.kernels.config import NJIT
+from streamlstm.kernels.layout import (
+    F_SCALE,
+    I_EP_BELOW,
+    I_EP_COOL,
+    I_EP_HELD,
+    I_EPISODE,
+    SS_B,
+    SS_EB,
+    SS_ES,
+    SS_M,
+    SS_MASK,
+    SS_MU,
+    SS_MXSP,
+    SS_N,
+    SS_PREP,
+    SS_RUN,
+    SS_SR,
+    SS_VAR,
+    SS_VD,
+    SS_XPREV,
+)
+
+# Events a stream learns its normal from before it is scored: a spread from 256
+# values is within ~4% of the truth. Learning rates are 1/n until then.
+BASELINE_EVENTS = 256
+SHORT_SPAN = 16.0  # span of the short level and energy: a step is seen within a few events
+BASE_TAU = 256.0  # the slow baseline follows a trend with this lag (events)
+RESID_RATE = 1.0 / 256  # after the warm-up, the residual scale and energy learn this slowly
+REPEAT_RATE = 1.0 / 1024
+FLOOR_REL = 0.05  # residual scale floor: 5% of the feature's own spread (quiet streams)
+CLIP = 4.0  # deviations teach at most CLIP scales (from the 16th value on)
+CLIP_AFTER = 16
+SPIKE_K = 6.0
+SPIKE_GAMMA = 1.3  # a spike must beat the stream's recent normal spikes by 30%
+SPIKE_TAU = 2000.0  # events: decay of that recent maximum
+ENERGY_K = 1.0  # e-fold change of the short energy (x2.7 or /2.7) = distance 1
+LEVEL_K = 4.0
+STUCK_K = 9.2  # -ln(1e-4): a run that normal data repeats once in 10^4
+REPEAT_P_MIN = 1e-3  # a continuous signal's repeats are never taken as rarer than this
+EPISODE_CLOSE = 0.5
+EPISODE_CLOSE_RUN = 4
+EPISODE_COOLDOWN = 32  # events after an episode before the next may start
+MAX_HOLD = 2048  # events of an episode after which its features learn again
+NOVELTY_TAU = 64.0  # events: decay of the recent maximum of D (the score's reference)
+
+
+@njit(**NJIT)
+def _regime_reset(s, sstat, fstat, istat):  # pragma: no cover - compiled
+    """Forget what slot ``s`` learnt (a new stream, or a gap reset)."""
+    sstat[s, :, :] = 0.0
+    fstat[s, F_SCALE] = 0.0
+    istat[s, I_EPISODE] = 0
+    istat[s, I_EP_BELOW] = 0
+    istat[s, I_EP_HELD] = 0
+    istat[s, I_EP_COOL] = 0
+
+
+@njit(**NJIT)
+def _regime_step(
+    s, xv, fv, n_events, scored, sstat, fstat, istat, dist, contrib, e
+):  # pragma: no cover - compiled
+    """Score one event of slot ``s`` and learn from it; returns ``(score, hold)``.
+
+    xv : (F,) float64 the event's values in scoring units (NaN = missing);
+    fv : (F,) float64 the forecast in the same units (NaN = none: the previous
+    value stands in). n_events : the stream's accepted events before this one.
+    scored : (F,) bool. sstat : (n_slots, N_SSTAT, F) float64; fstat, istat :
+    the slot's scalar rows. dist : (3, F) float64 scratch. contrib : (n, F)
+    float32, row ``e`` gets each feature's squared distance ``D_f ** 2``. Score is NaN (and
+    nothing is scored) for a stream's first event.
+    """
+    n_feat = xv.shape[0]
+    a_s = 2.0 / (SHORT_SPAN + 1.0)
+    warm = n_events >= BASELINE_EVENTS
+    any_prev = False
+    d_max = 0.0
+    h_all = 0.0
+    # -- distances, from the state before this event ---------------------------------
+    for f in range(n_feat):
+        dist[0, f] = 0.0  # D_f
+        dist[1, f] = 0.0  # H_f
+        dist[2, f] = math.nan  # r (NaN: the feature does not learn from this event)
+        x = xv[f]
+        prev = sstat[s, SS_XPREV, f]
+        if not scored[f] or math.isnan(x) or sstat[s, SS_N, f] == 0.0:
+            continue
+        any_prev = True
+        fc = fv[f] if not math.isnan(fv[f]) else prev
+        r = x - fc
+        dist[2, f] = r
+        mu = sstat[s, SS_MU, f]
+        sd = math.sqrt(sstat[s, SS_VAR, f])
+        fl = FLOOR_REL * sd + 1e-9 * (abs(mu) + 1.0)
+        s_eff = max(sstat[s, SS_SR, f], fl)
+        z_sp = abs(r) / (1.25 * s_eff)
+        es_n = sstat[s, SS_ES, f] + a_s * (r * r - sstat[s, SS_ES, f])
+        f2 = (1.25 * fl) ** 2
+        z_en = abs(0.5 * math.log((es_n + f2) / (sstat[s, SS_EB, f] + f2)))
+        m_n = sstat[s, SS_M, f] + a_s * (x - sstat[s, SS_M, f])
+        z_lv = abs(m_n - sstat[s, SS_B, f]) / math.sqrt(
+            sstat[s, SS_VD, f] + (0.25 * fl) ** 2 + 1e-300
+        )
+        run = sstat[s, SS_RUN, f] + 1.0 if abs(x - prev) <= 1e-7 * (abs(x) + sd + 1e-12) else 0.0
+        z_st = run * -math.log(max(sstat[s, SS_PREP, f], REPEAT_P_MIN))
+        h = max(z_en / ENERGY_K, max(z_lv / LEVEL_K, z_st / STUCK_K))
+        d = max(z_sp / max(SPIKE_K, SPIKE_GAMMA * sstat[s, SS_MXSP, f]), h)
+        if warm:
+            dist[0, f] = d
+            dist[1, f] = h
+            d_max = max(d_max, d)
+            h_all = max(h_all, h)
+    if not any_prev:
+        for f in range(n_feat):
+            contrib[e, f] = 0.0
+        _regime_learn(s, xv, n_events, scored, sstat, istat, dist, 0.0, a_s)
+        return math.nan, math.nan
+
+    # -- score: a rise above the recent past ranks above its plateau ------------------
+    ref = max(fstat[s, F_SCALE], 1.0)
+    u = max(d_max / ref, 1.0) if d_max >= 1.0 else 0.999 * d_max
+    if istat[s, I_EP_COOL] > 0 and istat[s, I_EPISODE] == 0:
+        u = min(u, 0.99)  # one incident, one opening
+    fstat[s, F_SCALE] = max(fstat[s, F_SCALE] * math.exp(-1.0 / NOVELTY_TAU), d_max)
+
+    # -- the episode: which features broke, and whether they are still away -----------
+    hold_d = h_all
+    if istat[s, I_EPISODE] == 0:
+        if warm and istat[s, I_EP_COOL] <= 0 and d_max >= 1.0:
+            istat[s, I_EPISODE] = 1
+            istat[s, I_EP_BELOW] = 0
+            istat[s, I_EP_HELD] = 0
+            for f in range(n_feat):
+                sstat[s, SS_MASK, f] = 1.0 if dist[0, f] >= 1.0 else 0.0
+        else:
+            istat[s, I_EP_COOL] -= 1
+    else:
+        for f in range(n_feat):
+            if dist[0, f] >= 1.0:
+                sstat[s, SS_MASK, f] = 1.0
+    if istat[s, I_EPISODE] == 1:
+        hold_d = 0.0
+        for f in range(n_feat):
+            if sstat[s, SS_MASK, f] > 0.5:
+                hold_d = max(hold_d, dist[1, f])
+        if istat[s, I_EP_HELD] > 0:  # not on the opening event
+            if hold_d < EPISODE_CLOSE:
+                istat[s, I_EP_BELOW] += 1
+            else:
+                istat[s, I_EP_BELOW] = 0
+        istat[s, I_EP_HELD] += 1
+        if istat[s, I_EP_BELOW] >= EPISODE_CLOSE_RUN:
+            istat[s, I_EPISODE] = 0
+            istat[s, I_EP_HELD] = 0
+            istat[s, I_EP_COOL] = EPISODE_COOLDOWN
+            for f in range(n_feat):
+                sstat[s, SS_MASK, f] = 0.0
+    for f in range(n_feat):
+        contrib[e, f] = np.float32(dist[0, f] * dist[0, f])
+    _regime_learn(s, xv, n_events, scored, sstat, istat, dist, d_max, a_s)
+    return u / (1.0 + u), hold_d / (1.0 + hold_d)
+
+
+@njit(**NJIT)
+def _regime_learn(
+    s, xv, n_events, scored, sstat, istat, dist, d_max, a_s
+):  # pragma: no cover - compiled
+    """After scoring: teach the statistics (see the module doc for what learns when)."""
+    n_feat = xv.shape[0]
+    warm = n_events >= BASELINE_EVENTS
+    quiet = warm and d_max < 1.0
+    released = istat[s, I_EP_HELD] > MAX_HOLD
+    dm = math.exp(-1.0 / SPIKE_TAU)
+    a_b = 1.0 / BASE_TAU
+    for f in range(n_feat):
+        x = xv[f]
+        if not scored[f] or math.isnan(x):
+            continue
+        nf = sstat[s, SS_N, f]
+        wu = nf < BASELINE_EVENTS
+        aw = 1.0 / (nf + 1.0)
+        learn = wu or sstat[s, SS_MASK, f] < 0.5 or released
+        mu = sstat[s, SS_MU, f]
+        var = sstat[s, SS_VAR, f]
+        sd = math.sqrt(var)
+        fl = FLOOR_REL * sd + 1e-9 * (abs(mu) + 1.0)
+        clip = nf >= CLIP_AFTER
+        if wu:  # the level and spread of the warm-up: the floor's reference
+            d = x - mu
+            if clip:
+                lim = CLIP * max(sd, 1e-12)
+                d = min(max(d, -lim), lim)
+            sstat[s, SS_MU, f] = mu + aw * d
+            sstat[s, SS_VAR, f] = (1.0 - aw) * (var + aw * d * d)
+        prev = sstat[s, SS_XPREV, f]
+        r = dist[2, f]
+        if nf == 0.0:  # the feature's first value
+            sstat[s, SS_M, f] = x
+            sstat[s, SS_B, f] = x
+            sstat[s, SS_ES, f] = 0.0
+        else:
+            if math.isnan(r):
+                r = 0.0
+            s_eff = max(sstat[s, SS_SR, f], fl)
+            rc = min(abs(r), CLIP * 1.25 * s_eff) if clip else abs(r)
+            es = sstat[s, SS_ES, f]
+            sstat[s, SS_ES, f] = es + a_s * (r * r - es)
+            sstat[s, SS_M, f] += a_s * (x - sstat[s, SS_M, f])
+            if learn:
+                a_r = aw if wu else RESID_RATE
+                sstat[s, SS_SR, f] += a_r * (rc - sstat[s, SS_SR, f])
+                sstat[s, SS_EB, f] += a_r * (rc * rc - sstat[s, SS_EB, f])
+                sstat[s, SS_B, f] += (max(aw, a_b) if wu else a_b) * (x - sstat[s, SS_B, f])
+                dd = sstat[s, SS_M, f] - sstat[s, SS_B, f]
+                if clip:
+                    ddl = CLIP * math.sqrt(sstat[s, SS_VD, f]) + 0.25 * fl
+                    dd = min(max(dd, -ddl), ddl)
+                sstat[s, SS_VD, f] += (aw if wu else a_b) * (dd * dd - sstat[s, SS_VD, f])
+                rep = 1.0 if abs(x - prev) <= 1e-7 * (abs(x) + sd + 1e-12) else 0.0
+                sstat[s, SS_PREP, f] += (aw if wu else REPEAT_RATE) * (rep - sstat[s, SS_PREP, f])
+            if abs(x - prev) <= 1e-7 * (abs(x) + sd + 1e-12):
+                sstat[s, SS_RUN, f] += 1.0
+            else:
+                sstat[s, SS_RUN, f] = 0.0
+            if warm:
+                z_sp = abs(r) / (1.25 * s_eff)
+                mx = sstat[s, SS_MXSP, f] * dm
+                sstat[s, SS_MXSP, f] = max(mx, z_sp) if quiet else mx
+        sstat[s, SS_XPREV, f] = x
+        sstat[s, SS_N, f] = nf + 1.0
