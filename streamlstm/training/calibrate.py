@@ -26,6 +26,9 @@
    is the detector's default open threshold; with absolute scores (tail
    probabilities of a calibrated residual) it is ``1 - budget / events per
    stream-week``, since every opening needs at least one exceedance.
+4. Data that allow less than one opening (:data:`MIN_ALLOWED`): no threshold
+   is calibrated (``threshold`` None, a ``reason`` says why); the detector's
+   default open threshold stands.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ MIN_RESID_SCALE = 1e-3  # normalised units; a perfectly predicted feature must n
 MAX_THRESHOLD = 1.0 - 1e-7  # float32 scores cannot resolve more than this below 1
 _MAD_TO_STD = 1.4826
 MIN_OBSERVABLE = 5.0  # allowed openings below which the nominal tail bound also applies
+MIN_ALLOWED = 1.0  # allowed openings below which nothing is calibrated (the default stands)
 
 
 def robust_std(r: np.ndarray) -> np.ndarray:
@@ -172,6 +176,27 @@ def choose_threshold(
         step = float(np.median(np.diff(t))) if t.shape[0] > 1 else 0.0
         weeks += (float(t[-1] - t[0]) + step) / WEEK_S
     allowed = false_alarms_per_week * weeks
+    if allowed < MIN_ALLOWED:
+        # Data that allow less than one opening cannot show the budget: zero openings on
+        # them prove nothing, and one would push the threshold to whatever silences that
+        # short stretch (SKAB: 0.003 stream-weeks chose 0.65, above every fault's score).
+        need = MIN_ALLOWED / false_alarms_per_week
+        return {
+            "threshold": None,
+            "reason": (
+                f"the held-out data cover {weeks:.3g} stream-weeks, too short to see a budget "
+                f"of {false_alarms_per_week:g} false alarm(s)/stream/week (that needs "
+                f"{need:.3g} stream-weeks); the detector's default open threshold "
+                f"{cfg.default_open():g} is used instead"
+            ),
+            "false_alarms_per_week": false_alarms_per_week,
+            "stream_weeks": weeks,
+            "allowed": allowed,
+            "default_threshold": cfg.default_open(),
+            "n_streams": len(held),
+            "scorer": cfg.scorer,
+            "detector": cfg.as_dict(),
+        }
     rec = _Recorded(model, held, starts, cfg, stream_stats=data.stream_stats)
     open0 = cfg.open_threshold or cfg.default_open()
     first = rec.run(open0)

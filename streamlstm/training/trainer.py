@@ -208,10 +208,15 @@ class TrainReport:
         ]
         if self.best_val_loss is not None and self.last_value_loss:
             gain = 1.0 - self.best_val_loss / self.last_value_loss
-            verdict = "beats" if gain > 0 else "does NOT beat"
+            if abs(gain) < 0.01:
+                verdict = "forecasts no better than"
+            else:
+                verdict = "beats" if gain > 0 else "does NOT beat"
             lines.append(f"the model {verdict} the last-value forecast ({100 * gain:+.1f}% MSE)")
         cal = self.calibration
-        if cal.get("threshold") is not None:
+        if cal.get("threshold") is None and cal.get("reason"):
+            lines.append(f"threshold not calibrated: {cal['reason']}")
+        elif cal.get("threshold") is not None:
             lines.append(
                 f"calibrated open threshold {cal['threshold']:.6g} for "
                 f"{cal.get('false_alarms_per_week')} false alarm(s)/stream/week: "

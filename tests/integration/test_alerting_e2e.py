@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import yaml
 
+from streamlstm.kernels.regime import BASELINE_EVENTS
 from tests.conftest import require_binary
 from tests.integration.test_daemon import (
     FEATURES,
@@ -230,10 +231,12 @@ def test_injected_anomaly_pages_and_resolves(
         assert daemon.port is not None
         alerting["start_prometheus"](daemon.port)
         t0 = 1_700_000_000.0
-        normal = _events(HOT, t0, 60, 0.0, rng) + _events("pump-calm", t0, 60, 0.0, rng)
+        # the regime scorer learns each stream's normal from its first BASELINE_EVENTS
+        n_normal = BASELINE_EVENTS + 44
+        normal = _events(HOT, t0, n_normal, 0.0, rng) + _events("pump-calm", t0, n_normal, 0.0, rng)
         # The incident: the hot pump jumps 40 units and stays there (no more events yet),
         # so its alert stays open until the test sends normal readings again.
-        incident = _events(HOT, t0 + 60 * 60, 2, 40.0, rng)
+        incident = _events(HOT, t0 + 60 * n_normal, 2, 40.0, rng)
         _produce(broker.bootstrap, topic, [(0, None, v) for v in normal + incident])
         wait_until(
             lambda: hook.alerts("firing"),
@@ -255,8 +258,9 @@ def test_injected_anomaly_pages_and_resolves(
         )
         assert not [a for a in hook.alerts("firing") if a["labels"]["stream"] != HOT]
 
-        # an hour of normal readings: the smoothed error decays, the alert closes
-        back = _events(HOT, t0 + 62 * 60, 60, 0.0, rng)
+        # two hours of normal readings: the short level and energy of the jump (80 and
+        # 25000x the normal, span 16 events) decay below the hold within ~70 events
+        back = _events(HOT, t0 + 60 * (n_normal + 2), 120, 0.0, rng)
         _produce(broker.bootstrap, topic, [(0, None, v) for v in back])
         wait_until(
             lambda: hook.alerts("resolved"), 90, "the alert to resolve", logs, daemon, alerting

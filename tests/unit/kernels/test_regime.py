@@ -1,0 +1,144 @@
+"""The regime scorer (streamlstm.kernels.regime) through the detector: each kind of
+incident opens an alert that stays open while the stream is away and closes when it
+returns; quiet streams stay quiet; context features are never scored; the alert names
+the feature that moved; scores do not depend on a stream's units."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamlstm.detector import Detector, DetectorConfig
+from streamlstm.errors import ModelError
+from streamlstm.kernels import layout as KL
+from streamlstm.kernels import regime as KR
+from streamlstm.model import load
+from streamlstm.model.baselines import last_value_model
+from tests.conftest import SEED
+
+FEATS = ["a", "b", "c"]
+N = 1500
+START, END = 900, 1100  # the incident
+
+
+def run(x: np.ndarray, model=None, cfg: DetectorConfig | None = None):
+    model = model or last_value_model(FEATS, np.zeros(len(FEATS)), np.ones(len(FEATS)))
+    det = Detector(model, cfg or DetectorConfig())
+    return det.process_many(["s"] * x.shape[0], np.arange(x.shape[0]) * 60.0, x)
+
+
+def noise(seed: int = SEED) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(N, len(FEATS)))
+
+
+def opened(res) -> list[int]:
+    return [t.index for t in res.transitions if t.kind == "opened"]
+
+
+def closed(res) -> list[int]:
+    return [t.index for t in res.transitions if t.kind == "closed"]
+
+
+def held(res) -> float:
+    return float(res.alert[START:END].mean())
+
+
+def test_a_quiet_stream_never_alerts():
+    res = run(noise())
+    assert not res.alert.any() and not res.transitions
+    # nothing is scored before the scorer learnt the stream's normal
+    assert (res.score[1 : KR.BASELINE_EVENTS] == 0).all() and np.isnan(res.score[0])
+
+
+def test_a_noise_free_periodic_stream_does_not_page():
+    t = np.arange(N)
+    x = np.stack([np.sin(2 * np.pi * t / 60), np.cos(2 * np.pi * t / 60), np.ones(N)], axis=1)
+    assert not run(x).transitions
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["level", "variance", "stuck", "drift"],
+)
+def test_each_kind_opens_holds_and_closes(kind):
+    x = noise()
+    w = slice(START, END)
+    if kind == "level":
+        x[w, 1] += 3.0
+    elif kind == "variance":
+        x[w, 1] *= 4.0
+    elif kind == "stuck":
+        x[w, 1] = x[START - 1, 1]
+    elif kind == "drift":
+        x[w, 1] += np.linspace(0.0, 6.0, END - START)
+        x[END:, 1] = x[END:, 1]  # back at once
+    res = run(x)
+    ops = opened(res)
+    assert ops and START <= ops[0] < START + 120, (kind, ops)
+    assert held(res) >= 0.6 if kind == "drift" else held(res) >= 0.9, (kind, held(res))
+    # back to normal: the alert closes soon after the incident ends, and stays closed
+    assert closed(res) and END <= closed(res)[-1] < END + 60, (kind, closed(res))
+    assert not res.alert[END + 60 :].any()
+    first = next(t for t in res.transitions if t.kind == "opened")
+    assert first.contributions[0][0] == "b", first.contributions
+
+
+def test_a_spike_opens_a_short_alert_naming_its_feature():
+    x = noise()
+    x[START, 2] += 15.0
+    res = run(x)
+    assert opened(res) == [START]
+    first = res.transitions[0]
+    assert first.contributions[0][0] == "c" and first.contributions[0][1] > 0.6
+    # the short energy remembers the spike for a few of its spans
+    assert closed(res) and closed(res)[0] < START + 40
+
+
+def test_context_features_are_forecast_but_never_scored(tmp_path):
+    x = noise()
+    x[START:END, 0] += 50.0  # a command channel switches: not an incident
+    base = last_value_model(FEATS, np.zeros(3), np.ones(3))
+    model = base.with_context(["a"])
+    res = run(x, model)
+    assert not res.transitions
+    assert run(x, base).transitions  # scored, the same switch would alert
+    again = load(model.save(tmp_path / "m.npz"))
+    assert again.context == ("a",) and again.scored_mask().tolist() == [0.0, 1.0, 1.0]
+    with pytest.raises(ModelError, match="not among the features"):
+        base.with_context(["zz"])
+    with pytest.raises(ModelError, match="at least one must be scored"):
+        base.with_context(FEATS)
+
+
+def test_units_do_not_change_scores():
+    x = noise()
+    x[START:END, 1] += 3.0
+    y = x * [1000.0, 0.001, 1.0] + [5e4, -3.0, 0.0]
+    # each with the normalisation a model trained on it would have
+    a = run(x, last_value_model(FEATS, x.mean(0), x.std(0)))
+    b = run(y, last_value_model(FEATS, y.mean(0), y.std(0)))
+    np.testing.assert_allclose(a.score, b.score, atol=1e-3)
+    np.testing.assert_array_equal(a.alert, b.alert)
+
+
+def test_the_forecast_scorer_is_still_there():
+    x = noise()
+    x[START, 2] += 15.0
+    res = run(x, cfg=DetectorConfig(scorer="forecast"))
+    assert START in opened(res)
+    np.testing.assert_array_equal(res.hold, res.score)  # it closes on its score
+
+
+def test_scorer_state_is_reset_with_the_stream():
+    x = noise()[:400]
+    model = last_value_model(FEATS, np.zeros(3), np.ones(3))
+    det = Detector(model, DetectorConfig(reset_gap_s=600.0))
+    det.process_many(["s"] * 400, np.arange(400) * 60.0, x)
+    assert det.stream_state("s")["sstat"][KL.SS_N].tolist() == [400.0] * 3
+    det.process_many(["s"], [400 * 60.0 + 3600.0], x[:1])
+    assert det.stream_state("s")["sstat"][KL.SS_N].tolist() == [1.0] * 3
+
+
+def test_config_rejects_an_unknown_scorer():
+    with pytest.raises(ValueError, match="scorer is 'x', expected one of forecast, regime"):
+        DetectorConfig(scorer="x")
