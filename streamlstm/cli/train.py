@@ -27,6 +27,7 @@ import numpy as np
 
 from streamlstm.detector import DetectorConfig
 from streamlstm.errors import InputError
+from streamlstm.io.features import context_names
 from streamlstm.io.tabular import EventReader
 from streamlstm.training.trainer import TrainConfig, TrainReport, train_model
 
@@ -59,6 +60,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         ),
     )
     p.add_argument("--pipeline", help=_unset("pipeline of --config (default: the only one)"))
+    p.add_argument(
+        "--context",
+        help=_unset(
+            "comma-separated features that are inputs only, never scored (commands, "
+            "calendar); with --config: the decode section's roles"
+        ),
+    )
     p.add_argument("--out", required=True, help=_unset("model file to write (.npz)"))
     p.add_argument("--key", default=None, help=_unset("stream key column (default: one stream)"))
     p.add_argument("--time", default=None, help=_unset("event time column (default: row number)"))
@@ -183,9 +191,9 @@ class _AnySecret(dict[str, str]):
 
 def read_with_pipeline(
     path: str, config_path: str, pipeline: str | None, key: str | None, time_field: str | None
-) -> tuple[list[str], np.ndarray, np.ndarray, tuple[str, ...], dict[str, int]]:
+) -> tuple[list[str], np.ndarray, np.ndarray, tuple[str, ...], dict[str, int], tuple[str, ...]]:
     """Decode a JSON-lines history with a pipeline's decoder: keys, times, x, features,
-    reject counts by reason."""
+    reject counts by reason, context features (the decode section's roles)."""
     from streamlstm.io.decode import Decoder
     from streamlstm.service.config import load_config
 
@@ -228,7 +236,8 @@ def read_with_pipeline(
         _decode_into(decoder, batch, keys, times, xs, rejects)
     if not keys:
         raise InputError(f"{path}: no record could be decoded ({rejects or 'empty file'})")
-    return keys, np.concatenate(times), np.concatenate(xs), features, rejects
+    context = context_names(pipe.decode.features)
+    return keys, np.concatenate(times), np.concatenate(xs), features, rejects, context
 
 
 def _decode_into(
@@ -247,9 +256,11 @@ def _decode_into(
 
 def run(args: argparse.Namespace) -> int:
     if args.config:
-        if args.features:
-            raise InputError("give --features or --config, not both (--config names them)")
-        keys, times, x, features_t, rejects = read_with_pipeline(
+        if args.features or args.context:
+            raise InputError(
+                "give --features/--context or --config, not both (--config names them)"
+            )
+        keys, times, x, features_t, rejects, context = read_with_pipeline(
             args.data, args.config, args.pipeline, args.key, args.time
         )
         features = list(features_t)
@@ -263,6 +274,10 @@ def run(args: argparse.Namespace) -> int:
         features = [f.strip() for f in (args.features or "").split(",") if f.strip()]
         if not features:
             raise InputError("--features: name at least one column (or give --config)")
+        context = tuple(f.strip() for f in (args.context or "").split(",") if f.strip())
+        unknown = [c for c in context if c not in features]
+        if unknown:
+            raise InputError(f"--context {','.join(unknown)}: not among --features")
         with EventReader(
             args.data, features, key=args.key, time=args.time, sep=args.sep,
             time_unit=args.time_unit,
@@ -306,7 +321,9 @@ def run(args: argparse.Namespace) -> int:
             f"{','.join(features)}; training a {args.cell.upper()} {args.layers}x{args.hidden}",
             file=sys.stderr,
         )
-    model, report = train_model(keys, times, x, features, config, detector_config=DetectorConfig())
+    model, report = train_model(
+        keys, times, x, features, config, detector_config=DetectorConfig(), context=context
+    )
     out = model.save(args.out)
     if not args.quiet:
         print(report.summary(), file=sys.stderr)

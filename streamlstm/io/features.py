@@ -36,6 +36,13 @@ Rules, per value:
 - time features come from the event time (seconds since the Unix epoch, UTC),
   shifted by ``utc_offset_h`` hours to get local wall-clock time.
 
+Roles (``role``): a **scored** feature is forecast and judged (its errors make
+the anomaly score); a **context** feature is an input only (a command channel,
+the calendar, a category): the model reads it, nothing alerts on it.
+``auto`` (the default) scores none/log features and keeps onehot, hash and the
+time transforms as context; a model file may also name context features (see
+:func:`context_names`).
+
 "Time since the stream's previous event" is not a transform: a model trained
 with ``time_input`` gets it from the detector, which knows each stream's last
 event time.
@@ -62,6 +69,7 @@ import numpy as np
 TRANSFORMS = ("none", "log", "onehot", "hash", "time_of_day", "day_of_week")
 TIME_TRANSFORMS = frozenset({"time_of_day", "day_of_week"})
 NUMERIC_TRANSFORMS = frozenset({"none", "log"})
+ROLES = ("auto", "scored", "context")
 OTHER = "<other>"
 DEFAULT_MAX_VALUE = 1e12
 # Names end up in model files, metric help and alert records; keep them plain and free of the
@@ -101,6 +109,7 @@ class FeatureSpec:
     min, max: plausible range of a none/log value; outside is ``out_of_range``.
     default: value used when a none/log value is missing (None = NaN, imputed).
     utc_offset_h: hours added to UTC for the time transforms (local wall clock).
+    role: "scored", "context" or "auto" (see the module doc).
     """
 
     name: str
@@ -112,6 +121,7 @@ class FeatureSpec:
     max: float | None = None
     default: float | None = None
     utc_offset_h: float = 0.0
+    role: str = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
@@ -138,6 +148,8 @@ class FeatureSpec:
             raise FeatureSpecError(
                 "field", f"{self.field!r} is not a dotted field path like 'payload.temp'"
             )
+        if self.role not in ROLES:
+            raise FeatureSpecError("role", f"{self.role!r} is not one of {', '.join(ROLES)}")
         self._check_knobs()
 
     def _check_knobs(self) -> None:
@@ -189,6 +201,32 @@ class FeatureSpec:
         if t in TIME_TRANSFORMS:
             return (f"{n}_sin", f"{n}_cos")
         return (n,)
+
+
+def context_names(
+    specs: Sequence[FeatureSpec], model_context: Sequence[str] = ()
+) -> tuple[str, ...]:
+    """The model feature names that are context inputs only, in spec order.
+
+    An explicit ``role`` wins; ``auto`` is context when the model file names the
+    feature as context or the transform is onehot, hash or a time transform.
+
+    >>> specs = (FeatureSpec("temp"), FeatureSpec("cmd"),
+    ...          FeatureSpec("hour", transform="time_of_day"),
+    ...          FeatureSpec("valve", role="scored", transform="onehot", vocabulary=("open",)))
+    >>> context_names(specs, model_context=("cmd",))
+    ('cmd', 'hour_sin', 'hour_cos')
+    """
+    given = set(model_context)
+    out: list[str] = []
+    for s in specs:
+        if s.role == "scored":
+            continue
+        if s.role == "context" or s.transform not in NUMERIC_TRANSFORMS:
+            out.extend(s.names)
+        else:
+            out.extend(n for n in s.names if n in given)
+    return tuple(out)
 
 
 class FeatureSet:

@@ -120,6 +120,7 @@ class Model:
             f"{self.cell.upper()} layers={self.layers} hidden={self.hidden} "
             f"features={','.join(self.features)}"
             + (" +dt" if self.time_input else "")
+            + (f" context={','.join(self.context)}" if self.context else "")
             + (
                 f" stream_norm={self.stream_norm}/{self.norm_window}"
                 if self.stream_norm != "off"

@@ -48,7 +48,7 @@ from streamlstm.kafka.source import BrokerUnavailable, KafkaSource
 from streamlstm.model import Model, weights_sha256
 from streamlstm.service.backoff import Backoff
 from streamlstm.service.checkpoint_store import CheckpointStore
-from streamlstm.service.config.types import PipelineConfig
+from streamlstm.service.config.types import PipelineConfig, with_roles
 from streamlstm.service.metrics import InAlert, Metrics, PipelineStatus
 from streamlstm.service.status import Health
 
@@ -95,7 +95,8 @@ class PipelineLoop:
         self.stop = stop
         self.reload = reload or threading.Event()
         self.health = Health(cfg.name)
-        self.model = model if model is not None else model_io.load(cfg.model_path)
+        loaded = model if model is not None else model_io.load(cfg.model_path)
+        self.model = with_roles(loaded, cfg.decode)
         self.detector = Detector(self.model, cfg.detector)
         self.decoder = Decoder(cfg.decode, self.model.features)
         self.store = CheckpointStore(Path(cfg.checkpoint.dir), cfg.name, keep=cfg.checkpoint.keep)
@@ -428,7 +429,7 @@ class PipelineLoop:
     def reload_model(self) -> None:
         path = self.cfg.model_path
         try:
-            new = model_io.load(path)
+            new = with_roles(model_io.load(path), self.cfg.decode)
             self.detector.reload_model(new)
         except ModelError as exc:
             self.metrics.model_reloads.labels(self.name, "refused").inc()

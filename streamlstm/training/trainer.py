@@ -499,6 +499,7 @@ def train_model(
     detector_config: Any = None,
     progress: Progress | None = None,
     stream_stats: Mapping[str, np.ndarray] | None = None,
+    context: Sequence[str] = (),
 ) -> tuple[Model, TrainReport]:
     """Train a forecaster for a fleet and calibrate it.
 
@@ -511,7 +512,9 @@ def train_model(
     when ``config.calibrate``) and a report. ``stream_stats`` (key -> the
     detector's ``nstat`` row) starts those streams' per-stream normalisation
     from the detector's statistics instead of from their first event here
-    (fine-tuning on recent events). Raises TrainingError when
+    (fine-tuning on recent events). ``context`` names features that are inputs
+    only: the model forecasts them but they are not scored, in calibration or
+    in the daemon (recorded in the model file). Raises TrainingError when
     training diverges and InputError on unusable data.
     """
     cfg = config or TrainConfig()
@@ -530,6 +533,14 @@ def train_model(
     data = prepare(keys, times, x, features, cfg.val_fraction, time_input, norm, stream_norm,
                    stream_stats)  # fmt: skip
     model, report = fit(data, cfg, init=init, progress=progress)
+    if context or init is not None:
+        unknown = [c for c in context if c not in model.features]
+        if unknown:
+            raise InputError(f"context features {unknown} are not among {list(model.features)}")
+        ctx = tuple(c for c in model.features if c in context) or (init.context if init else ())
+        if len(ctx) == model.n_features:
+            raise InputError("every feature is a context input: at least one must be scored")
+        model = model.with_context(ctx)
     if cfg.calibrate:
         from streamlstm.training.calibrate import calibrate
 

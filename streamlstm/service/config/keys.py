@@ -51,7 +51,7 @@ _SOURCE_KEYS = ("topics", "max_poll_records", "poll_timeout_ms", "start")
 _DECODE_KEYS = ("key_field", "time_field", "time_unit", "features", "max_value", "max_key_length")
 _FEATURE_KEYS = (
     "name", "field", "transform", "vocabulary", "buckets", "min", "max", "default",
-    "utc_offset_h",
+    "utc_offset_h", "role",
 )  # fmt: skip
 _SINKS_KEYS = ("alerts_topic", "dead_letter_topic", "log_alerts")
 _CHECKPOINT_KEYS = ("dir", "interval_s", "keep")

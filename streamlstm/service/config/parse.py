@@ -13,7 +13,7 @@ from typing import Any
 
 from streamlstm.detector import DetectorConfig
 from streamlstm.io.decode import TIME_UNITS, DecodeConfig
-from streamlstm.io.features import TRANSFORMS, FeatureSet, FeatureSpec, FeatureSpecError
+from streamlstm.io.features import ROLES, TRANSFORMS, FeatureSet, FeatureSpec, FeatureSpecError
 from streamlstm.kafka.config import STARTS, SinksConfig, SourceConfig
 from streamlstm.service.config.kafka import KafkaSectionParser
 from streamlstm.service.config.keys import (
@@ -256,6 +256,7 @@ class _Parser(KafkaSectionParser):
             max=m.number("max", None, nullable=True),
             default=m.number("default", None, nullable=True),
             utc_offset_h=m.number("utc_offset_h", 0.0),
+            role=m.text("role", "auto", choices=ROLES),
         )
         try:
             return FeatureSpec(**kw)

@@ -9,8 +9,9 @@ from pathlib import Path
 from streamlstm.detector import DetectorConfig
 from streamlstm.errors import ConfigError
 from streamlstm.io.decode import DecodeConfig
-from streamlstm.io.features import FeatureSet
+from streamlstm.io.features import FeatureSet, context_names
 from streamlstm.kafka.config import KafkaConfig, SinksConfig, SourceConfig
+from streamlstm.model import Model
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,16 @@ class PipelineConfig:
     def feature_names(self) -> tuple[str, ...]:
         """Model feature names the decode section produces."""
         return FeatureSet(self.decode.features, self.decode.max_value).names
+
+    def roles_for(self, model: Model) -> Model:
+        """``model`` with this pipeline's context features (``decode.features[].role``)."""
+        return with_roles(model, self.decode)
+
+
+def with_roles(model: Model, decode: DecodeConfig) -> Model:
+    """``model`` with the context features of a decode section (see io.features)."""
+    ctx = context_names(decode.features, model.context)
+    return model if ctx == model.context else model.with_context(ctx)
 
 
 @dataclass(frozen=True)

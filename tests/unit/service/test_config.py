@@ -433,3 +433,29 @@ def test_pipeline_yaml_documents_the_real_defaults() -> None:
     for k in ("session_timeout_ms", "heartbeat_interval_ms", "max_poll_interval_ms"):
         assert parsed[k] == getattr(KafkaConfig(bootstrap_servers=()), k)
     assert parsed["interval_s"] == 10.0 and parsed["keep"] == 2
+
+
+# -- feature roles ----------------------------------------------------------------------------
+def test_feature_roles_context_only_inputs_are_not_scored() -> None:
+    from streamlstm.model import Model
+
+    feats = [
+        "temp",
+        {"name": "cmd", "role": "context"},
+        {"name": "hour", "transform": "time_of_day"},
+        {"name": "mode", "transform": "onehot", "vocabulary": ["a"], "role": "scored"},
+    ]
+    (p,) = parse(with_("pipelines[0].decode.features", feats)).pipelines
+    assert [s.role for s in p.decode.features] == ["auto", "context", "auto", "scored"]
+    model = Model.random(list(p.feature_names), hidden=4)
+    m = p.roles_for(model)
+    assert m.context == ("cmd", "hour_sin", "hour_cos")
+    assert m.scored_mask().tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 1.0]
+    # a feature the model file names as context stays context unless the YAML says scored
+    both = p.roles_for(model.with_context(["temp"]))
+    assert both.context == ("temp", "cmd", "hour_sin", "hour_cos")
+
+
+def test_bad_feature_role_names_its_yaml_path() -> None:
+    msgs = errors_of(with_("pipelines[0].decode.features", [{"name": "t", "role": "input"}]))
+    assert any("pipelines[0].decode.features[0].role" in m and "context" in m for m in msgs), msgs

@@ -158,6 +158,23 @@ def test_calibration_stays_within_the_budget():
     assert opened <= cal["allowed"] + 1  # this replay starts each stream from its start
 
 
+def test_train_context_features_are_recorded_and_not_scored(tmp_path, capsys):
+    fleet = generate_fleet(FleetSpec(n_streams=2, n_steps=300, anomaly_rate=0, features=FEATS))
+    fleet.write_csv(tmp_path / "h.csv.gz")
+    out = tmp_path / "m.npz"
+    base = ["train", "--data", str(tmp_path / "h.csv.gz"), "--key", "machine", "--time", "ts",
+            "--features", "temp,pressure", "--out", str(out), "--hidden", "4", "--window", "16",
+            "--epochs", "1", "--quiet"]  # fmt: skip
+    assert cli.main([*base, "--context", "pressure"]) == 0
+    m = load(out)
+    assert m.context == ("pressure",) and m.scored_mask().tolist() == [1.0, 0.0]
+    assert "context=pressure" in m.describe()
+    assert cli.main([*base, "--context", "nope"]) == 2
+    assert "--context nope: not among --features" in capsys.readouterr().err
+    assert cli.main([*base, "--context", "temp,pressure"]) == 2
+    assert "at least one must be scored" in capsys.readouterr().err
+
+
 def test_train_command_writes_model_plot_and_report(tmp_path, capsys):
     fleet = generate_fleet(FleetSpec(n_streams=2, n_steps=300, anomaly_rate=0, features=FEATS))
     fleet.write_csv(tmp_path / "h.csv.gz")
