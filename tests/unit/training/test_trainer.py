@@ -105,7 +105,8 @@ def test_nan_loss_raises_and_cli_writes_no_file(tmp_path, monkeypatch, capsys):
     fleet.write_csv(tmp_path / "h.csv")
     out = tmp_path / "m.npz"
     rc = cli.main(["train", "--data", str(tmp_path / "h.csv"), "--key", "machine", "--time",
-                   "ts", "--features", "temp,pressure", "--out", str(out), "--quiet"])  # fmt: skip
+                   "ts", "--features", "temp,pressure", "--out", str(out), "--hidden", "4",
+                   "--quiet"])  # fmt: skip
     assert rc == 2
     assert "diverged" in capsys.readouterr().err
     assert not out.exists()
@@ -156,6 +157,21 @@ def test_calibration_stays_within_the_budget():
         split = t[0] + 0.8 * (t[-1] - t[0])
         opened += int(np.sum((res.transition == 1) & (t >= split)))
     assert opened <= cal["allowed"] + 1  # this replay starts each stream from its start
+
+
+def test_too_little_history_keeps_the_last_value_forecaster_and_says_why():
+    keys, times, x = fleet_events(1, 300)  # 240 training events x 2 features < 4,674 weights
+    model, report = train_model(keys, times, x, FEATS, TrainConfig(hidden=32, progress=False))
+    assert report.epochs_run == 0 and report.not_trained
+    assert "too few to fit 4,674 weights" in report.not_trained
+    assert report.summary().startswith("not trained: 480 training values")
+    lv = T.last_value_start(FEATS, hidden=32)
+    for k, v in lv.arrays().items():
+        if k.startswith(("weight", "bias")):
+            np.testing.assert_array_equal(model.arrays()[k], v, err_msg=k)
+    # enough values per weight (a smaller net): trained as before
+    _, small = train_model(keys, times, x, FEATS, TrainConfig(hidden=4, epochs=2, progress=False))
+    assert small.not_trained is None and small.epochs_run == 2
 
 
 def test_train_context_features_are_recorded_and_not_scored(tmp_path, capsys):
