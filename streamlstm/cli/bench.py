@@ -78,6 +78,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", type=int, default=8, help="features per event")
     p.add_argument("--streams", type=int, default=100_000, help="live streams in the table")
     p.add_argument("--cell", choices=["lstm", "gru"], default="lstm", help="cell type")
+    p.add_argument("--scorer", choices=["regime", "forecast"], default="regime",
+                   help="the detector's scorer (scoring.scorer)")  # fmt: skip
     p.add_argument("--repeats", type=int, default=5, help="passes per measurement (best kept)")
     p.add_argument(
         "--events", type=int, default=16_384,
@@ -102,7 +104,8 @@ def _argv(args: argparse.Namespace) -> list[str]:
         "--layers", ",".join(map(str, args.layers)),
         "--batch", ",".join(map(str, args.batch)),
         "--features", str(args.features), "--streams", str(args.streams),
-        "--cell", args.cell, "--repeats", str(args.repeats), "--events", str(args.events),
+        "--cell", args.cell, "--scorer", args.scorer, "--repeats", str(args.repeats),
+        "--events", str(args.events),
         "--seed", str(args.seed), "--clock", args.clock,
     ]  # fmt: skip
     if args.no_torch:
@@ -203,7 +206,9 @@ class _Bench:
         self.rng = np.random.default_rng(args.seed)
         feats = [f"f{i}" for i in range(self.n_feat)]
         self.model = Model.random(feats, hidden=hid, layers=layers, cell=args.cell, seed=args.seed)
-        self.det = Detector(self.model, DetectorConfig(max_streams=args.streams, warmup=10))
+        self.det = Detector(
+            self.model, DetectorConfig(max_streams=args.streams, warmup=10, scorer=args.scorer)
+        )
         self.keys = [f"stream-{i:07d}" for i in range(args.streams)]
         self.clock = 0.0
         chunk = 8192

@@ -343,7 +343,7 @@ class Detector:
             "fc": Column((model.n_features,), "float32"),
             "fstat": Column((K.N_FSTAT,), "float64"),
             "istat": Column((K.N_ISTAT,), "int64"),
-            "sstat": Column((K.N_SSTAT, model.n_features), "float64"),
+            "sstat": Column((K.N_SSTAT, model.n_features), "float32"),
         }
         if stream_norm != "off":
             cols["nstat"] = Column((KN.N_NSTAT, model.n_features), "float64")

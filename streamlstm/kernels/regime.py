@@ -103,6 +103,8 @@ EPISODE_CLOSE_RUN = 4
 EPISODE_COOLDOWN = 32  # events after an episode before the next may start
 MAX_HOLD = 2048  # events of an episode after which its features learn again
 NOVELTY_TAU = 64.0  # events: decay of the recent maximum of D (the score's reference)
+_SPIKE_DECAY = math.exp(-1.0 / SPIKE_TAU)  # per event (compile-time constants)
+_NOVELTY_DECAY = math.exp(-1.0 / NOVELTY_TAU)
 
 
 @njit(**NJIT)
@@ -126,7 +128,7 @@ def _regime_step(
     fv : (F,) float64 the forecast in the same units (NaN = none: the previous
     value stands in). n_events : the stream's accepted events before this one.
     scored : (F,) bool. sstat : (n_slots, N_SSTAT, F) float64; fstat, istat :
-    the slot's scalar rows. dist : (3, F) float64 scratch. contrib : (n, F)
+    the slot's scalar rows. dist : (4, F) float64 scratch. contrib : (n, F)
     float32, row ``e`` gets each feature's squared distance ``D_f ** 2``. Score is NaN (and
     nothing is scored) for a stream's first event.
     """
@@ -141,6 +143,7 @@ def _regime_step(
         dist[0, f] = 0.0  # D_f
         dist[1, f] = 0.0  # H_f
         dist[2, f] = math.nan  # r (NaN: the feature does not learn from this event)
+        dist[3, f] = math.nan  # the warm-up spread sd (NaN: not computed here)
         x = xv[f]
         prev = sstat[s, SS_XPREV, f]
         if not scored[f] or math.isnan(x) or sstat[s, SS_N, f] == 0.0:
@@ -151,6 +154,7 @@ def _regime_step(
         dist[2, f] = r
         mu = sstat[s, SS_MU, f]
         sd = math.sqrt(sstat[s, SS_VAR, f])
+        dist[3, f] = sd
         fl = FLOOR_REL * sd + 1e-9 * (abs(mu) + 1.0)
         s_eff = max(sstat[s, SS_SR, f], fl)
         z_sp = abs(r) / (1.25 * s_eff)
@@ -162,7 +166,7 @@ def _regime_step(
             sstat[s, SS_VD, f] + (0.25 * fl) ** 2 + 1e-300
         )
         run = sstat[s, SS_RUN, f] + 1.0 if abs(x - prev) <= 1e-7 * (abs(x) + sd + 1e-12) else 0.0
-        z_st = run * -math.log(max(sstat[s, SS_PREP, f], REPEAT_P_MIN))
+        z_st = run * -math.log(max(sstat[s, SS_PREP, f], REPEAT_P_MIN)) if run > 0.0 else 0.0
         h = max(z_en / ENERGY_K, max(z_lv / LEVEL_K, z_st / STUCK_K))
         d = max(z_sp / max(SPIKE_K, SPIKE_GAMMA * sstat[s, SS_MXSP, f]), h)
         if warm:
@@ -181,7 +185,7 @@ def _regime_step(
     u = max(d_max / ref, 1.0) if d_max >= 1.0 else 0.999 * d_max
     if istat[s, I_EP_COOL] > 0 and istat[s, I_EPISODE] == 0:
         u = min(u, 0.99)  # one incident, one opening
-    fstat[s, F_SCALE] = max(fstat[s, F_SCALE] * math.exp(-1.0 / NOVELTY_TAU), d_max)
+    fstat[s, F_SCALE] = max(fstat[s, F_SCALE] * _NOVELTY_DECAY, d_max)
 
     # -- the episode: which features broke, and whether they are still away -----------
     hold_d = h_all
@@ -230,7 +234,7 @@ def _regime_learn(
     warm = n_events >= BASELINE_EVENTS
     quiet = warm and d_max < 1.0
     released = istat[s, I_EP_HELD] > MAX_HOLD
-    dm = math.exp(-1.0 / SPIKE_TAU)
+    dm = _SPIKE_DECAY
     a_b = 1.0 / BASE_TAU
     for f in range(n_feat):
         x = xv[f]
@@ -242,7 +246,9 @@ def _regime_learn(
         learn = wu or sstat[s, SS_MASK, f] < 0.5 or released
         mu = sstat[s, SS_MU, f]
         var = sstat[s, SS_VAR, f]
-        sd = math.sqrt(var)
+        sd = dist[3, f]
+        if math.isnan(sd):
+            sd = math.sqrt(var)
         fl = FLOOR_REL * sd + 1e-9 * (abs(mu) + 1.0)
         clip = nf >= CLIP_AFTER
         if wu:  # the level and spread of the warm-up: the floor's reference
