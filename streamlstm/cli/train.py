@@ -109,9 +109,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-windows", type=int, default=None,
                    help=_unset("at most this many windows per epoch, drawn at random "
                                "(default: all)"))  # fmt: skip
-    p.add_argument("--false-alarms-per-week", type=float, default=d.false_alarms_per_week,
-                   help="alert budget per stream per week of normal data the default "
-                        "threshold is calibrated for")  # fmt: skip
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--false-alarms-per-day", type=float, default=1.0,
+                        help="alert budget of the whole pipeline (all streams together) per "
+                             "day of normal data, the threshold is calibrated for")  # fmt: skip
+    budget.add_argument("--false-alarms-per-week", type=float, default=None,
+                        help=_unset("alert budget per stream per week instead (a fleet of N "
+                                    "streams then pages N times as often)"))  # fmt: skip
     p.add_argument("--no-threshold", action="store_true",
                    help="calibrate residual scales only, no default threshold")  # fmt: skip
     p.add_argument("--plot", default=None, help=_unset("write the loss curves to this PNG"))
@@ -310,6 +314,11 @@ def run(args: argparse.Namespace) -> int:
             season=parse_season(args.season, times, keys),
             max_windows=args.max_windows,
             false_alarms_per_week=None if args.no_threshold else args.false_alarms_per_week,
+            false_alarms_per_day=(
+                None
+                if args.no_threshold or args.false_alarms_per_week is not None
+                else args.false_alarms_per_day
+            ),
             progress=not args.quiet,
         )
     except ValueError as exc:

@@ -139,8 +139,9 @@ from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
     SCORER_NAMES,
     SCORER_REGIME,
     SS_B,
-    SS_EB,
     SS_ES,
+    SS_LE,
+    SS_LV,
     SS_M,
     SS_MASK,
     SS_MU,
@@ -440,7 +441,7 @@ def _detect_batch(
     regime = np.int64(params[P_SCORER]) == SCORER_REGIME
     r_x = np.empty(n_feat, np.float64)  # the regime scorer's inputs
     r_fc = np.empty(n_feat, np.float64)
-    dist = np.empty((4, n_feat), np.float64)
+    dist = np.empty((5, n_feat), np.float64)
     norm_mean = params[pf + PF_MEAN * n_feat : pf + (PF_MEAN + 1) * n_feat]
     norm_std = params[pf + PF_STD * n_feat : pf + (PF_STD + 1) * n_feat]
     cell = layout[WL_CELL]

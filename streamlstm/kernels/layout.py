@@ -92,12 +92,12 @@ SCORER_FORECAST = 0  # the one-step forecast error against the stream's recent m
 SCORER_REGIME = 1  # spike, level, energy and flat-line views against a learnt normal
 SCORER_NAMES = ("forecast", "regime")
 
-# sstat rows (float64, (N_SSTAT, F) per slot): the regime scorer's per-feature state.
+# sstat rows (float32, (N_SSTAT, F) per slot): the regime scorer's per-feature state.
 SS_N = 0  # values learnt from
 SS_MU = 1  # level of the warm-up (in scoring units)
 SS_VAR = 2  # variance of the warm-up
 SS_SR = 3  # residual scale: mean |x - forecast| of normal events
-SS_EB = 4  # normal residual energy, mean r^2
+SS_LE = 4  # normal mean of ln(short energy): the typical short energy, not the mean one
 SS_ES = 5  # short residual energy (EWMA, span SHORT_SPAN)
 SS_M = 6  # short level (EWMA, span SHORT_SPAN)
 SS_B = 7  # slow baseline level (time constant BASE_TAU), frozen while the feature is broken
@@ -107,7 +107,8 @@ SS_PREP = 10  # normal probability of a repeat
 SS_MXSP = 11  # decaying maximum of the normal spike distance
 SS_XPREV = 12  # previous value (valid once SS_N > 0)
 SS_MASK = 13  # 1: the feature is part of the open episode (it broke)
-N_SSTAT = 14
+SS_LV = 14  # normal variance of ln(short energy)
+N_SSTAT = 15
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32
 # elements, each a multiple of WEIGHT_ALIGN) of the six weight arrays in the

@@ -13,10 +13,13 @@ the present with them through four views, each a distance where 1 means
   at ``FLOOR_REL`` of the feature's own spread, so a noise-free stream does not
   alert on rounding). Heavy-tailed streams: the threshold rises to
   ``SPIKE_GAMMA`` times the decaying maximum of their recent normal spikes.
-- **energy**: ``|½ ln(e_short / e_normal)|`` over ``ENERGY_K``: the short
-  (span ``SHORT_SPAN``) mean squared error against its normal. Up: a variance
-  change, a broken relation between channels, a new oscillation; down: the
-  channel went quiet.
+- **energy**: ``|L - mean_L| / max(sd_L, ENERGY_SD_MIN)`` over ``ENERGY_K``,
+  ``L = ln e_short`` the log of the short (span ``SHORT_SPAN``) mean squared
+  error and ``mean_L``, ``sd_L`` its own normal mean and spread. Up: a
+  variance change, a broken relation between channels, a new oscillation;
+  down: the channel went quiet. Against its own distribution, not against
+  the long-run mean square: on a bursty stream the short energy is usually
+  far below the mean (which the bursts make), and is not "quiet" for that.
 - **level**: ``|m - b| / sqrt(v_d)`` over ``LEVEL_K``: the short level ``m``
   against a slow baseline ``b`` (time constant ``BASE_TAU``), in units of
   that difference's own normal spread ``v_d``. A noisy channel gets a tight
@@ -66,8 +69,9 @@ from streamlstm.kernels.layout import (
     I_EP_HELD,
     I_EPISODE,
     SS_B,
-    SS_EB,
     SS_ES,
+    SS_LE,
+    SS_LV,
     SS_M,
     SS_MASK,
     SS_MU,
@@ -94,7 +98,8 @@ CLIP_AFTER = 16
 SPIKE_K = 6.0
 SPIKE_GAMMA = 1.3  # a spike must beat the stream's recent normal spikes by 30%
 SPIKE_TAU = 2000.0  # events: decay of that recent maximum
-ENERGY_K = 1.0  # e-fold change of the short energy (x2.7 or /2.7) = distance 1
+ENERGY_K = 4.0  # standard deviations of ln(short energy) = distance 1
+ENERGY_SD_MIN = 0.5  # floor of that spread: x7.4 or /7.4 on a Gaussian stream (sd ~0.35)
 LEVEL_K = 4.0
 STUCK_K = 9.2  # -ln(1e-4): a run that normal data repeats once in 10^4
 REPEAT_P_MIN = 1e-3  # a continuous signal's repeats are never taken as rarer than this
@@ -128,7 +133,7 @@ def _regime_step(
     fv : (F,) float64 the forecast in the same units (NaN = none: the previous
     value stands in). n_events : the stream's accepted events before this one.
     scored : (F,) bool. sstat : (n_slots, N_SSTAT, F) float64; fstat, istat :
-    the slot's scalar rows. dist : (4, F) float64 scratch. contrib : (n, F)
+    the slot's scalar rows. dist : (5, F) float64 scratch. contrib : (n, F)
     float32, row ``e`` gets each feature's squared distance ``D_f ** 2``. Score is NaN (and
     nothing is scored) for a stream's first event.
     """
@@ -144,6 +149,7 @@ def _regime_step(
         dist[1, f] = 0.0  # H_f
         dist[2, f] = math.nan  # r (NaN: the feature does not learn from this event)
         dist[3, f] = math.nan  # the warm-up spread sd (NaN: not computed here)
+        dist[4, f] = math.nan  # L = ln(short energy) after this event
         x = xv[f]
         prev = sstat[s, SS_XPREV, f]
         if not scored[f] or math.isnan(x) or sstat[s, SS_N, f] == 0.0:
@@ -160,7 +166,10 @@ def _regime_step(
         z_sp = abs(r) / (1.25 * s_eff)
         es_n = sstat[s, SS_ES, f] + a_s * (r * r - sstat[s, SS_ES, f])
         f2 = (1.25 * fl) ** 2
-        z_en = abs(0.5 * math.log((es_n + f2) / (sstat[s, SS_EB, f] + f2)))
+        le = math.log(es_n + f2)
+        dist[4, f] = le
+        sd_le = max(math.sqrt(sstat[s, SS_LV, f]), ENERGY_SD_MIN)
+        z_en = abs(le - sstat[s, SS_LE, f]) / sd_le
         m_n = sstat[s, SS_M, f] + a_s * (x - sstat[s, SS_M, f])
         z_lv = abs(m_n - sstat[s, SS_B, f]) / math.sqrt(
             sstat[s, SS_VD, f] + (0.25 * fl) ** 2 + 1e-300
@@ -271,11 +280,25 @@ def _regime_learn(
             rc = min(abs(r), CLIP * 1.25 * s_eff) if clip else abs(r)
             es = sstat[s, SS_ES, f]
             sstat[s, SS_ES, f] = es + a_s * (r * r - es)
+            le = dist[4, f]
+            n_le = nf - CLIP_AFTER  # the short energy is warm from the 16th value on
+            if not math.isnan(le) and n_le >= 0.0 and (learn or n_le < 1.0):
+                # The normal distribution of ln(short energy): 1/n over the warm-up,
+                # then slowly, deviations clipped at CLIP spreads (an incident's
+                # onset must not widen the band it is judged by).
+                a_l = 1.0 / (n_le + 1.0) if wu else RESID_RATE
+                m_le = sstat[s, SS_LE, f]
+                v_le = sstat[s, SS_LV, f]
+                dl = le - m_le
+                if n_le >= CLIP_AFTER:
+                    lim = CLIP * max(math.sqrt(v_le), ENERGY_SD_MIN)
+                    dl = min(max(dl, -lim), lim)
+                sstat[s, SS_LE, f] = m_le + a_l * dl
+                sstat[s, SS_LV, f] = (1.0 - a_l) * (v_le + a_l * dl * dl)
             sstat[s, SS_M, f] += a_s * (x - sstat[s, SS_M, f])
             if learn:
                 a_r = aw if wu else RESID_RATE
                 sstat[s, SS_SR, f] += a_r * (rc - sstat[s, SS_SR, f])
-                sstat[s, SS_EB, f] += a_r * (rc * rc - sstat[s, SS_EB, f])
                 sstat[s, SS_B, f] += (max(aw, a_b) if wu else a_b) * (x - sstat[s, SS_B, f])
                 dd = sstat[s, SS_M, f] - sstat[s, SS_B, f]
                 if clip:

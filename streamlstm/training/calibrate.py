@@ -154,11 +154,18 @@ class _Recorded:
 def choose_threshold(
     model: Model,
     data: Prepared,
-    false_alarms_per_week: float,
+    false_alarms_per_week: float | None,
     detector_config: DetectorConfig | None = None,
     context: int = 256,
+    false_alarms_per_day: float | None = None,
 ) -> dict[str, Any]:
-    """Pick the open threshold for the budget (see the module doc); returns the info dict."""
+    """Pick the open threshold for the budget (see the module doc); returns the info dict.
+
+    ``false_alarms_per_day`` (when given) is a budget for the whole pipeline: the
+    openings of every stream together, per day of the validation period (from
+    the first held-out event of any stream to the last); otherwise
+    ``false_alarms_per_week`` per stream, per week of each stream's data.
+    """
     cfg = detector_config or DetectorConfig()
     held = [s for s in data.streams if s.n_train < s.n]
     if not held:
@@ -175,21 +182,35 @@ def choose_threshold(
         # n events cover n - 1 intervals; count one more so one event is one interval
         step = float(np.median(np.diff(t))) if t.shape[0] > 1 else 0.0
         weeks += (float(t[-1] - t[0]) + step) / WEEK_S
-    allowed = false_alarms_per_week * weeks
+    t0 = min(float(s.times[s.n_train]) for s in held)
+    t1 = max(float(s.times[-1]) for s in held)
+    days = (t1 - t0) / 86_400.0
+    if false_alarms_per_day is not None:
+        allowed = false_alarms_per_day * days
+        budget = f"{false_alarms_per_day:g} false alarm(s)/day for the pipeline"
+        cover = f"{days:.3g} days"
+        need = f"{MIN_ALLOWED / max(false_alarms_per_day, 1e-300):.3g} days"
+    else:
+        assert false_alarms_per_week is not None
+        allowed = false_alarms_per_week * weeks
+        budget = f"{false_alarms_per_week:g} false alarm(s)/stream/week"
+        cover = f"{weeks:.3g} stream-weeks"
+        need = f"{MIN_ALLOWED / max(false_alarms_per_week, 1e-300):.3g} stream-weeks"
     if allowed < MIN_ALLOWED:
         # Data that allow less than one opening cannot show the budget: zero openings on
         # them prove nothing, and one would push the threshold to whatever silences that
         # short stretch (SKAB: 0.003 stream-weeks chose 0.65, above every fault's score).
-        need = MIN_ALLOWED / false_alarms_per_week
         return {
             "threshold": None,
             "reason": (
-                f"the held-out data cover {weeks:.3g} stream-weeks, too short to see a budget "
-                f"of {false_alarms_per_week:g} false alarm(s)/stream/week (that needs "
-                f"{need:.3g} stream-weeks); the detector's default open threshold "
+                f"the held-out data cover {cover}, too short to see a budget of {budget} "
+                f"(that needs {need}); the detector's default open threshold "
                 f"{cfg.default_open():g} is used instead"
             ),
             "false_alarms_per_week": false_alarms_per_week,
+            "false_alarms_per_day": false_alarms_per_day,
+            "budget": budget,
+            "validation_days": days,
             "stream_weeks": weeks,
             "allowed": allowed,
             "default_threshold": cfg.default_open(),
@@ -217,9 +238,9 @@ def choose_threshold(
             # Scores are u / (1 + u), u = error / the stream's recent maximum, not tail
             # probabilities: the detector's default is the nominal threshold then.
             nominal = cfg.default_open()
-        elif weeks > 0:
-            per_week = n_judged / weeks
-            nominal = float(min(MAX_THRESHOLD, max(0.5, 1.0 - false_alarms_per_week / per_week)))
+        else:
+            # every opening needs an exceedance: at most `allowed` of the judged events
+            nominal = float(min(MAX_THRESHOLD, max(0.5, 1.0 - allowed / n_judged)))
     if nominal is not None and nominal > chosen:
         chosen = float(grid[min(int(np.searchsorted(grid, nominal)), len(grid) - 1)])
     # Confirm with a real pass; step up the grid while the budget is exceeded.
@@ -234,6 +255,9 @@ def choose_threshold(
     return {
         "threshold": chosen,
         "false_alarms_per_week": false_alarms_per_week,
+        "false_alarms_per_day": false_alarms_per_day,
+        "budget": budget,
+        "validation_days": days,
         "stream_weeks": weeks,
         "allowed": allowed,
         "openings": real,
@@ -255,8 +279,12 @@ def calibrate(
     detector_config: DetectorConfig | None = None,
     context: int = 256,
     chunk: int = 8,
+    false_alarms_per_day: float | None = None,
 ) -> tuple[Model, dict[str, Any]]:
-    """Residual scales, then (if a budget is given) the threshold; both stored in the model."""
+    """Residual scales, then (if a budget is given) the threshold; both stored in the model.
+
+    ``false_alarms_per_day``: a budget for the whole pipeline (all streams together),
+    used instead of ``false_alarms_per_week`` per stream when given."""
     scale, source, n_res = residual_scale(model, data, context, chunk)
     info: dict[str, Any] = {
         "resid_source": source,
@@ -265,8 +293,10 @@ def calibrate(
     }
     model = model.with_calibration(scale, None, info)
     threshold = None
-    if false_alarms_per_week is not None:
-        thr_info = choose_threshold(model, data, false_alarms_per_week, detector_config, context)
+    if false_alarms_per_week is not None or false_alarms_per_day is not None:
+        thr_info = choose_threshold(
+            model, data, false_alarms_per_week, detector_config, context, false_alarms_per_day
+        )
         info.update(thr_info)
         threshold = thr_info.get("threshold")
     if threshold is not None and not (0.0 < threshold < 1.0 and math.isfinite(threshold)):

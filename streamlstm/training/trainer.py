@@ -58,6 +58,9 @@ class TrainConfig:
     calibrate / false_alarms_per_week: after training, measure resid_scale on
     the validation residuals and pick the open threshold for that budget
     (see :mod:`streamlstm.training.calibrate`); None = no threshold.
+    false_alarms_per_day: a budget for the whole pipeline (every stream's
+    openings together, per day), used instead of the per-stream weekly one
+    when set (``streamlstm train``'s default: 1 a day).
     start: initial weights, "last_value" (a model that starts as the
     last-value forecaster, :mod:`streamlstm.training.init`) or "random"
     (PyTorch's initialisation). Measured on a synthetic fleet, four NAB
@@ -103,6 +106,7 @@ class TrainConfig:
     max_windows: int | None = None
     calibrate: bool = True
     false_alarms_per_week: float | None = 1.0
+    false_alarms_per_day: float | None = None
     progress: bool = True
     chunk: int = 8
     min_values_per_weight: float = 1.0
@@ -131,6 +135,11 @@ class TrainConfig:
             (
                 "false_alarms_per_week",
                 self.false_alarms_per_week is None or self.false_alarms_per_week >= 0,
+                ">= 0",
+            ),
+            (
+                "false_alarms_per_day",
+                self.false_alarms_per_day is None or self.false_alarms_per_day >= 0,
                 ">= 0",
             ),
             ("chunk", self.chunk >= 1, ">= 1"),
@@ -238,11 +247,17 @@ class TrainReport:
             lines.append(f"threshold not calibrated: {cal['reason']}")
         elif cal.get("threshold") is not None:
             lines.append(
-                f"calibrated open threshold {cal['threshold']:.6g} for "
-                f"{cal.get('false_alarms_per_week')} false alarm(s)/stream/week: "
-                f"{cal.get('openings')} opening(s) in {cal.get('stream_weeks', 0):.2f} "
-                "stream-weeks of validation data"
+                f"calibrated open threshold {cal['threshold']:.6g} for {cal.get('budget')}: "
+                f"{cal.get('openings')} opening(s) in {cal.get('validation_days', 0):.3g} days "
+                f"({cal.get('stream_weeks', 0):.3g} stream-weeks) of validation data"
             )
+            days = cal.get("validation_days") or 0.0
+            if days > 0 and cal.get("n_streams"):
+                lines.append(
+                    f"at it, the validation data opened {cal.get('openings', 0) / days:.3g} "
+                    f"alert(s)/day over {cal['n_streams']} stream(s): what the pipeline pages "
+                    "on normal data"
+                )
         return lines
 
 
@@ -588,7 +603,7 @@ def train_model(
             )
         model, info = calibrate(
             model, data, cfg.false_alarms_per_week, detector_config,
-            context=4 * cfg.window, chunk=cfg.chunk,
+            context=4 * cfg.window, chunk=cfg.chunk, false_alarms_per_day=cfg.false_alarms_per_day,
         )  # fmt: skip
         report.calibration = info
     return model, report

@@ -174,6 +174,31 @@ def test_too_little_history_keeps_the_last_value_forecaster_and_says_why():
     assert small.not_trained is None and small.epochs_run == 2
 
 
+def test_pipeline_budget_counts_every_streams_openings_per_day():
+    # 10-minute events over ~6 weeks: the validation period is ~8.3 days of 4 streams
+    fleet = generate_fleet(FleetSpec(n_streams=4, n_steps=6000, period_s=600.0,
+                                     anomaly_rate=0, seed=SEED, features=FEATS))  # fmt: skip
+    keys, times, x, _ = fleet.events()
+    cfg = TrainConfig(hidden=8, window=32, batch=16, epochs=1, progress=False,
+                      false_alarms_per_week=None, false_alarms_per_day=1.0)  # fmt: skip
+    model, rep = train_model(keys, times, x, FEATS, cfg, detector_config=DetectorConfig())
+    cal = rep.calibration
+    assert "for the pipeline" in cal["budget"]
+    assert 7.5 < cal["validation_days"] < 9.0
+    assert cal["allowed"] == pytest.approx(cal["validation_days"])  # 1 a day, not 4
+    assert cal["openings"] <= cal["allowed"] and model.threshold is not None
+    assert "alert(s)/day over 4 stream(s)" in rep.summary()
+    # the same data, one a day per stream-week instead: 4 streams allow 4x as many
+    per_stream = T.TrainConfig(**{**cfg.__dict__, "false_alarms_per_week": 7.0,
+                                  "false_alarms_per_day": None})  # fmt: skip
+    _, rep2 = train_model(keys, times, x, FEATS, per_stream, detector_config=DetectorConfig())
+    assert rep2.calibration["allowed"] == pytest.approx(4 * cal["allowed"], rel=0.01)
+    # too short for the pipeline budget: said, and the default stands
+    short = T.TrainConfig(**{**cfg.__dict__, "false_alarms_per_day": 0.05})
+    m3, rep3 = train_model(keys, times, x, FEATS, short, detector_config=DetectorConfig())
+    assert m3.threshold is None and "false alarm(s)/day for the pipeline" in rep3.summary()
+
+
 def test_train_context_features_are_recorded_and_not_scored(tmp_path, capsys):
     fleet = generate_fleet(FleetSpec(n_streams=2, n_steps=300, anomaly_rate=0, features=FEATS))
     fleet.write_csv(tmp_path / "h.csv.gz")
