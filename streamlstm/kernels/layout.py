@@ -104,11 +104,12 @@ SS_B = 7  # slow baseline level (time constant BASE_TAU), frozen while the featu
 SS_VD = 8  # normal (short level - baseline)^2
 SS_RUN = 9  # consecutive repeats of the same value
 SS_PREP = 10  # normal probability of a repeat
-SS_MXSP = 11  # decaying maximum of the normal spike distance
+SS_QSP = 11  # running 1-in-SPIKE_TAIL spike size (|r| / (1.25 s))
 SS_XPREV = 12  # previous value (valid once SS_N > 0)
 SS_MASK = 13  # 1: the feature is part of the open episode (it broke)
 SS_LV = 14  # normal variance of ln(short energy)
-N_SSTAT = 15
+SS_MXRUN = 15  # decaying maximum of the normal runs of one value (ended, not in an episode)
+N_SSTAT = 16
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32
 # elements, each a multiple of WEIGHT_ALIGN) of the six weight arrays in the

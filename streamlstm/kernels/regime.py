@@ -12,7 +12,12 @@ the present with them through four views, each a distance where 1 means
   forecast error and ``s`` the stream's mean ``|r|`` of normal events (floored
   at ``FLOOR_REL`` of the feature's own spread, so a noise-free stream does not
   alert on rounding). Heavy-tailed streams: the threshold rises to
-  ``SPIKE_GAMMA`` times the decaying maximum of their recent normal spikes.
+  ``SPIKE_GAMMA`` times ``q``, a running estimate of the stream's
+  1-in-``SPIKE_TAIL`` spike size (up ``SPIKE_STEP`` per exceedance, down
+  ``SPIKE_STEP / SPIKE_TAIL`` per event otherwise; learnt from every event,
+  so a stream that spikes often is not paged for each spike, and one spike
+  moves it only by ``SPIKE_STEP``). A Gaussian stream's ``q`` is ~2.9, so
+  its threshold stays ``SPIKE_K``.
 - **energy**: ``|L - mean_L| / max(sd_L, ENERGY_SD_MIN)`` over ``ENERGY_K``,
   ``L = ln e_short`` the log of the short (span ``SHORT_SPAN``) mean squared
   error and ``mean_L``, ``sd_L`` its own normal mean and spread. Up: a
@@ -21,15 +26,19 @@ the present with them through four views, each a distance where 1 means
   the long-run mean square: on a bursty stream the short energy is usually
   far below the mean (which the bursts make), and is not "quiet" for that.
 - **level**: ``|m - b| / sqrt(v_d)`` over ``LEVEL_K``: the short level ``m``
+  (its steps clipped at ``LEVEL_CLIP`` residual scales, so a spike, which the
+  spike view judges, barely moves it and a new level still reaches it)
   against a slow baseline ``b`` (time constant ``BASE_TAU``), in units of
   that difference's own normal spread ``v_d``. A noisy channel gets a tight
   band (its short level barely moves), a slowly trending one (a temperature
   warming up) a wide one, so a step on the first is seen and the trend of the
   second is not an incident.
-- **flat line**: the run of identical values times ``-ln p``, ``p`` the
-  stream's normal probability of a repeat, over ``STUCK_K``: a stuck channel
-  of a continuous signal is seen within two events, a counter that often
-  repeats is left alone.
+- **flat line**: the run of identical values over the longer of
+  ``STUCK_K / -ln p`` (``p`` the stream's normal probability of a repeat) and
+  ``RUN_GAMMA`` times the longest run it ended normally of late: a stuck
+  channel of a continuous signal is seen within two events, a counter that
+  often repeats or a stream that idles at one value between bursts only when
+  it stays flat longer than it normally does.
 
 Distance ``D`` = the largest view over the scored features. An **episode**
 starts at ``D >= 1`` (after ``BASELINE_EVENTS`` events, and not within
@@ -75,9 +84,10 @@ from streamlstm.kernels.layout import (
     SS_M,
     SS_MASK,
     SS_MU,
-    SS_MXSP,
+    SS_MXRUN,
     SS_N,
     SS_PREP,
+    SS_QSP,
     SS_RUN,
     SS_SR,
     SS_VAR,
@@ -96,19 +106,24 @@ FLOOR_REL = 0.05  # residual scale floor: 5% of the feature's own spread (quiet 
 CLIP = 4.0  # deviations teach at most CLIP scales (from the 16th value on)
 CLIP_AFTER = 16
 SPIKE_K = 6.0
-SPIKE_GAMMA = 1.3  # a spike must beat the stream's recent normal spikes by 30%
-SPIKE_TAU = 2000.0  # events: decay of that recent maximum
+SPIKE_GAMMA = 1.3  # a spike must beat the stream's 1-in-SPIKE_TAIL spike by 30%
+SPIKE_TAIL = 256.0
+SPIKE_STEP = 0.05  # ln q up per exceedance
 ENERGY_K = 4.0  # standard deviations of ln(short energy) = distance 1
 ENERGY_SD_MIN = 0.5  # floor of that spread: x7.4 or /7.4 on a Gaussian stream (sd ~0.35)
 LEVEL_K = 4.0
 STUCK_K = 9.2  # -ln(1e-4): a run that normal data repeats once in 10^4
+RUN_GAMMA = 1.5  # ... and half as long again as the longest normal run of late
+_RUN_DECAY = math.exp(-1.0 / 8192.0)  # per event: "of late" for runs
+LEVEL_CLIP = 4.0
 REPEAT_P_MIN = 1e-3  # a continuous signal's repeats are never taken as rarer than this
 EPISODE_CLOSE = 0.5
 EPISODE_CLOSE_RUN = 4
 EPISODE_COOLDOWN = 32  # events after an episode before the next may start
 MAX_HOLD = 2048  # events of an episode after which its features learn again
 NOVELTY_TAU = 64.0  # events: decay of the recent maximum of D (the score's reference)
-_SPIKE_DECAY = math.exp(-1.0 / SPIKE_TAU)  # per event (compile-time constants)
+_SPIKE_UP = math.exp(SPIKE_STEP)  # compile-time constants
+_SPIKE_DOWN = math.exp(-SPIKE_STEP / SPIKE_TAIL)
 _NOVELTY_DECAY = math.exp(-1.0 / NOVELTY_TAU)
 
 
@@ -170,14 +185,24 @@ def _regime_step(
         dist[4, f] = le
         sd_le = max(math.sqrt(sstat[s, SS_LV, f]), ENERGY_SD_MIN)
         z_en = abs(le - sstat[s, SS_LE, f]) / sd_le
-        m_n = sstat[s, SS_M, f] + a_s * (x - sstat[s, SS_M, f])
+        dm_ = x - sstat[s, SS_M, f]
+        if sstat[s, SS_N, f] >= CLIP_AFTER:
+            lim_m = LEVEL_CLIP * 1.25 * s_eff
+            dm_ = min(max(dm_, -lim_m), lim_m)
+        m_n = sstat[s, SS_M, f] + a_s * dm_
         z_lv = abs(m_n - sstat[s, SS_B, f]) / math.sqrt(
             sstat[s, SS_VD, f] + (0.25 * fl) ** 2 + 1e-300
         )
         run = sstat[s, SS_RUN, f] + 1.0 if abs(x - prev) <= 1e-7 * (abs(x) + sd + 1e-12) else 0.0
-        z_st = run * -math.log(max(sstat[s, SS_PREP, f], REPEAT_P_MIN)) if run > 0.0 else 0.0
-        h = max(z_en / ENERGY_K, max(z_lv / LEVEL_K, z_st / STUCK_K))
-        d = max(z_sp / max(SPIKE_K, SPIKE_GAMMA * sstat[s, SS_MXSP, f]), h)
+        z_st = 0.0
+        if run > 0.0:
+            nl = -math.log(max(sstat[s, SS_PREP, f], REPEAT_P_MIN))
+            lim_r = RUN_GAMMA * sstat[s, SS_MXRUN, f]
+            if nl > 0.0:
+                lim_r = max(lim_r, STUCK_K / nl)
+            z_st = run / lim_r if lim_r > 0.0 else 0.0
+        h = max(z_en / ENERGY_K, max(z_lv / LEVEL_K, z_st))
+        d = max(z_sp / max(SPIKE_K, SPIKE_GAMMA * sstat[s, SS_QSP, f]), h)
         if warm:
             dist[0, f] = d
             dist[1, f] = h
@@ -240,10 +265,7 @@ def _regime_learn(
 ):  # pragma: no cover - compiled
     """After scoring: teach the statistics (see the module doc for what learns when)."""
     n_feat = xv.shape[0]
-    warm = n_events >= BASELINE_EVENTS
-    quiet = warm and d_max < 1.0
     released = istat[s, I_EP_HELD] > MAX_HOLD
-    dm = _SPIKE_DECAY
     a_b = 1.0 / BASE_TAU
     for f in range(n_feat):
         x = xv[f]
@@ -270,6 +292,7 @@ def _regime_learn(
         prev = sstat[s, SS_XPREV, f]
         r = dist[2, f]
         if nf == 0.0:  # the feature's first value
+            sstat[s, SS_QSP, f] = 1.0
             sstat[s, SS_M, f] = x
             sstat[s, SS_B, f] = x
             sstat[s, SS_ES, f] = 0.0
@@ -295,7 +318,11 @@ def _regime_learn(
                     dl = min(max(dl, -lim), lim)
                 sstat[s, SS_LE, f] = m_le + a_l * dl
                 sstat[s, SS_LV, f] = (1.0 - a_l) * (v_le + a_l * dl * dl)
-            sstat[s, SS_M, f] += a_s * (x - sstat[s, SS_M, f])
+            dm_ = x - sstat[s, SS_M, f]
+            if clip:
+                lim_m = LEVEL_CLIP * 1.25 * s_eff
+                dm_ = min(max(dm_, -lim_m), lim_m)
+            sstat[s, SS_M, f] += a_s * dm_
             if learn:
                 a_r = aw if wu else RESID_RATE
                 sstat[s, SS_SR, f] += a_r * (rc - sstat[s, SS_SR, f])
@@ -307,13 +334,19 @@ def _regime_learn(
                 sstat[s, SS_VD, f] += (aw if wu else a_b) * (dd * dd - sstat[s, SS_VD, f])
                 rep = 1.0 if abs(x - prev) <= 1e-7 * (abs(x) + sd + 1e-12) else 0.0
                 sstat[s, SS_PREP, f] += (aw if wu else REPEAT_RATE) * (rep - sstat[s, SS_PREP, f])
+            if learn:
+                sstat[s, SS_MXRUN, f] *= _RUN_DECAY
             if abs(x - prev) <= 1e-7 * (abs(x) + sd + 1e-12):
                 sstat[s, SS_RUN, f] += 1.0
             else:
+                if learn:
+                    sstat[s, SS_MXRUN, f] = max(sstat[s, SS_MXRUN, f], sstat[s, SS_RUN, f])
                 sstat[s, SS_RUN, f] = 0.0
-            if warm:
-                z_sp = abs(r) / (1.25 * s_eff)
-                mx = sstat[s, SS_MXSP, f] * dm
-                sstat[s, SS_MXSP, f] = max(mx, z_sp) if quiet else mx
+            if clip:
+                q = sstat[s, SS_QSP, f]
+                if abs(r) > q * 1.25 * s_eff:
+                    sstat[s, SS_QSP, f] = q * _SPIKE_UP
+                else:
+                    sstat[s, SS_QSP, f] = q * _SPIKE_DOWN
         sstat[s, SS_XPREV, f] = x
         sstat[s, SS_N, f] = nf + 1.0
