@@ -148,6 +148,7 @@ from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
     SS_MXRUN,
     SS_N,
     SS_PREP,
+    SS_QLE,
     SS_QSP,
     SS_RUN,
     SS_SR,

@@ -109,7 +109,8 @@ SS_XPREV = 12  # previous value (valid once SS_N > 0)
 SS_MASK = 13  # 1: the feature is part of the open episode (it broke)
 SS_LV = 14  # normal variance of ln(short energy)
 SS_MXRUN = 15  # decaying maximum of the normal runs of one value (ended, not in an episode)
-N_SSTAT = 16
+SS_QLE = 16  # running 1-in-SPIKE_TAIL level of ln(short energy), learnt from every event
+N_SSTAT = 17
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32
 # elements, each a multiple of WEIGHT_ALIGN) of the six weight arrays in the

@@ -87,6 +87,7 @@ from streamlstm.kernels.layout import (
     SS_MXRUN,
     SS_N,
     SS_PREP,
+    SS_QLE,
     SS_QSP,
     SS_RUN,
     SS_SR,
@@ -110,6 +111,8 @@ SPIKE_GAMMA = 1.3  # a spike must beat the stream's 1-in-SPIKE_TAIL spike by 30%
 SPIKE_TAIL = 256.0
 SPIKE_STEP = 0.05  # ln q up per exceedance
 ENERGY_K = 4.0  # standard deviations of ln(short energy) = distance 1
+ENERGY_GAMMA = 1.3  # up: beyond 1.3x the stream's 1-in-SPIKE_TAIL excess of ln energy
+ENERGY_STEP = 0.05  # ln units per exceedance of that level
 ENERGY_SD_MIN = 0.5  # floor of that spread: x7.4 or /7.4 on a Gaussian stream (sd ~0.35)
 LEVEL_K = 4.0
 STUCK_K = 9.2  # -ln(1e-4): a run that normal data repeats once in 10^4
@@ -184,7 +187,12 @@ def _regime_step(
         le = math.log(es_n + f2)
         dist[4, f] = le
         sd_le = max(math.sqrt(sstat[s, SS_LV, f]), ENERGY_SD_MIN)
-        z_en = abs(le - sstat[s, SS_LE, f]) / sd_le
+        dle = le - sstat[s, SS_LE, f]
+        if dle > 0.0:  # up: beyond the band and beyond the stream's recent bursts
+            z_en = dle / max(sd_le, ENERGY_GAMMA * (sstat[s, SS_QLE, f] - sstat[s, SS_LE, f])
+                             / ENERGY_K)  # fmt: skip
+        else:
+            z_en = -dle / sd_le
         dm_ = x - sstat[s, SS_M, f]
         if sstat[s, SS_N, f] >= CLIP_AFTER:
             lim_m = LEVEL_CLIP * 1.25 * s_eff
@@ -318,6 +326,13 @@ def _regime_learn(
                     dl = min(max(dl, -lim), lim)
                 sstat[s, SS_LE, f] = m_le + a_l * dl
                 sstat[s, SS_LV, f] = (1.0 - a_l) * (v_le + a_l * dl * dl)
+            if not math.isnan(le) and n_le >= 0.0:
+                if n_le < 1.0:
+                    sstat[s, SS_QLE, f] = le
+                elif le > sstat[s, SS_QLE, f]:
+                    sstat[s, SS_QLE, f] += ENERGY_STEP
+                else:
+                    sstat[s, SS_QLE, f] -= ENERGY_STEP / SPIKE_TAIL
             dm_ = x - sstat[s, SS_M, f]
             if clip:
                 lim_m = LEVEL_CLIP * 1.25 * s_eff
