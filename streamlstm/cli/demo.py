@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from streamlstm.kernels.regime import BASELINE_EVENTS
 from streamlstm.model import Model
 from streamlstm.model.baselines import last_value_model
 
@@ -293,6 +294,10 @@ def _print_alert(rec: dict[str, Any]) -> None:
         print(f"  ok   {rec['stream']}  closed at {when}  id {rec['id']}", flush=True)
 
 
+# The regime scorer learns each stream's normal from its first BASELINE_EVENTS events.
+WARM_STEPS = BASELINE_EVENTS + 16
+
+
 def _produce(bootstrap: str, args: argparse.Namespace, stop: threading.Event) -> None:
     from kafka import KafkaProducer  # type: ignore[import-untyped]
 
@@ -310,7 +315,7 @@ def _produce(bootstrap: str, args: argparse.Namespace, stop: threading.Event) ->
                 break
             for key, value in batch:
                 producer.send(EVENTS_TOPIC, key=key, value=value)
-            if step < 60:  # warm-up history goes out at once, so alerts can start early
+            if step < WARM_STEPS:  # history goes out at once, so alerts can start early
                 continue
             t_next += per_step
             delay = t_next - time.monotonic()

@@ -13,6 +13,7 @@ The server runs in its own daemon thread and only reads what the loops write.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import threading
 import time
@@ -78,25 +79,39 @@ class HealthServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                self._answer(body=True)
+
+            def do_HEAD(self) -> None:  # noqa: N802 - probes and load balancers use HEAD
+                self._answer(body=False)
+
+            def _answer(self, body: bool) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    body = generate_latest(server.registry)
-                    self._send(200, body, CONTENT_TYPE_LATEST)
+                    text = generate_latest(server.registry)
+                    gz = "gzip" in (self.headers.get("Accept-Encoding") or "")
+                    self._send(200, gzip.compress(text) if gz else text, CONTENT_TYPE_LATEST,
+                               body, encoding="gzip" if gz else None)  # fmt: skip
                 elif path == "/healthz":
-                    ok, text = liveness(healths(), stale_s)
-                    self._send(200 if ok else 503, text.encode())
+                    ok, msg = liveness(healths(), stale_s)
+                    self._send(200 if ok else 503, msg.encode(), body=body)
                 elif path == "/readyz":
-                    ok, text = readiness(healths())
-                    self._send(200 if ok else 503, text.encode())
+                    ok, msg = readiness(healths())
+                    self._send(200 if ok else 503, msg.encode(), body=body)
                 else:
-                    self._send(404, b"try /metrics, /healthz or /readyz\n")
+                    self._send(404, b"try /metrics, /healthz or /readyz\n", body=body)
 
-            def _send(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
+            def _send(
+                self, code: int, data: bytes, ctype: str = "text/plain", body: bool = True,
+                encoding: str | None = None,
+            ) -> None:  # fmt: skip
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
+                if encoding:
+                    self.send_header("Content-Encoding", encoding)
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(body)
+                if body:
+                    self.wfile.write(data)
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 log.debug("http %s", format % args)

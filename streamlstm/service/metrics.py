@@ -28,7 +28,13 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -39,9 +45,14 @@ from prometheus_client.registry import Collector
 
 from streamlstm import __version__
 
+# No `<name>_created` series beside every counter and histogram: they double the series
+# and no dashboard or rule reads them (the daemon is the only user of this process).
+disable_created_metrics()
+
 PREFIX = "streamlstm_"
-# Scores live in [0, 1] and alerts are about the far tail, so the buckets crowd near 1.
-SCORE_BUCKETS = (0.5, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 1.0)
+# Scores live in [0, 1]: the regime scorer's 0.5 is the default open threshold (distance
+# 1), normal events spread below it; the forecast scorer's alerts live in the far tail.
+SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import time
 import urllib.error
 import urllib.request
@@ -55,6 +56,21 @@ def test_one_port_serves_all_three() -> None:
         h.heartbeat = time.monotonic() - 60
         assert _get(srv.url + "/healthz")[0] == 503
         assert _get(srv.url + "/nope")[0] == 404
+        # HEAD answers like GET without a body; /metrics is gzipped when asked, and
+        # counters come without `_created` twins
+        for path, want in (("/healthz", 503), ("/readyz", 200), ("/metrics", 200)):
+            req = urllib.request.Request(srv.url + path, method="HEAD")
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    code, data = r.status, r.read()
+            except urllib.error.HTTPError as exc:
+                code, data = exc.code, exc.read()
+            assert (code, data) == (want, b""), path
+        req = urllib.request.Request(srv.url + "/metrics", headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.headers["Content-Encoding"] == "gzip"
+            text = gzip.decompress(r.read()).decode()
+        assert "streamlstm_events_total" in text and "_created" not in text
     finally:
         srv.close()
 

@@ -56,7 +56,9 @@ def test_score_histogram_is_exported() -> None:
     m.score.observe_many(["p"], np.array([0.1, 0.99995, 1.0]))
     g = reg.get_sample_value
     assert g("streamlstm_score_bucket", {"pipeline": "p", "le": "0.5"}) == 1
-    assert g("streamlstm_score_bucket", {"pipeline": "p", "le": "0.9999"}) == 1
+    assert g("streamlstm_score_bucket", {"pipeline": "p", "le": "0.999"}) == 1
+    # the regime scorer's normal events spread below its 0.5 threshold: buckets there too
+    assert g("streamlstm_score_bucket", {"pipeline": "p", "le": "0.2"}) == 1
     assert g("streamlstm_score_count", {"pipeline": "p"}) == 3
 
 
