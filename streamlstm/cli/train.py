@@ -29,6 +29,7 @@ from streamlstm.detector import DetectorConfig
 from streamlstm.errors import InputError
 from streamlstm.io.features import context_names
 from streamlstm.io.tabular import EventReader
+from streamlstm.training.data import flag_features
 from streamlstm.training.trainer import TrainConfig, TrainReport, train_model
 
 NAME = "train"
@@ -64,7 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--context",
         help=_unset(
             "comma-separated features that are inputs only, never scored (commands, "
-            "calendar); with --config: the decode section's roles"
+            "calendar); 'auto' (the default): the features with only 0/1 values in the "
+            "history; 'none': every feature scored; with --config: the decode section's roles"
         ),
     )
     p.add_argument("--out", required=True, help=_unset("model file to write (.npz)"))
@@ -278,7 +280,9 @@ def run(args: argparse.Namespace) -> int:
         features = [f.strip() for f in (args.features or "").split(",") if f.strip()]
         if not features:
             raise InputError("--features: name at least one column (or give --config)")
-        context = tuple(f.strip() for f in (args.context or "").split(",") if f.strip())
+        auto = args.context is None or args.context.strip() == "auto"
+        given = "" if auto or args.context.strip() == "none" else args.context
+        context = tuple(f.strip() for f in given.split(",") if f.strip())
         unknown = [c for c in context if c not in features]
         if unknown:
             raise InputError(f"--context {','.join(unknown)}: not among --features")
@@ -292,6 +296,14 @@ def run(args: argparse.Namespace) -> int:
         if bad:
             log.warning("%s: %s", args.data, bad)
         keys, times, x = events.keys, events.times, events.x
+        if auto:
+            context = flag_features(x, features)
+            if context and not args.quiet:
+                print(
+                    f"context inputs (only 0/1 in the history: commands, flags), not scored: "
+                    f"{','.join(context)}; --context none scores them too",
+                    file=sys.stderr,
+                )
     try:
         config = TrainConfig(
             cell=args.cell,

@@ -224,3 +224,18 @@ def prepare(
         time_input, float(dt_mean), float(dt_std), stream_norm[0], int(stream_norm[1]),
         {k: v[0] for k, v in seeds.items()} if stream_norm[0] != "off" else {},
     )  # fmt: skip
+
+
+def flag_features(x: np.ndarray, names: Sequence[str]) -> tuple[str, ...]:
+    """Features whose present values are all 0 or 1 (command channels, flags, one-hot
+    columns): context inputs by default. None when every feature is one (then all are
+    scored: a model must score something).
+
+    >>> flag_features(np.array([[0.5, 1.0, 0.0], [0.7, 0.0, np.nan]]), ["temp", "cmd", "on"])
+    ('cmd', 'on')
+    """
+    x = np.asarray(x, dtype=np.float64)
+    present = np.isfinite(x)
+    binary = np.all((x == 0.0) | (x == 1.0) | ~present, axis=0) & present.any(axis=0)
+    out = tuple(n for n, b in zip(names, binary.tolist(), strict=True) if b)
+    return () if len(out) == len(names) else out

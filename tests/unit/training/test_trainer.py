@@ -216,6 +216,23 @@ def test_train_context_features_are_recorded_and_not_scored(tmp_path, capsys):
     assert "at least one must be scored" in capsys.readouterr().err
 
 
+def test_train_takes_0_1_channels_as_context_unless_told(tmp_path, capsys):
+    rng = np.random.default_rng(SEED)
+    n = 600
+    temp = 20 + np.cumsum(rng.normal(0, 0.1, n))
+    cmd = (rng.random(n) < 0.05).astype(int)  # a command channel: toggles now and then
+    lines = ["ts,temp,cmd"] + [f"{60 * i},{temp[i]:.4f},{cmd[i]}" for i in range(n)]
+    (tmp_path / "h.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "m.npz"
+    base = ["train", "--data", str(tmp_path / "h.csv"), "--time", "ts", "--features",
+            "temp,cmd", "--out", str(out), "--hidden", "4", "--epochs", "1"]  # fmt: skip
+    assert cli.main(base) == 0
+    assert load(out).context == ("cmd",)
+    assert "context inputs (only 0/1 in the history" in capsys.readouterr().err
+    assert cli.main([*base, "--context", "none", "--quiet"]) == 0
+    assert load(out).context == ()
+
+
 def test_train_command_writes_model_plot_and_report(tmp_path, capsys):
     fleet = generate_fleet(FleetSpec(n_streams=2, n_steps=300, anomaly_rate=0, features=FEATS))
     fleet.write_csv(tmp_path / "h.csv.gz")
