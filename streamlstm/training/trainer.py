@@ -261,6 +261,10 @@ class TrainReport:
         return lines
 
 
+_OVERSHOOT = 1.05  # an epoch this much worse than the best backtracks to it ...
+_BACKTRACKS = 3  # ... at most this many times per training
+
+
 class Adam:
     """Adam (Kingma & Ba) over a dict of float32 arrays, updated in place."""
 
@@ -431,6 +435,7 @@ def fit(
             best = {k: v.copy() for k, v in net.params.items()}
             report.best_val_loss = val0
     step = 0
+    backtracks = 0
     n_epochs = cfg.epochs
     n_weights = sum(int(v.size) for v in net.params.values())
     n_values = data.n_train_events * data.n_features
@@ -509,6 +514,22 @@ def fit(
             else:
                 since_best += 1
                 lr_now *= cfg.lr_decay  # plateau: smaller steps to settle into the minimum
+                if (
+                    best is not None
+                    and score > best_score * _OVERSHOOT
+                    and backtracks < _BACKTRACKS
+                ):
+                    # Clearly worse than the best so far: the steps overshot (a last-value
+                    # start is a narrow optimum that lr 3e-3 leaves at once). Back to the
+                    # best weights, fresh moments, a third of the step size.
+                    backtracks += 1
+                    net.params.update({k: v.copy() for k, v in best.items()})
+                    lr_now /= 3.0
+                    opt = Adam(net.params, lr_now)
+                    prog.message(
+                        f"epoch {epoch} is worse than epoch {report.best_epoch} "
+                        f"({f'{score:.5f}'} vs {best_score:.5f}): back to it at lr {lr_now:.2g}"
+                    )
             st = EpochStats(epoch, train_loss, val, time.perf_counter() - t_ep)
             report.history.append(st)
             prog.end_epoch(train_loss, val, best_score if val is not None else None,
