@@ -96,9 +96,11 @@ from streamlstm.kernels.layout import (
     SS_XPREV,
 )
 
-# Events a stream learns its normal from before it is scored: a spread from 256
-# values is within ~4% of the truth. Learning rates are 1/n until then.
+# Events a stream learns its normal from (a spread from 256 values is within ~4% of
+# the truth; learning rates are 1/n until then). It is scored from EARLY_EVENTS on,
+# with views widened until BASELINE_EVENTS.
 BASELINE_EVENTS = 256
+EARLY_EVENTS = 64
 SHORT_SPAN = 16.0  # span of the short level and energy: a step is seen within a few events
 BASE_TAU = 256.0  # the slow baseline follows a trend with this lag (events)
 RESID_RATE = 1.0 / 256  # after the warm-up, the residual scale and energy learn this slowly
@@ -157,7 +159,11 @@ def _regime_step(
     """
     n_feat = xv.shape[0]
     a_s = 2.0 / (SHORT_SPAN + 1.0)
-    warm = n_events >= BASELINE_EVENTS
+    warm = n_events >= EARLY_EVENTS
+    # Before BASELINE_EVENTS the statistics come from fewer events: every view is
+    # widened by sqrt(BASELINE_EVENTS / n) (x2 at 64 events), so an early stream sees
+    # what is plainly anomalous and is not paged on its still-rough baseline.
+    widen = 1.0 if n_events >= BASELINE_EVENTS else math.sqrt(BASELINE_EVENTS / max(n_events, 1))
     any_prev = False
     d_max = 0.0
     h_all = 0.0
@@ -209,8 +215,8 @@ def _regime_step(
             if nl > 0.0:
                 lim_r = max(lim_r, STUCK_K / nl)
             z_st = run / lim_r if lim_r > 0.0 else 0.0
-        h = max(z_en / ENERGY_K, max(z_lv / LEVEL_K, z_st))
-        d = max(z_sp / max(SPIKE_K, SPIKE_GAMMA * sstat[s, SS_QSP, f]), h)
+        h = max(z_en / ENERGY_K, max(z_lv / LEVEL_K, z_st)) / widen
+        d = max(z_sp / max(SPIKE_K, SPIKE_GAMMA * sstat[s, SS_QSP, f]) / widen, h)
         if warm:
             dist[0, f] = d
             dist[1, f] = h
@@ -282,7 +288,7 @@ def _regime_learn(
         nf = sstat[s, SS_N, f]
         wu = nf < BASELINE_EVENTS
         aw = 1.0 / (nf + 1.0)
-        learn = wu or sstat[s, SS_MASK, f] < 0.5 or released
+        learn = sstat[s, SS_MASK, f] < 0.5 or released
         mu = sstat[s, SS_MU, f]
         var = sstat[s, SS_VAR, f]
         sd = dist[3, f]

@@ -46,8 +46,20 @@ def held(res) -> float:
 def test_a_quiet_stream_never_alerts():
     res = run(noise())
     assert not res.alert.any() and not res.transitions
-    # nothing is scored before the scorer learnt the stream's normal
-    assert (res.score[1 : KR.BASELINE_EVENTS] == 0).all() and np.isnan(res.score[0])
+    # nothing is scored before the scorer has a first baseline; until the full one
+    # its views are widened, so an early quiet stream scores lower than later
+    assert (res.score[1 : KR.EARLY_EVENTS] == 0).all() and np.isnan(res.score[0])
+    early = res.score[KR.EARLY_EVENTS : KR.BASELINE_EVENTS]
+    assert (early > 0).all() and early.max() < 0.5
+
+
+def test_an_early_spike_is_caught_before_the_full_baseline():
+    x = noise()
+    x[100, 0] += 40 * x[:100, 0].std()
+    res = run(x)
+    opened = [t for t in res.transitions if t.kind == "opened"]
+    assert [t.index for t in opened] == [100]
+    assert opened[0].contributions[0][0] == "a"
 
 
 def test_a_noise_free_periodic_stream_does_not_page():
