@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 NJIT: dict[str, Any] = {
@@ -35,3 +37,63 @@ NJIT_PARALLEL: dict[str, Any] = {**NJIT, "parallel": True}
 # which is all training needs; the scoring kernels keep NJIT.
 NJIT_TRAIN: dict[str, Any] = {**NJIT, "fastmath": {"contract"}}
 NJIT_TRAIN_PARALLEL: dict[str, Any] = {**NJIT_TRAIN, "parallel": True}
+
+
+# -- the compiled-kernel cache follows the sources ---------------------------------------
+# Numba keys a cached function on its own file's timestamp only, so a change to a kernel
+# another file inlines (regime.py into detect.py's _detect_batch) kept serving the old
+# machine code: after an edit, or an upgrade that left detect.py as it was. Every import
+# compares a digest of this folder's sources with the one the cache was built from and
+# drops the cache when they differ (a read-only cache, a baked image, is left alone).
+STAMP = "streamlstm-kernels.sha256"
+
+
+def sources_digest(src_dir: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(src_dir.glob("*.py")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _cache_dirs(src_dir: Path) -> list[Path]:
+    dirs = [src_dir / "__pycache__"]
+    try:
+        from numba.core import caching
+        from numba.core import config as numba_config
+
+        sub = caching._CacheLocator.get_suitable_cache_subpath(str(src_dir / "config.py"))
+        user_dir = getattr(numba_config, "CACHE_DIR", "")
+        if user_dir:
+            dirs.append(Path(user_dir) / sub)
+        dirs.append(Path(caching.AppDirs(appname="numba", appauthor=False).user_cache_dir) / sub)
+    except Exception:  # noqa: BLE001 - numba's internals moved: the in-tree cache still counts
+        pass
+    return dirs
+
+
+def drop_stale_cache(src_dir: Path, cache_dirs: list[Path] | None = None) -> int:
+    """Delete compiled kernels built from other sources; returns how many files went."""
+    digest = sources_digest(src_dir)
+    removed = 0
+    for d in _cache_dirs(src_dir) if cache_dirs is None else cache_dirs:
+        stamp = d / STAMP
+        try:
+            if stamp.read_text() == digest:
+                continue
+        except OSError:
+            pass
+        try:
+            if not d.is_dir():
+                if d.parent != src_dir:
+                    continue
+                d.mkdir()
+            for f in [*d.glob("*.nbi"), *d.glob("*.nbc")]:
+                f.unlink()
+                removed += 1
+            stamp.write_text(digest)
+        except OSError:
+            continue
+    return removed
+
+
+drop_stale_cache(Path(__file__).resolve().parent)
