@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from streamlstm import __version__
 from streamlstm.errors import StreamlstmError
@@ -29,6 +32,82 @@ COMMANDS = (
 )
 
 
+LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+# kafka-python logs every connection and metadata refresh at INFO (92 of the demo's 103
+# lines); its warnings and errors still show by default.
+KAFKA_LOGGERS = ("kafka",)
+
+
+def _log_options(p: argparse.ArgumentParser, top: bool) -> None:
+    """The logging flags, before or after the subcommand (after wins)."""
+    kw: dict[str, object] = {} if top else {"default": argparse.SUPPRESS}
+    p.add_argument("--log-level", choices=LEVELS, help="streamlstm's log verbosity",
+                   **({"default": "INFO"} if top else kw))  # type: ignore[arg-type]  # fmt: skip
+    p.add_argument("--kafka-log-level", choices=LEVELS,
+                   help="kafka-python's log verbosity (its INFO is chatty)",
+                   **({"default": "WARNING"} if top else kw))  # type: ignore[arg-type]  # fmt: skip
+    p.add_argument("--log-format", choices=["text", "json"],
+                   help="text lines, or one JSON object per line (for log shippers)",
+                   **({"default": "text"} if top else kw))  # type: ignore[arg-type]  # fmt: skip
+
+
+class Redact(logging.Filter):
+    """Secrets never reach the log: kafka-python's DEBUG prints SASL frames in clear
+    (``SaslAuthenticateRequest(auth_bytes=b'user\\x00user\\x00<password>')``)."""
+
+    PATTERNS = (
+        (re.compile(r"auth_bytes=b(['\"]).*?(?<!\\)\1"), "auth_bytes=<redacted>"),
+        (re.compile(r"(password['\"]?\s*[:=]\s*)(['\"]?)[^'\",\s)]+\2", re.I), r"\1<redacted>"),
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        red = msg
+        for pat, repl in self.PATTERNS:
+            red = pat.sub(repl, red)
+        if red != msg:
+            record.msg, record.args = red, ()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def configure_logging(
+    level: str, kafka_level: str, fmt: str, stream: TextIO | None = None
+) -> logging.Handler:
+    """One stderr handler on the root logger (replacing any earlier one of ours)."""
+    import time as _time
+
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "_streamlstm", False)]:
+        root.removeHandler(h)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler._streamlstm = True  # type: ignore[attr-defined]
+    handler.addFilter(Redact())
+    if fmt == "json":
+        f: logging.Formatter = JsonFormatter()
+        f.converter = _time.gmtime
+    else:
+        f = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(f)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level))
+    for name in KAFKA_LOGGERS:
+        logging.getLogger(name).setLevel(getattr(logging, kafka_level))
+    return handler
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamlstm",
@@ -36,12 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"streamlstm {__version__}")
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log verbosity",
-    )
+    _log_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         try:
@@ -57,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
         mod.add_arguments(p)
+        _log_options(p, top=False)
         p.set_defaults(_run=mod.run)
     return parser
 
@@ -64,11 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level, args.kafka_log_level, args.log_format)
     try:
         return int(args._run(args) or 0)
     except StreamlstmError as exc:
