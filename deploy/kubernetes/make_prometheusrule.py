@@ -20,7 +20,11 @@ def build() -> dict:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": {"name": "streamlstm", "labels": {"app.kubernetes.io/name": "streamlstm"}},
+        "metadata": {
+            "name": "streamlstm",
+            # kube-prometheus-stack's ruleSelector matches release: <helm release name>
+            "labels": {"app.kubernetes.io/name": "streamlstm", "release": "kube-prometheus-stack"},
+        },
         "spec": {"groups": rules["groups"]},
     }
 

@@ -109,6 +109,13 @@ def test_kubernetes_pipeline_config_is_valid(monkeypatch):
     assert cfg.metrics.port == 9108
 
 
+def test_monitoring_objects_carry_the_release_label_kube_prometheus_stack_selects():
+    m = manifests()
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        labels = m[(kind, "streamlstm")]["metadata"].get("labels", {})
+        assert labels.get("release"), f"{kind} has no release label: kube-prometheus-stack skips it"
+
+
 def test_prometheusrule_is_built_from_the_rules_file():
     generated = subprocess.run(
         [sys.executable, str(K8S / "make_prometheusrule.py")],
