@@ -27,6 +27,9 @@ class Quality:
     false_alerts: int = 0
     alerts: int = 0
     ttd: list[float] = field(default_factory=list)  # seconds, one per caught window
+    # per counted window: (start, end, caught, seconds to detect or NaN, share of its
+    # judged events the alert was open for)
+    window_log: list[tuple[float, float, bool, float, float]] = field(default_factory=list)
     judged_days: float = 0.0
     tp: int = 0
     fp: int = 0
@@ -77,12 +80,19 @@ class Quality:
     def median_ttd(self) -> float:
         return float(np.median(self.ttd)) if self.ttd else math.nan
 
+    @property
+    def held(self) -> float:
+        """Mean share of a caught window's events the alert was open for."""
+        shares = [w[4] for w in self.window_log if w[2]]
+        return float(np.mean(shares)) if shares else math.nan
+
     def __iadd__(self, o: Quality) -> Quality:
         self.windows += o.windows
         self.caught += o.caught
         self.false_alerts += o.false_alerts
         self.alerts += o.alerts
         self.ttd += o.ttd
+        self.window_log += o.window_log
         self.judged_days += o.judged_days
         self.tp += o.tp
         self.fp += o.fp
@@ -100,6 +110,7 @@ class Quality:
             "recall": self.recall,
             "f1": self.f1,
             "median_ttd_s": self.median_ttd,
+            "held": self.held,
             "false_per_day": self.false_per_day,
             "point_precision": self.point_precision,
             "point_recall": self.point_recall,
@@ -147,9 +158,14 @@ def stream_quality(
         q.windows += 1
         hit = (alert_t >= a) & (alert_t <= b)
         inside |= hit
+        in_w = judged & (times >= a) & (times <= b)
+        share = float(alert[in_w].mean()) if in_w.any() else 0.0
+        ttd = math.nan
         if hit.any():
             q.caught += 1
-            q.ttd.append(float(alert_t[np.argmax(hit)] - a))
+            ttd = float(alert_t[np.argmax(hit)] - a)
+            q.ttd.append(ttd)
+        q.window_log.append((float(a), float(b), bool(hit.any()), ttd, share))
     q.false_alerts = int((~inside).sum())
     y, p = label[judged], alert[judged]
     q.tp = int((y & p).sum())

@@ -56,6 +56,7 @@ TABLE_COLUMNS = (
     "R",
     "F1",
     "TTD(med)",
+    "held",
     "false/day",
     "pP",
     "pR",
@@ -76,6 +77,7 @@ def quality_row(name: str, q: Quality) -> list[str]:
         _f(q.recall),
         _f(q.f1),
         _dur(q.median_ttd),
+        _f(q.held, 2),
         _f(q.false_per_day, 2),
         _f(q.point_precision),
         _f(q.point_recall),
@@ -112,6 +114,21 @@ def format_text(
     if len(keys) > max_rows:
         out.append(f"({len(keys) - max_rows} more streams not shown)")
     out.append(_table(TABLE_COLUMNS, rows + [quality_row("OVERALL", total)]))
+    wrows = [
+        [k, _dt_text(a), _dur(b - a), "yes" if c else "no", _dur(ttd), f"{100 * held:.0f}%"]
+        for k in keys
+        for a, b, c, ttd, held in per[k].window_log
+    ]
+    if wrows:
+        out.append("")
+        out.append(
+            "per labelled window: caught (an alert opened inside), when (time to detect), "
+            "and for how much of the window the alert stayed open:"
+        )
+        shown = wrows[:max_rows]
+        out.append(_table(["stream", "window start", "length", "caught", "TTD", "held"], shown))
+        if len(wrows) > max_rows:
+            out.append(f"({len(wrows) - max_rows} more windows not shown)")
     if points:
         out.append("")
         out.append("threshold sweep (same scores, alert machine re-run per threshold):")

@@ -57,6 +57,16 @@ def test_window_edges_inclusive_and_open_alert_does_not_catch():
     q = E.stream_quality(t, opened, alert, E.label_points(t, windows), np.ones(100, bool), windows)
     assert (q.caught, q.missed, q.false_alerts) == (1, 1, 1)
     assert q.ttd == [10.0]
+    # how long each window's alert stayed open: 1 of window 1's 11 events; window 2 is
+    # covered by the earlier (false) alert, but not caught, so it does not count in `held`
+    (a1, b1, c1, t1, h1), (a2, b2, c2, t2, h2) = q.window_log
+    assert (a1, b1, c1, t1) == (10.0, 20.0, True, 10.0) and h1 == pytest.approx(1 / 11)
+    assert (c2, h2) == (False, 1.0) and np.isnan(t2)
+    assert q.held == pytest.approx(1 / 11)
+    from streamlstm.evaluation.report import format_text
+
+    text = format_text(q, {"s": q}, [], 0.5)
+    assert "per labelled window" in text and "  9%" in text and "held" in text
 
 
 def test_learning_part_is_not_judged():
