@@ -27,6 +27,9 @@ calling thread); ratios are between numbers measured in the same run, which
 is what stays meaningful on a shared machine.
 PyTorch is optional (a test-only dependency): without it the torch columns
 read "n/a".
+
+Length: a benchmark that re-executes itself pinned to one thread, runs four engines on
+identical events and writes the table; the table text is half of it.
 """
 
 from __future__ import annotations

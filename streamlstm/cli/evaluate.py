@@ -22,6 +22,9 @@ each stream gets its own model, learnt from its first ``F`` share only
 (fine-tuned from ``--model`` when given; ``--baseline last-value`` uses the
 last-value forecaster instead, the reference every model must beat); those
 events warm the stream up and are not judged.
+
+Length: arguments, data reading for three label formats, the cold-start learners and the
+report wiring of one command; the engine parts live in streamlstm.evaluation.
 """
 
 from __future__ import annotations

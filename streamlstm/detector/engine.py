@@ -13,6 +13,9 @@ numbers, bit for bit, whatever the batching.
 >>> res = det.process_many(["a", "b", "a"], [0.0, 0.0, 60.0], [[1.0], [2.0], [1.1]])
 >>> res.outcome.tolist(), bool(np.isnan(res.score[0])), bool(np.isfinite(res.score[2]))
 ([0, 0, 0], True, True)
+
+Length: the one engine API (config, state columns, process_many, snapshots, alert
+replay) every caller uses; the kernels it drives are in streamlstm.kernels.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ windows, then most false alerts) it shows the series with labelled windows
 thresholds sit near 1; linear for the default stream-relative scores). The
 threshold sweep is drawn as windows caught and false alerts per day against
 the threshold, and as a precision/recall curve.
+
+Length: the text table, the plots and the HTML page share the row, colour and time-axis
+helpers; split, each would import the others.
 """
 
 from __future__ import annotations

@@ -54,6 +54,10 @@ event time.
 >>> x, why = fs.transform({"amount": [0.0, "x"], "mcc": ["fuel", "toys"]}, np.zeros(2))
 >>> x[0].tolist(), why.tolist()
 ([0.0, 0.0, 1.0, 0.0], [None, 'wrong_type:amount'])
+
+Length: one transform table (FeatureSpec, FeatureSet, the roles) that the daemon and
+training must share line for line; half of it is validation with the YAML key each error
+names.
 """
 
 from __future__ import annotations

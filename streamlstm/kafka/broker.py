@@ -67,6 +67,10 @@ the parts the daemon relies on):
   client, ~24 us/record), consume 50-90k records/s with ``assign``
   (~6.5 us/record of client CPU; fetch round trips set the rest). With the
   machine loaded (load average 6) 15-22k and 45-75k records/s.
+
+Length: starting, probing and stopping a real broker process, and the topic admin the
+demo and tests need, is one lifecycle; its error paths (port races, a dead child) are
+most of the lines.
 """
 
 from __future__ import annotations

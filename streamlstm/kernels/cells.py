@@ -39,6 +39,10 @@ Speed, and why it does not cost a bit of batch invariance:
   products). They are within ~1e-7 of the exact functions (libm: ~1e-7), and
   being free of libm they give the same bits on every host (a CPU without
   FMA gets the same fused result from a slower software ``fmaf``).
+
+Length: the LSTM and GRU waves share the register-blocked products and float32 helpers
+they inline; splitting the cells from their helpers would put the same LLVM concerns in
+two files.
 """
 
 from __future__ import annotations

@@ -42,6 +42,9 @@ statistics. The standard deviations each event was normalised with go to
 a new one.
 
 Per-slot scalar state lives in two arrays, columns named below.
+
+Length: the per-batch kernel is one Numba function by design (see _detect_batch); its
+layout tables moved to layout.py, its cells to cells.py, its scorer to regime.py.
 """
 
 from __future__ import annotations
@@ -393,6 +396,13 @@ def _detect_batch(
     ev, times, x, h, c, fc, fstat, istat, nstat, sstat, weights, layout, params, out_code, out_val
 ):  # pragma: no cover - compiled
     """Process one micro-batch in place; returns the number of alert transitions.
+
+    Why one function of ~330 lines: it is the daemon's hot loop, compiled by Numba,
+    and the state rows of a wave's slots must stay in registers and L1 across the
+    steps (validate, normalise, score, advance, forecast, alert) of one event.
+    Numba passes arrays to a called kernel as full structs, and the cells, the
+    scorer and the alert machine already are such calls (cells.py, regime.py,
+    alerts.py); what stays here is the per-event bookkeeping between them.
 
     Inputs. ev : (N_EV, n) int64, row EV_SLOT the slot of each event, row
     EV_REF the caller's id of each event (e.g. Kafka offset; -1 means "the

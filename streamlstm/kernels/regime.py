@@ -149,6 +149,11 @@ def _regime_step(
 ):  # pragma: no cover - compiled
     """Score one event of slot ``s`` and learn from it; returns ``(score, hold)``.
 
+    Why one function of ~130 lines: the four views of every feature come from the
+    same state row in one pass, and the episode logic between the distances and
+    the learning needs all of them; the learning is the second pass
+    (:func:`_regime_learn`).
+
     xv : (F,) float64 the event's values in scoring units (NaN = missing);
     fv : (F,) float64 the forecast in the same units (NaN = none: the previous
     value stands in). n_events : the stream's accepted events before this one.
@@ -277,7 +282,10 @@ def _regime_step(
 def _regime_learn(
     s, xv, n_events, scored, sstat, istat, dist, d_max, a_s
 ):  # pragma: no cover - compiled
-    """After scoring: teach the statistics (see the module doc for what learns when)."""
+    """After scoring: teach the statistics (see the module doc for what learns when).
+
+    Why one function of ~100 lines: one pass over the features updates every
+    statistic of a feature from the same event, in the order the views read them."""
     n_feat = xv.shape[0]
     released = istat[s, I_EP_HELD] > MAX_HOLD
     a_b = 1.0 / BASE_TAU

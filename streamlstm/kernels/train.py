@@ -40,6 +40,10 @@ gradients do not depend on the number of threads). Chunks run in a
 ``prange``; each writes only its own rows of the activation arrays and its
 own slice ``[ci]`` of the per-chunk gradient buffers, which the caller sums
 in chunk order.
+
+Length: forward with saved activations and BPTT for two cells and stacked layers must
+mirror each other exactly; splitting forward from backward would separate the two halves
+of each gradient.
 """
 
 from __future__ import annotations
@@ -381,6 +385,11 @@ def _backward_chunk(
     gw_ih, gw_hh, gb_ih, gb_hh, gw_head, gb_head,
 ):  # fmt: skip  # pragma: no cover - compiled
     """BPTT of rows ``r0..r0+m-1`` after :func:`_forward_chunk`; adds into the grads.
+
+    Why one function of ~115 lines: the backward step of a layer mirrors
+    :func:`_forward_chunk` line for line (LSTM and GRU gates, the head, the
+    imputed inputs); kept side by side the two can be checked against each
+    other, and the gradient test against PyTorch covers both cells.
 
     PyTorch-layout weights w_ih_p : (L, G, K), w_hh_p : (L, G, H),
     w_head_p : (F, H). Scratch (only rows r0..r0+m-1 touched): dh, dc :

@@ -19,6 +19,9 @@ when ``stream_norm`` is not "off", re-standardised per stream with statistics
 learnt from the stream's own events, :mod:`streamlstm.kernels.norm`), plus,
 when ``time_input`` is set, ``(log1p(dt) - dt_mean) / dt_std`` where ``dt`` is
 the time since the stream's previous event in seconds.
+
+Length: the file format is one contract: the dataclass, its save, its load and every
+refusal of a bad file must change together.
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ Decisions:
 - Idle-TTL eviction runs at checkpoint time with "now" = the newest event
   time seen; like LRU eviction, it is the one thing a replay after a crash
   may do at a different point than the original run.
+
+Length: the turn (poll, decode, score, emit, checkpoint, commit) is one ordered protocol
+whose crash safety depends on the order; the checkpoint store, backoff, health and
+metrics already live beside it.
 """
 
 from __future__ import annotations

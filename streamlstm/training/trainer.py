@@ -22,6 +22,10 @@ without improvement and the best weights are kept.
 
 Same data + same config (seed included) -> bit-identical weights, whatever
 the number of threads (the kernels sum gradients in a fixed chunk order).
+
+Length: the training loop, its report and the epoch bookkeeping (early stop,
+backtracking, the last-value rule) change together; data preparation, calibration and
+kernels are elsewhere.
 """
 
 from __future__ import annotations
