@@ -235,7 +235,8 @@ class Decoder:
             return f"{_show(v)} is negative; transform log needs values >= 0"
         lo = "-inf" if spec.min is None else f"{spec.min:g}"
         hi = "inf" if spec.max is None else f"{spec.max:g}"
-        return f"{_show(v)} is outside [{lo}, {hi}] (min/max of feature {spec.name})"
+        at = f"decode.features[{self.config.features.index(spec)}]"
+        return f"{_show(v)} is outside [{lo}, {hi}] ({at}.min/max, feature {spec.name})"
 
     def _non_finite(
         self,

@@ -222,6 +222,19 @@ def test_garbage_gets_its_reason_and_neighbours_still_decode(
     assert len(rej.detail) <= 200
 
 
+def test_range_rejects_name_the_yaml_keys_to_change() -> None:
+    dec = Decoder(
+        DecodeConfig(key_field="sensor", time_field="ts",
+                     features=(FeatureSpec("temp", max=250), FeatureSpec("pressure", min=0))),
+        ("temp", "pressure"),
+    )  # fmt: skip
+    b = dec.decode(records([sensor(temp=300.0), sensor(pressure=-1.0), sensor(temp=2e13)]))
+    details = [r.detail for r in b.rejects]
+    assert "decode.features[0].min/max" in details[0]
+    assert "decode.features[1].min/max" in details[1]
+    assert "decode.max_value" in details[2]
+
+
 def test_first_problem_wins() -> None:
     # A record with no key, a bad time and a bad feature is reported once, for its key.
     b = decoder().decode(records([orjson.dumps({"ts": "x", "temp": "y"})]))
