@@ -53,6 +53,7 @@ from streamlstm.errors import ConfigError
 from streamlstm.io.decode import DecodeConfig
 from streamlstm.io.features import FeatureSpec
 from streamlstm.kafka.config import MASK, KafkaConfig, SinksConfig, SourceConfig
+from streamlstm.service.config.envsubst import interpolate
 from streamlstm.service.config.keys import DETECTOR_SECTIONS
 from streamlstm.service.config.parse import _Parser
 from streamlstm.service.config.types import (
@@ -119,7 +120,11 @@ def parse_config(
 
     ``base_dir`` resolves relative paths (default: the current directory).
     """
-    p = _Parser(source, base_dir or Path.cwd(), os.environ if env is None else env)
+    env = os.environ if env is None else env
+    data, env_errors = interpolate(data, env)
+    if env_errors:
+        raise ConfigErrors([f"{source}: {e}" for e in env_errors])
+    p = _Parser(source, base_dir or Path.cwd(), env)
     cfg = p.service(data)
     if p.errors:
         raise ConfigErrors(p.errors)

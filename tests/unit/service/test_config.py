@@ -459,3 +459,22 @@ def test_feature_roles_context_only_inputs_are_not_scored() -> None:
 def test_bad_feature_role_names_its_yaml_path() -> None:
     msgs = errors_of(with_("pipelines[0].decode.features", [{"name": "t", "role": "input"}]))
     assert any("pipelines[0].decode.features[0].role" in m and "context" in m for m in msgs), msgs
+
+
+# -- ${ENV} in values -------------------------------------------------------------------------
+def test_env_references_fill_values_with_their_yaml_type() -> None:
+    data = with_("pipelines[0].kafka", {"client_id": "streamlstm-${POD_NAME}"})
+    data["metrics"] = {"port": "${METRICS_PORT:-9108}"}
+    data["kafka"]["bootstrap_servers"] = ["${KAFKA:-localhost:9092}"]
+    cfg = parse(data, env={"POD_NAME": "streamlstm-1", "METRICS_PORT": "9200"})
+    assert cfg.pipelines[0].kafka.client_id == "streamlstm-streamlstm-1"
+    assert cfg.metrics.port == 9200
+    assert cfg.pipelines[0].kafka.bootstrap_servers == ("localhost:9092",)
+
+
+def test_unset_env_reference_names_the_yaml_path() -> None:
+    msgs = errors_of(with_("pipelines[0].kafka", {"client_id": "${POD_NAME}"}))
+    assert msgs == [
+        "test.yaml: pipelines[0].kafka.client_id: ${POD_NAME} is not set in the "
+        "environment (give a default: ${POD_NAME:-value})"
+    ]
