@@ -247,4 +247,39 @@ class KafkaSectionParser:
                 raise Invalid(
                     where, f"{k!r} is set by streamlstm itself or is a secret; not allowed in extra"
                 )
+            problem = _extra_type_problem(k, raw[k])
+            if problem:
+                raise Invalid(where, problem)
         return MappingProxyType(dict(raw))  # read-only, like the rest of the config
+
+
+def _extra_type_problem(key: str, value: Any) -> str:
+    """Why ``value`` cannot be kafka-python's ``key`` (judged by its default), or ""."""
+    from kafka import KafkaConsumer, KafkaProducer  # type: ignore[import-untyped]
+
+    defaults = {**KafkaProducer.DEFAULT_CONFIG, **KafkaConsumer.DEFAULT_CONFIG}
+    d = defaults.get(key)
+
+    def objects(v: Any) -> bool:
+        return callable(v) or isinstance(v, type)
+
+    if objects(d) or (isinstance(d, (tuple, list)) and any(objects(e) for e in d)):
+        return (
+            f"{key!r} takes Python objects (classes or functions), which YAML cannot give; "
+            "leave it to kafka-python's default"
+        )
+    if d is None:
+        return ""
+    if isinstance(d, bool):
+        ok, want = isinstance(value, bool), "true or false"
+    elif isinstance(d, int):
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(d, float):
+        ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(d, str):
+        ok, want = isinstance(value, str), "a string"
+    elif isinstance(d, (tuple, list)):
+        ok, want = isinstance(value, list), "a list"
+    else:
+        return ""
+    return "" if ok else f"found {value!r}, expected {want} (kafka-python's {key})"

@@ -478,3 +478,16 @@ def test_unset_env_reference_names_the_yaml_path() -> None:
         "test.yaml: pipelines[0].kafka.client_id: ${POD_NAME} is not set in the "
         "environment (give a default: ${POD_NAME:-value})"
     ]
+
+
+def test_extra_values_kafka_python_cannot_take_are_refused_with_their_path() -> None:
+    for value, want in (
+        ({"partition_assignment_strategy": "sticky"}, "takes Python objects"),
+        ({"fetch_max_wait_ms": "10"}, "expected an integer"),
+        ({"check_crcs": "yes"}, "expected true or false"),
+    ):
+        msgs = errors_of(with_("kafka.extra", value))
+        key = next(iter(value))
+        assert any(f"kafka.extra.{key}" in m and want in m for m in msgs), msgs
+    cfg = parse(with_("kafka.extra", {"fetch_max_wait_ms": 10, "client_rack": "r1"}))
+    assert cfg.pipelines[0].kafka.extra["fetch_max_wait_ms"] == 10
