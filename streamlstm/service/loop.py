@@ -111,6 +111,7 @@ class PipelineLoop:
         self.next_offset: dict[TopicPartition, int] = {}
         self.dirty: set[TopicPartition] = set()
         self.last_checkpoint: float | None = None
+        self._holding_since: float | None = None  # first held partitions, for the age
         self._last_ckpt_mono = time.monotonic()
         self._retry_at = 0.0
         self._backoff = Backoff()
@@ -396,6 +397,8 @@ class PipelineLoop:
                 self.name, tp.topic, tp.partition, off, where,
             )  # fmt: skip
             self.assigned.add(tp)
+            if self._holding_since is None:
+                self._holding_since = time.time()
             self.metrics.rebalances.labels(self.name, "assigned").inc()
         self.health.assigned = True
         self.health.restored = True
@@ -483,7 +486,9 @@ class PipelineLoop:
                     for key, g, peak, feats in self.detector.streams_in_alert()
                 ],
                 lag=lag,
-                last_checkpoint=self.last_checkpoint,
+                # Before the first checkpoint the age counts from when the pipeline first
+                # held partitions: a daemon that never checkpoints must still page.
+                last_checkpoint=self.last_checkpoint or self._holding_since,
                 model={
                     "cell": m.cell, "layers": str(m.layers), "hidden": str(m.hidden),
                     "features": ",".join(m.features), "sha256": self._model_digest(),

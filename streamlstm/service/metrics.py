@@ -183,7 +183,8 @@ class StatusCollector(Collector):
         )
         age = GaugeMetricFamily(
             PREFIX + "checkpoint_age_seconds",
-            "Seconds since the last durable checkpoint (absent before the first).",
+            "Seconds since the last durable checkpoint (before the first: since the "
+            "pipeline first held partitions; absent while it never held any).",
             labels=["pipeline"],
         )
         info = GaugeMetricFamily(

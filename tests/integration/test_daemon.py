@@ -336,7 +336,8 @@ def test_kill_9_and_restart_equals_uninterrupted_run(
     d = Daemon(cfg, port, tmp_path / "killed.log")
     d.wait_for(lambda: d.processed() >= third, what="first third")
     d.wait_for(
-        lambda: d.metric("streamlstm_checkpoint_age_seconds") is not None, what="a checkpoint"
+        lambda: (d.metric("streamlstm_checkpoint_duration_seconds_count") or 0) >= 1,
+        what="a checkpoint",
     )
     _produce(kafka, topic, records[third : 2 * third])
     d.wait_for(lambda: d.processed() >= 2 * third, what="second third")

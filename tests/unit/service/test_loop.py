@@ -156,6 +156,20 @@ def test_flush_then_checkpoint_then_commit(loop: PipelineLoop) -> None:
     assert loop.source.log == ["flush", "checkpoint p0", "commit"]  # type: ignore[attr-defined]
 
 
+def test_checkpoint_age_is_exported_before_the_first_checkpoint(loop: PipelineLoop) -> None:
+    # the fixture's source assigned two partitions: their state is unprotected from then
+    loop._publish(force=True)
+    g = loop.metrics.registry.get_sample_value
+    before = g("streamlstm_checkpoint_age_seconds", {"pipeline": "p"})
+    assert before is not None and before >= 0.0
+    tp0 = TopicPartition(TOPIC, 0)
+    loop.source.queue.append({tp0: _records(0, 0, _docs(5))})  # type: ignore[attr-defined]
+    loop.step()
+    loop._checkpoint()
+    loop._publish(force=True)
+    assert g("streamlstm_checkpoint_age_seconds", {"pipeline": "p"}) < 5.0
+
+
 def test_detector_rejections_become_dead_letters(loop: PipelineLoop) -> None:
     tp0 = TopicPartition(TOPIC, 0)
     docs = _docs(3, t0=100.0) + [{"k": "s", "t": 5.0, "a": 1.0, "b": 1.0}, {"k": "s", "t": 200.0}]
