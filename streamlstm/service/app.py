@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import signal
 import threading
 import time
@@ -34,6 +35,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from streamlstm.errors import ConfigError, ModelError
 from streamlstm.service.health import HealthServer, liveness, readiness
 from streamlstm.service.loop import PipelineLoop
 from streamlstm.service.metrics import Metrics
@@ -108,12 +110,20 @@ class Service:
             for p in cfg.pipelines:
                 reload = threading.Event()
                 self._reloads.append(reload)
-                self.loops.append(
-                    PipelineLoop(
+                try:
+                    lp = PipelineLoop(
                         p, self.metrics, self.stop, model=self._models.get(p.name),
                         reload=reload, alert_listeners=self._alert_listeners,
-                    )
-                )  # fmt: skip
+                    )  # fmt: skip
+                except ModelError as exc:
+                    # say which YAML key points at the bad model, as check-config does
+                    raise ModelError(f"{cfg.source}: {p.path}.model.path: {exc}") from exc
+                except ConfigError as exc:
+                    msg = str(exc)
+                    key = re.match(r"[a-z_]+(\.[a-z_\[\]0-9]+)*:", msg)  # "decode.features: ..."
+                    where = f"{p.path}.{msg}" if key else f"{p.path}: {msg}"
+                    raise ConfigError(f"{cfg.source}: {where}") from exc
+                self.loops.append(lp)
             self.http = HealthServer(
                 cfg.metrics.host, cfg.metrics.port, self.registry, self.healths,
                 cfg.heartbeat_stale_s,
