@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from streamlstm.errors import InputError
 from streamlstm.kernels.regime import BASELINE_EVENTS
 from streamlstm.model import Model
 from streamlstm.model.baselines import last_value_model
@@ -63,6 +64,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workdir", type=Path, default=None,
         help="where the model and checkpoints go (default: a temp dir, removed at exit)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--save-history", type=Path, default=None, metavar="FILE",
+        help="only write the fleet's readings (JSON lines, .gz ok; no anomalies) as the "
+        "records of config/pipeline.yaml, to train a model on, then exit",
+    )  # fmt: skip
+    parser.add_argument(
+        "--steps", type=int, default=2016,
+        help="readings per sensor with --save-history (one a minute)",
     )  # fmt: skip
 
 
@@ -198,7 +208,29 @@ def pipeline_yaml(bootstrap: str, model: Path, ckpt: Path, port: int) -> dict[st
     }
 
 
+def save_history(path: Path, n_streams: int, steps: int, seed: int) -> int:
+    """Write ``steps`` clean readings of every sensor as JSON lines; returns the count."""
+    import gzip
+    from itertools import islice
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opener: Any = gzip.open if path.suffix == ".gz" else open
+    n = 0
+    with opener(path, "wb") as out:
+        for batch in islice(fleet_records(n_streams, seed, 0.0), steps):
+            for _, value in batch:
+                out.write(value + b"\n")
+                n += 1
+    return n
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.save_history is not None:
+        if args.steps < 1:
+            raise InputError("--steps: give at least 1")
+        n = save_history(args.save_history, args.streams, args.steps, args.seed)
+        print(f"wrote {n:,} readings of {args.streams} sensors to {args.save_history}")
+        return 0
 
     from streamlstm.kafka.broker import LocalBroker
     from streamlstm.service.app import Service
