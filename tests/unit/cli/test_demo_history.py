@@ -16,15 +16,17 @@ REPO = Path(__file__).resolve().parents[3]
 
 def test_history_then_train_then_check_config(tmp_path: Path, capsys) -> None:
     cfg_dir = tmp_path / "config"
-    shutil.copytree(REPO / "config", cfg_dir, ignore=shutil.ignore_patterns("models", "checkpoints"))
+    skip = shutil.ignore_patterns("models", "checkpoints")
+    shutil.copytree(REPO / "config", cfg_dir, ignore=skip)
     hist = tmp_path / "history.jsonl.gz"
     assert cli.main(["demo", "--save-history", str(hist), "--streams", "3", "--steps", "400"]) == 0
     with gzip.open(hist, "rt") as fh:
         first = json.loads(fh.readline())
     assert set(first) == {"sensor", "ts", "temp", "pressure", "flow", "vibration"}
     model = cfg_dir / "models" / "sensors.npz"
-    assert cli.main(["train", "--data", str(hist), "--config", str(cfg_dir / "pipeline.yaml"),
-                     "--out", str(model), "--hidden", "4", "--epochs", "1", "--quiet"]) == 0  # fmt: skip
+    args = ["train", "--data", str(hist), "--config", str(cfg_dir / "pipeline.yaml"),
+            "--out", str(model), "--hidden", "4", "--epochs", "1", "--quiet"]  # fmt: skip
+    assert cli.main(args) == 0
     assert load(model).features == ("temp", "pressure", "flow", "vibration")
     capsys.readouterr()
     assert cli.main(["check-config", str(cfg_dir / "pipeline.yaml")]) == 0
