@@ -100,6 +100,17 @@ class Service:
     def healths(self) -> list[Health]:
         return [lp.health for lp in self.loops]
 
+    def open_alerts(self) -> list[dict[str, Any]]:
+        """Every stream in alert now (all of them, not the capped per-stream series),
+        highest peak first; as fresh as the pipelines' last status (a few seconds)."""
+        rows = [
+            {"pipeline": st.pipeline, "stream": a.key, "partition": a.partition,
+             "peak": round(float(a.peak), 6), "top_features": a.features}
+            for st in self.metrics.statuses()
+            for a in st.in_alert
+        ]  # fmt: skip
+        return sorted(rows, key=lambda r: (-r["peak"], r["pipeline"], r["stream"]))
+
     def wait_started(self, timeout: float | None = None) -> bool:
         return self._started.wait(timeout)
 
@@ -126,7 +137,7 @@ class Service:
                 self.loops.append(lp)
             self.http = HealthServer(
                 cfg.metrics.host, cfg.metrics.port, self.registry, self.healths,
-                cfg.heartbeat_stale_s,
+                cfg.heartbeat_stale_s, alerts=self.open_alerts,
             ).start()  # fmt: skip
             stack.callback(self.http.close)
             log.info("metrics, /healthz and /readyz on %s", self.http.url)

@@ -14,6 +14,7 @@ The server runs in its own daemon thread and only reads what the loops write.
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import threading
 import time
@@ -73,6 +74,7 @@ class HealthServer:
         registry: CollectorRegistry,
         healths: Callable[[], Sequence[Health]],
         stale_s: float,
+        alerts: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.registry = registry
         server = self
@@ -97,8 +99,11 @@ class HealthServer:
                 elif path == "/readyz":
                     ok, msg = readiness(healths())
                     self._send(200 if ok else 503, msg.encode(), body=body)
+                elif path == "/alerts" and alerts is not None:
+                    doc = json.dumps({"alerts": alerts()}, indent=1).encode() + b"\n"
+                    self._send(200, doc, "application/json", body)
                 else:
-                    self._send(404, b"try /metrics, /healthz or /readyz\n", body=body)
+                    self._send(404, b"try /metrics, /healthz, /readyz or /alerts\n", body=body)
 
             def _send(
                 self, code: int, data: bytes, ctype: str = "text/plain", body: bool = True,

@@ -257,6 +257,9 @@ def test_injected_anomaly_pages_and_resolves(
             in (firing["annotations"]["description"])
         )
         assert not [a for a in hook.alerts("firing") if a["labels"]["stream"] != HOT]
+        # what is anomalous now, without Prometheus: the daemon's /alerts
+        open_now = json.loads(daemon.get("/alerts")[1])["alerts"]
+        assert [a["stream"] for a in open_now] == [HOT]
 
         # two hours of normal readings: the short level and energy of the jump (80 and
         # 25000x the normal, span 16 events) decay below the hold within ~70 events

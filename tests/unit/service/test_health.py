@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import time
 import urllib.error
 import urllib.request
@@ -88,3 +89,14 @@ def test_port_in_use_is_an_operator_error() -> None:
         port = s.getsockname()[1]
         with pytest.raises(StreamlstmError, match=f"127.0.0.1:{port}.*metrics.port"):
             HealthServer("127.0.0.1", port, CollectorRegistry(), lambda: [], stale_s=30)
+
+
+def test_alerts_endpoint_lists_every_stream_in_alert() -> None:
+    reg = CollectorRegistry()
+    rows = [{"pipeline": "p", "stream": "k1", "partition": 0, "peak": 0.9, "top_features": "a"}]
+    srv = HealthServer("127.0.0.1", 0, reg, lambda: [], stale_s=30, alerts=lambda: rows).start()
+    try:
+        code, body = _get(srv.url + "/alerts")
+        assert code == 200 and json.loads(body) == {"alerts": rows}
+    finally:
+        srv.close()
