@@ -232,8 +232,9 @@ class PipelineLoop:
         name = self.name
         m = self.metrics
         batch = self.decoder.decode(records)
-        for rj in batch.rejects:
-            self._dead_letter(records[rj.index], rj.reason, rj.detail)
+        # Bad records of both stages (the decoder's and the detector's), dead-lettered
+        # in one pass, in offset order, after the batch: (record index, reason, detail).
+        dead = [(rj.index, rj.reason, rj.detail) for rj in batch.rejects]
         if batch.rejects:
             m.record_outcomes(name, batch.reject_counts())
         if len(batch):
@@ -244,8 +245,7 @@ class PipelineLoop:
             bad = np.flatnonzero(np.isin(res.outcome, _REJECTED_CODES))
             for i in bad.tolist():
                 code = int(res.outcome[i])
-                reason = OUTCOME_NAMES[code]
-                self._dead_letter(records[int(batch.index[i])], reason, _detail(code, batch, i))
+                dead.append((int(batch.index[i]), OUTCOME_NAMES[code], _detail(code, batch, i)))
             scored = res.score[np.isfinite(res.score)]
             m.score.observe_many((name,), scored)
             n_anom = int(np.count_nonzero(scored >= det.open_threshold))
@@ -261,6 +261,8 @@ class PipelineLoop:
             m.latency.observe_many((name,), now - ts / 1000.0)
             m.event_lag.observe_many((name,), now - batch.times)
             self._max_event_time = max(self._max_event_time, float(batch.times.max()))
+        for j, reason, detail in sorted(dead, key=lambda d: d[0]):
+            self._dead_letter(records[j], reason, detail)
         self.next_offset[tp] = int(records[-1].offset) + 1
         self.dirty.add(tp)
 
