@@ -116,6 +116,17 @@ def test_monitoring_objects_carry_the_release_label_kube_prometheus_stack_select
         assert labels.get("release"), f"{kind} has no release label: kube-prometheus-stack skips it"
 
 
+def test_systemd_credentials_are_created_by_the_documented_steps():
+    import re
+
+    unit = (DEPLOY / "systemd" / "streamlstm.service").read_text()
+    guide = (DEPLOY / "README.md").read_text()
+    for src in re.findall(r"^LoadCredential=[^:]+:(\S+)$", unit, re.M):
+        assert f"/dev/null {src}" in guide, f"no install step creates {src}"
+    assert "pip install streamlstm\n" not in unit  # not on PyPI
+    assert "Documentation=file://" not in unit
+
+
 def test_prometheusrule_is_built_from_the_rules_file():
     generated = subprocess.run(
         [sys.executable, str(K8S / "make_prometheusrule.py")],
