@@ -35,3 +35,41 @@ def test_the_installed_kernels_carry_their_stamp() -> None:
     src = Path(KC.__file__).resolve().parent
     stamp = src / "__pycache__" / KC.STAMP
     assert stamp.read_text() == KC.sources_digest(src)
+
+
+def test_a_read_only_cache_is_copied_to_a_writable_one(tmp_path: Path) -> None:
+    baked = tmp_path / "baked" / "kernels_abc"
+    baked.mkdir(parents=True)
+    (baked / "detect._detect_batch-390.py311.nbi").write_bytes(b"index")
+    fallback = tmp_path / "tmp" / "cache"
+    chosen = KC.use_writable_cache(tmp_path / "baked", fallback, writable=lambda p: False)
+    assert chosen == fallback
+    copied = fallback / "kernels_abc" / "detect._detect_batch-390.py311.nbi"
+    assert copied.read_bytes() == b"index"
+    assert KC.use_writable_cache(tmp_path / "baked", fallback) == tmp_path / "baked"
+
+
+def test_kernels_compile_and_cache_with_no_writable_cache_dir_or_home(tmp_path: Path) -> None:
+    """NUMBA_CACHE_DIR unusable and no $HOME (a read-only pod): the kernels still cache,
+    into the fallback, instead of Numba's "no locator available"."""
+    import os
+    import subprocess
+    import sys
+
+    mod = tmp_path / "tiny.py"
+    mod.write_text(
+        "from numba import njit\n"
+        "from streamlstm.kernels.config import NJIT\n"
+        "@njit(**NJIT)\n"
+        "def f(x):\n"
+        "    return x + 1\n"
+        "print(f(1))\n"
+    )
+    fallback = tmp_path / "fallback"
+    env = {**os.environ, "NUMBA_CACHE_DIR": "/dev/null/cache", "HOME": "/dev/null",
+           KC.FALLBACK_ENV: str(fallback)}  # fmt: skip
+    out = subprocess.run([sys.executable, str(mod)], env=env, capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "2"
+    assert list(fallback.rglob("tiny.f-*.nbi")), sorted(p.name for p in fallback.rglob("*"))
