@@ -145,6 +145,8 @@ from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
     SS_ES,
     SS_LE,
     SS_LV,
+    SS_LX,
+    SS_LXV,
     SS_M,
     SS_MASK,
     SS_MU,
@@ -152,12 +154,14 @@ from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
     SS_N,
     SS_PREP,
     SS_QLE,
+    SS_QLX,
     SS_QSP,
     SS_RUN,
     SS_SR,
     SS_VAR,
     SS_VD,
     SS_XPREV,
+    SS_XS,
     TOO_OLD,
     TRANSITION_NAMES,
     WEIGHT_ALIGN,
@@ -453,7 +457,7 @@ def _detect_batch(
     regime = np.int64(params[P_SCORER]) == SCORER_REGIME
     r_x = np.empty(n_feat, np.float64)  # the regime scorer's inputs
     r_fc = np.empty(n_feat, np.float64)
-    dist = np.empty((5, n_feat), np.float64)
+    dist = np.empty((6, n_feat), np.float64)
     norm_mean = params[pf + PF_MEAN * n_feat : pf + (PF_MEAN + 1) * n_feat]
     norm_std = params[pf + PF_STD * n_feat : pf + (PF_STD + 1) * n_feat]
     cell = layout[WL_CELL]

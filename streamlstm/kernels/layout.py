@@ -110,7 +110,11 @@ SS_MASK = 13  # 1: the feature is part of the open episode (it broke)
 SS_LV = 14  # normal variance of ln(short energy)
 SS_MXRUN = 15  # decaying maximum of the normal runs of one value (ended, not in an episode)
 SS_QLE = 16  # running 1-in-SPIKE_TAIL level of ln(short energy), learnt from every event
-N_SSTAT = 17
+SS_XS = 17  # short mean square of x about its short level
+SS_LX = 18  # normal mean of ln(SS_XS)
+SS_LXV = 19  # normal variance of ln(SS_XS)
+SS_QLX = 20  # running 1-in-SPIKE_TAIL level of ln(SS_XS), learnt from every event
+N_SSTAT = 21
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32
 # elements, each a multiple of WEIGHT_ALIGN) of the six weight arrays in the

@@ -5,7 +5,7 @@ the forecast catches up (SCORING.md's finding, measured again on SKAB: the
 forecast scorer closed its alerts while the valve fault lasted). This scorer
 keeps, per stream and per scored feature, a handful of running statistics
 (``sstat``, rows ``SS_*`` of :mod:`~streamlstm.kernels.layout`) and compares
-the present with them through four views, each a distance where 1 means
+the present with them through five views, each a distance where 1 means
 "anomalous":
 
 - **spike**: ``|r| / (1.25 s)`` over ``SPIKE_K``, where ``r = x - x̂`` is the
@@ -25,6 +25,10 @@ the present with them through four views, each a distance where 1 means
   down: the channel went quiet. Against its own distribution, not against
   the long-run mean square: on a bursty stream the short energy is usually
   far below the mean (which the bursts make), and is not "quiet" for that.
+- **spread** (upward only, with the energy's constants): the log of the short
+  mean square of ``x`` about its short level against its own normal mean,
+  spread and running 1-in-``SPIKE_TAIL`` level. A fast oscillation or a ramp
+  that the forecast follows (so the residuals stay small) shows here.
 - **level**: ``|m - b| / sqrt(v_d)`` over ``LEVEL_K``: the short level ``m``
   (its steps clipped at ``LEVEL_CLIP`` residual scales, so a spike, which the
   spike view judges, barely moves it and a new level still reaches it)
@@ -40,7 +44,8 @@ the present with them through four views, each a distance where 1 means
   often repeats or a stream that idles at one value between bursts only when
   it stays flat longer than it normally does.
 
-Distance ``D`` = the largest view over the scored features. An **episode**
+Distance ``D`` = the largest view over the scored features (the spread view
+counts with energy, level and flat line in the hold ``H``). An **episode**
 starts at ``D >= 1`` (after ``BASELINE_EVENTS`` events, and not within
 ``EPISODE_COOLDOWN`` events of the last one); the features at ``D_f >= 1``
 while it lasts form its mask. The episode **holds** while ``H``, the largest
@@ -61,6 +66,9 @@ Nothing here reads the alert thresholds: one replay serves every threshold.
 ``contrib`` gets each feature's ``D_f ** 2`` (squared, like the forecast
 scorer's squared errors, so a feature at half the distance of the one that
 broke has a fifth of the share and the alert names the features that broke).
+
+Length: the two passes over the features (score, then learn) share every state row
+and constant; the module doc above is a third of it.
 """
 
 from __future__ import annotations
@@ -81,6 +89,8 @@ from streamlstm.kernels.layout import (
     SS_ES,
     SS_LE,
     SS_LV,
+    SS_LX,
+    SS_LXV,
     SS_M,
     SS_MASK,
     SS_MU,
@@ -88,12 +98,14 @@ from streamlstm.kernels.layout import (
     SS_N,
     SS_PREP,
     SS_QLE,
+    SS_QLX,
     SS_QSP,
     SS_RUN,
     SS_SR,
     SS_VAR,
     SS_VD,
     SS_XPREV,
+    SS_XS,
 )
 
 # Events a stream learns its normal from (a spread from 256 values is within ~4% of
@@ -149,7 +161,7 @@ def _regime_step(
 ):  # pragma: no cover - compiled
     """Score one event of slot ``s`` and learn from it; returns ``(score, hold)``.
 
-    Why one function of ~130 lines: the four views of every feature come from the
+    Why one function of ~150 lines: the five views of every feature come from the
     same state row in one pass, and the episode logic between the distances and
     the learning needs all of them; the learning is the second pass
     (:func:`_regime_learn`).
@@ -158,7 +170,7 @@ def _regime_step(
     fv : (F,) float64 the forecast in the same units (NaN = none: the previous
     value stands in). n_events : the stream's accepted events before this one.
     scored : (F,) bool. sstat : (n_slots, N_SSTAT, F) float64; fstat, istat :
-    the slot's scalar rows. dist : (5, F) float64 scratch. contrib : (n, F)
+    the slot's scalar rows. dist : (6, F) float64 scratch. contrib : (n, F)
     float32, row ``e`` gets each feature's squared distance ``D_f ** 2``. Score is NaN (and
     nothing is scored) for a stream's first event.
     """
@@ -177,8 +189,9 @@ def _regime_step(
         dist[0, f] = 0.0  # D_f
         dist[1, f] = 0.0  # H_f
         dist[2, f] = math.nan  # r (NaN: the feature does not learn from this event)
-        dist[3, f] = math.nan  # the warm-up spread sd (NaN: not computed here)
+        dist[3, f] = math.nan  # the short spread of x after this event
         dist[4, f] = math.nan  # L = ln(short energy) after this event
+        dist[5, f] = math.nan  # ln(short spread)
         x = xv[f]
         prev = sstat[s, SS_XPREV, f]
         if not scored[f] or math.isnan(x) or sstat[s, SS_N, f] == 0.0:
@@ -189,7 +202,6 @@ def _regime_step(
         dist[2, f] = r
         mu = sstat[s, SS_MU, f]
         sd = math.sqrt(sstat[s, SS_VAR, f])
-        dist[3, f] = sd
         fl = FLOOR_REL * sd + 1e-9 * (abs(mu) + 1.0)
         s_eff = max(sstat[s, SS_SR, f], fl)
         z_sp = abs(r) / (1.25 * s_eff)
@@ -212,6 +224,19 @@ def _regime_step(
         z_lv = abs(m_n - sstat[s, SS_B, f]) / math.sqrt(
             sstat[s, SS_VD, f] + (0.25 * fl) ** 2 + 1e-300
         )
+        # spread: the short mean square of x about its short level (an oscillation the
+        # forecast follows shows here and not in the residuals), upward only
+        dx = x - m_n
+        xs_n = sstat[s, SS_XS, f] + a_s * (dx * dx - sstat[s, SS_XS, f])
+        dist[3, f] = xs_n
+        lx = math.log(xs_n + f2)
+        dist[5, f] = lx
+        dlx = lx - sstat[s, SS_LX, f]
+        z_x = 0.0
+        if dlx > 0.0:
+            sd_lx = max(math.sqrt(sstat[s, SS_LXV, f]), ENERGY_SD_MIN)
+            z_x = dlx / max(sd_lx, ENERGY_GAMMA * (sstat[s, SS_QLX, f] - sstat[s, SS_LX, f])
+                            / ENERGY_K)  # fmt: skip
         run = sstat[s, SS_RUN, f] + 1.0 if abs(x - prev) <= 1e-7 * (abs(x) + sd + 1e-12) else 0.0
         z_st = 0.0
         if run > 0.0:
@@ -220,7 +245,7 @@ def _regime_step(
             if nl > 0.0:
                 lim_r = max(lim_r, STUCK_K / nl)
             z_st = run / lim_r if lim_r > 0.0 else 0.0
-        h = max(z_en / ENERGY_K, max(z_lv / LEVEL_K, z_st)) / widen
+        h = max(max(z_en, z_x) / ENERGY_K, max(z_lv / LEVEL_K, z_st)) / widen
         d = max(z_sp / max(SPIKE_K, SPIKE_GAMMA * sstat[s, SS_QSP, f]) / widen, h)
         if warm:
             dist[0, f] = d
@@ -299,9 +324,7 @@ def _regime_learn(
         learn = sstat[s, SS_MASK, f] < 0.5 or released
         mu = sstat[s, SS_MU, f]
         var = sstat[s, SS_VAR, f]
-        sd = dist[3, f]
-        if math.isnan(sd):
-            sd = math.sqrt(var)
+        sd = math.sqrt(var)
         fl = FLOOR_REL * sd + 1e-9 * (abs(mu) + 1.0)
         clip = nf >= CLIP_AFTER
         if wu:  # the level and spread of the warm-up: the floor's reference
@@ -352,6 +375,29 @@ def _regime_learn(
                 lim_m = LEVEL_CLIP * 1.25 * s_eff
                 dm_ = min(max(dm_, -lim_m), lim_m)
             sstat[s, SS_M, f] += a_s * dm_
+            xs_n = dist[3, f]
+            if math.isnan(xs_n):
+                dx = x - sstat[s, SS_M, f]
+                xs_n = sstat[s, SS_XS, f] + a_s * (dx * dx - sstat[s, SS_XS, f])
+            sstat[s, SS_XS, f] = xs_n
+            lx = dist[5, f]
+            if not math.isnan(lx) and n_le >= 0.0:
+                if learn or n_le < 1.0:
+                    a_l = 1.0 / (n_le + 1.0) if wu else RESID_RATE
+                    m_lx = sstat[s, SS_LX, f]
+                    v_lx = sstat[s, SS_LXV, f]
+                    dl = lx - m_lx
+                    if n_le >= CLIP_AFTER:
+                        lim = CLIP * max(math.sqrt(v_lx), ENERGY_SD_MIN)
+                        dl = min(max(dl, -lim), lim)
+                    sstat[s, SS_LX, f] = m_lx + a_l * dl
+                    sstat[s, SS_LXV, f] = (1.0 - a_l) * (v_lx + a_l * dl * dl)
+                if n_le < 1.0:
+                    sstat[s, SS_QLX, f] = lx
+                elif lx > sstat[s, SS_QLX, f]:
+                    sstat[s, SS_QLX, f] += ENERGY_STEP
+                else:
+                    sstat[s, SS_QLX, f] -= ENERGY_STEP / SPIKE_TAIL
             if learn:
                 a_r = aw if wu else RESID_RATE
                 sstat[s, SS_SR, f] += a_r * (rc - sstat[s, SS_SR, f])
