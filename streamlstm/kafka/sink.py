@@ -20,11 +20,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from kafka import KafkaProducer  # type: ignore[import-untyped]
-from kafka.errors import KafkaError  # type: ignore[import-untyped]
+from kafka.errors import (  # type: ignore[import-untyped]
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 
 from streamlstm.detector import TOP_FEATURES, Transition
 from streamlstm.kafka.config import KafkaConfig, SinksConfig
@@ -58,6 +62,13 @@ def alert_record(
     }
 
 
+# A record the broker will never take: retrying it would block every later flush,
+# checkpoint and commit (a dead letter just over message.max.bytes did exactly that).
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+TRUNCATE_TO = 64 * 1024
+TRUNCATED_HEADER = "streamlstm.truncated"
+
+
 class AlertSink:
     """Alert + dead-letter producer for one pipeline."""
 
@@ -76,6 +87,7 @@ class AlertSink:
         self.listeners = list(listeners)
         self.producer: KafkaProducer | None = None
         self._pending: list[tuple[Any, tuple[str, bytes | None, bytes | None, list[Header]]]] = []
+        self.refused: dict[str, int] = {}  # records the broker refused: truncated / dropped
 
     @property
     def needs_producer(self) -> bool:
@@ -168,6 +180,12 @@ class AlertSink:
             failed = []
             for fut, args in self._pending:
                 if isinstance(fut, Exception) or not fut.is_done or fut.failed():
+                    why = fut if isinstance(fut, Exception) else getattr(fut, "exception", None)
+                    if isinstance(why, _TOO_LARGE):
+                        smaller = self._refused(args, why)
+                        if smaller is None:
+                            continue  # dropped (counted, logged): never blocks the loop
+                        args = smaller
                     failed.append(args)
             if not failed:
                 self._pending.clear()
@@ -178,6 +196,33 @@ class AlertSink:
                 )
             self._pending = [(self._send_raw(a), a) for a in failed]
         return False
+
+    def _refused(
+        self, args: tuple[str, bytes | None, bytes | None, list[Header]], exc: Exception
+    ) -> tuple[str, bytes | None, bytes | None, list[Header]] | None:
+        """A record the broker refuses for its size: a dead letter is cut to its first
+        TRUNCATE_TO bytes (header streamlstm.truncated = the original size) and sent
+        again; one refused again, or any other record, is dropped. Either way it is
+        counted (``refused``) and logged once per kind, and the loop goes on."""
+        topic, key, value, headers = args
+        truncated = any(h[0] == TRUNCATED_HEADER for h in headers)
+        if topic == self.sinks.dead_letter_topic and value is not None and not truncated:
+            kind = "truncated"
+            out: Any = (
+                topic, key, value[:TRUNCATE_TO],
+                [*headers, (TRUNCATED_HEADER, str(len(value)).encode())],
+            )  # fmt: skip
+        else:
+            kind, out = "dropped", None
+        self.refused[kind] = self.refused.get(kind, 0) + 1
+        if self.refused[kind] == 1:
+            log.error(
+                "pipeline=%s the broker refused a %d-byte record for %s (%s): %s; this and "
+                "later such records are %s (streamlstm_sink_refused_total)",
+                self.pipeline, len(value or b""), topic, type(exc).__name__, exc,
+                f"cut to their first {TRUNCATE_TO} bytes" if kind == "truncated" else kind,
+            )  # fmt: skip
+        return cast(Any, out)
 
     @property
     def pending(self) -> int:

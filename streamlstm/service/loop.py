@@ -112,6 +112,7 @@ class PipelineLoop:
         self.dirty: set[TopicPartition] = set()
         self.last_checkpoint: float | None = None
         self._holding_since: float | None = None  # first held partitions, for the age
+        self._refused_seen: dict[str, int] = {}  # sink.refused already counted
         self._last_ckpt_mono = time.monotonic()
         self._retry_at = 0.0
         self._backoff = Backoff()
@@ -312,7 +313,13 @@ class PipelineLoop:
         if not todo:
             return {}
         timeout = min(10.0, self.cfg.checkpoint.interval_s) if not final else 10.0
-        if not self.sink.flush(timeout):
+        delivered = self.sink.flush(timeout)
+        for kind, n in getattr(self.sink, "refused", {}).items():
+            seen = self._refused_seen.get(kind, 0)
+            if n > seen:
+                self.metrics.sink_refused.labels(self.name, kind).inc(n - seen)
+                self._refused_seen[kind] = n
+        if not delivered:
             self._broker_error("produce", "undelivered records after flush")
             return None
         t0 = time.perf_counter()

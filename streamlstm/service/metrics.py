@@ -259,6 +259,11 @@ class Metrics:
         self.transitions = Counter(
             PREFIX + "alert_transitions", "Alerts opened and closed.", [*p, "kind"], registry=r
         )
+        self.sink_refused = Counter(
+            PREFIX + "sink_refused",
+            "Records the broker refused for their size: dead letters truncated, or dropped.",
+            [*p, "kind"], registry=r,
+        )  # fmt: skip
         self.dead_letters = Counter(
             PREFIX + "dead_letters", "Records sent to the dead-letter topic, by reason.",
             [*p, "reason"], registry=r,

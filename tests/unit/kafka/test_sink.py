@@ -1,0 +1,82 @@
+"""The sink never lets one record stop the loop: a record the broker refuses for its
+size is cut down (a dead letter) or dropped, counted, logged once; the rest flush."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+
+from streamlstm.kafka.config import KafkaConfig, SinksConfig
+from streamlstm.kafka.sink import TRUNCATE_TO, TRUNCATED_HEADER, AlertSink
+
+LIMIT = 1_048_450  # the local broker's limit that blocked every flush
+
+
+class Fut:
+    def __init__(self, exc: Exception | None) -> None:
+        self.is_done = True
+        self.exception = exc
+
+    def failed(self) -> bool:
+        return self.exception is not None
+
+
+class Producer:
+    """Refuses values over LIMIT like the broker; fails the first send of `flaky` keys."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, list[Any]]] = []
+        self.flaky = {b"flaky"}
+
+    def send(self, topic: str, key: Any = None, value: Any = None, headers: Any = None) -> Fut:
+        if value is not None and len(value) > LIMIT:
+            return Fut(MessageSizeTooLargeError("too large"))
+        if key in self.flaky:
+            self.flaky.discard(key)
+            return Fut(KafkaTimeoutError("timeout"))
+        self.sent.append((topic, key, value, list(headers or [])))
+        return Fut(None)
+
+    def flush(self, timeout: float | None = None) -> None: ...
+
+
+def _sink() -> AlertSink:
+    sink = AlertSink(KafkaConfig(bootstrap_servers=("x:9092",)),
+                     SinksConfig(alerts_topic="alerts", dead_letter_topic="dlq"), "p",
+                     producer_factory=Producer)  # fmt: skip
+    sink.connect()
+    return sink
+
+
+def _rec(value: bytes, key: bytes | None = None, offset: int = 0) -> Any:
+    return SimpleNamespace(topic="in", partition=0, offset=offset, key=key, value=value,
+                           headers=[])  # fmt: skip
+
+
+def test_an_oversized_dead_letter_is_cut_down_and_the_flush_goes_on(caplog) -> None:
+    sink = _sink()
+    big = b"x" * (LIMIT + 10)
+    with caplog.at_level(logging.ERROR, logger="streamlstm.kafka.sink"):
+        sink.dead_letter(_rec(big, offset=1), "not_json")
+        sink.dead_letter(_rec(big, offset=2), "not_json")
+        sink.dead_letter(_rec(b"{}", key=b"flaky", offset=3), "missing")  # retried, delivered
+        assert sink.flush(1.0) is True
+    assert sink.pending == 0
+    sent = sink.producer.sent  # type: ignore[union-attr]
+    cut = [s for s in sent if any(h[0] == TRUNCATED_HEADER for h in s[3])]
+    assert len(cut) == 2 and all(len(s[2]) == TRUNCATE_TO for s in cut)
+    assert dict(cut[0][3])[TRUNCATED_HEADER] == str(LIMIT + 10).encode()
+    assert [s[1] for s in sent if s[1] == b"flaky"] == [b"flaky"]
+    assert sink.refused == {"truncated": 2}
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 1  # once
+
+
+def test_an_alert_the_broker_refuses_is_dropped_not_retried_forever() -> None:
+    sink = _sink()
+    assert sink.producer is not None
+    sink._send("alerts", b"k", b"y" * (LIMIT + 1), [])
+    assert sink.flush(1.0) is True and sink.pending == 0
+    assert sink.refused == {"dropped": 1}
