@@ -36,7 +36,9 @@ SEED = 11
 PARTITIONS = 2
 FEATURES = ("temp", "pressure", "flow", "vibration")
 KINDS = ("spike", "level_shift")
-STATE_COLUMNS = ("col.h", "col.c", "col.fc", "col.fstat", "col.istat", "last_time", "group")
+STATE_COLUMNS = (
+    "col.h", "col.c", "col.fc", "col.fstat", "col.istat", "col.sstat", "last_time", "group",
+)  # fmt: skip
 PY = sys.executable
 
 
@@ -435,8 +437,56 @@ def test_garbage_goes_to_dead_letters_and_good_records_are_scored(
     state = _final_state_one(tmp_path / f"ckpt-{name}", topic)
     for key in ref.table.keys():
         s = ref.stream_state(key)
-        for col in ("h", "c", "fc", "fstat", "istat"):
+        for col in ("h", "c", "fc", "fstat", "istat", "sstat"):
             np.testing.assert_array_equal(state[key][f"col.{col}"], s[col], err_msg=key)
+
+
+def test_a_dead_letter_the_broker_refuses_does_not_stop_the_checkpoints(
+    kafka: str, model_path: Path, tmp_path: Path
+) -> None:
+    """A bad record of ~1 MB: forwarded with the dead-letter headers it is over the
+    broker's limit. It is cut down (or dropped), and checkpoints and commits go on."""
+    name = f"t6-{uuid.uuid4().hex[:6]}"
+    topic = f"{name}-events"
+    _create_topics(kafka, {topic: 1, f"{name}-alerts": 1, f"{name}-dlq": 1})
+    good = [(0, k, v) for _, k, v in _records(_fleet(n_streams=2, n_steps=50))]
+    big = b"#" * 1_048_000  # not JSON
+    more = [(0, k, v) for _, k, v in _records(_fleet(n_streams=2, n_steps=80))[200:]]
+    sent = good + [(0, b"big", big)] + more
+    _produce(kafka, topic, sent)
+    port = _free_port()
+    cfg = _config(tmp_path, kafka, model_path, topic, name, port, interval_s=1)
+    d = Daemon(cfg, port, tmp_path / "d.log")
+    d.wait_for(lambda: d.processed() >= len(sent), what="all records")
+    n0 = d.metric("streamlstm_checkpoint_duration_seconds_count") or 0
+    d.wait_for(lambda: (d.metric("streamlstm_checkpoint_duration_seconds_count") or 0) > n0,
+               what="a checkpoint after the big record")  # fmt: skip
+    assert d.get("/readyz")[0] == 200
+    assert d.wait(signal.SIGTERM) == 0, d.tail()
+    dead = _read_all(kafka, f"{name}-dlq")
+    (rec,) = [r for r in dead if int(dict(r.headers)["streamlstm.offset"]) == len(good)]
+    h = dict(rec.headers)
+    assert h["streamlstm.reason"] == b"not_json"
+    if "streamlstm.truncated" in h:  # the broker refused the full record
+        assert int(h["streamlstm.truncated"]) == len(big) and rec.value == big[: 64 * 1024]
+    else:
+        assert rec.value == big
+    # everything was committed: a restart has nothing left to read
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=kafka, group_id=_group_of(cfg), enable_auto_commit=False)
+    try:
+        assert c.committed(TopicPartition(topic, 0)) == len(sent)
+    finally:
+        c.close()
+
+
+def _group_of(cfg_path: Path) -> str:
+    import yaml as _yaml
+
+    doc = _yaml.safe_load(cfg_path.read_text())
+    kafka_cfg = {**doc.get("kafka", {}), **doc["pipelines"][0].get("kafka", {})}
+    return str(kafka_cfg["group_id"])
 
 
 def _final_state_one(ckpt_dir: Path, topic: str) -> dict[str, dict[str, np.ndarray]]:
