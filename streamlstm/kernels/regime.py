@@ -304,6 +304,35 @@ def _regime_step(
 
 
 @njit(**NJIT)
+def _learn_log_level(
+    sstat, s, f, i_mean, i_var, i_tail, value, n_le, wu, learn
+):  # pragma: no cover - compiled
+    """Teach a log-level statistic (ln short energy, ln short spread) of feature ``f``:
+    its normal mean and variance (1/n over the warm-up, then slowly; deviations clipped
+    at CLIP spreads, so an incident's onset does not widen the band it is judged by;
+    only while the feature is not in an episode), and its running 1-in-SPIKE_TAIL
+    level (from every event)."""
+    if math.isnan(value) or n_le < 0.0:
+        return
+    if learn or n_le < 1.0:
+        a_l = 1.0 / (n_le + 1.0) if wu else RESID_RATE
+        m = sstat[s, i_mean, f]
+        v = sstat[s, i_var, f]
+        dl = value - m
+        if n_le >= CLIP_AFTER:
+            lim = CLIP * max(math.sqrt(v), ENERGY_SD_MIN)
+            dl = min(max(dl, -lim), lim)
+        sstat[s, i_mean, f] = m + a_l * dl
+        sstat[s, i_var, f] = (1.0 - a_l) * (v + a_l * dl * dl)
+    if n_le < 1.0:
+        sstat[s, i_tail, f] = value
+    elif value > sstat[s, i_tail, f]:
+        sstat[s, i_tail, f] += ENERGY_STEP
+    else:
+        sstat[s, i_tail, f] -= ENERGY_STEP / SPIKE_TAIL
+
+
+@njit(**NJIT)
 def _regime_learn(
     s, xv, n_events, scored, sstat, istat, dist, d_max, a_s
 ):  # pragma: no cover - compiled
@@ -350,26 +379,7 @@ def _regime_learn(
             sstat[s, SS_ES, f] = es + a_s * (r * r - es)
             le = dist[4, f]
             n_le = nf - CLIP_AFTER  # the short energy is warm from the 16th value on
-            if not math.isnan(le) and n_le >= 0.0 and (learn or n_le < 1.0):
-                # The normal distribution of ln(short energy): 1/n over the warm-up,
-                # then slowly, deviations clipped at CLIP spreads (an incident's
-                # onset must not widen the band it is judged by).
-                a_l = 1.0 / (n_le + 1.0) if wu else RESID_RATE
-                m_le = sstat[s, SS_LE, f]
-                v_le = sstat[s, SS_LV, f]
-                dl = le - m_le
-                if n_le >= CLIP_AFTER:
-                    lim = CLIP * max(math.sqrt(v_le), ENERGY_SD_MIN)
-                    dl = min(max(dl, -lim), lim)
-                sstat[s, SS_LE, f] = m_le + a_l * dl
-                sstat[s, SS_LV, f] = (1.0 - a_l) * (v_le + a_l * dl * dl)
-            if not math.isnan(le) and n_le >= 0.0:
-                if n_le < 1.0:
-                    sstat[s, SS_QLE, f] = le
-                elif le > sstat[s, SS_QLE, f]:
-                    sstat[s, SS_QLE, f] += ENERGY_STEP
-                else:
-                    sstat[s, SS_QLE, f] -= ENERGY_STEP / SPIKE_TAIL
+            _learn_log_level(sstat, s, f, SS_LE, SS_LV, SS_QLE, le, n_le, wu, learn)
             dm_ = x - sstat[s, SS_M, f]
             if clip:
                 lim_m = LEVEL_CLIP * 1.25 * s_eff
@@ -380,24 +390,7 @@ def _regime_learn(
                 dx = x - sstat[s, SS_M, f]
                 xs_n = sstat[s, SS_XS, f] + a_s * (dx * dx - sstat[s, SS_XS, f])
             sstat[s, SS_XS, f] = xs_n
-            lx = dist[5, f]
-            if not math.isnan(lx) and n_le >= 0.0:
-                if learn or n_le < 1.0:
-                    a_l = 1.0 / (n_le + 1.0) if wu else RESID_RATE
-                    m_lx = sstat[s, SS_LX, f]
-                    v_lx = sstat[s, SS_LXV, f]
-                    dl = lx - m_lx
-                    if n_le >= CLIP_AFTER:
-                        lim = CLIP * max(math.sqrt(v_lx), ENERGY_SD_MIN)
-                        dl = min(max(dl, -lim), lim)
-                    sstat[s, SS_LX, f] = m_lx + a_l * dl
-                    sstat[s, SS_LXV, f] = (1.0 - a_l) * (v_lx + a_l * dl * dl)
-                if n_le < 1.0:
-                    sstat[s, SS_QLX, f] = lx
-                elif lx > sstat[s, SS_QLX, f]:
-                    sstat[s, SS_QLX, f] += ENERGY_STEP
-                else:
-                    sstat[s, SS_QLX, f] -= ENERGY_STEP / SPIKE_TAIL
+            _learn_log_level(sstat, s, f, SS_LX, SS_LXV, SS_QLX, dist[5, f], n_le, wu, learn)
             if learn:
                 a_r = aw if wu else RESID_RATE
                 sstat[s, SS_SR, f] += a_r * (rc - sstat[s, SS_SR, f])
