@@ -196,28 +196,28 @@ def choose_threshold(
         budget = f"{false_alarms_per_week:g} false alarm(s)/stream/week"
         cover = f"{weeks:.3g} stream-weeks"
         need = f"{MIN_ALLOWED / max(false_alarms_per_week, 1e-300):.3g} stream-weeks"
+    info: dict[str, Any] = {
+        "false_alarms_per_week": false_alarms_per_week,
+        "false_alarms_per_day": false_alarms_per_day,
+        "budget": budget,
+        "validation_days": days,
+        "stream_weeks": weeks,
+        "allowed": allowed,
+        "n_streams": len(held),
+        "scorer": cfg.scorer,
+        "detector": cfg.as_dict(),
+    }
     if allowed < MIN_ALLOWED:
         # Data that allow less than one opening cannot show the budget: zero openings on
         # them prove nothing, and one would push the threshold to whatever silences that
         # short stretch (SKAB: 0.003 stream-weeks chose 0.65, above every fault's score).
-        return {
-            "threshold": None,
-            "reason": (
-                f"the held-out data cover {cover}, too short to see a budget of {budget} "
-                f"(that needs {need}); the detector's default open threshold "
-                f"{cfg.default_open():g} is used instead"
-            ),
-            "false_alarms_per_week": false_alarms_per_week,
-            "false_alarms_per_day": false_alarms_per_day,
-            "budget": budget,
-            "validation_days": days,
-            "stream_weeks": weeks,
-            "allowed": allowed,
-            "default_threshold": cfg.default_open(),
-            "n_streams": len(held),
-            "scorer": cfg.scorer,
-            "detector": cfg.as_dict(),
-        }
+        reason = (
+            f"the held-out data cover {cover}, too short to see a budget of {budget} "
+            f"(that needs {need}); the detector's default open threshold "
+            f"{cfg.default_open():g} is used instead"
+        )
+        return {"threshold": None, "reason": reason, **info,
+                "default_threshold": cfg.default_open()}  # fmt: skip
     rec = _Recorded(model, held, starts, cfg, stream_stats=data.stream_stats)
     open0 = cfg.open_threshold or cfg.default_open()
     first = rec.run(open0)
@@ -254,21 +254,13 @@ def choose_threshold(
         tries += 1
     return {
         "threshold": chosen,
-        "false_alarms_per_week": false_alarms_per_week,
-        "false_alarms_per_day": false_alarms_per_day,
-        "budget": budget,
-        "validation_days": days,
-        "stream_weeks": weeks,
-        "allowed": allowed,
+        **info,
         "openings": real,
         "openings_at_default": first,
         "default_threshold": open0,
         "attained": bool(real <= allowed),
-        "n_streams": len(held),
         "n_judged_events": n_judged,
         "nominal_threshold": nominal,
-        "scorer": cfg.scorer,
-        "detector": cfg.as_dict(),
     }
 
 
