@@ -37,13 +37,17 @@ from streamlstm.kafka.source import BrokerUnavailable
 log = logging.getLogger(__name__)
 
 Header = tuple[str, bytes]
+ALERT_SCHEMA = 1  # version of alert_record's document
 
 
 def alert_record(
     pipeline: str, topic: str, partition: int, offset: int, t: Transition
 ) -> dict[str, Any]:
-    """The JSON document of one alert transition (the alerts topic's schema)."""
+    """The JSON document of one alert transition: the alerts topic's schema, version
+    ``ALERT_SCHEMA`` (every field is described in docs/alert-record.md; a change that
+    removes or renames a field bumps the version)."""
     return {
+        "schema": ALERT_SCHEMA,
         "id": t.alert_id,
         "pipeline": pipeline,
         "stream": t.key,

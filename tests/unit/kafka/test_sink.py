@@ -80,3 +80,21 @@ def test_an_alert_the_broker_refuses_is_dropped_not_retried_forever() -> None:
     sink._send("alerts", b"k", b"y" * (LIMIT + 1), [])
     assert sink.flush(1.0) is True and sink.pending == 0
     assert sink.refused == {"dropped": 1}
+
+
+def test_the_alert_record_has_every_documented_field_and_its_schema_version() -> None:
+    import re
+    from pathlib import Path
+
+    from streamlstm.detector import Transition
+    from streamlstm.kafka.sink import ALERT_SCHEMA, alert_record
+
+    t = Transition("a1", "opened", "k", 0, 3, 1.7e9, 42, 0.8, 0.5, {"temp": 1.0},
+                   {"temp": 0.5}, [("temp", 1.0)])  # fmt: skip
+    rec = alert_record("p", "in", 0, 42, t)
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "alert-record.md").read_text()
+    documented = set()
+    for cell in re.findall(r"^\| (`[^|]+) \|", doc, re.M):
+        documented |= set(re.findall(r"`([a-z_]+)`", cell))
+    assert set(rec) == documented
+    assert rec["schema"] == ALERT_SCHEMA and f"schema version {ALERT_SCHEMA}" in doc
