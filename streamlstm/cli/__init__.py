@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -38,17 +39,19 @@ LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 KAFKA_LOGGERS = ("kafka",)
 
 
+LOG_OPTIONS = (
+    ("--log-level", LEVELS, "INFO", "streamlstm's log verbosity"),
+    ("--kafka-log-level", LEVELS, "WARNING", "kafka-python's log verbosity (its INFO is chatty)"),
+    ("--log-format", ["text", "json"], "text",
+     "text lines, or one JSON object per line (for log shippers)"),
+)  # fmt: skip
+
+
 def _log_options(p: argparse.ArgumentParser, top: bool) -> None:
     """The logging flags, before or after the subcommand (after wins)."""
-    kw: dict[str, object] = {} if top else {"default": argparse.SUPPRESS}
-    p.add_argument("--log-level", choices=LEVELS, help="streamlstm's log verbosity",
-                   **({"default": "INFO"} if top else kw))  # type: ignore[arg-type]  # fmt: skip
-    p.add_argument("--kafka-log-level", choices=LEVELS,
-                   help="kafka-python's log verbosity (its INFO is chatty)",
-                   **({"default": "WARNING"} if top else kw))  # type: ignore[arg-type]  # fmt: skip
-    p.add_argument("--log-format", choices=["text", "json"],
-                   help="text lines, or one JSON object per line (for log shippers)",
-                   **({"default": "text"} if top else kw))  # type: ignore[arg-type]  # fmt: skip
+    for flag, choices, default, help_ in LOG_OPTIONS:
+        p.add_argument(flag, choices=choices, help=help_,
+                       default=default if top else argparse.SUPPRESS)  # fmt: skip
 
 
 class Redact(logging.Filter):
@@ -87,8 +90,6 @@ def configure_logging(
     level: str, kafka_level: str, fmt: str, stream: TextIO | None = None
 ) -> logging.Handler:
     """One stderr handler on the root logger (replacing any earlier one of ours)."""
-    import time as _time
-
     root = logging.getLogger()
     for h in [h for h in root.handlers if getattr(h, "_streamlstm", False)]:
         root.removeHandler(h)
@@ -97,7 +98,7 @@ def configure_logging(
     handler.addFilter(Redact())
     if fmt == "json":
         f: logging.Formatter = JsonFormatter()
-        f.converter = _time.gmtime
+        f.converter = time.gmtime
     else:
         f = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler.setFormatter(f)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from kafka import KafkaProducer  # type: ignore[import-untyped]
@@ -37,6 +37,7 @@ from streamlstm.kafka.source import BrokerUnavailable
 log = logging.getLogger(__name__)
 
 Header = tuple[str, bytes]
+Record = tuple[str, bytes | None, bytes | None, list[Header]]  # topic, key, value, headers
 ALERT_SCHEMA = 1  # version of alert_record's document
 
 
@@ -90,7 +91,7 @@ class AlertSink:
         self._factory = producer_factory
         self.listeners = list(listeners)
         self.producer: KafkaProducer | None = None
-        self._pending: list[tuple[Any, tuple[str, bytes | None, bytes | None, list[Header]]]] = []
+        self._pending: list[tuple[Any, Record]] = []
         self.refused: dict[str, int] = {}  # records the broker refused: truncated / dropped
 
     @property
@@ -159,7 +160,7 @@ class AlertSink:
         args = (topic, key, value, headers)
         self._pending.append((self._send_raw(args), args))
 
-    def _send_raw(self, args: tuple[str, bytes | None, bytes | None, list[Header]]) -> Any:
+    def _send_raw(self, args: Record) -> Any:
         topic, key, value, headers = args
         assert self.producer is not None
         try:
@@ -201,23 +202,19 @@ class AlertSink:
             self._pending = [(self._send_raw(a), a) for a in failed]
         return False
 
-    def _refused(
-        self, args: tuple[str, bytes | None, bytes | None, list[Header]], exc: Exception
-    ) -> tuple[str, bytes | None, bytes | None, list[Header]] | None:
+    def _refused(self, args: Record, exc: Exception) -> Record | None:
         """A record the broker refuses for its size: a dead letter is cut to its first
         TRUNCATE_TO bytes (header streamlstm.truncated = the original size) and sent
         again; one refused again, or any other record, is dropped. Either way it is
         counted (``refused``) and logged once per kind, and the loop goes on."""
         topic, key, value, headers = args
         truncated = any(h[0] == TRUNCATED_HEADER for h in headers)
+        out: Record | None = None
+        kind = "dropped"
         if topic == self.sinks.dead_letter_topic and value is not None and not truncated:
             kind = "truncated"
-            out: Any = (
-                topic, key, value[:TRUNCATE_TO],
-                [*headers, (TRUNCATED_HEADER, str(len(value)).encode())],
-            )  # fmt: skip
-        else:
-            kind, out = "dropped", None
+            out = (topic, key, value[:TRUNCATE_TO],
+                   [*headers, (TRUNCATED_HEADER, str(len(value)).encode())])  # fmt: skip
         self.refused[kind] = self.refused.get(kind, 0) + 1
         if self.refused[kind] == 1:
             log.error(
@@ -226,7 +223,7 @@ class AlertSink:
                 self.pipeline, len(value or b""), topic, type(exc).__name__, exc,
                 f"cut to their first {TRUNCATE_TO} bytes" if kind == "truncated" else kind,
             )  # fmt: skip
-        return cast(Any, out)
+        return out
 
     @property
     def pending(self) -> int:

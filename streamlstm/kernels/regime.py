@@ -209,13 +209,7 @@ def _regime_step(
         f2 = (1.25 * fl) ** 2
         le = math.log(es_n + f2)
         dist[4, f] = le
-        sd_le = max(math.sqrt(sstat[s, SS_LV, f]), ENERGY_SD_MIN)
-        dle = le - sstat[s, SS_LE, f]
-        if dle > 0.0:  # up: beyond the band and beyond the stream's recent bursts
-            z_en = dle / max(sd_le, ENERGY_GAMMA * (sstat[s, SS_QLE, f] - sstat[s, SS_LE, f])
-                             / ENERGY_K)  # fmt: skip
-        else:
-            z_en = -dle / sd_le
+        z_en = _log_level_distance(sstat, s, f, SS_LE, SS_LV, SS_QLE, le, True)
         dm_ = x - sstat[s, SS_M, f]
         if sstat[s, SS_N, f] >= CLIP_AFTER:
             lim_m = LEVEL_CLIP * 1.25 * s_eff
@@ -231,12 +225,7 @@ def _regime_step(
         dist[3, f] = xs_n
         lx = math.log(xs_n + f2)
         dist[5, f] = lx
-        dlx = lx - sstat[s, SS_LX, f]
-        z_x = 0.0
-        if dlx > 0.0:
-            sd_lx = max(math.sqrt(sstat[s, SS_LXV, f]), ENERGY_SD_MIN)
-            z_x = dlx / max(sd_lx, ENERGY_GAMMA * (sstat[s, SS_QLX, f] - sstat[s, SS_LX, f])
-                            / ENERGY_K)  # fmt: skip
+        z_x = _log_level_distance(sstat, s, f, SS_LX, SS_LXV, SS_QLX, lx, False)
         run = sstat[s, SS_RUN, f] + 1.0 if abs(x - prev) <= 1e-7 * (abs(x) + sd + 1e-12) else 0.0
         z_st = 0.0
         if run > 0.0:
@@ -255,7 +244,7 @@ def _regime_step(
     if not any_prev:
         for f in range(n_feat):
             contrib[e, f] = 0.0
-        _regime_learn(s, xv, n_events, scored, sstat, istat, dist, 0.0, a_s)
+        _regime_learn(s, xv, scored, sstat, istat, dist, a_s)
         return math.nan, math.nan
 
     # -- score: a rise above the recent past ranks above its plateau ------------------
@@ -299,8 +288,25 @@ def _regime_step(
                 sstat[s, SS_MASK, f] = 0.0
     for f in range(n_feat):
         contrib[e, f] = np.float32(dist[0, f] * dist[0, f])
-    _regime_learn(s, xv, n_events, scored, sstat, istat, dist, d_max, a_s)
+    _regime_learn(s, xv, scored, sstat, istat, dist, a_s)
     return u / (1.0 + u), hold_d / (1.0 + hold_d)
+
+
+@njit(**NJIT)
+def _log_level_distance(
+    sstat, s, f, i_mean, i_var, i_tail, value, both_ways
+):  # pragma: no cover - compiled
+    """How far a log level (ln short energy, ln short spread) is from its normal, in
+    spreads: upward beyond the band and beyond ENERGY_GAMMA times the stream's running
+    1-in-SPIKE_TAIL excess (its usual bursts); downward (``both_ways``) beyond the band."""
+    d = value - sstat[s, i_mean, f]
+    if d > 0.0:
+        sd = max(math.sqrt(sstat[s, i_var, f]), ENERGY_SD_MIN)
+        burst = ENERGY_GAMMA * (sstat[s, i_tail, f] - sstat[s, i_mean, f]) / ENERGY_K
+        return d / max(sd, burst)
+    if both_ways:
+        return -d / max(math.sqrt(sstat[s, i_var, f]), ENERGY_SD_MIN)
+    return 0.0
 
 
 @njit(**NJIT)
@@ -333,9 +339,7 @@ def _learn_log_level(
 
 
 @njit(**NJIT)
-def _regime_learn(
-    s, xv, n_events, scored, sstat, istat, dist, d_max, a_s
-):  # pragma: no cover - compiled
+def _regime_learn(s, xv, scored, sstat, istat, dist, a_s):  # pragma: no cover - compiled
     """After scoring: teach the statistics (see the module doc for what learns when).
 
     Why one function of ~100 lines: one pass over the features updates every
@@ -364,6 +368,7 @@ def _regime_learn(
             sstat[s, SS_MU, f] = mu + aw * d
             sstat[s, SS_VAR, f] = (1.0 - aw) * (var + aw * d * d)
         prev = sstat[s, SS_XPREV, f]
+        repeat = abs(x - prev) <= 1e-7 * (abs(x) + sd + 1e-12)
         r = dist[2, f]
         if nf == 0.0:  # the feature's first value
             sstat[s, SS_QSP, f] = 1.0
@@ -400,11 +405,10 @@ def _regime_learn(
                     ddl = CLIP * math.sqrt(sstat[s, SS_VD, f]) + 0.25 * fl
                     dd = min(max(dd, -ddl), ddl)
                 sstat[s, SS_VD, f] += (aw if wu else a_b) * (dd * dd - sstat[s, SS_VD, f])
-                rep = 1.0 if abs(x - prev) <= 1e-7 * (abs(x) + sd + 1e-12) else 0.0
+                rep = 1.0 if repeat else 0.0
                 sstat[s, SS_PREP, f] += (aw if wu else REPEAT_RATE) * (rep - sstat[s, SS_PREP, f])
-            if learn:
                 sstat[s, SS_MXRUN, f] *= _RUN_DECAY
-            if abs(x - prev) <= 1e-7 * (abs(x) + sd + 1e-12):
+            if repeat:
                 sstat[s, SS_RUN, f] += 1.0
             else:
                 if learn:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import signal
 import threading
 import time
@@ -130,10 +129,9 @@ class Service:
                     # say which YAML key points at the bad model, as check-config does
                     raise ModelError(f"{cfg.source}: {p.path}.model.path: {exc}") from exc
                 except ConfigError as exc:
-                    msg = str(exc)
-                    key = re.match(r"[a-z_]+(\.[a-z_\[\]0-9]+)*:", msg)  # "decode.features: ..."
-                    where = f"{p.path}.{msg}" if key else f"{p.path}: {msg}"
-                    raise ConfigError(f"{cfg.source}: {where}") from exc
+                    # a pipeline's own config errors start with their key in the pipeline
+                    # ("decode.features: ..."): prefix the file and the pipeline
+                    raise ConfigError(f"{cfg.source}: {p.path}.{exc}") from exc
                 self.loops.append(lp)
             self.http = HealthServer(
                 cfg.metrics.host, cfg.metrics.port, self.registry, self.healths,

@@ -314,7 +314,7 @@ class PipelineLoop:
             return {}
         timeout = min(10.0, self.cfg.checkpoint.interval_s) if not final else 10.0
         delivered = self.sink.flush(timeout)
-        for kind, n in getattr(self.sink, "refused", {}).items():
+        for kind, n in self.sink.refused.items():
             seen = self._refused_seen.get(kind, 0)
             if n > seen:
                 self.metrics.sink_refused.labels(self.name, kind).inc(n - seen)

@@ -72,6 +72,7 @@ class FakeSink:
         self.alerts: list[dict[str, Any]] = []
         self.dead: list[tuple[Any, str]] = []
         self.log: list[str] | None = None
+        self.refused: dict[str, int] = {}
 
     def connect(self) -> None: ...
 
