@@ -1,10 +1,13 @@
-"""From an anomalous event to a page, with the real programs.
+"""From an anomalous event to a ticket, with the real programs.
 
 The daemon (``streamlstm run``) consumes the local broker; Debian's
 ``prometheus`` scrapes it every second with the shipped rules
 (deploy/prometheus/streamlstm-rules.yml); Debian's
-``prometheus-alertmanager`` routes to a webhook served by this test. An
-injected anomaly must reach the webhook as a firing
+``prometheus-alertmanager`` routes with the shipped example
+(deploy/prometheus/alertmanager.yml) to a webhook served by this test. Both
+run with their waits scaled down to seconds (``for``, ``keep_firing_for``,
+``group_wait``, ``group_interval``); nothing else is changed. An injected
+anomaly must reach the ticket receiver as a firing
 ``StreamlstmStreamAnomalous`` with the stream's label, and resolve once the
 stream is back to normal. Everything listens on 127.0.0.1, on free ports,
 and is stopped at the end.
@@ -43,6 +46,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "streamlstm-rules.yml"
+ALERTMANAGER = ROOT / "deploy" / "prometheus" / "alertmanager.yml"
 HOT = "pump-hot"
 
 
@@ -56,7 +60,7 @@ class Webhook:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                hook.notes.append(json.loads(body))
+                hook.notes.append({**json.loads(body), "path": self.path})
                 self.send_response(200)
                 self.end_headers()
 
@@ -129,6 +133,28 @@ def wait_until(
     )
 
 
+def _fast_rules() -> dict[str, Any]:
+    """The shipped rules with their waits in seconds: 10m of `for` would outlast the test."""
+    doc = yaml.safe_load(RULES.read_text())
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            for key in ("for", "keep_firing_for"):
+                if key in rule:
+                    rule[key] = "2s"
+    return doc
+
+
+def _fast_alertmanager(url: str) -> dict[str, Any]:
+    """The shipped Alertmanager example, its receivers pointed at the test's webhook
+    (the path names the receiver) and its group waits in seconds."""
+    doc = yaml.safe_load(ALERTMANAGER.read_text())
+    for route in [doc["route"], *doc["route"]["routes"]]:
+        route.update(group_wait="1s", group_interval="1s")
+    for receiver in doc["receivers"]:
+        receiver["webhook_configs"] = [{"url": url + receiver["name"], "send_resolved": True}]
+    return doc
+
+
 @pytest.fixture
 def alerting(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """Alertmanager -> webhook, Prometheus -> Alertmanager; returns their handles."""
@@ -137,19 +163,9 @@ def alerting(tmp_path: Path) -> Iterator[dict[str, Any]]:
     hook = Webhook()
     am_port, prom_port = _free_port(), _free_port()
     am_cfg = tmp_path / "alertmanager.yml"
-    am_cfg.write_text(
-        yaml.safe_dump(
-            {
-                "route": {
-                    "receiver": "test", "group_by": ["alertname", "stream"],
-                    "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h",
-                },
-                "receivers": [
-                    {"name": "test", "webhook_configs": [{"url": hook.url, "send_resolved": True}]}
-                ],
-            }
-        )
-    )  # fmt: skip
+    am_cfg.write_text(yaml.safe_dump(_fast_alertmanager(hook.url)))
+    rules = tmp_path / "rules.yml"
+    rules.write_text(yaml.safe_dump(_fast_rules()))
     am = Proc(
         [am_bin, f"--config.file={am_cfg}", f"--storage.path={tmp_path / 'am-data'}",
          f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="],
@@ -164,7 +180,7 @@ def alerting(tmp_path: Path) -> Iterator[dict[str, Any]]:
             yaml.safe_dump(
                 {
                     "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                    "rule_files": [str(RULES)],
+                    "rule_files": [str(rules)],
                     "alerting": {
                         "alertmanagers": [
                             {"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}
@@ -208,7 +224,7 @@ def _events(key: str, t0: float, n: int, level: float, rng: np.random.Generator)
     return out
 
 
-def test_injected_anomaly_pages_and_resolves(
+def test_injected_anomaly_raises_a_ticket_and_resolves(
     broker: Any, alerting: dict[str, Any], tmp_path: Path
 ) -> None:
     from streamlstm.cli.demo import persistence_model  # the demo's fallback model
@@ -249,7 +265,11 @@ def test_injected_anomaly_pages_and_resolves(
         firing = hook.alerts("firing")[0]
         assert firing["labels"]["stream"] == HOT
         assert firing["labels"]["pipeline"] == "sensors"
-        assert firing["labels"]["severity"] == "page"
+        assert firing["labels"]["severity"] == "ticket"
+        # routed by the shipped alertmanager.yml to the ticket receiver, never the pager
+        stream_notes = [n for n in hook.notes if n["groupLabels"] == {"pipeline": "sensors"}]
+        assert stream_notes and all(n["receiver"] == "tickets" for n in stream_notes)
+        assert all(n["path"] == "/tickets" for n in stream_notes)
         # the level jump is in every channel; temp's is the largest in calibrated units
         assert firing["labels"]["top_features"]
         assert (

@@ -208,10 +208,83 @@ def test_dashboard_is_valid_grafana_json():
 
 def test_promtool_rule_unit_tests():
     promtool = require_binary("promtool")
-    check = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
+    check = subprocess.run(
+        [promtool, "check", "rules", "--lint=all", "--lint-fatal", str(RULES)],
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     tests = sorted((DEPLOY / "prometheus" / "tests").glob("*.yml"))
+    assert {t.name for t in tests} >= {"streamlstm-rules-test.yml", "streamlstm-storm-test.yml"}
     res = subprocess.run(
         [promtool, "test", "rules", *map(str, tests)], capture_output=True, text=True
     )
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def alert_rules() -> dict[str, dict]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
+
+
+def test_no_per_stream_alert_pages():
+    """Pages are per pipeline: an alert keyed by stream is a ticket, waits out a brief
+    excursion and holds through a short gap; the fleet budget is the only anomaly page."""
+    rules = alert_rules()
+    per_stream = [r for r in rules.values() if "streamlstm_stream_alert_score" in r["expr"]]
+    assert per_stream
+    for r in per_stream:
+        assert r["labels"]["severity"] != "page", r["alert"]
+        assert r.get("for") and r.get("keep_firing_for"), r["alert"]
+    fleet = rules["StreamlstmFleetAnomalyRateHigh"]
+    assert fleet["labels"]["severity"] == "page"
+    # counts every open alert, past the max_alert_series cap, and one alert per pipeline
+    assert "streamlstm_streams_in_alert" in fleet["expr"]
+    assert "sum by (pipeline)" in fleet["expr"]
+    assert {r["labels"]["severity"] for r in rules.values()} == {"page", "ticket"}
+
+
+def test_storm_test_has_500_streams_of_one_pipeline():
+    text = (DEPLOY / "prometheus" / "tests" / "streamlstm-storm-test.yml").read_text()
+    streams = set(re.findall(r'pipeline="sensors",stream="([^"]+)"', text))
+    assert len(streams) >= 500
+
+
+ALERTMANAGER = DEPLOY / "prometheus" / "alertmanager.yml"
+
+
+def amtool_route(amtool: str, *labels: str) -> str:
+    res = subprocess.run(
+        [amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER}", *labels],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout.strip()
+
+
+def test_alertmanager_example_is_valid_and_routes_page_and_ticket_apart():
+    amtool = require_binary("amtool")
+    check = subprocess.run(
+        [amtool, "check-config", str(ALERTMANAGER)], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    rules = alert_rules()
+    for name, rule in rules.items():
+        want = "pager" if rule["labels"]["severity"] == "page" else "tickets"
+        got = amtool_route(
+            amtool, f"alertname={name}", f"severity={rule['labels']['severity']}", "pipeline=p"
+        )
+        assert got == want, f"{name} goes to {got}, expected {want}"
+    cfg = yaml.safe_load(ALERTMANAGER.read_text())
+    for route in cfg["route"]["routes"]:
+        assert "pipeline" in route.get("group_by", cfg["route"]["group_by"])
+    pager = next(r for r in cfg["route"]["routes"] if r["receiver"] == "pager")
+    streams = next(r for r in cfg["route"]["routes"] if "StreamlstmStreamAnomalous" in str(r))
+    assert streams["group_by"] == ["pipeline"]  # every stream of a pipeline, one notification
+    for route in (cfg["route"], pager, streams):
+        assert {"group_wait", "group_interval", "repeat_interval"} <= route.keys()
+    for inhibit in cfg["inhibit_rules"]:
+        for m in inhibit["source_matchers"] + inhibit["target_matchers"]:
+            name = re.fullmatch(r'alertname="(\w+)"', m)
+            assert name is None or name.group(1) in rules, f"inhibit rule names no rule: {m}"
