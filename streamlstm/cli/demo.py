@@ -34,6 +34,7 @@ from streamlstm.errors import InputError
 from streamlstm.kernels.regime import BASELINE_EVENTS
 from streamlstm.model import Model
 from streamlstm.model.baselines import last_value_model
+from streamlstm.service.config.types import DEFAULT_METRICS_PORT
 
 NAME = "demo"
 HELP = "run a local broker, a live synthetic sensor fleet and the daemon; print alerts"
@@ -59,7 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--duration", type=float, default=0.0, help="stop after N s (0 = Ctrl-C)")
     parser.add_argument("--model", type=Path, default=None, help="use this model file")
-    parser.add_argument("--metrics-port", type=int, default=9108, help="0 = any free port")
+    parser.add_argument(
+        "--metrics-port", type=int, default=DEFAULT_METRICS_PORT, help="0 = any free port"
+    )
     parser.add_argument("--seed", type=int, default=1, help="fleet seed")
     parser.add_argument(
         "--workdir", type=Path, default=None,

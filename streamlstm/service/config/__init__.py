@@ -6,7 +6,7 @@ model's features and runs one detector (see ``config/pipeline.yaml``, which
 documents every option with its default)::
 
     kafka:      {bootstrap_servers: [localhost:9092]}   # shared; a pipeline may override keys
-    metrics:    {port: 9108}
+    metrics:    {port: 10131}
     service:    {shutdown_grace_s: 20}
     pipelines:
       - name: sensors

@@ -2,7 +2,7 @@
 
     client_id: "streamlstm-${POD_NAME}"     # one id per pod
     bootstrap_servers: ["${KAFKA_BOOTSTRAP:-localhost:9092}"]
-    port: ${METRICS_PORT:-9108}             # a whole-value reference keeps its YAML type
+    port: ${METRICS_PORT:-10131}            # a whole-value reference keeps its YAML type
 
 ``${NAME:-default}`` uses ``default`` when ``NAME`` is unset or empty; ``$${`` is
 a literal ``${``. A reference to an unset variable without a default is an error

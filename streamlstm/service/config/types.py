@@ -58,12 +58,22 @@ def with_roles(model: Model, decode: DecodeConfig) -> Model:
     return model if ctx == model.context else model.with_context(ctx)
 
 
+# Checked against the Prometheus default port allocations
+# (github.com/prometheus/prometheus/wiki/Default-port-allocations), so a host running
+# other exporters has no clash: 9108, the first default, is graphite_exporter's; the
+# 9100-9999 exporter range is fully allocated and new exporters take 10000 and up.
+# 10131 was in no copy of that list we could read, and is none of 10050/10051 (Zabbix)
+# or 10248-10260 (kubelet, kube-proxy, controller manager, scheduler). Register it there
+# at the first public release.
+DEFAULT_METRICS_PORT = 10131
+
+
 @dataclass(frozen=True)
 class MetricsConfig:
     """Prometheus endpoint (the ``metrics`` section); also serves /healthz and /readyz."""
 
     host: str = "0.0.0.0"
-    port: int = 9108
+    port: int = DEFAULT_METRICS_PORT
     max_alert_series: int = 100
 
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
+from streamlstm.service.config.types import DEFAULT_METRICS_PORT
 from streamlstm.service.metrics import InAlert, Metrics, PipelineStatus
 from tests.conftest import require_binary
 
@@ -106,7 +107,30 @@ def test_kubernetes_pipeline_config_is_valid(monkeypatch):
 
     monkeypatch.setenv("KAFKA_PASSWORD", "from-the-secret")
     cfg = parse_config(k8s_pipeline(), source=str(K8S / "pipeline.yaml"))
-    assert cfg.metrics.port == 9108
+    assert cfg.metrics.port == DEFAULT_METRICS_PORT
+
+
+def test_one_metrics_port_everywhere_and_not_an_allocated_one():
+    """The default port (types.DEFAULT_METRICS_PORT) is the one every deploy file and
+    document uses, and not a port the Prometheus port list gives another exporter."""
+    port = DEFAULT_METRICS_PORT
+    # graphite_exporter's pair, and the rest of the fully allocated exporter range
+    assert port not in range(9090, 10000)
+    assert port not in (10050, 10051) and port not in range(10248, 10261)  # Zabbix, kubelet
+    m = manifests()
+    (container,) = pod_spec()["containers"]
+    assert {p["containerPort"] for p in container["ports"]} == {port}
+    assert {p["port"] for p in m[("Service", "streamlstm")]["spec"]["ports"]} == {port}
+    docker = (DEPLOY / "container" / "Dockerfile").read_text()
+    assert f"EXPOSE {port}\n" in docker and f"127.0.0.1:{port}/healthz" in docker
+    assert f'"localhost:{port}"' in (DEPLOY / "prometheus" / "prometheus.yml").read_text()
+    assert f"port: {port}" in (ROOT / "config" / "pipeline.yaml").read_text()
+    stale = [
+        str(f.relative_to(ROOT))
+        for f in [ROOT / "README.md", *ROOT.glob("config/*.yaml"), *DEPLOY.rglob("*.*")]
+        if f.is_file() and "9108" in f.read_text(errors="replace")
+    ]
+    assert not stale, f"the old port 9108 is still in {stale}"
 
 
 def test_monitoring_objects_carry_the_release_label_kube_prometheus_stack_selects():

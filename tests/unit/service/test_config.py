@@ -71,7 +71,7 @@ def test_minimal_config_gets_documented_defaults() -> None:
     cfg = parse(minimal())
     assert cfg.source == "test.yaml"
     assert (cfg.shutdown_grace_s, cfg.heartbeat_stale_s) == (20.0, 30.0)
-    assert cfg.metrics == C.MetricsConfig("0.0.0.0", 9108, 100)
+    assert cfg.metrics == C.MetricsConfig("0.0.0.0", 10131, 100)
     (p,) = cfg.pipelines
     assert p.name == "sensors" and p.path == "pipelines[0]"
     k = p.kafka
@@ -464,7 +464,7 @@ def test_bad_feature_role_names_its_yaml_path() -> None:
 # -- ${ENV} in values -------------------------------------------------------------------------
 def test_env_references_fill_values_with_their_yaml_type() -> None:
     data = with_("pipelines[0].kafka", {"client_id": "streamlstm-${POD_NAME}"})
-    data["metrics"] = {"port": "${METRICS_PORT:-9108}"}
+    data["metrics"] = {"port": "${METRICS_PORT:-10131}"}
     data["kafka"]["bootstrap_servers"] = ["${KAFKA:-localhost:9092}"]
     cfg = parse(data, env={"POD_NAME": "streamlstm-1", "METRICS_PORT": "9200"})
     assert cfg.pipelines[0].kafka.client_id == "streamlstm-streamlstm-1"
