@@ -25,6 +25,7 @@ COMMANDS = (
     "demo",
     "run",
     "check_config",
+    "alerts",
     "score",
     "train",
     "evaluate",
