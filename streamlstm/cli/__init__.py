@@ -26,6 +26,7 @@ COMMANDS = (
     "run",
     "check_config",
     "alerts",
+    "inspect_checkpoint",
     "score",
     "train",
     "evaluate",
