@@ -4,6 +4,10 @@ Messages say what was found, what was expected and what to do, e.g.
 ``pipelines[0].model.path: file not found: /models/pump.npz``.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 
 class StreamlstmError(Exception):
     """Root of every error streamlstm raises on purpose."""
@@ -27,3 +31,26 @@ class CheckpointError(StreamlstmError):
 
 class TrainingError(StreamlstmError):
     """Training cannot go on (diverged loss, too little data)."""
+
+
+class MissingExtraError(StreamlstmError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, or :class:`MissingExtraError`.
+
+    matplotlib (~80 MB with Pillow and fontTools) is the ``plot`` extra, not a
+    dependency of the daemon; every plotting option imports it through here. It
+    lives in this module because every layer that draws may import it.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        raise MissingExtraError(
+            "plotting needs matplotlib: pip install 'streamlstm[plot]'"
+        ) from None
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt

@@ -25,6 +25,8 @@ COMMANDS = (
     "demo",
     "run",
     "check_config",
+    "alerts",
+    "inspect_checkpoint",
     "score",
     "train",
     "evaluate",

@@ -6,11 +6,16 @@ the model's order. Prints a short summary per pipeline and exits 0, or prints
 the errors (one per line, each starting with the file and the YAML path) and
 exits 2. Meant for CI and for a pre-start check in the systemd unit or an
 init container: it needs no broker.
+
+``check-config --schema`` prints the file format as a JSON Schema (draft 2020-12)
+for editors and CI linters, rendered from the tables the parser validates with
+(:mod:`streamlstm.service.config.schema`); it needs no config file.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -25,7 +30,14 @@ HELP = "validate a YAML config (and its models) without connecting; exit 0 if fi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML file, e.g. config/pipeline.yaml")
+    parser.add_argument(
+        "config", nargs="?", help="YAML file, e.g. config/pipeline.yaml (not with --schema)"
+    )
+    parser.add_argument(
+        "--schema",
+        action="store_true",
+        help="print the config file's JSON Schema (draft 2020-12) and exit",
+    )
     parser.add_argument(
         "--no-model",
         action="store_true",
@@ -132,6 +144,14 @@ def _describe(p: PipelineConfig, model_line: str) -> list[str]:
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
+    if args.schema:
+        from streamlstm.service.config.schema import config_schema
+
+        print(json.dumps(config_schema(), indent=2), file=out)
+        return 0
+    if args.config is None:
+        print("check-config: give a YAML file to check, or --schema", file=err)
+        return 2
     cfg, errors, summary = check(args.config, no_model=args.no_model)
     if errors:
         for line in errors:

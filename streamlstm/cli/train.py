@@ -146,10 +146,9 @@ def parse_season(text: str | None, times: np.ndarray, keys: list[str]) -> int | 
 
 
 def plot_losses(report: TrainReport, path: str) -> None:
-    import matplotlib
+    from streamlstm.errors import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ep = [e.epoch for e in report.history]
     fig, ax = plt.subplots(figsize=(7, 4))

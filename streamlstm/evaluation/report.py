@@ -193,10 +193,9 @@ def _pick_streams(per: Mapping[str, Quality], max_streams: int) -> list[str]:
 
 def stream_figure(rep: Replay, key: str, open_threshold: float | None = None) -> Any:
     """Figure for one stream: series + windows + alert spans, then the score."""
-    import matplotlib
+    from streamlstm.errors import pyplot
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     idx = rep.stream_index(key)
     t = rep.times[idx]
@@ -275,10 +274,9 @@ def _dt_text(t: float) -> str:
 
 
 def sweep_figure(points: Sequence[SweepPoint], open_threshold: float, relative: bool = True) -> Any:
-    import matplotlib
+    from streamlstm.errors import pyplot
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     thr = np.array([p.threshold for p in points])
     tf, xlabel = _axis(relative)
@@ -317,7 +315,9 @@ def sweep_figure(points: Sequence[SweepPoint], open_threshold: float, relative: 
 
 
 def _png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
+    from streamlstm.errors import pyplot
+
+    plt = pyplot()
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)

@@ -68,10 +68,9 @@ def plot_stream(
     units (NaN = missing / none); score : (n,) float32 in [0, 1] (NaN = not
     scored); spans : (opened, closed or None if still open) in seconds.
     """
-    import matplotlib
+    from streamlstm.errors import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     path = Path(path)
     n_feat = len(features)

@@ -13,13 +13,11 @@ from types import MappingProxyType
 from typing import Any
 
 from streamlstm.kafka.config import (
-    ASSIGNMENTS,
     SASL_MECHANISMS,
-    SECURITY_PROTOCOLS,
     KafkaConfig,
     kafka_client_keys,
 )
-from streamlstm.service.config.keys import _KAFKA_KEYS, _SERVER_RE
+from streamlstm.service.config.keys import _KAFKA_KEYS, _SERVER_RE, KAFKA
 from streamlstm.service.config.yamlread import Invalid, Section, found
 
 
@@ -32,7 +30,7 @@ class KafkaSectionParser:
         raise NotImplementedError
 
     def kafka(self, top: Section, shared: Section | None, name: str) -> KafkaConfig:
-        own = Section(top.raw("kafka"), top.at("kafka"), _KAFKA_KEYS)
+        own = Section(top.raw("kafka"), top.at("kafka"), KAFKA)
         # Per key, the pipeline's own value wins; errors name the section the value came from.
         merged: dict[str, tuple[Any, Section]] = {}
         if shared is not None:
@@ -43,13 +41,12 @@ class KafkaSectionParser:
             """A one-key view that reports errors at the key's own YAML path."""
             if key in merged:
                 v, src = merged[key]
-                return Section({key: v}, src.path, (key,))
+                return Section({key: v}, src.path, {key: KAFKA[key]})
             # A missing key is reported in the pipeline's own section if it has one, else in
             # the shared one, where the operator most likely configures this cluster.
             home = own if own.data or shared is None else shared
-            return Section({}, home.path, (key,))
+            return Section({}, home.path, {key: KAFKA[key]})
 
-        d = KafkaConfig(bootstrap_servers=("",))
         servers = get("bootstrap_servers").seq("bootstrap_servers", required=True)
         if len(servers) == 1 and isinstance(servers[0], str):
             servers = [x.strip() for x in servers[0].split(",")]  # "a:9092,b:9092"
@@ -59,9 +56,9 @@ class KafkaSectionParser:
                     f"{get('bootstrap_servers').at('bootstrap_servers')}[{j}]",
                     f"found {found(s)}, expected host:port",
                 )
-        client_id = get("client_id").text("client_id", d.client_id)
-        group_id = get("group_id").text("group_id", f"streamlstm-{name}")
-        assignment = get("assignment").text("assignment", d.assignment, choices=ASSIGNMENTS)
+        client_id = get("client_id").read("client_id")
+        group_id = get("group_id").read("group_id", f"streamlstm-{name}")
+        assignment = get("assignment").read("assignment")
         parts_map = get("partitions")
         partitions = parts_map.seq("partitions", None)
         if partitions is not None:
@@ -79,13 +76,11 @@ class KafkaSectionParser:
             if len(set(partitions)) != len(partitions):
                 raise parts_map.bad("partitions", partitions, "distinct partition numbers")
             partitions = tuple(partitions)
-        protocol = get("security_protocol").text(
-            "security_protocol", d.security_protocol, choices=SECURITY_PROTOCOLS
-        )
+        protocol = get("security_protocol").read("security_protocol")
         sasl = protocol.startswith("SASL_")
         mech_map = get("sasl_mechanism")
-        mechanism = mech_map.text("sasl_mechanism", None, choices=SASL_MECHANISMS, nullable=True)
-        username = get("sasl_username").text("sasl_username", None, nullable=True)
+        mechanism = mech_map.read("sasl_mechanism")
+        username = get("sasl_username").read("sasl_username")
         password = self.secret(get, "sasl_password")
         if sasl:
             if mechanism is None:
@@ -120,7 +115,7 @@ class KafkaSectionParser:
         tls = {}
         for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             m = get(key)
-            v = m.text(key, None, nullable=True, what="a file path")
+            v = m.read(key)
             if v is not None:
                 fp = self.path(v)
                 if not fp.is_file():
@@ -143,22 +138,16 @@ class KafkaSectionParser:
             raise Invalid(
                 get("ssl_keyfile").at("ssl_keyfile"), "ssl_certfile and ssl_keyfile go together"
             )
-        session = get("session_timeout_ms").integer(
-            "session_timeout_ms", d.session_timeout_ms, 1000
-        )
+        session = get("session_timeout_ms").read("session_timeout_ms")
         hb_map = get("heartbeat_interval_ms")
-        heartbeat = hb_map.integer("heartbeat_interval_ms", d.heartbeat_interval_ms, 100)
+        heartbeat = hb_map.read("heartbeat_interval_ms")
         if heartbeat >= session:
             raise Invalid(
                 hb_map.at("heartbeat_interval_ms"),
                 f"{heartbeat} is not below session_timeout_ms {session} (Kafka advises a third)",
             )
-        max_poll = get("max_poll_interval_ms").integer(
-            "max_poll_interval_ms", d.max_poll_interval_ms, 1000
-        )
-        request = get("request_timeout_ms").integer(
-            "request_timeout_ms", d.request_timeout_ms, 1000
-        )
+        max_poll = get("max_poll_interval_ms").read("max_poll_interval_ms")
+        request = get("request_timeout_ms").read("request_timeout_ms")
         extra = self.extra(get("extra"))
         # kafka-python refuses to build a consumer otherwise; say so here, with the path.
         lo = extra.get("fetch_max_wait_ms", 500)
@@ -183,7 +172,7 @@ class KafkaSectionParser:
             ssl_certfile=tls.get("ssl_certfile"),
             ssl_keyfile=tls.get("ssl_keyfile"),
             ssl_password=ssl_password,
-            ssl_check_hostname=get("ssl_check_hostname").flag("ssl_check_hostname", True),
+            ssl_check_hostname=get("ssl_check_hostname").read("ssl_check_hostname"),
             session_timeout_ms=session,
             heartbeat_interval_ms=heartbeat,
             max_poll_interval_ms=max_poll,
@@ -201,8 +190,8 @@ class KafkaSectionParser:
                 f"or {name}_file: /path/to/file instead",
             )
         env_m, file_m = get(f"{name}_env"), get(f"{name}_file")
-        var = env_m.text(f"{name}_env", None, nullable=True, what="an environment variable name")
-        path = file_m.text(f"{name}_file", None, nullable=True, what="a file path")
+        var = env_m.read(f"{name}_env")
+        path = file_m.read(f"{name}_file")
         if var is not None and path is not None:
             raise Invalid(file_m.at(f"{name}_file"), f"give {name}_env or {name}_file, not both")
         if var is not None:

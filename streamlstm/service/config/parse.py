@@ -5,28 +5,30 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from streamlstm.detector import DetectorConfig
-from streamlstm.io.decode import TIME_UNITS, DecodeConfig
-from streamlstm.io.features import ROLES, TRANSFORMS, FeatureSet, FeatureSpec, FeatureSpecError
-from streamlstm.kafka.config import STARTS, SinksConfig, SourceConfig
+from streamlstm.io.decode import DecodeConfig
+from streamlstm.io.features import TRANSFORMS, FeatureSet, FeatureSpec, FeatureSpecError
+from streamlstm.kafka.config import SinksConfig, SourceConfig
 from streamlstm.service.config.kafka import KafkaSectionParser
 from streamlstm.service.config.keys import (
-    _CHECKPOINT_KEYS,
-    _DECODE_KEYS,
-    _FEATURE_KEYS,
-    _KAFKA_KEYS,
-    _PIPELINE_KEYS,
-    _PIPELINE_RE,
-    _SINKS_KEYS,
-    _SOURCE_KEYS,
     _TOPIC_RE,
-    DETECTOR_SECTIONS,
+    CHECKPOINT,
+    DECODE,
+    DETECTOR,
+    FEATURE,
+    KAFKA,
+    METRICS,
+    MODEL,
+    PIPELINE,
+    SERVICE,
+    SINKS,
+    SOURCE,
+    TOP,
 )
 from streamlstm.service.config.types import (
     CheckpointConfig,
@@ -67,14 +69,14 @@ class _Parser(KafkaSectionParser):
     # -- top level -----------------------------------------------------------------
     def service(self, data: Any) -> ServiceConfig | None:
         try:
-            top = Section(data, "", ("version", "kafka", "metrics", "service", "pipelines"))
+            top = Section(data, "", TOP)
             version = top.raw("version", 1)
             if version != 1:
-                raise top.bad("version", version, "1 (the only format so far)")
+                raise top.bad("version", version, TOP["version"].what)
         except Invalid as exc:
             self.errors.append(f"{self.source}: {exc}")
             return None
-        shared_kafka = self.attempt(lambda: Section(top.raw("kafka"), "kafka", _KAFKA_KEYS))
+        shared_kafka = self.attempt(lambda: Section(top.raw("kafka"), "kafka", KAFKA))
         metrics = self.attempt(lambda: self.metrics(top.raw("metrics")))
         svc = self.attempt(lambda: self.service_section(top.raw("service")))
         pipes_raw = self.attempt(lambda: top.seq("pipelines", required=True))
@@ -95,20 +97,12 @@ class _Parser(KafkaSectionParser):
         )
 
     def metrics(self, raw: Any) -> MetricsConfig:
-        m = Section(raw, "metrics", ("host", "port", "max_alert_series"))
-        d = MetricsConfig()
-        return MetricsConfig(
-            host=m.text("host", d.host, what="a host name or address"),
-            port=m.integer("port", d.port, 0, 65535),
-            max_alert_series=m.integer("max_alert_series", d.max_alert_series, 0),
-        )
+        m = Section(raw, "metrics", METRICS)
+        return MetricsConfig(**{k: m.read(k) for k in METRICS})
 
     def service_section(self, raw: Any) -> tuple[float, float]:
-        m = Section(raw, "service", ("shutdown_grace_s", "heartbeat_stale_s"))
-        return (
-            m.number("shutdown_grace_s", 20.0, gt=0),
-            m.number("heartbeat_stale_s", 30.0, gt=0),
-        )
+        m = Section(raw, "service", SERVICE)
+        return (m.read("shutdown_grace_s"), m.read("heartbeat_stale_s"))
 
     def cross_checks(self, pipes: list[PipelineConfig]) -> None:
         seen: dict[Any, str] = {}
@@ -128,33 +122,27 @@ class _Parser(KafkaSectionParser):
         try:
             if isinstance(raw, str):
                 raise Invalid(base, f"found {raw!r}, expected a mapping with name, source, ...")
-            top = Section(raw, base, _PIPELINE_KEYS)
-            name = top.text(
-                "name",
-                None,
-                pattern=_PIPELINE_RE,
-                what="a name of letters, digits, _ . - (up to 63)",
-                required=True,
-            )
+            top = Section(raw, base, PIPELINE)
+            name = top.read("name")
         except Invalid as exc:
             self.errors.append(f"{self.source}: {exc}")
             return None
         n_err = len(self.errors)
         kafka = self.attempt(lambda: self.kafka(top, shared_kafka, name))
         source = self.attempt(
-            lambda: self.source_section(Section(top.raw("source"), top.at("source"), _SOURCE_KEYS))
+            lambda: self.source_section(Section(top.raw("source"), top.at("source"), SOURCE))
         )
         decode = self.attempt(
-            lambda: self.decode(Section(top.raw("decode"), top.at("decode"), _DECODE_KEYS))
+            lambda: self.decode(Section(top.raw("decode"), top.at("decode"), DECODE))
         )
         model = self.attempt(lambda: self.model(top))
         detector = self.detector(top)
         sinks = self.attempt(
-            lambda: self.sinks(Section(top.raw("sinks"), top.at("sinks"), _SINKS_KEYS), source)
+            lambda: self.sinks(Section(top.raw("sinks"), top.at("sinks"), SINKS), source)
         )
         ckpt = self.attempt(
             lambda: self.checkpoint(
-                Section(top.raw("checkpoint"), top.at("checkpoint"), _CHECKPOINT_KEYS), name
+                Section(top.raw("checkpoint"), top.at("checkpoint"), CHECKPOINT), name
             )
         )
         if len(self.errors) > n_err:
@@ -180,27 +168,18 @@ class _Parser(KafkaSectionParser):
                 )
         if len(set(topics)) != len(topics):
             raise m.bad("topics", topics, "distinct topics")
-        d = SourceConfig(topics=())
-        return SourceConfig(
-            topics=tuple(topics),
-            max_poll_records=m.integer("max_poll_records", d.max_poll_records, 1, 1_000_000),
-            poll_timeout_ms=m.integer("poll_timeout_ms", d.poll_timeout_ms, 0, 60_000),
-            start=m.text("start", d.start, choices=STARTS),
-        )
+        return SourceConfig(topics=tuple(topics), **{k: m.read(k) for k in SOURCE if k != "topics"})
 
     def decode(self, m: Section) -> DecodeConfig:
-        d = DecodeConfig()
-        field_re = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
-        what = "a dotted field path like 'payload.id', or null"
-        key_field = m.text("key_field", None, nullable=True, pattern=field_re, what=what)
-        time_field = m.text("time_field", None, nullable=True, pattern=field_re, what=what)
-        time_unit = m.text("time_unit", d.time_unit, choices=TIME_UNITS)
+        key_field = m.read("key_field")
+        time_field = m.read("time_field")
+        time_unit = m.read("time_unit")
         if time_field is None and m.has("time_unit"):
             raise Invalid(
                 m.at("time_unit"), "set, but time_field is null (Kafka timestamps are ms)"
             )
-        max_value = m.number("max_value", d.max_value, gt=0)
-        max_key = m.integer("max_key_length", d.max_key_length, 1)
+        max_value = m.read("max_value")
+        max_key = m.read("max_key_length")
         raw = m.seq("features", required=True)
         specs: list[FeatureSpec] = []
         first: dict[str, str] = {}
@@ -229,8 +208,8 @@ class _Parser(KafkaSectionParser):
     def feature(self, raw: Any, path: str) -> FeatureSpec:
         if isinstance(raw, str):
             raw = {"name": raw}  # `features: [temp, pressure]` shorthand
-        m = Section(raw, path, _FEATURE_KEYS)
-        name = m.text("name", None, required=True, what="a feature name")
+        m = Section(raw, path, FEATURE)
+        name = m.read("name")
         transform = m.raw("transform", "none")
         if transform not in TRANSFORMS:
             near = difflib.get_close_matches(str(transform), TRANSFORMS, n=1, cutoff=0.6)
@@ -248,15 +227,11 @@ class _Parser(KafkaSectionParser):
                 )
         kw: dict[str, Any] = dict(
             name=name,
-            field=m.text("field", None, nullable=True, what="a dotted field path"),
             transform=transform,
             vocabulary=tuple(str(v) for v in vocab),
-            buckets=m.integer("buckets", 0, 0),
-            min=m.number("min", None, nullable=True),
-            max=m.number("max", None, nullable=True),
-            default=m.number("default", None, nullable=True),
-            utc_offset_h=m.number("utc_offset_h", 0.0),
-            role=m.text("role", "auto", choices=ROLES),
+            **{k: m.read(k) for k in ("field", "buckets", "min", "max", "default")},
+            utc_offset_h=m.read("utc_offset_h"),
+            role=m.read("role"),
         )
         try:
             return FeatureSpec(**kw)
@@ -264,27 +239,19 @@ class _Parser(KafkaSectionParser):
             raise Invalid(m.at(exc.key), exc.problem) from None
 
     def model(self, top: Section) -> Path:
-        m = Section(top.raw("model"), top.at("model"), ("path",))
-        v = m.text("path", None, required=True, what="a model file path (.npz)")
+        m = Section(top.raw("model"), top.at("model"), MODEL)
+        v = m.read("path")
         return self.path(v)
 
     def detector(self, top: Section) -> DetectorConfig:
         kw: dict[str, Any] = {}
         where: dict[str, str] = {}
-        for section, names in DETECTOR_SECTIONS.items():
+        for section, table in DETECTOR.items():
             with self.section():
-                m = Section(top.raw(section), top.at(section), names)
-                for name in names:
-                    default = getattr(_DETECTOR_DEFAULTS, name)
+                m = Section(top.raw(section), top.at(section), table)
+                for name in table:
                     where[name] = m.at(name)
-                    if isinstance(default, bool):
-                        kw[name] = m.flag(name, default)
-                    elif isinstance(default, int):
-                        kw[name] = m.integer(name, default, -(2**62))
-                    elif isinstance(default, str):
-                        kw[name] = m.text(name, default)
-                    else:
-                        kw[name] = m.number(name, default, nullable=default is None)
+                    kw[name] = m.read(name)
         try:
             return DetectorConfig(**kw)
         except ValueError as exc:
@@ -302,25 +269,18 @@ class _Parser(KafkaSectionParser):
         return _DETECTOR_DEFAULTS
 
     def sinks(self, m: Section, source: SourceConfig | None) -> SinksConfig:
-        d = SinksConfig()
-        what = "a Kafka topic name, or null to disable"
-        alerts = m.text("alerts_topic", d.alerts_topic, pattern=_TOPIC_RE, what=what, nullable=True)
-        dead = m.text(
-            "dead_letter_topic", d.dead_letter_topic, pattern=_TOPIC_RE, what=what, nullable=True
-        )
+        alerts = m.read("alerts_topic")
+        dead = m.read("dead_letter_topic")
         for key, topic in (("alerts_topic", alerts), ("dead_letter_topic", dead)):
             if source is not None and topic is not None and topic in source.topics:
                 raise Invalid(
                     m.at(key), f"{topic!r} is also a source topic; that would feed outputs back in"
                 )
-        log_alerts = m.flag("log_alerts", d.log_alerts)
+        log_alerts = m.read("log_alerts")
         return SinksConfig(alerts_topic=alerts, dead_letter_topic=dead, log_alerts=log_alerts)
 
     def checkpoint(self, m: Section, name: str) -> CheckpointConfig:
-        d = CheckpointConfig(dir=Path())
-        v = m.text("dir", f"checkpoints/{name}", what="a directory path")
+        v = m.read("dir", f"checkpoints/{name}")
         return CheckpointConfig(
-            dir=self.path(v),
-            interval_s=m.number("interval_s", d.interval_s, gt=0),
-            keep=m.integer("keep", d.keep, 1, 100),
+            dir=self.path(v), interval_s=m.read("interval_s"), keep=m.read("keep")
         )

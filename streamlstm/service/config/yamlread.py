@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import yaml  # type: ignore[import-untyped]
+
+if TYPE_CHECKING:
+    from streamlstm.service.config.keys import Key
 
 
 class Loader(yaml.SafeLoader):
@@ -76,7 +80,9 @@ def found(v: Any) -> str:
 class Section:
     """One YAML mapping being read; unknown keys are rejected on construction."""
 
-    def __init__(self, data: Any, path: str, allowed: tuple[str, ...]) -> None:
+    def __init__(self, data: Any, path: str, allowed: tuple[str, ...] | Mapping[str, Key]) -> None:
+        self.specs: Mapping[str, Key] = allowed if isinstance(allowed, Mapping) else {}
+        allowed = tuple(allowed)
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -92,6 +98,25 @@ class Section:
                 raise Invalid(
                     self.at(k), f"unknown key {k!r}{hint} (allowed: {', '.join(sorted(allowed))})"
                 )
+
+    def read(self, key: str, default: Any = None) -> Any:
+        """The scalar ``key``, checked as its :class:`~streamlstm.service.config.keys.Key`
+        declares; ``default`` only where the spec's default is computed by the parser."""
+        k = self.specs[key]
+        d: Any = k.default if isinstance(k.default, (str, int, float, type(None))) else default
+        if k.type == "string":
+            return self.text(
+                key, d, choices=k.choices, pattern=k.pattern, what=k.what,
+                nullable=k.nullable, required=k.required,
+            )  # fmt: skip
+        if k.type == "integer":
+            assert k.lo is not None
+            return self.integer(key, d, k.lo, k.hi)
+        if k.type == "number":
+            return self.number(key, d, gt=k.gt, ge=k.ge, nullable=k.nullable)
+        if k.type == "boolean":
+            return self.flag(key, d)
+        raise TypeError(f"{key}: a {k.type} setting has no scalar reader")
 
     def at(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key

@@ -348,3 +348,21 @@ def test_missing_model_features_suggest_features_flag(
     assert "no column 'temp'" in err
     assert "the model's features are temp, pressure: name the file's columns" in err
     assert "--features" in err
+
+
+def test_without_matplotlib_plot_says_which_extra_and_scoring_still_works(
+    data: Data, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
+    plot = tmp_path / "scores.png"
+    code = main(_score(data, "--out", str(tmp_path / "a.csv"), "--plot", str(plot)))
+    assert code == 2
+    assert "pip install 'streamlstm[plot]'" in capsys.readouterr().err
+    assert not plot.exists()
+    assert main(_score(data, "--out", str(tmp_path / "b.csv"), "-q")) == 0
+    rows = list(csv.DictReader((tmp_path / "b.csv").open()))
+    _check_rows(rows, data, null="")
