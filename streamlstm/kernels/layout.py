@@ -114,7 +114,9 @@ SS_XS = 17  # short mean square of x about its short level
 SS_LX = 18  # normal mean of ln(SS_XS)
 SS_LXV = 19  # normal variance of ln(SS_XS)
 SS_QLX = 20  # running 1-in-SPIKE_TAIL level of ln(SS_XS), learnt from every event
-N_SSTAT = 21
+SS_R0 = 21  # the stream's rest value: a value it keeps coming back to and staying at
+SS_R0F = 22  # share of events at SS_R0 (EWMA; 1/n over the warm-up)
+N_SSTAT = 23
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32
 # elements, each a multiple of WEIGHT_ALIGN) of the six weight arrays in the

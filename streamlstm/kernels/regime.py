@@ -44,6 +44,17 @@ the present with them through five views, each a distance where 1 means
   often repeats or a stream that idles at one value between bursts only when
   it stays flat longer than it normally does.
 
+**Rest value**: event-driven streams (an idle counter at 0, a key-hold time
+between presses) spend much of their time at one exact value. A value a
+stream spends at least ``REST_MIN`` of its events at is its rest value
+(``SS_R0``, its share ``SS_R0F``; learnt from every event, a repeated value
+replaces a rest value held less than ``REST_SWITCH`` of the time). Arriving
+at or staying at the rest value opens no episode through the level,
+flat-line, energy or spread views (they paged every idle stretch); the
+spike view still judges the arrival, and an open episode still holds there
+(a fault that sits at the rest value). A continuous signal has no rest
+value, so a stuck channel is still seen within two events.
+
 Distance ``D`` = the largest view over the scored features (the spread view
 counts with energy, level and flat line in the hold ``H``). An **episode**
 starts at ``D >= 1`` (after ``BASELINE_EVENTS`` events, and not within
@@ -100,6 +111,8 @@ from streamlstm.kernels.layout import (
     SS_QLE,
     SS_QLX,
     SS_QSP,
+    SS_R0,
+    SS_R0F,
     SS_RUN,
     SS_SR,
     SS_VAR,
@@ -137,6 +150,9 @@ REPEAT_P_MIN = 1e-3  # a continuous signal's repeats are never taken as rarer th
 EPISODE_CLOSE = 0.5
 EPISODE_CLOSE_RUN = 4
 EPISODE_COOLDOWN = 32  # events after an episode before the next may start
+REST_MIN = 0.2  # a value a stream spends this share of its events at is where it rests
+REST_RATE = 1.0 / 1024  # after the warm-up, the rest share learns this slowly
+REST_SWITCH = 0.05  # a repeated value replaces a rest value held less often than this
 MAX_HOLD = 2048  # events of an episode after which its features learn again
 NOVELTY_TAU = 64.0  # events: decay of the recent maximum of D (the score's reference)
 _SPIKE_UP = math.exp(SPIKE_STEP)  # compile-time constants
@@ -169,7 +185,7 @@ def _regime_step(
     xv : (F,) float64 the event's values in scoring units (NaN = missing);
     fv : (F,) float64 the forecast in the same units (NaN = none: the previous
     value stands in). n_events : the stream's accepted events before this one.
-    scored : (F,) bool. sstat : (n_slots, N_SSTAT, F) float64; fstat, istat :
+    scored : (F,) bool. sstat : (n_slots, N_SSTAT, F) float32; fstat, istat :
     the slot's scalar rows. dist : (6, F) float64 scratch. contrib : (n, F)
     float32, row ``e`` gets each feature's squared distance ``D_f ** 2``. Score is NaN (and
     nothing is scored) for a stream's first event.
@@ -235,7 +251,15 @@ def _regime_step(
                 lim_r = max(lim_r, STUCK_K / nl)
             z_st = run / lim_r if lim_r > 0.0 else 0.0
         h = max(max(z_en, z_x) / ENERGY_K, max(z_lv / LEVEL_K, z_st)) / widen
-        d = max(z_sp / max(SPIKE_K, SPIKE_GAMMA * sstat[s, SS_QSP, f]) / widen, h)
+        h_open = h
+        r0 = sstat[s, SS_R0, f]
+        if sstat[s, SS_R0F, f] >= REST_MIN and abs(x - r0) <= 1e-7 * (abs(x) + sd + 1e-12):
+            # Arriving at or staying at its rest value (an idle counter's 0) opens no
+            # level, flat-line, energy or spread episode: those paged every idle stretch
+            # of event-driven streams. The spike view still judges the arrival, and an
+            # open episode still holds there (a fault that sits at the rest value).
+            h_open = 0.0
+        d = max(z_sp / max(SPIKE_K, SPIKE_GAMMA * sstat[s, SS_QSP, f]) / widen, h_open)
         if warm:
             dist[0, f] = d
             dist[1, f] = h
@@ -354,7 +378,7 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s):  # pragma: no cover -
         nf = sstat[s, SS_N, f]
         wu = nf < BASELINE_EVENTS
         aw = 1.0 / (nf + 1.0)
-        learn = sstat[s, SS_MASK, f] < 0.5 or released
+        learn = sstat[s, SS_MASK, f] < 0.5 or released or wu
         mu = sstat[s, SS_MU, f]
         var = sstat[s, SS_VAR, f]
         sd = math.sqrt(var)
@@ -362,7 +386,10 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s):  # pragma: no cover -
         clip = nf >= CLIP_AFTER
         if wu:  # the level and spread of the warm-up: the floor's reference
             d = x - mu
-            if clip:
+            # not clipped while the stream has not moved yet: a stream flat for its first
+            # events (a counter at 0 at start-up) would otherwise keep a spread of 0 for
+            # ever, and every later value would be an incident
+            if clip and sd > 1e-9 * (abs(mu) + 1.0):
                 lim = CLIP * max(sd, 1e-12)
                 d = min(max(d, -lim), lim)
             sstat[s, SS_MU, f] = mu + aw * d
@@ -370,6 +397,13 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s):  # pragma: no cover -
         prev = sstat[s, SS_XPREV, f]
         repeat = abs(x - prev) <= 1e-7 * (abs(x) + sd + 1e-12)
         r = dist[2, f]
+        # the rest value, learnt from every event (a rest is not an incident's doing)
+        hit = (
+            1.0 if nf > 0.0 and abs(x - sstat[s, SS_R0, f]) <= 1e-7 * (abs(x) + sd + 1e-12) else 0.0
+        )
+        sstat[s, SS_R0F, f] += (aw if wu else REST_RATE) * (hit - sstat[s, SS_R0F, f])
+        if nf == 0.0 or (hit == 0.0 and repeat and sstat[s, SS_R0F, f] < REST_SWITCH):
+            sstat[s, SS_R0, f] = x
         if nf == 0.0:  # the feature's first value
             sstat[s, SS_QSP, f] = 1.0
             sstat[s, SS_M, f] = x
