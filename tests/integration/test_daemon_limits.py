@@ -90,10 +90,13 @@ def test_more_distinct_streams_in_a_batch_than_the_cap(
     d.wait_for(lambda: d.metric("streamlstm_live_streams") == 100, timeout=10, what="status")
     assert (d.metric("streamlstm_evicted_streams_total", reason="lru") or 0) >= 900
     assert d.wait(signal.SIGTERM) == 0, d.tail()
-    # The restart restores the checkpoint (100 streams) and goes on.
+    # The restart, with the cap lowered to 40, restores the newest 40 or so of the
+    # checkpoint's 100 streams (it used to exit 1 with OverflowError too) and goes on.
     more = [(0, f"s{i}".encode(), _doc(f"s{i}", 180.0, 20.0)) for i in range(500)]
     _produce(kafka, topic, more)
+    _edit(cfg, state={"max_streams": 40})
     d2 = Daemon(cfg, port, tmp_path / "d.log")
     d2.wait_for(lambda: d2.processed() >= len(more), what="records after the restart")
+    d2.wait_for(lambda: d2.metric("streamlstm_live_streams") == 40, timeout=10, what="status")
     assert d2.wait(signal.SIGTERM) == 0, d2.tail()
     assert "OverflowError" not in d2.tail()
