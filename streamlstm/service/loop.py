@@ -20,7 +20,11 @@ Decisions:
   producer cannot deliver.
 - A checkpoint that does not fit the model (written for another shape) is
   fatal with an explicit message: silently starting cold would replay
-  nothing and lose state.
+  nothing and lose state. So is a partition whose every checkpoint
+  generation is unreadable, unless ``checkpoint.on_unreadable: start_cold``
+  says to lose that state (an ERROR naming the files, and
+  ``streamlstm_checkpoints_lost_total``). A fatal error met in a rebalance
+  callback (kafka-python's IO thread) is re-raised on the loop thread.
 - Idle-TTL eviction runs at checkpoint time with "now" = the newest event
   time seen; like LRU eviction, it is the one thing a replay after a crash
   may do at a different point than the original run.
@@ -45,13 +49,13 @@ from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from streamlstm import model as model_io
 from streamlstm.detector import OUTCOME_NAMES, REJECTED, Detector
-from streamlstm.errors import CheckpointError, ModelError
+from streamlstm.errors import CheckpointError, ModelError, StreamlstmError
 from streamlstm.io.decode import Decoder
 from streamlstm.kafka.sink import AlertSink, alert_record
 from streamlstm.kafka.source import BrokerUnavailable, KafkaSource
 from streamlstm.model import Model, weights_sha256
 from streamlstm.service.backoff import Backoff
-from streamlstm.service.checkpoint_store import CheckpointStore
+from streamlstm.service.checkpoint_store import Checkpoint, CheckpointLost, CheckpointStore
 from streamlstm.service.config.types import PipelineConfig, with_roles
 from streamlstm.service.metrics import InAlert, Metrics, PipelineStatus
 from streamlstm.service.status import Health
@@ -121,6 +125,7 @@ class PipelineLoop:
         self._status_at = 0.0
         self._digest = ""
         self._digest_of: Model | None = None
+        self._fatal: StreamlstmError | None = None  # raised in a rebalance callback
         # kafka-python 3 calls rebalance listeners on its IO thread. This lock keeps a
         # callback out while a batch or a checkpoint is in progress; it is never held
         # across a blocking consumer call (those need the IO thread: deadlock).
@@ -209,8 +214,12 @@ class PipelineLoop:
         try:
             polled = self.source.poll()
         except KafkaError as exc:
+            if self._fatal is not None:  # kafka-python wraps a listener's exception
+                raise self._fatal from exc
             self._broker_error("poll", exc)
             polled = {}
+        if self._fatal is not None:
+            raise self._fatal
         if polled:
             self.process(polled)
         now = time.monotonic()
@@ -368,7 +377,11 @@ class PipelineLoop:
     # -- rebalance (called by the source, on this thread) ---------------------------------
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
         with self._lock:
-            self._on_assigned(partitions)
+            try:
+                self._on_assigned(partitions)
+            except StreamlstmError as exc:
+                self._fatal = exc
+                raise
 
     def _on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
         self.health.restored = False
@@ -377,7 +390,7 @@ class PipelineLoop:
                 continue
             g = group_of(self.topics.index(tp.topic), tp.partition)
             self.detector.table.drop(group=g)
-            ckpt = self.store.read(tp.topic, tp.partition)
+            ckpt = self._read_checkpoint(tp)
             if ckpt is not None:
                 try:
                     self.detector.table.restore(ckpt.snapshot, group=g)
@@ -412,6 +425,35 @@ class PipelineLoop:
         self.health.assigned = True
         self.health.restored = True
         self._publish(force=True)
+
+    def _read_checkpoint(self, tp: TopicPartition) -> Checkpoint | None:
+        try:
+            return self.store.read(tp.topic, tp.partition)
+        except CheckpointLost as lost:
+            self._checkpoint_lost(tp, lost)
+            return None
+
+    def _checkpoint_lost(self, tp: TopicPartition, lost: CheckpointLost) -> None:
+        """Refuse to start (``checkpoint.on_unreadable: fail``), or say loudly what is lost."""
+        files = "; ".join(why for _, why in lost.failures)  # each names its file
+        where = f"pipeline={self.name} topic={tp.topic} partition={tp.partition}"
+        key = f"{self.cfg.path}.checkpoint.on_unreadable"
+        if self.cfg.checkpoint.on_unreadable != "start_cold":
+            raise CheckpointError(
+                f"{where}: every checkpoint generation is unreadable, so the state of the "
+                f"partition's streams would be lost; refusing to start ({files}). "
+                f"Restore the files (or run the version "
+                f"that wrote them), or set {key}: start_cold to drop that state and resume "
+                "from the committed offset"
+            ) from lost
+        self.metrics.checkpoints_lost.labels(self.name).inc()
+        moved = self.store.quarantine(tp.topic, tp.partition, lost.failures)
+        log.error(
+            "%s: STATE LOST: every checkpoint generation is unreadable (%s); starting cold "
+            "as %s says: the partition's streams warm up again, their open alerts are "
+            "forgotten, and it resumes from the committed offset. Files kept as %s",
+            where, files, key, ", ".join(str(p) for p in moved),
+        )  # fmt: skip
 
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
         with self._lock:

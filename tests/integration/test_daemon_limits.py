@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
 from streamlstm.cli.demo import persistence_model
 from streamlstm.examples.synth import FleetSpec, generate_fleet
+from streamlstm.service.checkpoint_store import CheckpointStore
 from tests.integration.test_daemon import (
     _RUNNING,
     SEED,
@@ -100,3 +104,81 @@ def test_more_distinct_streams_in_a_batch_than_the_cap(
     d2.wait_for(lambda: d2.metric("streamlstm_live_streams") == 40, timeout=10, what="status")
     assert d2.wait(signal.SIGTERM) == 0, d2.tail()
     assert "OverflowError" not in d2.tail()
+
+
+def test_unreadable_checkpoints_refuse_to_start_unless_told_to_start_cold(
+    kafka: str, model_path: Path, tmp_path: Path
+) -> None:
+    """Every generation of partition 0's checkpoint unreadable (one torn, one of a newer
+    format): by default the daemon exits 2 naming the partition and the files, and
+    renames nothing, so the next start refuses too; with checkpoint.on_unreadable:
+    start_cold it logs what was lost at ERROR, counts it, keeps the files as *.corrupt
+    and goes on from the committed offset."""
+    name = f"lost-{uuid.uuid4().hex[:6]}"
+    topic = f"{name}-events"
+    _create_topics(kafka, {topic: 1, f"{name}-alerts": 1, f"{name}-dlq": 1})
+    first = [(0, f"s{i}".encode(), _doc(f"s{i}", 60.0 * r, 20.0)) for r in range(20)
+             for i in range(5)]  # fmt: skip
+    _produce(kafka, topic, first)
+    port = _free_port()
+    cfg = _config(tmp_path, kafka, model_path, topic, name, port)
+    d = Daemon(cfg, port, tmp_path / "d.log")
+    d.wait_for(lambda: d.processed() >= len(first), what="first records")
+    assert d.wait(signal.SIGTERM) == 0, d.tail()
+    store = CheckpointStore(tmp_path / f"ckpt-{name}", "sensors")
+    (ck,) = [c for c in [store.read(topic, 0)] if c is not None]
+    assert ck.n_streams == 5 and ck.next_offset == len(first)
+    ck.path.write_bytes(ck.path.read_bytes()[:200])  # torn
+    newer = store.write(topic, 0, len(first), {"format": np.array([1])}, {"format": 99})
+    files = sorted(p.name for p in ck.path.parent.iterdir())
+
+    for attempt in range(2):  # refused, and refused again: nothing was renamed
+        proc = subprocess.run(
+            [sys.executable, "-m", "streamlstm", "run", "--config", str(cfg),
+             "--metrics-port", "0"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 2, (attempt, proc.stderr[-3000:])
+        err = proc.stderr
+        assert f"topic={topic} partition=0" in err and "refusing to start" in err
+        assert ck.path.name in err and newer.path.name in err and "format 99" in err
+        assert "pipelines[0].checkpoint.on_unreadable: start_cold" in err
+        assert sorted(p.name for p in ck.path.parent.iterdir()) == files
+
+    more = [(0, f"s{i}".encode(), _doc(f"s{i}", 6000.0, 20.0)) for i in range(5)]
+    _produce(kafka, topic, more)
+    _edit(cfg, checkpoint={"on_unreadable": "start_cold"})
+    d2 = Daemon(cfg, port, tmp_path / "d2.log")
+    d2.wait_for(lambda: d2.get("/readyz")[0] == 200, what="readiness")
+    d2.wait_for(lambda: d2.processed() >= len(more), what="records after the cold start")
+    assert d2.metric("streamlstm_checkpoints_lost_total", pipeline="sensors") == 1
+    assert d2.wait(signal.SIGTERM) == 0, d2.tail()
+    log = (tmp_path / "d2.log").read_text()
+    (line,) = [ln for ln in log.splitlines() if "STATE LOST" in ln]
+    assert "ERROR" in line and f"topic={topic} partition=0" in line and ck.path.name in line
+    assert (ck.path.parent / (ck.path.name + ".corrupt")).exists()
+    assert (newer.path.parent / (newer.path.name + ".corrupt")).exists()
+    # Cold: the 5 streams start again from the committed offset, warm-up and all.
+    after = store.read(topic, 0)
+    assert after is not None and after.next_offset == len(first) + len(more)
+    assert after.n_streams == 5
+
+
+def test_unreadable_checkpoint_found_in_a_rebalance_stops_the_daemon(
+    kafka: str, model_path: Path, tmp_path: Path
+) -> None:
+    """Group mode restores in kafka-python's rebalance callback, which wraps an exception
+    into a KafkaError that the loop would retry as a broker error, forever not ready. The
+    refusal reaches the loop thread and the daemon exits 2 all the same."""
+    name = f"lostg-{uuid.uuid4().hex[:6]}"
+    topic = f"{name}-events"
+    _create_topics(kafka, {topic: 1, f"{name}-alerts": 1, f"{name}-dlq": 1})
+    cfg = _config(tmp_path, kafka, model_path, topic, name, 0, group=f"g-{name}")
+    store = CheckpointStore(tmp_path / f"ckpt-{name}", "sensors")
+    store.write(topic, 0, 0, {"format": np.array([1])}, {"format": 99})
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamlstm", "run", "--config", str(cfg), "--metrics-port", "0"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"topic={topic} partition=0" in proc.stderr and "refusing to start" in proc.stderr

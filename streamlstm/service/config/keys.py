@@ -28,7 +28,12 @@ from streamlstm.kafka.config import (
     SinksConfig,
     SourceConfig,
 )
-from streamlstm.service.config.types import CheckpointConfig, MetricsConfig, ServiceConfig
+from streamlstm.service.config.types import (
+    ON_UNREADABLE,
+    CheckpointConfig,
+    MetricsConfig,
+    ServiceConfig,
+)
 
 # Kafka's legal topic names (kafka.common.internals.Topic).
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -186,6 +191,7 @@ CHECKPOINT: dict[str, Key] = {
     "dir": _text(_Computed("checkpoints/<pipeline name>"), "a directory path"),
     "interval_s": Key("number", _CKPT.interval_s, gt=0),
     "keep": Key("integer", _CKPT.keep, lo=1, hi=100),
+    "on_unreadable": _text(_CKPT.on_unreadable, choices=ON_UNREADABLE),
 }
 
 # DetectorConfig fields by YAML section. tests/unit/service/test_config.py checks that this
