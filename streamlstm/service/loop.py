@@ -493,6 +493,13 @@ class PipelineLoop:
             self.metrics.model_reloads.labels(self.name, "refused").inc()
             log.error("pipeline=%s model reload refused, keeping the old model: %s", self.name, exc)
             return
+        except Exception as exc:  # noqa: BLE001 - a bad file must not kill a working daemon
+            self.metrics.model_reloads.labels(self.name, "refused").inc()
+            log.error(
+                "pipeline=%s model reload from %s failed unexpectedly, keeping the old model: "
+                "%r", self.name, path, exc, exc_info=True,
+            )  # fmt: skip
+            return
         self.model = new
         self.metrics.model_reloads.labels(self.name, "ok").inc()
         log.info("pipeline=%s model reloaded from %s: %s", self.name, path, new.describe())

@@ -182,3 +182,61 @@ def test_unreadable_checkpoint_found_in_a_rebalance_stops_the_daemon(
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert f"topic={topic} partition=0" in proc.stderr and "refusing to start" in proc.stderr
+
+
+def _compression_99(data: bytes) -> bytes:
+    """The model file with every member's compression method set to 99 (zipfile: 'That
+    compression method is not supported', a NotImplementedError from numpy's load)."""
+    b = bytearray(data)
+    for sig, off in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        i = b.find(sig)
+        while i >= 0:
+            b[i + off : i + off + 2] = (99).to_bytes(2, "little")
+            i = b.find(sig, i + 4)
+    return bytes(b)
+
+
+def test_a_damaged_model_is_refused_at_start_and_on_sighup(
+    kafka: str, model_path: Path, tmp_path: Path
+) -> None:
+    """A model file with damaged zip metadata: at start, exit 2 naming the YAML key; on
+    SIGHUP, the reload is refused, the old model keeps scoring and the daemon lives."""
+    name = f"badm-{uuid.uuid4().hex[:6]}"
+    topic = f"{name}-events"
+    _create_topics(kafka, {topic: 1, f"{name}-alerts": 1, f"{name}-dlq": 1})
+    model = tmp_path / "model.npz"
+    good = model_path.read_bytes()
+    model.write_bytes(_compression_99(good))
+    cfg = _config(tmp_path, kafka, model, topic, name, 0)
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamlstm", "run", "--config", str(cfg), "--metrics-port", "0"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "pipelines[0].model.path" in proc.stderr and "not a readable" in proc.stderr
+    assert "compression method" in proc.stderr and "Traceback" not in proc.stderr
+
+    model.write_bytes(good)
+    first = [(0, f"s{i}".encode(), _doc(f"s{i}", 60.0 * r, 20.0)) for r in range(10)
+             for i in range(3)]  # fmt: skip
+    _produce(kafka, topic, first)
+    d = Daemon(cfg, 0, tmp_path / "d.log")
+    d.wait_for(lambda: d.processed() >= len(first), what="first records")
+    for damaged in (_compression_99(good), good[: len(good) // 3]):
+        model.write_bytes(damaged)
+        before = d.metric("streamlstm_model_reloads_total", result="refused") or 0
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait_for(
+            lambda b=before: (d.metric("streamlstm_model_reloads_total", result="refused") or 0)
+            > b, what="the refused reload",
+        )  # fmt: skip
+    more = [(0, f"s{i}".encode(), _doc(f"s{i}", 6000.0, 20.0)) for i in range(3)]
+    _produce(kafka, topic, more)
+    d.wait_for(lambda: d.processed() >= len(first) + len(more), what="scoring on")
+    assert d.get("/readyz")[0] == 200
+    model.write_bytes(good)
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_for(lambda: d.metric("streamlstm_model_reloads_total", result="ok") == 1, what="ok")
+    assert d.wait(signal.SIGTERM) == 0, d.tail()
+    log = (tmp_path / "d.log").read_text()
+    assert log.count("model reload refused, keeping the old model") == 2, log[-3000:]
