@@ -25,6 +25,14 @@ Decisions:
   says to lose that state (an ERROR naming the files, and
   ``streamlstm_checkpoints_lost_total``). A fatal error met in a rebalance
   callback (kafka-python's IO thread) is re-raised on the loop thread.
+- One stream, one partition: a stream's state lives with the partition its
+  first event came from (its detector group). An event of it on another
+  partition (producers not keying by stream) still updates that state, but a
+  checkpoint, replay or rebalance of either partition can no longer restore
+  it exactly. Such events are counted (``streamlstm_stream_partition_conflicts_total``,
+  one array compare per batch) and a WARNING names the stream and both
+  partitions, at most once a minute; so are the streams of a restored
+  checkpoint already live on another partition (the checkpoint's state wins).
 - Idle-TTL eviction runs at checkpoint time with "now" = the newest event
   time seen; like LRU eviction, it is the one thing a replay after a crash
   may do at a different point than the original run.
@@ -59,6 +67,7 @@ from streamlstm.service.checkpoint_store import Checkpoint, CheckpointLost, Chec
 from streamlstm.service.config.types import PipelineConfig, with_roles
 from streamlstm.service.metrics import InAlert, Metrics, PipelineStatus
 from streamlstm.service.status import Health
+from streamlstm.state import snapshot_keys
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +75,9 @@ log = logging.getLogger(__name__)
 # million-slot table per batch would cost more than the batch.
 STATUS_EVERY_S = 0.5
 _REJECTED_CODES = np.array(sorted(REJECTED), np.int8)
+# A stream seen on two partitions is logged at most this often per pipeline: a producer
+# that does not key by stream makes nearly every batch conflict, and the log would flood.
+CONFLICT_WARN_EVERY_S = 60.0
 
 
 # A detector group per (topic, partition) of a pipeline: topic_index * GROUP_STRIDE +
@@ -126,6 +138,8 @@ class PipelineLoop:
         self._digest = ""
         self._digest_of: Model | None = None
         self._fatal: StreamlstmError | None = None  # raised in a rebalance callback
+        self._conflict_warned_at = -np.inf
+        self._conflicts_unwarned = 0
         # kafka-python 3 calls rebalance listeners on its IO thread. This lock keeps a
         # callback out while a batch or a checkpoint is in progress; it is never held
         # across a blocking consumer call (those need the IO thread: deadlock).
@@ -251,6 +265,12 @@ class PipelineLoop:
             group = group_of(self.topics.index(tp.topic), tp.partition)
             det = self.detector
             res = det.process_many(batch.keys, batch.times, batch.x, batch.offsets, group=group)
+            # Streams whose state another partition holds (-1: a slot freed in this batch).
+            owner = det.table.group[res.slots]
+            foreign = np.flatnonzero((owner != group) & (owner >= 0))
+            if foreign.size:
+                i = int(foreign[0])
+                self._conflict("event", int(foreign.size), batch.keys[i], group, int(owner[i]))
             m.record_outcomes(name, res.counts())
             bad = np.flatnonzero(np.isin(res.outcome, _REJECTED_CODES))
             for i in bad.tolist():
@@ -275,6 +295,28 @@ class PipelineLoop:
             self._dead_letter(records[j], reason, detail)
         self.next_offset[tp] = int(records[-1].offset) + 1
         self.dirty.add(tp)
+
+    def _conflict(self, at: str, n: int, key: str, here: int, there: int) -> None:
+        """Count ``n`` partition conflicts; warn (at most once a minute) naming one."""
+        self.metrics.partition_conflicts.labels(self.name, at).inc(n)
+        self._conflicts_unwarned += n
+        now = time.monotonic()
+        if now - self._conflict_warned_at < CONFLICT_WARN_EVERY_S:
+            return
+        self._conflict_warned_at = now
+        what = "has events on" if at == "event" else "is in the checkpoint restored for"
+        log.warning(
+            "pipeline=%s stream %r %s %s but its state is held with %s (%d such conflicts "
+            "since the last warning): producers must key records by the stream id, or "
+            "restarts and rebalances cannot restore its state exactly (README: How to "
+            "produce)",
+            self.name, key, what, self._where(here), self._where(there),
+            self._conflicts_unwarned,
+        )  # fmt: skip
+        self._conflicts_unwarned = 0
+
+    def _where(self, group: int) -> str:
+        return f"topic={self.topics[group // GROUP_STRIDE]} partition={partition_of(group)}"
 
     def _dead_letter(self, record: Any, reason: str, detail: str) -> None:
         self.metrics.dead_letters.labels(self.name, reason).inc()
@@ -392,6 +434,7 @@ class PipelineLoop:
             self.detector.table.drop(group=g)
             ckpt = self._read_checkpoint(tp)
             if ckpt is not None:
+                self._check_restore(ckpt, g)
                 try:
                     self.detector.table.restore(ckpt.snapshot, group=g)
                 except CheckpointError as exc:
@@ -425,6 +468,16 @@ class PipelineLoop:
         self.health.assigned = True
         self.health.restored = True
         self._publish(force=True)
+
+    def _check_restore(self, ckpt: Checkpoint, g: int) -> None:
+        """Count the restored streams that another held partition has live."""
+        table = self.detector.table
+        clash = [
+            (k, og) for k in snapshot_keys(ckpt.snapshot)
+            if k in table and (og := int(table.group[table.slot(k)])) not in (g, -1)
+        ]  # fmt: skip
+        if clash:
+            self._conflict("restore", len(clash), clash[0][0], g, clash[0][1])
 
     def _read_checkpoint(self, tp: TopicPartition) -> Checkpoint | None:
         try:

@@ -295,6 +295,13 @@ class Metrics:
             "(checkpoint.on_unreadable: start_cold): their streams' state was lost.",
             p, registry=r,
         )  # fmt: skip
+        self.partition_conflicts = Counter(
+            PREFIX + "stream_partition_conflicts",
+            "A stream seen on a partition other than the one holding its state (producers "
+            "not keying records by stream): at=event counts such events, at=restore the "
+            "streams of a restored checkpoint already live on another partition.",
+            [*p, "at"], registry=r,
+        )  # fmt: skip
         self.commit_failures = Counter(
             PREFIX + "commit_failures", "Offset commits Kafka refused or timed out.", p, registry=r
         )
@@ -360,4 +367,6 @@ class Metrics:
         self.alerts_sent.labels(pipeline)
         self.checkpoint_failures.labels(pipeline)
         self.checkpoints_lost.labels(pipeline)
+        for at in ("event", "restore"):
+            self.partition_conflicts.labels(pipeline, at)
         self.commit_failures.labels(pipeline)

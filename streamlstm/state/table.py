@@ -300,6 +300,13 @@ class StreamTable:
         return [k for k in keys if k in self._index]
 
 
+def snapshot_keys(snap: Mapping[str, np.ndarray]) -> list[str]:
+    """The stream keys a snapshot holds, in its order (no validation: see restore)."""
+    raw = snap["key_bytes"].tobytes()
+    ends = np.cumsum(snap["key_len"]).tolist()
+    return [raw[e - n : e].decode() for e, n in zip(ends, snap["key_len"].tolist(), strict=True)]
+
+
 def snapshot_to_bytes(snap: Mapping[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **snap)  # type: ignore[arg-type]  # numpy stubs read **kw as allow_pickle

@@ -240,3 +240,72 @@ def test_a_damaged_model_is_refused_at_start_and_on_sighup(
     assert d.wait(signal.SIGTERM) == 0, d.tail()
     log = (tmp_path / "d.log").read_text()
     assert log.count("model reload refused, keeping the old model") == 2, log[-3000:]
+
+
+def _warnings(log: Path, what: str) -> list[str]:
+    return [ln for ln in log.read_text().splitlines() if "WARNING" in ln and what in ln]
+
+
+def test_a_stream_on_two_partitions_is_counted_and_named(
+    kafka: str, model_path: Path, tmp_path: Path
+) -> None:
+    """Records not keyed by stream: stream 'a' on partition 0, then also on partition 1.
+    The events on 1 are counted, one WARNING names 'a' and both partitions, and a second
+    such stream within the minute is counted without another warning."""
+    name = f"spread-{uuid.uuid4().hex[:6]}"
+    topic = f"{name}-events"
+    _create_topics(kafka, {topic: 2, f"{name}-alerts": 1, f"{name}-dlq": 1})
+    first = [(p, f"{k}".encode(), _doc(k, 60.0 * r, 20.0)) for r in range(5)
+             for p, k in ((0, "a"), (0, "b"), (1, "c"))]  # fmt: skip
+    _produce(kafka, topic, first)
+    port = _free_port()
+    d = Daemon(_config(tmp_path, kafka, model_path, topic, name, port), port, tmp_path / "d.log")
+    d.wait_for(lambda: d.processed() >= len(first), what="keyed records")
+    assert d.metric("streamlstm_stream_partition_conflicts_total", at="event") == 0
+    # A producer that keys by something else: 'a' lands on partition 1 as well (3 events),
+    # then 'b' (2 events).
+    stray = [(1, b"x", _doc("a", 600.0 + r, 20.0)) for r in range(3)]
+    _produce(kafka, topic, stray)
+    d.wait_for(lambda: d.processed() >= len(first) + 3, what="stray records of a")
+    _produce(kafka, topic, [(1, b"y", _doc("b", 700.0 + r, 20.0)) for r in range(2)])
+    d.wait_for(lambda: d.processed() >= len(first) + 5, what="stray records of b")
+    assert d.metric("streamlstm_stream_partition_conflicts_total", at="event") == 5
+    assert d.wait(signal.SIGTERM) == 0, d.tail()
+    (line,) = _warnings(tmp_path / "d.log", "its state is held with")
+    assert "stream 'a' has events on" in line
+    assert f"topic={topic} partition=1" in line and f"topic={topic} partition=0" in line
+    assert "key records by the stream id" in line
+
+
+def test_a_restored_checkpoint_holding_a_live_stream_of_another_partition_is_named(
+    kafka: str, model_path: Path, tmp_path: Path
+) -> None:
+    """Two single-partition daemons (static partitions 0 and 1, one checkpoint dir) each
+    see stream 'x'; a third daemon holding both partitions restores two checkpoints with
+    'x': counted at=restore and named in a WARNING."""
+    run = uuid.uuid4().hex[:6]
+    topic = f"spreadr-{run}-events"
+    _create_topics(kafka, {topic: 2})
+    recs = [(p, b"x", _doc("x", 60.0 * r, 20.0)) for p in (0, 1) for r in range(4)]
+    _produce(kafka, topic, recs)
+    for part in (0, 1):
+        name = f"spreadr{part}-{run}"
+        _create_topics(kafka, {f"{name}-alerts": 1, f"{name}-dlq": 1})
+        cfg = _config(tmp_path, kafka, model_path, topic, name, 0, ckpt_name=run)
+        doc = yaml.safe_load(cfg.read_text())
+        doc["kafka"]["partitions"] = [part]
+        cfg.write_text(yaml.safe_dump(doc))
+        d = Daemon(cfg, 0, tmp_path / f"d{part}.log")
+        d.wait_for(lambda d=d: d.processed() >= 4, what=f"partition {part}")
+        assert d.wait(signal.SIGTERM) == 0, d.tail()
+    name = f"spreadr-{run}"
+    _create_topics(kafka, {f"{name}-alerts": 1, f"{name}-dlq": 1})
+    both = Daemon(
+        _config(tmp_path, kafka, model_path, topic, name, 0, ckpt_name=run), 0, tmp_path / "b.log"
+    )
+    both.wait_for(lambda: both.get("/readyz")[0] == 200, what="readiness")
+    assert both.metric("streamlstm_stream_partition_conflicts_total", at="restore") == 1
+    assert both.wait(signal.SIGTERM) == 0, both.tail()
+    (line,) = _warnings(tmp_path / "b.log", "its state is held with")
+    assert "stream 'x' is in the checkpoint restored for" in line
+    assert f"topic={topic} partition=1" in line and f"topic={topic} partition=0" in line
