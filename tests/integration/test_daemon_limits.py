@@ -309,3 +309,27 @@ def test_a_restored_checkpoint_holding_a_live_stream_of_another_partition_is_nam
     (line,) = _warnings(tmp_path / "b.log", "its state is held with")
     assert "stream 'x' is in the checkpoint restored for" in line
     assert f"topic={topic} partition=1" in line and f"topic={topic} partition=0" in line
+
+
+def test_static_membership_from_the_pod_name(
+    kafka: str, model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kafka.group_instance_id: "${POD_NAME}" (as deploy/kubernetes/pipeline.yaml has it):
+    the daemon joins its group as that static member and consumes."""
+    name = f"static-{uuid.uuid4().hex[:6]}"
+    topic = f"{name}-events"
+    _create_topics(kafka, {topic: 2, f"{name}-alerts": 1, f"{name}-dlq": 1})
+    recs = [(i % 2, f"s{i}".encode(), _doc(f"s{i}", 60.0 * r, 20.0)) for r in range(3)
+            for i in range(4)]  # fmt: skip
+    _produce(kafka, topic, recs)
+    cfg = _config(tmp_path, kafka, model_path, topic, name, 0, group=f"g-{name}")
+    doc = yaml.safe_load(cfg.read_text())
+    doc["kafka"]["group_instance_id"] = "${POD_NAME}"
+    cfg.write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("POD_NAME", f"{name}-0")
+    d = Daemon(cfg, 0, tmp_path / "d.log")
+    d.wait_for(lambda: d.processed() >= len(recs), what="records")
+    assert d.metric("streamlstm_assigned_partitions") == 2
+    assert d.wait(signal.SIGTERM) == 0, d.tail()
+    log = (tmp_path / "d.log").read_text()
+    assert f"joining consumer group g-{name} as static member {name}-0" in log
