@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -92,7 +92,11 @@ class DetectorConfig:
         and warm-up (0 = off).
     min_scale: floor of the running error scale, so a perfectly predictable
         stream does not turn rounding noise into alerts.
-    max_streams: live-stream cap; least recently seen streams are evicted.
+    max_streams: live-stream cap; least recently seen streams are evicted. A
+        batch with more distinct streams than the cap is processed in chunks of
+        ``max_streams`` events, in order, so a stream of an earlier chunk may be
+        evicted for a new stream of a later one (bounded memory wins: the
+        evicted stream starts cold when it comes back, counted as an eviction).
     idle_ttl_s: streams without events for this long (event time) are
         evicted by :meth:`Detector.expire` (0 = never).
     stream_norm: per-stream input normalisation (:mod:`streamlstm.kernels.norm`,
@@ -284,7 +288,9 @@ class BatchResult:
     (n,) bool stream in alert after the event, transition (n,) int8,
     forecast (n, F) float32 forecast each event was compared with, in raw
     units (the model's and the per-stream normalisation undone; NaN before a
-    stream's first forecast), slots (n,) int64.
+    stream's first forecast), slots (n,) int64 (after a batch processed in
+    chunks, see :meth:`Detector.process_many`, the slot an early event used may
+    already hold another stream).
     """
 
     outcome: np.ndarray
@@ -301,6 +307,7 @@ class BatchResult:
         return {name: int(c[i]) for i, name in enumerate(OUTCOME_NAMES)}
 
 
+_ARRAY_FIELDS = ("outcome", "score", "alert", "transition", "forecast", "slots", "hold")
 OUTCOME_NAMES = K.OUTCOME_NAMES
 REJECTED = frozenset({K.TOO_OLD, K.MISSING, K.NON_FINITE, K.OUT_OF_RANGE})
 
@@ -427,8 +434,16 @@ class Detector:
         made from; default (or -1) = the stream's own event count, so a stream
         gets the same ids whatever else is interleaved with it; group: the
         group new streams join (the daemon passes the Kafka partition).
+
+        A batch with more distinct keys than ``max_streams`` cannot hold all its
+        streams at once: it is processed as consecutive chunks of ``max_streams``
+        events (each fits, so the cap's least-recently-seen eviction can make
+        room), with the same results as those chunks passed one by one.
         """
         n = len(keys)
+        cap = self.config.max_streams
+        if n > cap and len(set(keys)) > cap:
+            return self._process_chunked(keys, times, x, refs, group, cap)
         times = _as_seconds(times, n)
         xr = np.ascontiguousarray(x, dtype=np.float64)
         n_feat = self._n_feat
@@ -480,6 +495,25 @@ class Detector:
                 for i in np.flatnonzero(trans)
             ]
         return result
+
+    def _process_chunked(
+        self, keys: Sequence[str], times: Any, x: Any, refs: Any, group: int, size: int
+    ) -> BatchResult:
+        n = len(keys)
+        times = _as_seconds(times, n)
+        xr = np.ascontiguousarray(x, dtype=np.float64)
+        refs_a = None if refs is None else np.ascontiguousarray(refs, np.int64)
+        parts = []
+        for lo in range(0, n, size):
+            hi = min(n, lo + size)
+            part = self.process_many(
+                keys[lo:hi], times[lo:hi], xr[lo:hi],
+                None if refs_a is None else refs_a[lo:hi], group,
+            )  # fmt: skip
+            part.transitions = [replace(t, index=t.index + lo) for t in part.transitions]
+            parts.append(part)
+        arrays = {f: np.concatenate([getattr(p, f) for p in parts]) for f in _ARRAY_FIELDS}
+        return BatchResult(**arrays, transitions=[t for p in parts for t in p.transitions])
 
     def process_one(
         self, key: str, time: float, x: Any, ref: int = -1, group: int = 0

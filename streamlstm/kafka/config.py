@@ -33,8 +33,11 @@ class KafkaConfig:
 
     assignment: "group" joins the consumer group ``group_id`` (scale-out by
     replicas); "static" assigns ``partitions`` (None = all) and still commits
-    offsets to ``group_id``. ``extra`` is passed to kafka-python as is (consumer
-    keys to the consumer, producer keys to the producer).
+    offsets to ``group_id``. ``group_instance_id`` (group only) makes the consumer
+    a static member (KIP-345): a replica that restarts within ``session_timeout_ms``
+    gets its partitions back without a rebalance of the group; one id per replica,
+    e.g. ``${POD_NAME}``. ``extra`` is passed to kafka-python as is (consumer keys
+    to the consumer, producer keys to the producer).
     """
 
     bootstrap_servers: tuple[str, ...]
@@ -42,6 +45,7 @@ class KafkaConfig:
     group_id: str = "streamlstm"
     assignment: str = "group"
     partitions: tuple[int, ...] | None = None
+    group_instance_id: str | None = None
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -104,6 +108,8 @@ class KafkaConfig:
             heartbeat_interval_ms=self.heartbeat_interval_ms,
             max_poll_interval_ms=self.max_poll_interval_ms,
         )
+        if self.group_instance_id is not None and self.assignment == "group":
+            kw["group_instance_id"] = self.group_instance_id
         kw.update({k: v for k, v in self.extra.items() if k in consumer_keys})
         kw["enable_auto_commit"] = False
         if source is not None:

@@ -105,6 +105,11 @@ class KafkaSource:
             c.assign(tps)
             self.handler.on_assigned(tps)
         else:
+            inst = self.kafka.group_instance_id
+            log.info(
+                "pipeline=%s joining consumer group %s as %s", self.pipeline, self.kafka.group_id,
+                f"static member {inst}" if inst else "a dynamic member",
+            )  # fmt: skip
             c.subscribe(topics=list(self.source.topics), listener=_Listener(self.handler))
 
     def _static_partitions(self) -> list[TopicPartition]:

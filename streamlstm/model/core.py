@@ -30,8 +30,10 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import struct
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -317,7 +319,13 @@ def load(path: str | os.PathLike[str]) -> Model:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+    except (
+        zipfile.BadZipFile, EOFError, OSError, ValueError,
+        # Damaged zip metadata: an unknown compression method or zip version
+        # (NotImplementedError), a set encryption flag (RuntimeError), a bad deflate
+        # stream (zlib.error): a bad file like any other, never a crash (SIGHUP included).
+        NotImplementedError, RuntimeError, zlib.error, struct.error, KeyError, IndexError,
+    ) as exc:  # fmt: skip
         raise ModelError(
             f"{path}: not a readable streamlstm model file (a .npz archive): {exc}; "
             "the file may be truncated or of another kind"

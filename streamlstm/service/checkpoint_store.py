@@ -18,6 +18,12 @@ Decisions:
 - Reading takes the newest generation that reads back; an unreadable one is
   renamed to ``*.corrupt`` (kept for inspection, never read again) with a
   warning, and the previous generation is used.
+- When *every* generation is unreadable (or of a newer format) the state is
+  lost, never silently: :meth:`CheckpointStore.read` raises
+  :class:`CheckpointLost` naming each file and why, and renames nothing, so a
+  refusal to start stays a refusal on every restart until an operator acts.
+  The caller decides (``checkpoint.on_unreadable``); starting cold goes
+  through :meth:`CheckpointStore.quarantine`.
 - Generations are numbered, not named by offset: a replay after falling back
   to an older file can reach the same offset again.
 """
@@ -30,7 +36,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +69,20 @@ class Checkpoint:
     @property
     def n_streams(self) -> int:
         return int(len(self.snapshot.get("key_len", ())))
+
+
+class CheckpointLost(CheckpointError):
+    """Every generation of a partition's checkpoint is unreadable: its state is lost."""
+
+    def __init__(self, topic: str, partition: int, failures: Sequence[tuple[Path, str]]) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.failures = list(failures)
+        files = "; ".join(f"{p}: {why}" for p, why in self.failures)
+        super().__init__(
+            f"topic={topic} partition={partition}: every checkpoint generation is unreadable "
+            f"({len(self.failures)} file(s): {files})"
+        )
 
 
 @dataclass(frozen=True)
@@ -189,22 +209,25 @@ class CheckpointStore:
 
     # -- read --------------------------------------------------------------------
     def read(self, topic: str, partition: int) -> Checkpoint | None:
-        """The newest readable checkpoint of a partition, or None if it has none."""
+        """The newest readable checkpoint of a partition, or None if it has none.
+
+        Raises :class:`CheckpointLost` when it has files and none reads back.
+        """
+        failed: list[tuple[Path, str]] = []
         for gen, path in reversed(self._generations(topic, partition)):
             try:
                 ckpt = self._read_file(path)
             except CheckpointError as exc:
-                bad = path.with_name(path.name + ".corrupt")
-                log.warning(
-                    "pipeline=%s topic=%s partition=%d checkpoint %s is unreadable (%s); "
-                    "moved to %s, trying the previous generation",
-                    self.pipeline, topic, partition, path, exc, bad,
-                )  # fmt: skip
-                try:
-                    os.replace(path, bad)
-                except OSError:
-                    pass
+                failed.append((path, str(exc)))
                 continue
+            if failed:
+                log.warning(
+                    "pipeline=%s topic=%s partition=%d newer checkpoint(s) unreadable, "
+                    "using %s (offset %d): %s",
+                    self.pipeline, topic, partition, path, ckpt.next_offset,
+                    "; ".join(why for _, why in failed),
+                )  # fmt: skip
+                self.quarantine(topic, partition, failed)
             if ckpt.topic != topic or ckpt.partition != partition:
                 raise CheckpointError(
                     f"{path}: holds topic={ckpt.topic} partition={ckpt.partition}, "
@@ -213,7 +236,27 @@ class CheckpointStore:
             key = (topic, partition)
             self._generation[key] = max(gen, self._generation.get(key, 0))
             return ckpt
+        if failed:
+            raise CheckpointLost(topic, partition, failed[::-1])
         return None
+
+    def quarantine(
+        self, topic: str, partition: int, files: Sequence[tuple[Path, str]]
+    ) -> list[Path]:
+        """Rename unreadable files to ``*.corrupt`` (kept for inspection, never read
+        again; generation numbers go on after them); returns the new paths."""
+        moved = []
+        for path, _ in files:
+            if m := _NAME.match(path.name):  # number new files after the moved ones
+                key = (topic, partition)
+                self._generation[key] = max(int(m.group(2)), self._generation.get(key, 0))
+            bad = path.with_name(path.name + ".corrupt")
+            try:
+                os.replace(path, bad)
+                moved.append(bad)
+            except OSError as exc:
+                log.warning("pipeline=%s cannot rename %s: %s", self.pipeline, path, exc)
+        return moved
 
     @staticmethod
     def _read_file(path: Path) -> Checkpoint:
@@ -221,7 +264,10 @@ class CheckpointStore:
             data = path.read_bytes()
         except OSError as exc:
             raise CheckpointError(f"{path}: cannot read: {exc}") from exc
-        arrays = snapshot_from_bytes(data)
+        try:
+            arrays = snapshot_from_bytes(data)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
         raw = arrays.pop(_META, None)
         if raw is None:
             raise CheckpointError(f"{path}: no {_META!r} entry; not a streamlstm checkpoint")

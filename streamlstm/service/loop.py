@@ -20,7 +20,19 @@ Decisions:
   producer cannot deliver.
 - A checkpoint that does not fit the model (written for another shape) is
   fatal with an explicit message: silently starting cold would replay
-  nothing and lose state.
+  nothing and lose state. So is a partition whose every checkpoint
+  generation is unreadable, unless ``checkpoint.on_unreadable: start_cold``
+  says to lose that state (an ERROR naming the files, and
+  ``streamlstm_checkpoints_lost_total``). A fatal error met in a rebalance
+  callback (kafka-python's IO thread) is re-raised on the loop thread.
+- One stream, one partition: a stream's state lives with the partition its
+  first event came from (its detector group). An event of it on another
+  partition (producers not keying by stream) still updates that state, but a
+  checkpoint, replay or rebalance of either partition can no longer restore
+  it exactly. Such events are counted (``streamlstm_stream_partition_conflicts_total``,
+  one array compare per batch) and a WARNING names the stream and both
+  partitions, at most once a minute; so are the streams of a restored
+  checkpoint already live on another partition (the checkpoint's state wins).
 - Idle-TTL eviction runs at checkpoint time with "now" = the newest event
   time seen; like LRU eviction, it is the one thing a replay after a crash
   may do at a different point than the original run.
@@ -45,16 +57,17 @@ from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from streamlstm import model as model_io
 from streamlstm.detector import OUTCOME_NAMES, REJECTED, Detector
-from streamlstm.errors import CheckpointError, ModelError
+from streamlstm.errors import CheckpointError, ModelError, StreamlstmError
 from streamlstm.io.decode import Decoder
 from streamlstm.kafka.sink import AlertSink, alert_record
 from streamlstm.kafka.source import BrokerUnavailable, KafkaSource
 from streamlstm.model import Model, weights_sha256
 from streamlstm.service.backoff import Backoff
-from streamlstm.service.checkpoint_store import CheckpointStore
+from streamlstm.service.checkpoint_store import Checkpoint, CheckpointLost, CheckpointStore
 from streamlstm.service.config.types import PipelineConfig, with_roles
 from streamlstm.service.metrics import InAlert, Metrics, PipelineStatus
 from streamlstm.service.status import Health
+from streamlstm.state import snapshot_keys
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +75,9 @@ log = logging.getLogger(__name__)
 # million-slot table per batch would cost more than the batch.
 STATUS_EVERY_S = 0.5
 _REJECTED_CODES = np.array(sorted(REJECTED), np.int8)
+# A stream seen on two partitions is logged at most this often per pipeline: a producer
+# that does not key by stream makes nearly every batch conflict, and the log would flood.
+CONFLICT_WARN_EVERY_S = 60.0
 
 
 # A detector group per (topic, partition) of a pipeline: topic_index * GROUP_STRIDE +
@@ -121,6 +137,9 @@ class PipelineLoop:
         self._status_at = 0.0
         self._digest = ""
         self._digest_of: Model | None = None
+        self._fatal: StreamlstmError | None = None  # raised in a rebalance callback
+        self._conflict_warned_at = -np.inf
+        self._conflicts_unwarned = 0
         # kafka-python 3 calls rebalance listeners on its IO thread. This lock keeps a
         # callback out while a batch or a checkpoint is in progress; it is never held
         # across a blocking consumer call (those need the IO thread: deadlock).
@@ -209,8 +228,12 @@ class PipelineLoop:
         try:
             polled = self.source.poll()
         except KafkaError as exc:
+            if self._fatal is not None:  # kafka-python wraps a listener's exception
+                raise self._fatal from exc
             self._broker_error("poll", exc)
             polled = {}
+        if self._fatal is not None:
+            raise self._fatal
         if polled:
             self.process(polled)
         now = time.monotonic()
@@ -242,6 +265,12 @@ class PipelineLoop:
             group = group_of(self.topics.index(tp.topic), tp.partition)
             det = self.detector
             res = det.process_many(batch.keys, batch.times, batch.x, batch.offsets, group=group)
+            # Streams whose state another partition holds (-1: a slot freed in this batch).
+            owner = det.table.group[res.slots]
+            foreign = np.flatnonzero((owner != group) & (owner >= 0))
+            if foreign.size:
+                i = int(foreign[0])
+                self._conflict("event", int(foreign.size), batch.keys[i], group, int(owner[i]))
             m.record_outcomes(name, res.counts())
             bad = np.flatnonzero(np.isin(res.outcome, _REJECTED_CODES))
             for i in bad.tolist():
@@ -266,6 +295,28 @@ class PipelineLoop:
             self._dead_letter(records[j], reason, detail)
         self.next_offset[tp] = int(records[-1].offset) + 1
         self.dirty.add(tp)
+
+    def _conflict(self, at: str, n: int, key: str, here: int, there: int) -> None:
+        """Count ``n`` partition conflicts; warn (at most once a minute) naming one."""
+        self.metrics.partition_conflicts.labels(self.name, at).inc(n)
+        self._conflicts_unwarned += n
+        now = time.monotonic()
+        if now - self._conflict_warned_at < CONFLICT_WARN_EVERY_S:
+            return
+        self._conflict_warned_at = now
+        what = "has events on" if at == "event" else "is in the checkpoint restored for"
+        log.warning(
+            "pipeline=%s stream %r %s %s but its state is held with %s (%d such conflicts "
+            "since the last warning): producers must key records by the stream id, or "
+            "restarts and rebalances cannot restore its state exactly (README: How to "
+            "produce)",
+            self.name, key, what, self._where(here), self._where(there),
+            self._conflicts_unwarned,
+        )  # fmt: skip
+        self._conflicts_unwarned = 0
+
+    def _where(self, group: int) -> str:
+        return f"topic={self.topics[group // GROUP_STRIDE]} partition={partition_of(group)}"
 
     def _dead_letter(self, record: Any, reason: str, detail: str) -> None:
         self.metrics.dead_letters.labels(self.name, reason).inc()
@@ -368,7 +419,11 @@ class PipelineLoop:
     # -- rebalance (called by the source, on this thread) ---------------------------------
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
         with self._lock:
-            self._on_assigned(partitions)
+            try:
+                self._on_assigned(partitions)
+            except StreamlstmError as exc:
+                self._fatal = exc
+                raise
 
     def _on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
         self.health.restored = False
@@ -377,8 +432,9 @@ class PipelineLoop:
                 continue
             g = group_of(self.topics.index(tp.topic), tp.partition)
             self.detector.table.drop(group=g)
-            ckpt = self.store.read(tp.topic, tp.partition)
+            ckpt = self._read_checkpoint(tp)
             if ckpt is not None:
+                self._check_restore(ckpt, g)
                 try:
                     self.detector.table.restore(ckpt.snapshot, group=g)
                 except CheckpointError as exc:
@@ -412,6 +468,45 @@ class PipelineLoop:
         self.health.assigned = True
         self.health.restored = True
         self._publish(force=True)
+
+    def _check_restore(self, ckpt: Checkpoint, g: int) -> None:
+        """Count the restored streams that another held partition has live."""
+        table = self.detector.table
+        clash = [
+            (k, og) for k in snapshot_keys(ckpt.snapshot)
+            if k in table and (og := int(table.group[table.slot(k)])) not in (g, -1)
+        ]  # fmt: skip
+        if clash:
+            self._conflict("restore", len(clash), clash[0][0], g, clash[0][1])
+
+    def _read_checkpoint(self, tp: TopicPartition) -> Checkpoint | None:
+        try:
+            return self.store.read(tp.topic, tp.partition)
+        except CheckpointLost as lost:
+            self._checkpoint_lost(tp, lost)
+            return None
+
+    def _checkpoint_lost(self, tp: TopicPartition, lost: CheckpointLost) -> None:
+        """Refuse to start (``checkpoint.on_unreadable: fail``), or say loudly what is lost."""
+        files = "; ".join(why for _, why in lost.failures)  # each names its file
+        where = f"pipeline={self.name} topic={tp.topic} partition={tp.partition}"
+        key = f"{self.cfg.path}.checkpoint.on_unreadable"
+        if self.cfg.checkpoint.on_unreadable != "start_cold":
+            raise CheckpointError(
+                f"{where}: every checkpoint generation is unreadable, so the state of the "
+                f"partition's streams would be lost; refusing to start ({files}). "
+                f"Restore the files (or run the version "
+                f"that wrote them), or set {key}: start_cold to drop that state and resume "
+                "from the committed offset"
+            ) from lost
+        self.metrics.checkpoints_lost.labels(self.name).inc()
+        moved = self.store.quarantine(tp.topic, tp.partition, lost.failures)
+        log.error(
+            "%s: STATE LOST: every checkpoint generation is unreadable (%s); starting cold "
+            "as %s says: the partition's streams warm up again, their open alerts are "
+            "forgotten, and it resumes from the committed offset. Files kept as %s",
+            where, files, key, ", ".join(str(p) for p in moved),
+        )  # fmt: skip
 
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
         with self._lock:
@@ -450,6 +545,13 @@ class PipelineLoop:
         except ModelError as exc:
             self.metrics.model_reloads.labels(self.name, "refused").inc()
             log.error("pipeline=%s model reload refused, keeping the old model: %s", self.name, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bad file must not kill a working daemon
+            self.metrics.model_reloads.labels(self.name, "refused").inc()
+            log.error(
+                "pipeline=%s model reload from %s failed unexpectedly, keeping the old model: "
+                "%r", self.name, path, exc, exc_info=True,
+            )  # fmt: skip
             return
         self.model = new
         self.metrics.model_reloads.labels(self.name, "ok").inc()

@@ -289,6 +289,19 @@ class Metrics:
         self.checkpoint_failures = Counter(
             PREFIX + "checkpoint_failures", "Checkpoints that could not be written.", p, registry=r
         )
+        self.checkpoints_lost = Counter(
+            PREFIX + "checkpoints_lost",
+            "Partitions started cold because every checkpoint generation was unreadable "
+            "(checkpoint.on_unreadable: start_cold): their streams' state was lost.",
+            p, registry=r,
+        )  # fmt: skip
+        self.partition_conflicts = Counter(
+            PREFIX + "stream_partition_conflicts",
+            "A stream seen on a partition other than the one holding its state (producers "
+            "not keying records by stream): at=event counts such events, at=restore the "
+            "streams of a restored checkpoint already live on another partition.",
+            [*p, "at"], registry=r,
+        )  # fmt: skip
         self.commit_failures = Counter(
             PREFIX + "commit_failures", "Offset commits Kafka refused or timed out.", p, registry=r
         )
@@ -353,4 +366,7 @@ class Metrics:
         self.anomalies.labels(pipeline)
         self.alerts_sent.labels(pipeline)
         self.checkpoint_failures.labels(pipeline)
+        self.checkpoints_lost.labels(pipeline)
+        for at in ("event", "restore"):
+            self.partition_conflicts.labels(pipeline, at)
         self.commit_failures.labels(pipeline)

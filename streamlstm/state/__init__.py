@@ -5,7 +5,15 @@ from streamlstm.state.table import (
     Column,
     StreamTable,
     snapshot_from_bytes,
+    snapshot_keys,
     snapshot_to_bytes,
 )
 
-__all__ = ["SNAPSHOT_FORMAT", "Column", "StreamTable", "snapshot_from_bytes", "snapshot_to_bytes"]
+__all__ = [
+    "SNAPSHOT_FORMAT",
+    "Column",
+    "StreamTable",
+    "snapshot_from_bytes",
+    "snapshot_keys",
+    "snapshot_to_bytes",
+]

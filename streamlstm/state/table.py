@@ -244,7 +244,9 @@ class StreamTable:
         return snap
 
     def restore(self, snap: Mapping[str, np.ndarray], group: int | None = None) -> list[str]:
-        """Load streams from a snapshot (replacing streams with the same keys)."""
+        """Load streams from a snapshot (replacing streams with the same keys); returns
+        the keys loaded. Beyond ``max_streams`` the least recently seen are evicted,
+        restored ones included."""
         try:
             if int(snap["format"][0]) != SNAPSHOT_FORMAT:
                 raise CheckpointError(f"snapshot format {int(snap['format'][0])} is not supported")
@@ -275,11 +277,19 @@ class StreamTable:
             raise CheckpointError(f"snapshot lacks {exc.args[0]!r}") from exc
         except UnicodeDecodeError as exc:
             raise CheckpointError(f"snapshot keys are not UTF-8: {exc}") from exc
-        for i, key in enumerate(keys):
+        # Stalest first, each allowed to evict what is no newer than itself: a snapshot
+        # larger than the room left (a lowered max_streams, a partition from another
+        # replica) keeps its most recently seen streams under the cap, not an OverflowError.
+        for i in np.argsort(snap["touched"], kind="stable").tolist():
+            key = keys[i]
             g = int(snap["group"][i]) if group is None else group
             s = self._index.get(key)
             if s is None:
-                s = self._allocate(key, g, int(snap["touched"][i]))
+                try:
+                    s = self._allocate(key, g, int(snap["touched"][i]) + 1)
+                except OverflowError:  # the table is full of newer streams
+                    self.evicted_lru += 1
+                    continue
             self.group[s] = g
             self.touched[s] = snap["touched"][i]
             self.last_time[s] = snap["last_time"][i]
@@ -287,7 +297,14 @@ class StreamTable:
                 arr[s] = snap[f"col.{name}"][i]
         if len(snap["touched"]):
             self._seq = max(self._seq, int(np.max(snap["touched"])))
-        return keys
+        return [k for k in keys if k in self._index]
+
+
+def snapshot_keys(snap: Mapping[str, np.ndarray]) -> list[str]:
+    """The stream keys a snapshot holds, in its order (no validation: see restore)."""
+    raw = snap["key_bytes"].tobytes()
+    ends = np.cumsum(snap["key_len"]).tolist()
+    return [raw[e - n : e].decode() for e, n in zip(ends, snap["key_len"].tolist(), strict=True)]
 
 
 def snapshot_to_bytes(snap: Mapping[str, np.ndarray]) -> bytes:

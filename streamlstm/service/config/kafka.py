@@ -76,6 +76,20 @@ class KafkaSectionParser:
             if len(set(partitions)) != len(partitions):
                 raise parts_map.bad("partitions", partitions, "distinct partition numbers")
             partitions = tuple(partitions)
+        inst_map = get("group_instance_id")
+        instance = inst_map.read("group_instance_id")
+        if instance is not None:
+            if assignment != "group":
+                raise Invalid(
+                    inst_map.at("group_instance_id"),
+                    "only used with assignment: group (static membership of a consumer group)",
+                )
+            if "group_instance_id" not in kafka_client_keys()[0]:
+                raise Invalid(
+                    inst_map.at("group_instance_id"),
+                    "the installed kafka-python has no static membership (group_instance_id); "
+                    "upgrade it (pip install -U kafka-python) or remove the key",
+                )
         protocol = get("security_protocol").read("security_protocol")
         sasl = protocol.startswith("SASL_")
         mech_map = get("sasl_mechanism")
@@ -164,6 +178,7 @@ class KafkaSectionParser:
             group_id=group_id,
             assignment=assignment,
             partitions=partitions,
+            group_instance_id=instance,
             security_protocol=protocol,
             sasl_mechanism=mechanism if sasl else None,
             sasl_username=username if sasl else None,

@@ -28,10 +28,17 @@ from streamlstm.kafka.config import (
     SinksConfig,
     SourceConfig,
 )
-from streamlstm.service.config.types import CheckpointConfig, MetricsConfig, ServiceConfig
+from streamlstm.service.config.types import (
+    ON_UNREADABLE,
+    CheckpointConfig,
+    MetricsConfig,
+    ServiceConfig,
+)
 
 # Kafka's legal topic names (kafka.common.internals.Topic).
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+# kafka-python's (and Kafka's) rule for group.instance.id.
+_INSTANCE_RE = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,249}$")
 _SERVER_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$")
 # Pipeline names become metric label values, file names and consumer group suffixes.
 _PIPELINE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -113,6 +120,10 @@ KAFKA: dict[str, Key] = {
         "array", None, "partition numbers (assignment: static only; null = all)",
         nullable=True, items=Key("integer", what="a partition number", lo=0), one_as_list=True,
     ),
+    "group_instance_id": _text(
+        None, "a static member id per replica (assignment: group): letters, digits, . _ - "
+        "(up to 249), e.g. ${POD_NAME}", pattern=_INSTANCE_RE, nullable=True,
+    ),
     "security_protocol": _text(_K.security_protocol, choices=SECURITY_PROTOCOLS),
     "sasl_mechanism": _text(None, choices=SASL_MECHANISMS, nullable=True),
     "sasl_username": _text(None, nullable=True),
@@ -186,6 +197,7 @@ CHECKPOINT: dict[str, Key] = {
     "dir": _text(_Computed("checkpoints/<pipeline name>"), "a directory path"),
     "interval_s": Key("number", _CKPT.interval_s, gt=0),
     "keep": Key("integer", _CKPT.keep, lo=1, hi=100),
+    "on_unreadable": _text(_CKPT.on_unreadable, choices=ON_UNREADABLE),
 }
 
 # DetectorConfig fields by YAML section. tests/unit/service/test_config.py checks that this

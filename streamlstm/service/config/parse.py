@@ -282,5 +282,6 @@ class _Parser(KafkaSectionParser):
     def checkpoint(self, m: Section, name: str) -> CheckpointConfig:
         v = m.read("dir", f"checkpoints/{name}")
         return CheckpointConfig(
-            dir=self.path(v), interval_s=m.read("interval_s"), keep=m.read("keep")
-        )
+            dir=self.path(v), interval_s=m.read("interval_s"), keep=m.read("keep"),
+            on_unreadable=m.read("on_unreadable"),
+        )  # fmt: skip

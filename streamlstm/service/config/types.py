@@ -21,6 +21,13 @@ class CheckpointConfig:
     dir: Path
     interval_s: float = 10.0
     keep: int = 2
+    # When every generation of a partition's checkpoint is unreadable: "fail" (refuse
+    # to start, name the files) or "start_cold" (lose that state, with an ERROR and
+    # streamlstm_checkpoints_lost_total). See CheckpointStore.read.
+    on_unreadable: str = "fail"
+
+
+ON_UNREADABLE = ("fail", "start_cold")
 
 
 @dataclass(frozen=True)

@@ -95,8 +95,14 @@ def test_probes_ports_and_grace_agree_with_the_daemon():
     assert container["args"][2].startswith("/etc/streamlstm/")
     mount = next(v for v in container["volumeMounts"] if v["name"] == "config")
     assert container["args"][2] == f"{mount['mountPath']}/pipeline.yaml"
-    env = {e["name"] for e in container["env"]}
+    env = {e["name"]: e for e in container["env"]}
     assert cfg["kafka"]["sasl_password_env"] in env
+    # Every ${VAR} of pipeline.yaml comes from the container's env; the static member id
+    # is the pod's own (stable) name.
+    for var in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", (K8S / "pipeline.yaml").read_text()):
+        assert var in env, f"pipeline.yaml reads ${{{var}}}, the container does not set it"
+    assert cfg["kafka"]["group_instance_id"] == "${POD_NAME}"
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     state = next(v for v in container["volumeMounts"] if v["name"] == "state")["mountPath"]
     for p in cfg["pipelines"]:
         assert p["checkpoint"]["dir"].startswith(state + "/"), "checkpoints must be on the volume"
@@ -106,8 +112,10 @@ def test_kubernetes_pipeline_config_is_valid(monkeypatch):
     from streamlstm.service.config import parse_config
 
     monkeypatch.setenv("KAFKA_PASSWORD", "from-the-secret")
+    monkeypatch.setenv("POD_NAME", "streamlstm-1")
     cfg = parse_config(k8s_pipeline(), source=str(K8S / "pipeline.yaml"))
     assert cfg.metrics.port == DEFAULT_METRICS_PORT
+    assert cfg.pipelines[0].kafka.group_instance_id == "streamlstm-1"
 
 
 def test_one_metrics_port_everywhere_and_not_an_allocated_one():

@@ -325,3 +325,35 @@ def test_top_features_of_an_open_alert_survive_a_snapshot():
     other = Detector(MODEL, DetectorConfig(warmup=5, close_run=50, **FC))
     other.table.restore(det.table.snapshot())
     assert other.streams_in_alert() == det.streams_in_alert()
+
+
+def test_a_batch_with_more_streams_than_the_cap_runs_in_chunks_of_the_cap():
+    """Issue #10: state.max_streams 1000 with max_poll_records 2000 and 5k keys made
+    every daemon start exit with OverflowError. Now the batch runs as consecutive chunks
+    of max_streams events, exactly as if the caller had cut it there, evicting the least
+    recently seen streams to stay under the cap."""
+    rng = np.random.default_rng(SEED)
+    keys, times, x = make_events(rng, 30, 1200)
+    cfg = DetectorConfig(**{**CFG.as_dict(), "max_streams": 25})
+    det = Detector(MODEL, cfg)
+    res = det.process_many(keys, times, x)
+    assert len(det.table) <= 25 and det.table.evicted_lru > 0
+    cut = run_batches(Detector(MODEL, cfg), keys, times, x, range(25, 1200, 25))
+    assert_same({**{n: getattr(res, n) for n in cut if n != "ids"},
+                 "ids": [(t.alert_id, t.kind) for t in res.transitions]}, cut)  # fmt: skip
+    assert res.transitions, "no alert transitions exercised"
+    # Transition indices point into the whole batch, not into a chunk.
+    assert all(keys[t.index] == t.key and times[t.index] == t.time for t in res.transitions)
+    assert max(t.index for t in res.transitions) >= 25
+
+
+def test_a_long_batch_of_few_streams_is_not_cut():
+    """More events than the cap but no more distinct streams: one batch, no eviction,
+    the same as per-event processing."""
+    rng = np.random.default_rng(SEED)
+    keys, times, x = make_events(rng, 6, 300)
+    cfg = DetectorConfig(**{**CFG.as_dict(), "max_streams": 6})
+    det = Detector(MODEL, cfg)
+    batched = run_batches(det, keys, times, x, [])
+    assert det.table.evicted_lru == 0
+    assert_same(batched, run_batches(Detector(MODEL, cfg), keys, times, x, range(1, 300)))

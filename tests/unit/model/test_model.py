@@ -177,3 +177,67 @@ def test_keras_gru_gate_order_matches_torch():
 def test_zipfile_is_a_real_npz(tmp_path, lstm):
     path = lstm.save(tmp_path / "m.npz")
     assert zipfile.is_zipfile(path)
+
+
+def _central_directory(data: bytes) -> tuple[int, int]:
+    """(start, end) of the zip central directory plus its end record."""
+    start = data.index(b"PK\x01\x02")
+    return start, len(data)
+
+
+def _edit_zip_headers(data: bytes, offset: int, value: bytes) -> bytes:
+    """``value`` at ``offset`` in every local header and central directory entry
+    (offsets as in those headers, from their signature)."""
+    b = bytearray(data)
+    for sig, off in ((b"PK\x03\x04", offset), (b"PK\x01\x02", offset + 2)):
+        i = b.find(sig)
+        while i >= 0:
+            b[i + off : i + off + len(value)] = value
+            i = b.find(sig, i + 4)
+    return bytes(b)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        # a compression method zipfile does not implement (NotImplementedError before)
+        lambda d: _edit_zip_headers(d, 8, (99).to_bytes(2, "little")),
+        # "version needed to extract" 9.9 (NotImplementedError: zip file version)
+        lambda d: _edit_zip_headers(d, 4, (99).to_bytes(2, "little")),
+        # the encryption flag (RuntimeError: password required)
+        lambda d: _edit_zip_headers(d, 6, (1).to_bytes(2, "little")),
+        lambda d: d[: len(d) - 30],  # the end record cut
+        lambda d: d[: _central_directory(d)[0] + 10],  # cut inside the central directory
+    ],
+    ids=["compression-99", "zip-version-9.9", "encrypted-flag", "no-end-record", "cut-cd"],
+)
+def test_damaged_zip_metadata_is_a_model_error(tmp_path, lstm, damage):
+    """Issue #10: damaged zip metadata made numpy raise NotImplementedError, which
+    escaped as a crash at start and killed the daemon on SIGHUP."""
+    path = lstm.save(tmp_path / "m.npz")
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ModelError, match="not a readable streamlstm model file"):
+        M.load(path)
+
+
+def test_any_byte_of_the_central_directory_damaged_loads_or_is_a_model_error(tmp_path, lstm):
+    """Every single-byte change in the zip central directory and end record: the file
+    still loads (a field nobody reads) or is refused with a ModelError, nothing else."""
+    path = lstm.save(tmp_path / "m.npz")
+    data = path.read_bytes()
+    start, end = _central_directory(data)
+    bad = tmp_path / "bad.npz"
+    outcomes = {"loaded": 0, "refused": 0}
+    for i in range(start, end):
+        for v in (0xFF, data[i] ^ 0x10):
+            if v == data[i]:
+                continue
+            b = bytearray(data)
+            b[i] = v
+            bad.write_bytes(bytes(b))
+            try:
+                M.load(bad)
+                outcomes["loaded"] += 1
+            except ModelError:
+                outcomes["refused"] += 1
+    assert outcomes["refused"] > 100, outcomes

@@ -10,7 +10,7 @@ import pytest
 from streamlstm.detector import Detector, DetectorConfig
 from streamlstm.errors import CheckpointError
 from streamlstm.model import Model
-from streamlstm.service.checkpoint_store import CheckpointStore
+from streamlstm.service.checkpoint_store import CheckpointLost, CheckpointStore
 
 SEED = 7
 
@@ -105,3 +105,26 @@ def test_unwritable_dir_is_a_checkpoint_error(tmp_path: Path) -> None:
     store = CheckpointStore(blocker, "pipe")
     with pytest.raises(CheckpointError, match="cannot write checkpoint"):
         store.write("t", 0, 1, _detector().table.snapshot())
+
+
+def test_every_generation_unreadable_is_lost_loudly_and_nothing_is_moved(tmp_path: Path) -> None:
+    """A torn file and one of a newer format: no state to restore. read() raises with
+    every file and why, and renames nothing (a refusal to start must stay one)."""
+    store = CheckpointStore(tmp_path, "pipe", keep=3)
+    snap = _detector().table.snapshot()
+    torn = store.write("t", 1, 10, snap)
+    torn.path.write_bytes(torn.path.read_bytes()[:100])
+    newer = store.write("t", 1, 20, snap, {"format": 99})
+    with pytest.raises(CheckpointLost) as info:
+        store.read("t", 1)
+    lost = info.value
+    assert (lost.topic, lost.partition) == ("t", 1)
+    assert [p for p, _ in lost.failures] == [torn.path, newer.path]
+    assert "unreadable" in lost.failures[0][1] and "format 99" in lost.failures[1][1]
+    assert torn.path.exists() and newer.path.exists()
+    assert store.read("t", 0) is None  # no files: nothing lost
+    # Starting cold: the files are kept as *.corrupt, the next write comes after them.
+    moved = store.quarantine("t", 1, lost.failures)
+    assert [p.name for p in moved] == [torn.path.name + ".corrupt", newer.path.name + ".corrupt"]
+    assert store.read("t", 1) is None
+    assert store.write("t", 1, 5, snap).path.name == "p1-0000000003.ckpt"

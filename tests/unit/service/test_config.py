@@ -251,6 +251,21 @@ def test_static_assignment_and_partitions() -> None:
     assert msg.startswith("test.yaml: kafka.partitions[1]: ")
 
 
+def test_group_instance_id_from_the_environment_makes_a_static_member() -> None:
+    data = with_("kafka.group_instance_id", "${POD_NAME}")
+    k = parse(data, env={"POD_NAME": "streamlstm-1"}).pipelines[0].kafka
+    assert k.group_instance_id == "streamlstm-1"
+    assert k.consumer_kwargs()["group_instance_id"] == "streamlstm-1"
+    assert "group_instance_id" not in parse(minimal()).pipelines[0].kafka.consumer_kwargs()
+    (msg,) = errors_of(data, env={})
+    assert msg.startswith("test.yaml: kafka.group_instance_id: ") and "POD_NAME" in msg
+    (msg,) = errors_of(with_("kafka.assignment", "static", data), env={"POD_NAME": "p-0"})
+    assert msg.startswith("test.yaml: kafka.group_instance_id: ") and "assignment: group" in msg
+    for bad in ("pod/0", "..", "x" * 250):
+        (msg,) = errors_of(with_("kafka.group_instance_id", bad))
+        assert msg.startswith("test.yaml: kafka.group_instance_id: "), msg
+
+
 def test_heartbeat_must_be_below_session_timeout() -> None:
     (msg,) = errors_of(with_("kafka.heartbeat_interval_ms", 10000))
     assert (

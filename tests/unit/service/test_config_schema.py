@@ -24,7 +24,9 @@ from streamlstm.service.config.yamlread import Loader, Section
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED = [*sorted((REPO / "config").glob("*.yaml")), REPO / "deploy/kubernetes/pipeline.yaml"]
-ENV = {"KAFKA_PASSWORD": "secret"}  # the Kubernetes example reads its password from env
+# The Kubernetes example reads its password and its static member id (the pod name)
+# from the environment.
+ENV = {"KAFKA_PASSWORD": "secret", "POD_NAME": "streamlstm-0"}
 
 
 def _load(path: Path) -> Any:

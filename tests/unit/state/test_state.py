@@ -75,3 +75,22 @@ def test_restore_refuses_other_shapes_and_garbage():
         other.restore(t.snapshot())
     with pytest.raises(CheckpointError, match="unreadable"):
         snapshot_from_bytes(b"garbage")
+
+
+def test_restore_beyond_the_cap_keeps_the_most_recently_seen():
+    """A checkpoint written under a larger max_streams (or another replica's partition
+    on a full table) used to raise OverflowError at every start."""
+    big = StreamTable(COLS, max_streams=100)
+    for b in range(40):
+        s = big.slots_for([f"k{b}-{i}" for i in range(2)])  # 80 streams, 2 per batch
+        big.arrays["n"][s] = b
+    small = StreamTable(COLS, max_streams=8, initial_capacity=8)
+    small.slots_for(["live"])  # seen before every restored stream: evicted first
+    small.touched[small.slot("live")] = 0
+    got = small.restore(big.snapshot())
+    assert len(small) <= 8 and "live" not in small and small.evicted_lru > 0
+    assert set(got) == set(small.keys())
+    # The survivors are the newest batches' streams, with their rows.
+    assert set(small.keys()) <= {f"k{b}-{i}" for b in range(36, 40) for i in range(2)}
+    for k in got:
+        assert small.arrays["n"][small.slot(k)] == int(k[1:].split("-")[0])
