@@ -116,6 +116,8 @@ class PipelineLoop:
         self._last_ckpt_mono = time.monotonic()
         self._retry_at = 0.0
         self._backoff = Backoff()
+        self._connected_once = False
+        self._lost_at: float | None = None  # monotonic time the broker was lost, if it is
         self._max_event_time = -np.inf
         self._evicted_seen = 0
         self._status_at = 0.0
@@ -173,7 +175,7 @@ class PipelineLoop:
                 finally:
                     self.health.connecting = False
                     self.health.beat()
-                self.health.broker_up = True
+                self._broker_state(True)
                 self._backoff.reset()
                 self._publish(force=True)
                 return True
@@ -227,7 +229,7 @@ class PipelineLoop:
                 self._process_partition(tp, records)
         self.metrics.batches.labels(self.name).inc()
         self.metrics.batch_seconds.labels(self.name).observe(time.perf_counter() - t0)
-        self.health.broker_up = True
+        self._broker_state(True)
 
     def _process_partition(self, tp: TopicPartition, records: list[Any]) -> None:
         name = self.name
@@ -332,8 +334,9 @@ class PipelineLoop:
                     tp.topic, tp.partition, self.next_offset[tp],
                     self.detector.table.snapshot(group=g), meta,
                 )  # fmt: skip
-            except CheckpointError:
+            except CheckpointError as exc:
                 self.metrics.checkpoint_failures.labels(self.name).inc()
+                log.error("pipeline=%s checkpoint failing, stopping: %s", self.name, exc)
                 raise
             size += info.size
         elapsed = time.perf_counter() - t0
@@ -360,10 +363,33 @@ class PipelineLoop:
 
     def _broker_error(self, op: str, exc: object) -> None:
         self.metrics.broker_errors.labels(self.name, op).inc()
-        self.health.broker_up = False
+        self._broker_state(False, f"{op} failed")
         delay = self._backoff.failed()
         self._retry_at = time.monotonic() + delay
         log.warning("pipeline=%s %s failed (%s); retrying in %.1fs", self.name, op, exc, delay)
+
+    def _broker_state(self, up: bool, why: str = "no connection") -> None:
+        """Set broker_up; one line of our own when it changes (kafka-python's own lines
+        are at WARNING by default and say nothing about what the daemon does about it)."""
+        was = self.health.broker_up
+        self.health.broker_up = up
+        if up and not self._connected_once:
+            self._connected_once = True
+            log.info(
+                "pipeline=%s connected to Kafka at %s",
+                self.name, ",".join(self.cfg.kafka.bootstrap_servers),
+            )  # fmt: skip
+        elif up and not was and self._lost_at is not None:
+            log.info(
+                "pipeline=%s broker back after %.1fs", self.name, time.monotonic() - self._lost_at
+            )
+            self._lost_at = None
+        elif not up and was:
+            self._lost_at = time.monotonic()
+            log.warning(
+                "pipeline=%s broker lost (%s); scoring what was fetched, checkpoints wait",
+                self.name, why,
+            )  # fmt: skip
 
     # -- rebalance (called by the source, on this thread) ---------------------------------
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
@@ -470,7 +496,7 @@ class PipelineLoop:
         if self.source.consumer is not None and now >= self._retry_at:
             # A live connection is the cheap signal; failed operations set it to 0 until
             # their retry time, so a flapping broker does not flicker readiness.
-            self.health.broker_up = self.source.connected()
+            self._broker_state(self.source.connected())
         table = self.detector.table
         lag = {}
         for tp in self.assigned:

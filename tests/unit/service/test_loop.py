@@ -246,3 +246,44 @@ def test_a_second_topics_group_maps_back_to_its_kafka_partition() -> None:
     # never the detector's internal group number (65539 for topic 1, partition 3).
     assert group_of(1, 3) == 65539
     assert partition_of(group_of(1, 3)) == 3 and partition_of(group_of(0, 7)) == 7
+
+
+def test_a_failing_checkpoint_is_one_line_of_ours_then_fatal(
+    loop: PipelineLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streamlstm.errors import CheckpointError
+
+    def broken(*a: Any, **k: Any) -> Any:
+        raise CheckpointError("cannot write checkpoint /x: No space left on device")
+
+    loop.store.write = broken  # type: ignore[method-assign]
+    tp0 = TopicPartition(TOPIC, 0)
+    loop.source.queue.append({tp0: _records(0, 0, _docs(4))})  # type: ignore[attr-defined]
+    loop.step()
+    with caplog.at_level("INFO", logger="streamlstm"), pytest.raises(CheckpointError):
+        loop._checkpoint()
+    (line,) = [r for r in caplog.records if "checkpoint failing" in r.getMessage()]
+    assert line.levelname == "ERROR" and line.name == "streamlstm.service.loop"
+    assert line.getMessage().startswith("pipeline=p checkpoint failing, stopping: cannot write")
+    reg = loop.metrics.registry
+    assert reg.get_sample_value("streamlstm_checkpoint_failures_total", {"pipeline": "p"}) == 1
+
+
+def test_broker_lost_and_back_are_one_line_each(
+    loop: PipelineLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    tp0 = TopicPartition(TOPIC, 0)
+    with caplog.at_level("INFO", logger="streamlstm"):
+        loop.source.fail_commit = True  # type: ignore[attr-defined]
+        loop.source.queue.append({tp0: _records(0, 0, _docs(4))})  # type: ignore[attr-defined]
+        loop.step()
+        loop._checkpoint()
+        loop._checkpoint()  # still down: no second "lost"
+        loop.source.queue.append({tp0: _records(0, 4, _docs(2, t0=4))})  # type: ignore[attr-defined]
+        loop.step()
+    msgs = [r.getMessage() for r in caplog.records if r.name == "streamlstm.service.loop"]
+    assert [m for m in msgs if "broker lost" in m] == [
+        "pipeline=p broker lost (commit failed); scoring what was fetched, checkpoints wait"
+    ]
+    (back,) = [m for m in msgs if "broker back" in m]
+    assert back.startswith("pipeline=p broker back after ")
