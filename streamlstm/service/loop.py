@@ -132,6 +132,9 @@ class PipelineLoop:
     # -- lifecycle ----------------------------------------------------------------
     def warm_up(self) -> None:
         """Compile the kernels on a scratch detector so the first real batch is fast."""
+        from streamlstm.kernels import config as kernel_config
+
+        kernel_config.log_notes(log)
         t0 = time.perf_counter()
         scratch = Detector(self.model, self.cfg.detector)
         x = np.zeros((4, self.model.n_features))
