@@ -4,6 +4,7 @@ model reload, broker errors. The real broker is in tests/integration/test_daemon
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -157,18 +158,20 @@ def test_flush_then_checkpoint_then_commit(loop: PipelineLoop) -> None:
     assert loop.source.log == ["flush", "checkpoint p0", "commit"]  # type: ignore[attr-defined]
 
 
-def test_checkpoint_age_is_exported_before_the_first_checkpoint(loop: PipelineLoop) -> None:
+def test_last_checkpoint_time_is_exported_before_the_first_checkpoint(loop: PipelineLoop) -> None:
     # the fixture's source assigned two partitions: their state is unprotected from then
     loop._publish(force=True)
     g = loop.metrics.registry.get_sample_value
-    before = g("streamlstm_checkpoint_age_seconds", {"pipeline": "p"})
-    assert before is not None and before >= 0.0
+    before = g("streamlstm_last_checkpoint_timestamp_seconds", {"pipeline": "p"})
+    assert before is not None and 0.0 < before <= time.time()
     tp0 = TopicPartition(TOPIC, 0)
     loop.source.queue.append({tp0: _records(0, 0, _docs(5))})  # type: ignore[attr-defined]
     loop.step()
     loop._checkpoint()
     loop._publish(force=True)
-    assert g("streamlstm_checkpoint_age_seconds", {"pipeline": "p"}) < 5.0
+    after = g("streamlstm_last_checkpoint_timestamp_seconds", {"pipeline": "p"})
+    assert after is not None and before <= after <= time.time()
+    assert loop.last_checkpoint == after
 
 
 def test_detector_rejections_become_dead_letters(loop: PipelineLoop) -> None:
