@@ -340,7 +340,7 @@ class PipelineLoop:
             except CheckpointError as exc:
                 self.metrics.checkpoint_failures.labels(self.name).inc()
                 log.error("pipeline=%s checkpoint failing, stopping: %s", self.name, exc)
-                raise
+                raise CheckpointError(f"{self.cfg.path}.checkpoint.dir: {exc}") from exc
             size += info.size
         elapsed = time.perf_counter() - t0
         self.metrics.checkpoint_seconds.labels(self.name).observe(elapsed)
@@ -411,11 +411,12 @@ class PipelineLoop:
                 try:
                     self.detector.table.restore(ckpt.snapshot, group=g)
                 except CheckpointError as exc:
+                    at = self.cfg.path
                     raise CheckpointError(
-                        f"pipeline={self.name} partition={tp.partition}: checkpoint "
-                        f"{ckpt.path} does not fit model {self.model.describe()}: {exc}; "
-                        "point model_path back at its model, or move the checkpoint dir "
-                        "away to start cold"
+                        f"{at}.checkpoint.dir: pipeline={self.name} partition={tp.partition}: "
+                        f"checkpoint {ckpt.path} does not fit model {self.model.describe()}: "
+                        f"{exc}; point {at}.model.path back at its model, or move "
+                        f"{self.cfg.checkpoint.dir} away to start cold"
                     ) from exc
                 self.source.seek(tp, ckpt.next_offset)
                 self.next_offset[tp] = ckpt.next_offset

@@ -104,6 +104,7 @@ def _records(part: int, start: int, docs: list[dict[str, Any]]) -> list[Any]:
 def _cfg(tmp: Path, model_path: Path) -> Any:
     return SimpleNamespace(
         name="p",
+        path="pipelines[0]",
         kafka=SimpleNamespace(bootstrap_servers=("fake:9092",)),
         source=SimpleNamespace(topics=(TOPIC,), start="earliest"),
         decode=DecodeConfig(
@@ -263,7 +264,12 @@ def test_a_failing_checkpoint_is_one_line_of_ours_then_fatal(
     tp0 = TopicPartition(TOPIC, 0)
     loop.source.queue.append({tp0: _records(0, 0, _docs(4))})  # type: ignore[attr-defined]
     loop.step()
-    with caplog.at_level("INFO", logger="streamlstm"), pytest.raises(CheckpointError):
+    with (
+        caplog.at_level("INFO", logger="streamlstm"),
+        pytest.raises(
+            CheckpointError, match=r"^pipelines\[0\]\.checkpoint\.dir: cannot write checkpoint"
+        ),
+    ):
         loop._checkpoint()
     (line,) = [r for r in caplog.records if "checkpoint failing" in r.getMessage()]
     assert line.levelname == "ERROR" and line.name == "streamlstm.service.loop"
@@ -290,3 +296,25 @@ def test_broker_lost_and_back_are_one_line_each(
     ]
     (back,) = [m for m in msgs if "broker back" in m]
     assert back.startswith("pipeline=p broker back after ")
+
+
+def test_a_checkpoint_of_another_model_names_its_yaml_keys(
+    loop: PipelineLoop, tmp_path: Path
+) -> None:
+    from streamlstm.errors import CheckpointError
+
+    tp0 = TopicPartition(TOPIC, 0)
+    loop.source.queue.append({tp0: _records(0, 0, _docs(4))})  # type: ignore[attr-defined]
+    loop.step()
+    loop._checkpoint()
+    other = Model.random(FEATURES, hidden=8, seed=4)
+    lp = PipelineLoop(
+        _cfg(tmp_path, other.save(tmp_path / "other.npz")), Metrics(CollectorRegistry()),
+        threading.Event(), source_factory=FakeSource, sink_factory=FakeSink,
+    )  # fmt: skip
+    with pytest.raises(CheckpointError) as exc:
+        lp._connect()
+    msg = str(exc.value)
+    assert msg.startswith("pipelines[0].checkpoint.dir: pipeline=p partition=0: checkpoint ")
+    assert "point pipelines[0].model.path back at its model" in msg
+    assert f"move {tmp_path / 'ckpt'} away to start cold" in msg
