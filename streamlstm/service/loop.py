@@ -117,6 +117,7 @@ class PipelineLoop:
         self._retry_at = 0.0
         self._backoff = Backoff()
         self._connected_once = False
+        self._opened_time: dict[str, float] = {}  # alert id -> event time it opened
         self._lost_at: float | None = None  # monotonic time the broker was lost, if it is
         self._max_event_time = -np.inf
         self._evicted_seen = 0
@@ -261,6 +262,8 @@ class PipelineLoop:
                 rec = alert_record(name, tp.topic, tp.partition, int(batch.offsets[t.index]), t)
                 self.sink.alert(rec)
                 m.transitions.labels(name, t.kind).inc()
+                if t.kind == "opened":  # since when, for /alerts (a restored one: unknown)
+                    self._opened_time[t.alert_id] = t.time
                 m.alerts_sent.labels(name).inc()
             now = time.time()
             ts = np.fromiter((r.timestamp for r in records), np.float64, count=len(records))
@@ -520,10 +523,7 @@ class PipelineLoop:
                 evicted_lru=table.evicted_lru,
                 evicted_idle=table.evicted_idle,
                 state_bytes=table.state_bytes(),
-                in_alert=[
-                    InAlert(key, partition_of(g), peak, feats)
-                    for key, g, peak, feats in self.detector.streams_in_alert()
-                ],
+                in_alert=self._in_alert(),
                 lag=lag,
                 # Before the first checkpoint the age counts from when the pipeline first
                 # held partitions: a daemon that never checkpoints must still page.
@@ -537,6 +537,25 @@ class PipelineLoop:
                 ready=self.health.ready,
             )
         )  # fmt: skip
+
+    def _in_alert(self) -> list[InAlert]:
+        open_ = self.detector.open_alerts()
+        ids = {a.alert_id for a in open_}
+        for gone in [i for i in self._opened_time if i not in ids]:  # closed, evicted, revoked
+            del self._opened_time[gone]
+        return [
+            InAlert(
+                a.key,
+                partition_of(a.group),
+                a.peak,
+                a.features,
+                a.alert_id,
+                a.opened_ref,
+                self._opened_time.get(a.alert_id),
+                a.last_time,
+            )  # fmt: skip
+            for a in open_
+        ]
 
 
 def _detail(code: int, batch: Any, i: int) -> str:

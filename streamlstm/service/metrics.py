@@ -111,6 +111,11 @@ class InAlert(NamedTuple):
     partition: int  # the Kafka partition (not the detector's group number)
     peak: float  # highest score of the open alert
     features: str = ""  # top features, "a,b"
+    # for /alerts (not series labels): since when
+    alert_id: str = ""  # the id of its records on the alerts topic
+    opened_offset: int = -1  # Kafka offset of the event that opened it
+    opened_time: float | None = None  # that event's time, if this process saw it open
+    last_time: float | None = None  # event time of the stream's last event
 
 
 @dataclass
