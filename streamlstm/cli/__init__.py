@@ -15,7 +15,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from streamlstm import __version__
 from streamlstm.errors import StreamlstmError
@@ -41,19 +41,42 @@ LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 KAFKA_LOGGERS = ("kafka",)
 
 
-LOG_OPTIONS = (
-    ("--log-level", LEVELS, "INFO", "streamlstm's log verbosity"),
-    ("--kafka-log-level", LEVELS, "WARNING", "kafka-python's log verbosity (its INFO is chatty)"),
+# Numba's compiler logs every SSA statement at DEBUG (170,000 lines for one kernel):
+# --log-level DEBUG must not turn that on; --log-levels numba=DEBUG still can.
+QUIET_LOGGERS = {"numba": "WARNING"}
+
+
+def per_logger_levels(text: str) -> dict[str, str]:
+    """``name=LEVEL,name=LEVEL`` -> {name: LEVEL}; argparse reports a bad one (exit 2)."""
+    out: dict[str, str] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, level = item.partition("=")
+        if not name or level.upper() not in LEVELS:
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: expected LOGGER=LEVEL with LEVEL one of {', '.join(LEVELS)}"
+            )
+        out[name] = level.upper()
+    return out
+
+
+LOG_OPTIONS: tuple[tuple[Any, ...], ...] = (
+    ("--log-level", LEVELS, "INFO", "streamlstm's log verbosity", None),
+    ("--kafka-log-level", LEVELS, "WARNING", "kafka-python's log verbosity (its INFO is chatty)",
+     None),
     ("--log-format", ["text", "json"], "text",
-     "text lines, or one JSON object per line (for log shippers)"),
+     "text lines, or one JSON object per line (for log shippers)", None),
+    ("--log-levels", None, {}, "levels per logger, over the two above: e.g. "
+     "streamlstm.kafka=DEBUG,kafka.conn=INFO (numba's compiler stays at WARNING unless named)",
+     per_logger_levels),
 )  # fmt: skip
 
 
 def _log_options(p: argparse.ArgumentParser, top: bool) -> None:
     """The logging flags, before or after the subcommand (after wins)."""
-    for flag, choices, default, help_ in LOG_OPTIONS:
-        p.add_argument(flag, choices=choices, help=help_,
-                       default=default if top else argparse.SUPPRESS)  # fmt: skip
+    for flag, choices, default, help_, type_ in LOG_OPTIONS:
+        kw = {"type": type_, "metavar": "LOGGER=LEVEL,..."} if type_ else {"choices": choices}
+        p.add_argument(flag, help=help_, default=default if top else argparse.SUPPRESS,
+                       **kw)  # fmt: skip
 
 
 class Redact(logging.Filter):
@@ -89,7 +112,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(
-    level: str, kafka_level: str, fmt: str, stream: TextIO | None = None
+    level: str,
+    kafka_level: str,
+    fmt: str,
+    stream: TextIO | None = None,
+    per_logger: dict[str, str] | None = None,
 ) -> logging.Handler:
     """One stderr handler on the root logger (replacing any earlier one of ours)."""
     root = logging.getLogger()
@@ -106,8 +133,9 @@ def configure_logging(
     handler.setFormatter(f)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level))
-    for name in KAFKA_LOGGERS:
-        logging.getLogger(name).setLevel(getattr(logging, kafka_level))
+    levels = {**QUIET_LOGGERS, **dict.fromkeys(KAFKA_LOGGERS, kafka_level), **(per_logger or {})}
+    for name, lvl in levels.items():
+        logging.getLogger(name).setLevel(getattr(logging, lvl))
     return handler
 
 
@@ -142,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level, args.kafka_log_level, args.log_format)
+    configure_logging(
+        args.log_level, args.kafka_log_level, args.log_format, per_logger=args.log_levels
+    )
     try:
         return int(args._run(args) or 0)
     except StreamlstmError as exc:

@@ -20,7 +20,7 @@ from streamlstm.service.config import MetricsConfig
 
 NAME = "alerts"
 HELP = "show the streams in alert now, from a running daemon's /alerts endpoint"
-COLUMNS = ("pipeline", "stream", "partition", "peak", "top_features")
+COLUMNS = ("pipeline", "stream", "partition", "peak", "since", "top_features")
 
 
 class AlertsFetchError(StreamlstmError):
@@ -64,9 +64,17 @@ def fetch(url: str, timeout: float = 5.0) -> list[dict[str, Any]]:
     return rows
 
 
+def _since(row: dict[str, Any]) -> str:
+    """The opening event's time, or its offset when the daemon restored the alert open."""
+    if row.get("opened_iso"):
+        return str(row["opened_iso"])
+    off = row.get("opened_offset")
+    return f"offset {off}" if isinstance(off, int) and off >= 0 else "?"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """Aligned columns, one line per alert."""
-    cells = [[str(r.get(c, "")) for c in COLUMNS] for r in rows]
+    cells = [[str(_since(r) if c == "since" else r.get(c, "")) for c in COLUMNS] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
     out = []
     for line in [COLUMNS, *cells]:

@@ -77,6 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--steps", type=int, default=2016,
         help="readings per sensor with --save-history (one a minute)",
     )  # fmt: skip
+    parser.add_argument(
+        "--broker", default=None, metavar="HOST:PORT",
+        help="only start the local broker there (a loopback address: config/pipeline.yaml's "
+        "localhost:9092), create the topics and stream the fleet into it, for a daemon you run "
+        "yourself (streamlstm run --config config/pipeline.yaml); Ctrl-C stops",
+    )  # fmt: skip
 
 
 # -- a model that forecasts ------------------------------------------------------------
@@ -234,6 +240,11 @@ def run(args: argparse.Namespace) -> int:
         n = save_history(args.save_history, args.streams, args.steps, args.seed)
         print(f"wrote {n:,} readings of {args.streams} sensors to {args.save_history}")
         return 0
+
+    if args.broker is not None:
+        from streamlstm.cli.demo_broker import serve_broker
+
+        return serve_broker(args)
 
     from streamlstm.kafka.broker import LocalBroker
     from streamlstm.service.app import Service

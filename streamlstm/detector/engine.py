@@ -24,7 +24,7 @@ import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -312,6 +312,18 @@ OUTCOME_NAMES = K.OUTCOME_NAMES
 REJECTED = frozenset({K.TOO_OLD, K.MISSING, K.NON_FINITE, K.OUT_OF_RANGE})
 
 
+class OpenAlert(NamedTuple):
+    """A stream whose alert is open (see :meth:`Detector.open_alerts`)."""
+
+    key: str
+    group: int
+    peak: float  # highest score of the open alert
+    features: str  # top features, "a,b"
+    alert_id: str  # the id of its alert records
+    opened_ref: int  # ref (the daemon: Kafka offset) of the event that opened it
+    last_time: float  # event time of the stream's last accepted event
+
+
 def alert_id(key: str, group: int, ref: int) -> str:
     """Deterministic id of the alert opened by event ``ref`` of ``key`` in ``group``."""
     return hashlib.sha1(f"{key}\x1f{group}\x1f{ref}".encode()).hexdigest()[:20]
@@ -577,6 +589,19 @@ class Detector:
         if self.config.idle_ttl_s <= 0:
             return []
         return self.table.expire(now, self.config.idle_ttl_s)
+
+    def open_alerts(self) -> list[OpenAlert]:
+        """:meth:`streams_in_alert` with where each alert opened: its id (the one its
+        alert records carry), the opening event's ref and the stream's last event time."""
+        istat = self.table.arrays["istat"]
+        fstat = self.table.arrays["fstat"]
+        out = []
+        for key, group, peak, feats in self.streams_in_alert():
+            s = self.table.slot(key)
+            ref = int(istat[s, K.I_OPEN_REF])
+            last = float(fstat[s, K.F_LAST_T])
+            out.append(OpenAlert(key, group, peak, feats, alert_id(key, group, ref), ref, last))
+        return out
 
     def streams_in_alert(self) -> list[tuple[str, int, float, str]]:
         """(key, group, peak score, top features "a,b") of every stream whose alert is open."""

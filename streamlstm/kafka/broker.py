@@ -159,8 +159,11 @@ class LocalBroker:
         startup_timeout: float = STARTUP_TIMEOUT_S,
         stop_grace: float = STOP_GRACE_S,
         keep_logs: bool = False,
+        port: int | None = None,
     ) -> None:
         self.startup_timeout = startup_timeout
+        # A fixed port (a broker restarted where its clients expect it); else a free one.
+        self.fixed_port = port
         self.stop_grace = stop_grace
         self.keep_logs = keep_logs
         self.startup_seconds: float | None = None
@@ -180,10 +183,11 @@ class LocalBroker:
         atexit.register(self.stop)
         t0 = time.monotonic()
         try:
-            for attempt in range(1, PORT_ATTEMPTS + 1):
-                port = _free_port()
+            attempts = 1 if self.fixed_port else PORT_ATTEMPTS
+            for attempt in range(1, attempts + 1):
+                port = self.fixed_port or _free_port()
                 self._spawn(binary, port)
-                if self._wait_ready(port, t0 + self.startup_timeout, attempt < PORT_ATTEMPTS):
+                if self._wait_ready(port, t0 + self.startup_timeout, attempt < attempts):
                     break
                 self._reap()
         except BaseException:

@@ -130,6 +130,54 @@ def use_writable_cache(
     return fallback
 
 
+# Numba keys each compiled kernel on the CPU it was built for (name and features) and
+# silently recompiles on any other: a baked image run on another node type pays the
+# full compile. Say so once, with both CPU names, instead of a mystery slow start.
+def foreign_cpus(cache_dir: Path, here: str) -> set[str]:
+    """CPU names the cache's kernels were built for when none was built for ``here``."""
+    import pickle
+
+    seen: set[str] = set()
+    for index in cache_dir.rglob("*.nbi"):
+        try:
+            with open(index, "rb") as f:
+                pickle.load(f)  # numba's version
+                _, overloads = pickle.loads(f.read())
+            seen.update(str(key[1][1]) for key in overloads)
+        except Exception:  # noqa: BLE001, S301 - numba's own files; unreadable = not ours
+            continue
+    return set() if here in seen else seen
+
+
+# What the cache set-up found, said when the daemon compiles its kernels: this module runs
+# at import, before the CLI has configured logging, so the lines wait here.
+NOTES: list[tuple[int, str]] = []
+
+
+def log_notes(logger: logging.Logger) -> None:
+    while NOTES:
+        level, msg = NOTES.pop(0)
+        logger.log(level, "%s", msg)
+
+
+def _warn_foreign_cpu(cache_dir: Path) -> None:
+    try:
+        from numba.core.registry import cpu_target
+
+        here = str(cpu_target.target_context.codegen().magic_tuple()[1])
+    except Exception:  # noqa: BLE001 - numba internals moved: no hint, no harm
+        return
+    others = foreign_cpus(cache_dir, here)
+    if others:
+        cpus = ", ".join(sorted(others))
+        msg = (
+            f"compiled kernels in {cache_dir} were built for CPU {cpus}, this one is {here}: "
+            "compiling them again (a slower start; bake the image on this node type, or set "
+            "NUMBA_CPU_NAME=generic both when baking and here)"
+        )
+        NOTES.append((logging.WARNING, msg))
+
+
 def _configure_cache() -> None:
     from numba.core import config as numba_config
 
@@ -141,9 +189,9 @@ def _configure_cache() -> None:
     chosen = use_writable_cache(Path(user_dir), fallback)
     if chosen != Path(user_dir):
         numba_config.CACHE_DIR = str(chosen)  # type: ignore[attr-defined]
-        logging.getLogger(__name__).info(
-            "compiled kernels: %s is read-only, using a copy in %s", user_dir, chosen
-        )
+        msg = f"compiled kernels: {user_dir} is read-only, using a copy in {chosen}"
+        NOTES.append((logging.INFO, msg))
+    _warn_foreign_cpu(chosen)
 
 
 _configure_cache()

@@ -104,7 +104,10 @@ class Service:
         highest peak first; as fresh as the pipelines' last status (a few seconds)."""
         rows = [
             {"pipeline": st.pipeline, "stream": a.key, "partition": a.partition,
-             "peak": round(float(a.peak), 6), "top_features": a.features}
+             "peak": round(float(a.peak), 6), "top_features": a.features,
+             "alert_id": a.alert_id, "opened_offset": a.opened_offset,
+             "opened_event_time": a.opened_time, "opened_iso": _iso(a.opened_time),
+             "last_event_time": a.last_time}
             for st in self.metrics.statuses()
             for a in st.in_alert
         ]  # fmt: skip
@@ -202,3 +205,8 @@ class Service:
             log.error("pipeline=%s crashed: %s", lp.name, exc, exc_info=True)
             self._errors.append(exc)
             self.stop.set()
+
+
+def _iso(t: float | None) -> str | None:
+    """An event time as the alert records write it (UTC, seconds)."""
+    return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))

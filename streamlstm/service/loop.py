@@ -132,6 +132,9 @@ class PipelineLoop:
         self._last_ckpt_mono = time.monotonic()
         self._retry_at = 0.0
         self._backoff = Backoff()
+        self._connected_once = False
+        self._opened_time: dict[str, float] = {}  # alert id -> event time it opened
+        self._lost_at: float | None = None  # monotonic time the broker was lost, if it is
         self._max_event_time = -np.inf
         self._evicted_seen = 0
         self._status_at = 0.0
@@ -149,6 +152,9 @@ class PipelineLoop:
     # -- lifecycle ----------------------------------------------------------------
     def warm_up(self) -> None:
         """Compile the kernels on a scratch detector so the first real batch is fast."""
+        from streamlstm.kernels import config as kernel_config
+
+        kernel_config.log_notes(log)
         t0 = time.perf_counter()
         scratch = Detector(self.model, self.cfg.detector)
         x = np.zeros((4, self.model.n_features))
@@ -192,7 +198,7 @@ class PipelineLoop:
                 finally:
                     self.health.connecting = False
                     self.health.beat()
-                self.health.broker_up = True
+                self._broker_state(True)
                 self._backoff.reset()
                 self._publish(force=True)
                 return True
@@ -250,7 +256,7 @@ class PipelineLoop:
                 self._process_partition(tp, records)
         self.metrics.batches.labels(self.name).inc()
         self.metrics.batch_seconds.labels(self.name).observe(time.perf_counter() - t0)
-        self.health.broker_up = True
+        self._broker_state(True)
 
     def _process_partition(self, tp: TopicPartition, records: list[Any]) -> None:
         name = self.name
@@ -285,6 +291,8 @@ class PipelineLoop:
                 rec = alert_record(name, tp.topic, tp.partition, int(batch.offsets[t.index]), t)
                 self.sink.alert(rec)
                 m.transitions.labels(name, t.kind).inc()
+                if t.kind == "opened":  # since when, for /alerts (a restored one: unknown)
+                    self._opened_time[t.alert_id] = t.time
                 m.alerts_sent.labels(name).inc()
             now = time.time()
             ts = np.fromiter((r.timestamp for r in records), np.float64, count=len(records))
@@ -383,9 +391,10 @@ class PipelineLoop:
                     tp.topic, tp.partition, self.next_offset[tp],
                     self.detector.table.snapshot(group=g), meta,
                 )  # fmt: skip
-            except CheckpointError:
+            except CheckpointError as exc:
                 self.metrics.checkpoint_failures.labels(self.name).inc()
-                raise
+                log.error("pipeline=%s checkpoint failing, stopping: %s", self.name, exc)
+                raise CheckpointError(f"{self.cfg.path}.checkpoint.dir: {exc}") from exc
             size += info.size
         elapsed = time.perf_counter() - t0
         self.metrics.checkpoint_seconds.labels(self.name).observe(elapsed)
@@ -411,10 +420,33 @@ class PipelineLoop:
 
     def _broker_error(self, op: str, exc: object) -> None:
         self.metrics.broker_errors.labels(self.name, op).inc()
-        self.health.broker_up = False
+        self._broker_state(False, f"{op} failed")
         delay = self._backoff.failed()
         self._retry_at = time.monotonic() + delay
         log.warning("pipeline=%s %s failed (%s); retrying in %.1fs", self.name, op, exc, delay)
+
+    def _broker_state(self, up: bool, why: str = "no connection") -> None:
+        """Set broker_up; one line of our own when it changes (kafka-python's own lines
+        are at WARNING by default and say nothing about what the daemon does about it)."""
+        was = self.health.broker_up
+        self.health.broker_up = up
+        if up and not self._connected_once:
+            self._connected_once = True
+            log.info(
+                "pipeline=%s connected to Kafka at %s",
+                self.name, ",".join(self.cfg.kafka.bootstrap_servers),
+            )  # fmt: skip
+        elif up and not was and self._lost_at is not None:
+            log.info(
+                "pipeline=%s broker back after %.1fs", self.name, time.monotonic() - self._lost_at
+            )
+            self._lost_at = None
+        elif not up and was:
+            self._lost_at = time.monotonic()
+            log.warning(
+                "pipeline=%s broker lost (%s); scoring what was fetched, checkpoints wait",
+                self.name, why,
+            )  # fmt: skip
 
     # -- rebalance (called by the source, on this thread) ---------------------------------
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
@@ -438,11 +470,12 @@ class PipelineLoop:
                 try:
                     self.detector.table.restore(ckpt.snapshot, group=g)
                 except CheckpointError as exc:
+                    at = self.cfg.path
                     raise CheckpointError(
-                        f"pipeline={self.name} partition={tp.partition}: checkpoint "
-                        f"{ckpt.path} does not fit model {self.model.describe()}: {exc}; "
-                        "point model_path back at its model, or move the checkpoint dir "
-                        "away to start cold"
+                        f"{at}.checkpoint.dir: pipeline={self.name} partition={tp.partition}: "
+                        f"checkpoint {ckpt.path} does not fit model {self.model.describe()}: "
+                        f"{exc}; point {at}.model.path back at its model, or move "
+                        f"{self.cfg.checkpoint.dir} away to start cold"
                     ) from exc
                 self.source.seek(tp, ckpt.next_offset)
                 self.next_offset[tp] = ckpt.next_offset
@@ -572,7 +605,7 @@ class PipelineLoop:
         if self.source.consumer is not None and now >= self._retry_at:
             # A live connection is the cheap signal; failed operations set it to 0 until
             # their retry time, so a flapping broker does not flicker readiness.
-            self.health.broker_up = self.source.connected()
+            self._broker_state(self.source.connected())
         table = self.detector.table
         lag = {}
         for tp in self.assigned:
@@ -592,10 +625,7 @@ class PipelineLoop:
                 evicted_lru=table.evicted_lru,
                 evicted_idle=table.evicted_idle,
                 state_bytes=table.state_bytes(),
-                in_alert=[
-                    InAlert(key, partition_of(g), peak, feats)
-                    for key, g, peak, feats in self.detector.streams_in_alert()
-                ],
+                in_alert=self._in_alert(),
                 lag=lag,
                 # Before the first checkpoint the age counts from when the pipeline first
                 # held partitions: a daemon that never checkpoints must still page.
@@ -609,6 +639,25 @@ class PipelineLoop:
                 ready=self.health.ready,
             )
         )  # fmt: skip
+
+    def _in_alert(self) -> list[InAlert]:
+        open_ = self.detector.open_alerts()
+        ids = {a.alert_id for a in open_}
+        for gone in [i for i in self._opened_time if i not in ids]:  # closed, evicted, revoked
+            del self._opened_time[gone]
+        return [
+            InAlert(
+                a.key,
+                partition_of(a.group),
+                a.peak,
+                a.features,
+                a.alert_id,
+                a.opened_ref,
+                self._opened_time.get(a.alert_id),
+                a.last_time,
+            )  # fmt: skip
+            for a in open_
+        ]
 
 
 def _detail(code: int, batch: Any, i: int) -> str:

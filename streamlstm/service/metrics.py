@@ -9,7 +9,7 @@ alert is open, at most ``max_alert_series`` of them per pipeline (the highest
 scores); ``streamlstm_alert_series_dropped`` says how many were left out.
 
 Values the loop does not update per batch (live streams, state bytes, lag,
-checkpoint age, model info, streams in alert) are read at scrape time by a
+last checkpoint time, model info, streams in alert) are read at scrape time by a
 custom collector from :class:`PipelineStatus` objects the loop publishes a
 few times a second, so a scrape never walks the stream table while the loop
 thread changes it.
@@ -111,6 +111,11 @@ class InAlert(NamedTuple):
     partition: int  # the Kafka partition (not the detector's group number)
     peak: float  # highest score of the open alert
     features: str = ""  # top features, "a,b"
+    # for /alerts (not series labels): since when
+    alert_id: str = ""  # the id of its records on the alerts topic
+    opened_offset: int = -1  # Kafka offset of the event that opened it
+    opened_time: float | None = None  # that event's time, if this process saw it open
+    last_time: float | None = None  # event time of the stream's last event
 
 
 @dataclass
@@ -151,7 +156,6 @@ class StatusCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         statuses = list(self._statuses())
-        now = self._clock()
         live = GaugeMetricFamily(
             PREFIX + "live_streams", "Streams with state in memory.", labels=["pipeline"]
         )
@@ -181,10 +185,12 @@ class StatusCollector(Collector):
             "Records between the consumer position and the partition's high watermark.",
             labels=["pipeline", "topic", "partition"],
         )
-        age = GaugeMetricFamily(
-            PREFIX + "checkpoint_age_seconds",
-            "Seconds since the last durable checkpoint (before the first: since the "
-            "pipeline first held partitions; absent while it never held any).",
+        # A timestamp, not an age (Prometheus naming practice): alerts take time() - it.
+        last_ckpt = GaugeMetricFamily(
+            PREFIX + "last_checkpoint_timestamp_seconds",
+            "Unix time of the last durable checkpoint (before the first: when the pipeline "
+            "first held partitions, so a daemon that never checkpoints goes stale; absent "
+            "while it never held any).",
             labels=["pipeline"],
         )
         info = GaugeMetricFamily(
@@ -217,7 +223,7 @@ class StatusCollector(Collector):
             for (topic, part), n in sorted(s.lag.items()):
                 lag.add_metric([p, topic, str(part)], n)
             if s.last_checkpoint is not None:
-                age.add_metric([p], max(0.0, now - s.last_checkpoint))
+                last_ckpt.add_metric([p], s.last_checkpoint)
             if s.model:
                 m = s.model
                 info.add_metric(
@@ -228,7 +234,7 @@ class StatusCollector(Collector):
             assigned.add_metric([p], s.assigned)
             up.add_metric([p], 1.0 if s.broker_up else 0.0)
             ready.add_metric([p], 1.0 if s.ready else 0.0)
-        yield from (live, evicted, state, n_alert, score, dropped, lag, age, info, assigned)
+        yield from (live, evicted, state, n_alert, score, dropped, lag, last_ckpt, info, assigned)
         yield from (up, ready)
         for h in self._histograms:
             yield h.collect()

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 import yaml
 
+from streamlstm.detector import alert_id
 from streamlstm.kernels.regime import BASELINE_EVENTS
 from tests.conftest import require_binary
 from tests.integration.test_daemon import (
@@ -280,6 +281,14 @@ def test_injected_anomaly_raises_a_ticket_and_resolves(
         # what is anomalous now, without Prometheus: the daemon's /alerts
         open_now = json.loads(daemon.get("/alerts")[1])["alerts"]
         assert [a["stream"] for a in open_now] == [HOT]
+        # since when: the incident's first event (offset 2 * n_normal in the one partition)
+        (row,) = open_now
+        assert row["opened_offset"] == 2 * n_normal, row
+        assert row["opened_event_time"] == t0 + 60 * n_normal, row
+        assert row["opened_iso"] == time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0 + 60 * n_normal)
+        )
+        assert row["alert_id"] == alert_id(HOT, 0, 2 * n_normal) and row["peak"] >= 0.5
 
         # two hours of normal readings: the short level and energy of the jump (80 and
         # 25000x the normal, span 16 events) decay below the hold within ~70 events

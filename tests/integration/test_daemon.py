@@ -568,8 +568,11 @@ def test_group_rebalance_hands_state_over_through_checkpoints(
 
 
 def test_broker_outage_is_shown_not_fatal(model_path: Path, tmp_path: Path) -> None:
-    """The broker going away: broker_up 0, /readyz 503, /healthz still 200, and SIGTERM
-    still exits 0. A broker of its own: stopping the shared one would break other tests."""
+    """The broker going away and coming back: broker_up 0, /readyz 503, /healthz still
+    200, then up again, and SIGTERM exits 0. Every state change is one line of the
+    daemon's own (connected, assigned, broker lost, broker back); kafka-python's
+    reconnect chatter stays below WARNING. A broker of its own: stopping the shared
+    one would break other tests."""
     from streamlstm.kafka.broker import LocalBroker
 
     own = LocalBroker().start()
@@ -581,10 +584,25 @@ def test_broker_outage_is_shown_not_fatal(model_path: Path, tmp_path: Path) -> N
         d = Daemon(_config(tmp_path, bs, model_path, "ev", "out", 0), 0, tmp_path / "d.log")
         d.wait_for(lambda: d.processed() >= len(records), what="records")
         d.wait_for(lambda: d.metric("streamlstm_broker_up") == 1, timeout=10, what="up")
+        port = own.port
         own.stop()
         d.wait_for(lambda: d.metric("streamlstm_broker_up") == 0, timeout=60, what="down")
         assert d.get("/readyz")[0] == 503
         assert d.get("/healthz")[0] == 200
+        own = LocalBroker(port=port).start()  # back where the daemon looks for it
+        d.wait_for(lambda: d.metric("streamlstm_broker_up") == 1, timeout=60, what="back")
         assert d.wait(signal.SIGTERM) == 0, d.tail()
     finally:
         own.stop()
+    lines = d.log.read_text(errors="replace").splitlines()
+
+    def ours(text: str) -> list[str]:
+        return [ln for ln in lines if "streamlstm." in ln and text in ln]
+
+    assert len(ours(f"pipeline=sensors connected to Kafka at {bs}")) == 1, d.tail()
+    assert ours("partition=0 offset=") and ours("assigned; resuming from"), d.tail()
+    assert len(ours("pipeline=sensors broker lost (")) >= 1, d.tail()
+    back = ours("pipeline=sensors broker back after ")
+    assert len(back) >= 1 and len(back) == len(ours("broker lost (")), d.tail()
+    chatter = [ln for ln in lines if " kafka." in ln and (" INFO " in ln or " DEBUG " in ln)]
+    assert not chatter, chatter[:5]

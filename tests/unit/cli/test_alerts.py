@@ -15,9 +15,13 @@ from streamlstm.service.health import HealthServer
 
 ROWS = [
     {"pipeline": "sensors", "stream": "pump-7", "partition": 0, "peak": 0.998,
-     "top_features": "temp"},
+     "top_features": "temp", "alert_id": "a1", "opened_offset": 412,
+     "opened_event_time": 1700000000.0, "opened_iso": "2023-11-14T22:13:20Z",
+     "last_event_time": 1700000060.0},
+    # opened before the daemon restored it from a checkpoint: only the offset is known
     {"pipeline": "sensors", "stream": "pump-12", "partition": 1, "peak": 0.91,
-     "top_features": "rpm"},
+     "top_features": "rpm", "alert_id": "b2", "opened_offset": 77, "opened_event_time": None,
+     "opened_iso": None, "last_event_time": 1700000050.0},
 ]  # fmt: skip
 
 
@@ -38,9 +42,9 @@ def test_table_lists_every_open_alert(served: Any, capsys: pytest.CaptureFixture
     rows.extend(ROWS)
     assert main(["alerts", "--url", srv.url]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["pipeline", "stream", "partition", "peak", "top_features"]
-    assert lines[1].split() == ["sensors", "pump-7", "0", "0.998", "temp"]
-    assert lines[2].split() == ["sensors", "pump-12", "1", "0.91", "rpm"]
+    assert lines[0].split() == ["pipeline", "stream", "partition", "peak", "since", "top_features"]
+    assert lines[1].split() == ["sensors", "pump-7", "0", "0.998", "2023-11-14T22:13:20Z", "temp"]
+    assert lines[2].split() == ["sensors", "pump-12", "1", "0.91", "offset", "77", "rpm"]
     assert lines[3] == "2 stream(s) in alert"
 
 

@@ -31,3 +31,8 @@ def test_history_then_train_then_check_config(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert cli.main(["check-config", str(cfg_dir / "pipeline.yaml")]) == 0
     assert capsys.readouterr().out.rstrip().endswith("OK")
+
+
+def test_demo_broker_is_local_only(capsys) -> None:
+    assert cli.main(["demo", "--broker", "kafka.example:9092"]) == 2
+    assert "give localhost:PORT or 127.0.0.1:PORT" in capsys.readouterr().err

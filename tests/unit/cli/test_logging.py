@@ -21,6 +21,8 @@ def captured() -> Iterator[io.StringIO]:
     for h in [h for h in root.handlers if getattr(h, "_streamlstm", False)]:
         root.removeHandler(h)
     logging.getLogger("kafka").setLevel(logging.NOTSET)
+    logging.getLogger("numba").setLevel(logging.NOTSET)
+    logging.getLogger("streamlstm.kafka").setLevel(logging.NOTSET)
 
 
 def test_flags_work_before_and_after_the_subcommand() -> None:
@@ -52,3 +54,23 @@ def test_json_lines_and_secrets_redacted_even_at_debug(captured: io.StringIO) ->
     assert all(set(d) >= {"ts", "level", "logger", "message"} for d in lines)
     assert "s3cr3t-pw" not in captured.getvalue()
     assert "auth_bytes=<redacted>" in lines[0]["message"]
+
+
+def test_levels_per_logger_and_numba_quiet_at_debug(captured: io.StringIO) -> None:
+    p = cli.build_parser()
+    a = p.parse_args(["run", "--log-level", "DEBUG", "--log-levels", "streamlstm.kafka=warning"])
+    assert a.log_levels == {"streamlstm.kafka": "WARNING"}
+    cli.configure_logging("DEBUG", "WARNING", "text", captured, per_logger=a.log_levels)
+    logging.getLogger("numba.core.ssa").debug("on stmt: $x = global(...)")
+    logging.getLogger("streamlstm.kafka.sink").info("flushed 3 records")
+    logging.getLogger("streamlstm.service.loop").debug("checkpoint of 2 partitions")
+    out = captured.getvalue()
+    assert "on stmt" not in out and "flushed" not in out
+    assert "checkpoint of 2 partitions" in out
+
+
+def test_a_bad_per_logger_level_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.build_parser().parse_args(["run", "--log-levels", "kafka=LOUD"])
+    assert exc.value.code == 2
+    assert "expected LOGGER=LEVEL" in capsys.readouterr().err

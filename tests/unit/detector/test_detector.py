@@ -310,9 +310,15 @@ def test_streams_in_alert_lists_open_alerts():
     x = np.zeros((40, 3))
     x[30:] = 100.0
     det = Detector(MODEL, DetectorConfig(warmup=5, close_run=50, **FC))
-    det.process_many(["hot"] * 40 + ["cold"] * 40, np.r_[np.arange(40), np.arange(40)] * 1.0,
-                     np.r_[x, np.zeros((40, 3))])  # fmt: skip
+    res = det.process_many(["hot"] * 40 + ["cold"] * 40,
+                           np.r_[np.arange(40), np.arange(40)] * 1.0,
+                           np.r_[x, np.zeros((40, 3))], refs=np.arange(80))  # fmt: skip
     assert [k for k, *_ in det.streams_in_alert()] == ["hot"]
+    # since when: the open alert names the event that opened it, as its transition did
+    (opened,) = [t for t in res.transitions if t.kind == "opened"]
+    (a,) = det.open_alerts()
+    assert (a.key, a.alert_id, a.opened_ref) == ("hot", opened.alert_id, opened.ref)
+    assert a.last_time == 39.0
 
 
 def test_top_features_of_an_open_alert_survive_a_snapshot():

@@ -4,6 +4,7 @@ model reload, broker errors. The real broker is in tests/integration/test_daemon
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -103,6 +104,7 @@ def _records(part: int, start: int, docs: list[dict[str, Any]]) -> list[Any]:
 def _cfg(tmp: Path, model_path: Path) -> Any:
     return SimpleNamespace(
         name="p",
+        path="pipelines[0]",
         kafka=SimpleNamespace(bootstrap_servers=("fake:9092",)),
         source=SimpleNamespace(topics=(TOPIC,), start="earliest"),
         decode=DecodeConfig(
@@ -157,18 +159,20 @@ def test_flush_then_checkpoint_then_commit(loop: PipelineLoop) -> None:
     assert loop.source.log == ["flush", "checkpoint p0", "commit"]  # type: ignore[attr-defined]
 
 
-def test_checkpoint_age_is_exported_before_the_first_checkpoint(loop: PipelineLoop) -> None:
+def test_last_checkpoint_time_is_exported_before_the_first_checkpoint(loop: PipelineLoop) -> None:
     # the fixture's source assigned two partitions: their state is unprotected from then
     loop._publish(force=True)
     g = loop.metrics.registry.get_sample_value
-    before = g("streamlstm_checkpoint_age_seconds", {"pipeline": "p"})
-    assert before is not None and before >= 0.0
+    before = g("streamlstm_last_checkpoint_timestamp_seconds", {"pipeline": "p"})
+    assert before is not None and 0.0 < before <= time.time()
     tp0 = TopicPartition(TOPIC, 0)
     loop.source.queue.append({tp0: _records(0, 0, _docs(5))})  # type: ignore[attr-defined]
     loop.step()
     loop._checkpoint()
     loop._publish(force=True)
-    assert g("streamlstm_checkpoint_age_seconds", {"pipeline": "p"}) < 5.0
+    after = g("streamlstm_last_checkpoint_timestamp_seconds", {"pipeline": "p"})
+    assert after is not None and before <= after <= time.time()
+    assert loop.last_checkpoint == after
 
 
 def test_detector_rejections_become_dead_letters(loop: PipelineLoop) -> None:
@@ -246,3 +250,71 @@ def test_a_second_topics_group_maps_back_to_its_kafka_partition() -> None:
     # never the detector's internal group number (65539 for topic 1, partition 3).
     assert group_of(1, 3) == 65539
     assert partition_of(group_of(1, 3)) == 3 and partition_of(group_of(0, 7)) == 7
+
+
+def test_a_failing_checkpoint_is_one_line_of_ours_then_fatal(
+    loop: PipelineLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streamlstm.errors import CheckpointError
+
+    def broken(*a: Any, **k: Any) -> Any:
+        raise CheckpointError("cannot write checkpoint /x: No space left on device")
+
+    loop.store.write = broken  # type: ignore[method-assign]
+    tp0 = TopicPartition(TOPIC, 0)
+    loop.source.queue.append({tp0: _records(0, 0, _docs(4))})  # type: ignore[attr-defined]
+    loop.step()
+    with (
+        caplog.at_level("INFO", logger="streamlstm"),
+        pytest.raises(
+            CheckpointError, match=r"^pipelines\[0\]\.checkpoint\.dir: cannot write checkpoint"
+        ),
+    ):
+        loop._checkpoint()
+    (line,) = [r for r in caplog.records if "checkpoint failing" in r.getMessage()]
+    assert line.levelname == "ERROR" and line.name == "streamlstm.service.loop"
+    assert line.getMessage().startswith("pipeline=p checkpoint failing, stopping: cannot write")
+    reg = loop.metrics.registry
+    assert reg.get_sample_value("streamlstm_checkpoint_failures_total", {"pipeline": "p"}) == 1
+
+
+def test_broker_lost_and_back_are_one_line_each(
+    loop: PipelineLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    tp0 = TopicPartition(TOPIC, 0)
+    with caplog.at_level("INFO", logger="streamlstm"):
+        loop.source.fail_commit = True  # type: ignore[attr-defined]
+        loop.source.queue.append({tp0: _records(0, 0, _docs(4))})  # type: ignore[attr-defined]
+        loop.step()
+        loop._checkpoint()
+        loop._checkpoint()  # still down: no second "lost"
+        loop.source.queue.append({tp0: _records(0, 4, _docs(2, t0=4))})  # type: ignore[attr-defined]
+        loop.step()
+    msgs = [r.getMessage() for r in caplog.records if r.name == "streamlstm.service.loop"]
+    assert [m for m in msgs if "broker lost" in m] == [
+        "pipeline=p broker lost (commit failed); scoring what was fetched, checkpoints wait"
+    ]
+    (back,) = [m for m in msgs if "broker back" in m]
+    assert back.startswith("pipeline=p broker back after ")
+
+
+def test_a_checkpoint_of_another_model_names_its_yaml_keys(
+    loop: PipelineLoop, tmp_path: Path
+) -> None:
+    from streamlstm.errors import CheckpointError
+
+    tp0 = TopicPartition(TOPIC, 0)
+    loop.source.queue.append({tp0: _records(0, 0, _docs(4))})  # type: ignore[attr-defined]
+    loop.step()
+    loop._checkpoint()
+    other = Model.random(FEATURES, hidden=8, seed=4)
+    lp = PipelineLoop(
+        _cfg(tmp_path, other.save(tmp_path / "other.npz")), Metrics(CollectorRegistry()),
+        threading.Event(), source_factory=FakeSource, sink_factory=FakeSink,
+    )  # fmt: skip
+    with pytest.raises(CheckpointError) as exc:
+        lp._connect()
+    msg = str(exc.value)
+    assert msg.startswith("pipelines[0].checkpoint.dir: pipeline=p partition=0: checkpoint ")
+    assert "point pipelines[0].model.path back at its model" in msg
+    assert f"move {tmp_path / 'ckpt'} away to start cold" in msg

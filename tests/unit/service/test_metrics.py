@@ -79,7 +79,7 @@ def test_stream_series_only_for_streams_in_alert_and_capped() -> None:
     assert g("streamlstm_streams_in_alert", {"pipeline": "p"}) == 5
     assert g("streamlstm_alert_series_dropped", {"pipeline": "p"}) == 2
     assert g("streamlstm_consumer_lag", {"pipeline": "p", "topic": "t", "partition": "0"}) == 7
-    assert g("streamlstm_checkpoint_age_seconds", {"pipeline": "p"}) == 10.0
+    assert g("streamlstm_last_checkpoint_timestamp_seconds", {"pipeline": "p"}) == 990.0
     assert g("streamlstm_ready", {"pipeline": "p"}) == 1
     text = generate_latest(reg).decode()
     series = [ln for ln in text.splitlines() if ln.startswith("streamlstm_stream_alert_score{")]

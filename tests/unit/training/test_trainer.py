@@ -327,3 +327,16 @@ pipelines:
     Decoder(pipe.decode, model.features)  # the daemon accepts the model (raises otherwise)
     # log transform applied before normalisation: mean of ln(1 + amount) ~ 3
     assert 2.5 < model.norm_mean[0] < 3.5
+
+
+def test_train_stream_norm_warmup_is_recorded_in_the_model(tmp_path):
+    """README: `streamlstm train --stream-norm warmup`; the detector's default applies it."""
+    fleet = generate_fleet(FleetSpec(n_streams=2, n_steps=300, anomaly_rate=0, features=FEATS))
+    fleet.write_csv(tmp_path / "h.csv.gz")
+    out = tmp_path / "m.npz"
+    rc = cli.main(["train", "--data", str(tmp_path / "h.csv.gz"), "--key", "machine",
+                   "--time", "ts", "--features", "temp,pressure", "--out", str(out),
+                   "--hidden", "4", "--epochs", "1", "--quiet",
+                   "--stream-norm", "warmup"])  # fmt: skip
+    assert rc == 0
+    assert load(out).stream_norm == "warmup"
