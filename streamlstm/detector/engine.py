@@ -365,7 +365,8 @@ class Detector:
             "fc": Column((model.n_features,), "float32"),
             "fstat": Column((K.N_FSTAT,), "float64"),
             "istat": Column((K.N_ISTAT,), "int64"),
-            "sstat": Column((K.N_SSTAT, model.n_features), "float32"),
+            # rows appended by later versions are zero = not learnt yet (state.table)
+            "sstat": Column((K.N_SSTAT, model.n_features), "float32", grows=True),
         }
         if stream_norm != "off":
             cols["nstat"] = Column((KN.N_NSTAT, model.n_features), "float64")

@@ -33,10 +33,17 @@ SNAPSHOT_FORMAT = 1
 
 @dataclass(frozen=True)
 class Column:
-    """A per-slot state array: row shape (after the slot axis) and dtype."""
+    """A per-slot state array: row shape (after the slot axis) and dtype.
+
+    ``grows``: a newer version may append entries to the row's first axis, each
+    meaning "not learnt yet" at zero (the regime scorer's statistics); a snapshot
+    with fewer of them is restored with the new ones at zero, so an upgrade keeps
+    every stream's state instead of refusing its checkpoints.
+    """
 
     shape: tuple[int, ...]
     dtype: str
+    grows: bool = False
 
 
 class StreamTable:
@@ -266,8 +273,9 @@ class StreamTable:
                     "(e.g. stream_norm) or another model; run with the settings it was "
                     "written with, or start from a fresh state"
                 )
+            cols = {}
             for name, col in self.columns.items():
-                arr = snap[f"col.{name}"]
+                arr = cols[name] = _grown(snap[f"col.{name}"], col)
                 if arr.shape[1:] != col.shape or arr.dtype != np.dtype(col.dtype):
                     raise CheckpointError(
                         f"snapshot column {name!r} has rows {arr.shape[1:]} {arr.dtype}, "
@@ -294,10 +302,26 @@ class StreamTable:
             self.touched[s] = snap["touched"][i]
             self.last_time[s] = snap["last_time"][i]
             for name, arr in self.arrays.items():
-                arr[s] = snap[f"col.{name}"][i]
+                arr[s] = cols[name][i]
         if len(snap["touched"]):
             self._seq = max(self._seq, int(np.max(snap["touched"])))
         return [k for k in keys if k in self._index]
+
+
+def _grown(arr: np.ndarray, col: Column) -> np.ndarray:
+    """``arr`` padded with zero entries on its row's first axis up to ``col``'s, when the
+    column ``grows`` and only that axis is shorter; otherwise ``arr`` as it is."""
+    if (
+        not col.grows
+        or arr.ndim != len(col.shape) + 1
+        or arr.shape[2:] != col.shape[1:]
+        or arr.shape[1] >= col.shape[0]
+        or arr.dtype != np.dtype(col.dtype)
+    ):
+        return arr
+    out = np.zeros((arr.shape[0], *col.shape), arr.dtype)
+    out[:, : arr.shape[1]] = arr
+    return out
 
 
 def snapshot_keys(snap: Mapping[str, np.ndarray]) -> list[str]:

@@ -94,3 +94,24 @@ def test_restore_beyond_the_cap_keeps_the_most_recently_seen():
     assert set(small.keys()) <= {f"k{b}-{i}" for b in range(36, 40) for i in range(2)}
     for k in got:
         assert small.arrays["n"][small.slot(k)] == int(k[1:].split("-")[0])
+
+
+def test_a_growing_column_restores_an_older_snapshot_with_its_new_entries_at_zero():
+    # an upgrade that appends statistics to the regime scorer's rows keeps every
+    # stream's state (the new entries start unlearnt) instead of refusing the checkpoint
+    old = StreamTable({"s": Column((3, 2), "float32", grows=True)})
+    s = old.slots_for(["a", "b"])
+    old.arrays["s"][s] = np.arange(12, dtype=np.float32).reshape(2, 3, 2) + 1
+    snap = snapshot_from_bytes(snapshot_to_bytes(old.snapshot()))
+    new = StreamTable({"s": Column((5, 2), "float32", grows=True)})
+    assert sorted(new.restore(snap)) == ["a", "b"]
+    for k in ("a", "b"):
+        row = new.arrays["s"][new.slot(k)]
+        np.testing.assert_array_equal(row[:3], old.arrays["s"][old.slot(k)])
+        assert not row[3:].any()
+    # fewer entries than the snapshot's, another axis, or a column that does not grow:
+    # still another model's state
+    for col in (Column((2, 2), "float32", True), Column((5, 3), "float32", True),
+                Column((5, 2), "float32")):  # fmt: skip
+        with pytest.raises(CheckpointError, match="written for another model"):
+            StreamTable({"s": col}).restore(snap)
