@@ -457,7 +457,7 @@ def _detect_batch(
     regime = np.int64(params[P_SCORER]) == SCORER_REGIME
     r_x = np.empty(n_feat, np.float64)  # the regime scorer's inputs
     r_fc = np.empty(n_feat, np.float64)
-    dist = np.empty((6, n_feat), np.float64)
+    dist = np.empty((10, n_feat), np.float64)
     norm_mean = params[pf + PF_MEAN * n_feat : pf + (PF_MEAN + 1) * n_feat]
     norm_std = params[pf + PF_STD * n_feat : pf + (PF_STD + 1) * n_feat]
     cell = layout[WL_CELL]

@@ -116,7 +116,12 @@ SS_LXV = 19  # normal variance of ln(SS_XS)
 SS_QLX = 20  # running 1-in-SPIKE_TAIL level of ln(SS_XS), learnt from every event
 SS_R0 = 21  # the stream's rest value: a value it keeps coming back to and staying at
 SS_R0F = 22  # share of events at SS_R0 (EWMA; 1/n over the warm-up)
-N_SSTAT = 23
+SS_CZM = 23  # relation: normal mean of z_f * m_f (m_f the mean z of the other features)
+SS_CMM = 24  # relation: normal mean of m_f ** 2
+SS_RE = 25  # relation: short level of e_f = z_f - beta_f m_f
+SS_REM = 26  # relation: normal mean of SS_RE
+SS_REV = 27  # relation: normal variance of SS_RE
+N_SSTAT = 28
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32
 # elements, each a multiple of WEIGHT_ALIGN) of the six weight arrays in the

@@ -208,3 +208,31 @@ def test_a_continuous_stream_stuck_at_its_most_common_value_still_pages():
     res = run(x)
     assert opened(res) and opened(res)[0] - START < 5
     assert held(res) > 0.9
+
+
+def coupled(seed: int = SEED) -> np.ndarray:
+    """Three channels driven by one daily swing (amplitude 4) and a slow load, each with
+    its own loading and noise (0.25): coupled, not identical. (Loadings of both signs
+    are a known gap: the mean of the others cancels, see the relation view.)"""
+    rng = np.random.default_rng(seed)
+    t = np.arange(N)
+    load = np.cumsum(rng.normal(size=N)) * 0.05
+    driver = 4 * np.sin(2 * np.pi * t / 300) + load
+    return np.stack([g * driver + 0.25 * rng.normal(size=N) for g in (1.0, 0.8, 0.6)], axis=1)
+
+
+def test_coupled_channels_swinging_together_do_not_page():
+    res = run(coupled())
+    assert not res.alert[KR.BASELINE_EVENTS :].any()
+
+
+def test_a_channel_drifting_away_from_its_coupled_channels_is_caught_and_named():
+    # b drifts by 3 over 60 events and stays there: inside its own daily swing
+    # (amplitude 3.2), twelve times its noise, and away from what a and c say it should be
+    x = coupled()
+    x[START:END, 1] += np.minimum(np.arange(END - START) / 60, 1) * 3.0
+    res = run(x)
+    assert [i for i in opened(res) if START <= i < END][:1] == opened(res)[:1]
+    t = res.transitions[0]
+    assert START < t.index < START + 60 and t.contributions[0][0] == "b"
+    assert res.alert[START + 60 : END].mean() > 0.8
