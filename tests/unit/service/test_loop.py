@@ -73,11 +73,20 @@ class FakeSink:
         self.dead: list[tuple[Any, str]] = []
         self.log: list[str] | None = None
         self.refused: dict[str, int] = {}
+        self.deduplicated: dict[str, int] = {}
+        self.recalled: list[dict[tuple[str, int], tuple[int, float | None]]] = []
 
     def connect(self) -> None: ...
 
-    def alert(self, rec: dict[str, Any]) -> None:
+    def alert(self, rec: dict[str, Any]) -> bool:
         self.alerts.append(rec)
+        return True
+
+    def recall(self, resume: dict[tuple[str, int], tuple[int, float | None]]) -> bool:
+        self.recalled.append(dict(resume))
+        return True
+
+    def forget(self, partitions: Any) -> None: ...
 
     def dead_letter(self, record: Any, reason: str, detail: str = "") -> None:
         self.dead.append((record, reason))
