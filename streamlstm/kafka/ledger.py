@@ -30,12 +30,19 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from kafka import KafkaConsumer, TopicPartition  # type: ignore[import-untyped]
-from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from streamlstm.kafka.config import KafkaConfig
 
 log = logging.getLogger(__name__)
+
+
+BOOTSTRAP_S = 5.0
+
+# What identifies a record the sink writes: "a" (alert) or "d" (dead letter), the input
+# topic, partition and offset, and the alert's kind or the dead letter's reason.
+Key = tuple[str, str, int, int, str]
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,9 @@ def read_tail(
     deadline = t0 + bounds.timeout_s
     kw = kafka.consumer_kwargs()
     kw.update(group_id=None, enable_auto_commit=False, client_id=f"{kafka.client_id}-lookback")
+    # kafka-python waits 30 s for a first connection by default: with the broker away
+    # that would stall the loop's flush past its liveness window. Fail fast; retried.
+    kw.setdefault("bootstrap_timeout_ms", int(min(bounds.timeout_s, BOOTSTRAP_S) * 1000))
     c = consumer_factory(**kw)
     out = Tail()
     try:
@@ -135,4 +145,24 @@ def read_tail(
     return out
 
 
-__all__ = ["KafkaError", "LookBack", "Tail", "read_tail"]
+def alert_key(r: Any, pipeline: str) -> Key | None:
+    """The key of an alert record read back (None: another pipeline's, or not ours)."""
+    try:
+        d = orjson.loads(r.value)
+        if d.get("pipeline") != pipeline:
+            return None
+        return ("a", str(d["topic"]), int(d["partition"]), int(d["offset"]), str(d["kind"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def dead_letter_key(r: Any, pipeline: str) -> Key | None:
+    """The key of a dead letter read back, from its headers."""
+    try:
+        h = {k: v for k, v in (r.headers or ())}
+        if h.get("streamlstm.pipeline") != pipeline.encode():
+            return None
+        return ("d", h["streamlstm.topic"].decode(), int(h["streamlstm.partition"]),
+                int(h["streamlstm.offset"]), h["streamlstm.reason"].decode())  # fmt: skip
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError):
+        return None

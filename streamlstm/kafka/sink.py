@@ -30,6 +30,10 @@ being written twice (docs/alert-record.md):
 Each key is (input topic, partition, offset, kind) for an alert -- one input
 event makes at most one transition, so this is its ``id`` and ``kind`` -- and
 (input topic, partition, offset, reason) for a dead letter.
+
+Length: sending, the read-back before a re-send and the recall after a restore are one
+delivery protocol over the same pending records; the topic reading itself lives in
+:mod:`streamlstm.kafka.ledger`.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from kafka.errors import (  # type: ignore[import-untyped]
 
 from streamlstm.detector import TOP_FEATURES, Transition
 from streamlstm.kafka.config import KafkaConfig, SinksConfig
-from streamlstm.kafka.ledger import LookBack, Tail, read_tail
+from streamlstm.kafka.ledger import Key, LookBack, Tail, alert_key, dead_letter_key, read_tail
 from streamlstm.kafka.source import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -94,9 +98,6 @@ TRUNCATE_TO = 64 * 1024
 TRUNCATED_HEADER = "streamlstm.truncated"
 
 
-Key = tuple[str, str, int, int, str]  # "a"/"d", input topic, partition, offset, kind/reason
-
-
 @dataclass
 class _Out:
     """One record given to the producer (or that it refused to take)."""
@@ -105,6 +106,7 @@ class _Out:
     key: Key | None
     sent_at: float  # wall time of its first send: where a look-back for it starts
     fut: Any  # kafka-python's future, or the exception ``send`` raised (never handed over)
+    gen: int = 0  # the producer it was handed to (AlertSink._gen)
 
 
 class AlertSink:
@@ -128,13 +130,13 @@ class AlertSink:
         self.lookback = lookback or LookBack()
         self.listeners = list(listeners)
         self.producer: KafkaProducer | None = None
+        self._gen = 0  # producers made so far: a failure from the current one renews it
         self._pending: list[_Out] = []
         self.refused: dict[str, int] = {}  # records the broker refused: truncated / dropped
         # Keys already on the output topics, by input (topic, partition): filled by
         # recall(), each used once to drop the replay's copy.
         self._seen: dict[tuple[str, int], set[Key]] = {}
         self.deduplicated: dict[str, int] = {"alert": 0, "dead_letter": 0}
-        self.lookbacks_incomplete = 0
 
     @property
     def needs_producer(self) -> bool:
@@ -158,6 +160,7 @@ class AlertSink:
         kw.setdefault("max_block_ms", 5000)
         try:
             self.producer = self._factory(**kw)
+            self._gen += 1
         except KafkaError as exc:
             raise BrokerUnavailable(
                 f"pipeline={self.pipeline} producer cannot connect: {exc}"
@@ -233,13 +236,12 @@ class AlertSink:
         return True
 
     def _send(self, args: Record, key: Key | None = None) -> None:
-        if self.producer is None:
-            raise BrokerUnavailable(f"pipeline={self.pipeline} producer is not connected")
-        self._pending.append(_Out(args, key, time.time(), self._send_raw(args)))
+        self._pending.append(_Out(args, key, time.time(), self._send_raw(args), self._gen))
 
     def _send_raw(self, args: Record) -> Any:
         topic, key, value, headers = args
-        assert self.producer is not None
+        if self.producer is None:  # being renewed (see _resend): sent at the next flush
+            return BrokerUnavailable(f"pipeline={self.pipeline} producer is not connected")
         try:
             return self.producer.send(topic, key=key, value=value, headers=headers or None)
         except KafkaError as exc:  # buffer full / metadata timeout: never handed over
@@ -287,13 +289,11 @@ class AlertSink:
             at = resume.get((key[1], key[2]))
             if at is not None and key[3] >= at[0]:
                 self._seen.setdefault((key[1], key[2]), set()).add(key)
-        if not complete:
-            self.lookbacks_incomplete += 1
         return complete
 
     def _read_back(self, topic: str, since: float | None) -> Tail:
         """This pipeline's keys on ``topic`` since ``since`` (raises KafkaError)."""
-        extract = _alert_key if topic == self.sinks.alerts_topic else _dead_letter_key
+        extract = alert_key if topic == self.sinks.alerts_topic else dead_letter_key
         return read_tail(
             self.kafka, topic, since, functools.partial(extract, pipeline=self.pipeline),
             self.lookback, self._consumer_factory,
@@ -314,11 +314,18 @@ class AlertSink:
         undelivered ones stay pending and the next flush looks at them again.
         """
         if self.producer is None:
-            return not self._pending
+            if not self._pending:
+                return True
+            try:
+                self.connect()
+            except BrokerUnavailable as exc:
+                log.warning("%s", exc)
+                return False
         deadline = time.monotonic() + timeout_s
         for _ in range(2):
             try:
-                self.producer.flush(timeout=max(0.0, deadline - time.monotonic()))
+                if self.producer is not None:  # None: a renewal failed (see _renew)
+                    self.producer.flush(timeout=max(0.0, deadline - time.monotonic()))
             except KafkaError as exc:
                 log.warning("pipeline=%s producer flush failed: %s", self.pipeline, exc)
             waiting: list[_Out] = []
@@ -335,7 +342,7 @@ class AlertSink:
                         smaller = self._refused(out.args, why)
                         if smaller is None:
                             continue  # dropped (counted, logged): never blocks the loop
-                        out = _Out(smaller, out.key, out.sent_at, why)  # not written: resend
+                        out = _Out(smaller, out.key, out.sent_at, why, out.gen)  # not written
                     failed.append(out)
             if failed:
                 log.warning("pipeline=%s %d records failed (%s); re-sending", self.pipeline,
@@ -363,13 +370,36 @@ class AlertSink:
                                 self.pipeline, topic, exc)  # fmt: skip
                     return failed  # unchanged: the next flush tries again
                 there |= tail.keys
+            if any(o.gen == self._gen for o in handed):
+                self._renew()
         out: list[_Out] = []
         for o in failed:
             if o.key is not None and o.key in there:
                 self.deduplicated["alert" if o.key[0] == "a" else "dead_letter"] += 1
                 continue
-            out.append(_Out(o.args, o.key, o.sent_at, self._send_raw(o.args)))
+            out.append(_Out(o.args, o.key, o.sent_at, self._send_raw(o.args), self._gen))
         return out
+
+    def _renew(self) -> None:
+        """A new producer after one of its sends failed. kafka-python's idempotent
+        producer resets its producer id when a batch expires, and a record sent after
+        that was seen to hang for good on the local broker; a new producer starts
+        clean. Records the old one still held fail as it closes, and the next flush
+        treats them like any failure (read back, then re-sent)."""
+        old, self.producer = self.producer, None
+        if old is not None:
+            try:
+                old.close(timeout=0)
+            except KafkaError:
+                # close() raises before it stops its sender thread when records are
+                # still pending: stop it the way close() would have.
+                sender = getattr(old, "_sender", None)
+                if sender is not None:
+                    sender.force_close()
+        try:
+            self.connect()
+        except BrokerUnavailable as exc:
+            log.warning("%s; records are sent again at the next flush", exc)
 
     def _refused(self, args: Record, exc: Exception) -> Record | None:
         """A record the broker refuses for its size: a dead letter is cut to its first
@@ -410,26 +440,3 @@ class AlertSink:
 def _why(fut: Any) -> str:
     exc = fut if isinstance(fut, Exception) else getattr(fut, "exception", None)
     return f"{type(exc).__name__}: {exc}" if exc is not None else "unknown"
-
-
-def _alert_key(r: Any, pipeline: str) -> Key | None:
-    """The key of an alert record read back (None: another pipeline's, or not ours)."""
-    try:
-        d = orjson.loads(r.value)
-        if d.get("pipeline") != pipeline:
-            return None
-        return ("a", str(d["topic"]), int(d["partition"]), int(d["offset"]), str(d["kind"]))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-        return None
-
-
-def _dead_letter_key(r: Any, pipeline: str) -> Key | None:
-    """The key of a dead letter read back, from its headers."""
-    try:
-        h = {k: v for k, v in (r.headers or ())}
-        if h.get("streamlstm.pipeline") != pipeline.encode():
-            return None
-        return ("d", h["streamlstm.topic"].decode(), int(h["streamlstm.partition"]),
-                int(h["streamlstm.offset"]), h["streamlstm.reason"].decode())  # fmt: skip
-    except (KeyError, TypeError, ValueError, UnicodeDecodeError):
-        return None

@@ -86,7 +86,7 @@ class Proxy:
             try:
                 server = socket.create_connection(self.upstream(), timeout=5)
                 server.settimeout(None)
-            except OSError:
+            except Exception:  # noqa: BLE001 - upstream unknown or down: refuse, keep serving
                 _reset(client)
                 continue
             with self._lock:

@@ -661,3 +661,74 @@ def test_kill_9_at_20_random_moments_sends_each_alert_once(
     for key in a:
         for col in STATE_COLUMNS:
             np.testing.assert_array_equal(a[key][col], b[key][col], err_msg=f"{key} {col}")
+
+
+CUT_S = 45.0
+
+
+@pytest.mark.slow
+def test_a_45s_broker_cut_sends_each_alert_once(model_path: Path, tmp_path: Path) -> None:
+    """The line to the broker cut for 45 s (every connection reset, new ones refused) while
+    the daemon goes on scoring what it had fetched, with no crash: each (alert id, kind) is
+    on the alerts topic once, and the set and the end state equal an uncut run's. A broker
+    of its own, advertising the proxy's address so that every client goes through it."""
+    from proxy import Proxy
+
+    from streamlstm.kafka.broker import LocalBroker
+
+    own: dict[str, LocalBroker] = {}
+    with Proxy(lambda: ("127.0.0.1", own["b"].port)) as proxy:
+        own["b"] = broker = LocalBroker(advertised_port=proxy.port)
+        broker.start()
+        try:
+            _cut_and_compare(proxy, proxy.address, model_path, tmp_path)
+        finally:
+            broker.stop()
+
+
+def _cut_and_compare(proxy: Any, bs: str, model_path: Path, tmp_path: Path) -> None:
+    topic, cut, ref = "t8-events", "t8c", "t8r"
+    _create_topics(bs, {topic: PARTITIONS, f"{cut}-alerts": 2, f"{cut}-dlq": 1,
+                        f"{ref}-alerts": 2, f"{ref}-dlq": 1})  # fmt: skip
+    # Enough events that the daemon is still scoring what it fetched when the line is cut.
+    records = _records(_fleet(n_streams=64, n_steps=1500))
+    _produce(bs, topic, records)
+    port = _free_port()
+    d = Daemon(_config(tmp_path, bs, model_path, topic, cut, port), port, tmp_path / "cut.log")
+    d.wait_for(lambda: (d.metric("streamlstm_alert_records_total") or 0) >= 1, what="a first alert")
+    proxy.cut()
+    sent_at_cut = d.metric("streamlstm_alert_records_total") or 0
+    d.wait_for(lambda: d.metric("streamlstm_broker_up") == 0, timeout=CUT_S, what="broker down")
+    time.sleep(max(0.0, CUT_S - 1))
+    sent_in_cut = (d.metric("streamlstm_alert_records_total") or 0) - sent_at_cut
+    proxy.restore()
+    store = CheckpointStore(tmp_path / f"ckpt-{cut}", "sensors")
+    per_part = [sum(1 for p, _, _ in records if p == q) for q in range(PARTITIONS)]
+
+    def done() -> bool:
+        cks = [store.read(topic, p) for p in range(PARTITIONS)]
+        return all(c is not None and c.next_offset == n for c, n in zip(cks, per_part, strict=True))
+
+    d.wait_for(done, timeout=180, what="both partitions checkpointed at their end")
+    assert d.wait(signal.SIGTERM) == 0, d.tail()
+    assert "Traceback" not in d.tail()
+
+    port = _free_port()
+    r = Daemon(_config(tmp_path, bs, model_path, topic, ref, port), port, tmp_path / "r.log")
+    r.wait_for(lambda: r.processed() >= len(records), what="reference run")
+    assert r.wait(signal.SIGTERM) == 0, r.tail()
+
+    got = _alert_records(bs, f"{cut}-alerts")
+    want = _alert_records(bs, f"{ref}-alerts")
+    print(f"{len(got)} alert records, {len(want)} in the reference, {sent_in_cut} during the cut")
+    # Alerts were emitted while the line was cut (else the cut tested nothing).
+    assert sent_in_cut > 0
+    dup = {k: n for k, n in Counter(got).items() if n > 1}
+    assert not dup, f"{len(got) - len(set(got))} duplicate alert records: {dup}"
+    assert set(got) == set(want)
+    a = _final_state(tmp_path / f"ckpt-{cut}", topic)
+    b = _final_state(tmp_path / f"ckpt-{ref}", topic)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        for col in STATE_COLUMNS:
+            np.testing.assert_array_equal(a[key][col], b[key][col], err_msg=f"{key} {col}")
