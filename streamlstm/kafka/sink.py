@@ -127,7 +127,9 @@ class AlertSink:
         self.pipeline = pipeline
         self._factory = producer_factory
         self._consumer_factory = consumer_factory
-        self.lookback = lookback or LookBack()
+        self.lookback = lookback or LookBack(
+            max_records=sinks.lookback_records, timeout_s=sinks.lookback_timeout_s
+        )
         self.listeners = list(listeners)
         self.producer: KafkaProducer | None = None
         self._gen = 0  # producers made so far: a failure from the current one renews it
@@ -260,10 +262,10 @@ class AlertSink:
         cut short by a bound or the broker could not be read: the replay then sends
         what was not seen (at least once). Raises nothing.
         """
-        if not resume:
-            return True
         for tp in resume:
             self._seen.pop(tp, None)
+        if not resume or self.lookback.max_records == 0:  # 0: read-back turned off
+            return True
         times = [t for _, t in resume.values()]
         since = None if None in times else min(t for t in times if t is not None)
         found: set[Key] = set()

@@ -5,7 +5,9 @@ when the checkpoint interval has passed (or on revoke / shutdown): **flush
 the producer -> persist the checkpoint -> commit offsets**. Flushing first is
 what makes a crash safe: every alert of the events a checkpoint covers is in
 Kafka before the checkpoint exists, and alerts of events after it are
-re-emitted on replay with the same ids (at least once, deduplicable by id).
+re-emitted on replay with the same ids; before the replay the sink reads back
+what the output topics already hold since the checkpoint and does not send
+those again (``AlertSink.recall``: each id once on the topic, within its bounds).
 
 A micro-batch costs one decode and one detector call per partition present
 in it; streams of partition ``p`` of the ``i``-th source topic live in
