@@ -367,7 +367,8 @@ class PipelineLoop:
         """Before a restored partition replays, learn what its earlier life already sent
         (AlertSink.recall), so the replay does not send it twice. Outside the lock: it
         reads the output topics, a blocking consumer call."""
-        resume, self._recall = self._recall, {}
+        with self._lock:  # filled by on_assigned, on kafka-python's IO thread in group mode
+            resume, self._recall = self._recall, {}
         if not self.sink.recall(resume):
             self.metrics.sink_lookback_incomplete.labels(self.name).inc()
         self._count_sink()
