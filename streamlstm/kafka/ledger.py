@@ -49,10 +49,11 @@ Key = tuple[str, str, int, int, str]
 class LookBack:
     """Bounds of one look-back (see the module docstring).
 
-    max_records: per partition of the output topic (~1 KB per alert record: 100k
-    records is ~100 MB read, a few seconds). timeout_s: wall time for the whole
-    read. skew_s: how far before ``since`` to start, for producers whose clocks
-    run behind the checkpoint writer's (replicas on other hosts).
+    max_records: per partition of the output topic (an alert record of 4 features is
+    ~430 bytes; reading back 100k of them took 3.4 s here, 10k 0.5 s, on the local
+    broker with the machine loaded). timeout_s: wall time for the whole read.
+    skew_s: how far before ``since`` to start, for producers whose clocks run behind
+    the checkpoint writer's (replicas on other hosts).
     """
 
     max_records: int = 100_000
