@@ -334,12 +334,10 @@ class AlertSink:
             failed: list[_Out] = []
             for out in self._pending:
                 fut = out.fut
-                if isinstance(fut, Exception):
-                    failed.append(out)
-                elif not fut.is_done:
+                if not isinstance(fut, Exception) and not fut.is_done:
                     waiting.append(out)  # the producer's own retries deliver it
-                elif fut.failed():
-                    why = getattr(fut, "exception", None)
+                elif isinstance(fut, Exception) or fut.failed():
+                    why = fut if isinstance(fut, Exception) else getattr(fut, "exception", None)
                     if isinstance(why, _TOO_LARGE):
                         smaller = self._refused(out.args, why)
                         if smaller is None:

@@ -223,3 +223,20 @@ def test_a_look_back_cut_short_by_its_bound_says_so(line: Proxy, topics: Any) ->
     assert all(full.alert(_alert(i)) is False for i in range(30))
     small.close()
     full.close()
+
+
+def test_a_record_over_the_size_limit_is_cut_once_and_the_flush_goes_on(
+    line: Proxy, topics: Any
+) -> None:
+    """kafka-python refuses it in send() itself (over max_request_size): cut down to a
+    TRUNCATE_TO-byte dead letter, sent once; the alert after it is delivered too."""
+    sink = _sink(line, topics)
+    big = SimpleNamespace(topic=SRC, partition=0, offset=3, key=b"k", value=b"#" * 1_100_000,
+                          headers=[])  # fmt: skip
+    sink.dead_letter(big, "not_json")
+    sink.alert(_alert(4))
+    assert sink.flush(5.0) is True and sink.pending == 0
+    assert sink.refused == {"truncated": 1}
+    sink.close()
+    assert _on_topic(line, topics[1]) == [(3, "not_json")]
+    assert _on_topic(line, topics[0]) == [(0, 4, "opened")]
