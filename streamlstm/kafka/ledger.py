@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 
 BOOTSTRAP_S = 5.0
+FETCH_WAIT_MS = 20
 
 # What identifies a record the sink writes: "a" (alert) or "d" (dead letter), the input
 # topic, partition and offset, and the alert's kind or the dead letter's reason.
@@ -89,6 +90,10 @@ def read_tail(
     # kafka-python waits 30 s for a first connection by default: with the broker away
     # that would stall the loop's flush past its liveness window. Fail fast; retried.
     kw.setdefault("bootstrap_timeout_ms", int(min(bounds.timeout_s, BOOTSTRAP_S) * 1000))
+    # The broker holds a fetch of an empty partition for fetch_max_wait_ms (500 ms by
+    # default) before it answers with the high watermark the read waits for: measured
+    # 0.74 s for an empty topic, 0.31 s with 50 ms. It adds to every restart.
+    kw["fetch_max_wait_ms"] = FETCH_WAIT_MS
     c = consumer_factory(**kw)
     out = Tail()
     try:
