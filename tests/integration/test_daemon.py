@@ -599,6 +599,16 @@ def _alert_records(bootstrap: str, topic: str) -> list[tuple[str, str]]:
     return [(d["id"], d["kind"]) for d in docs]
 
 
+def _dead_letters(bootstrap: str, topic: str) -> list[tuple[str, str, str]]:
+    """(partition, offset, reason) of every dead letter, duplicates included."""
+    out = []
+    for r in _read_all(bootstrap, topic):
+        h = dict(r.headers)
+        out.append((h["streamlstm.partition"].decode(), h["streamlstm.offset"].decode(),
+                    h["streamlstm.reason"].decode()))  # fmt: skip
+    return out
+
+
 KILLS = 20
 
 
@@ -606,8 +616,9 @@ def test_kill_9_at_20_random_moments_sends_each_alert_once(
     kafka: str, model_path: Path, tmp_path: Path
 ) -> None:
     """One daemon killed with SIGKILL at 20 seeded random moments while the input arrives
-    in seeded chunks: each (alert id, kind) is on the alerts topic exactly once, and the
-    set equals one uninterrupted run's (so does the end state)."""
+    in seeded chunks: each (alert id, kind) is on the alerts topic exactly once, each
+    dead letter on its topic once, and both sets equal one uninterrupted run's (so does
+    the end state)."""
     rng = np.random.default_rng(SEED + 7)
     run = uuid.uuid4().hex[:6]
     topic = f"t7-{run}-events"
@@ -615,6 +626,9 @@ def test_kill_9_at_20_random_moments_sends_each_alert_once(
     _create_topics(kafka, {topic: PARTITIONS, f"{killed}-alerts": 2, f"{killed}-dlq": 1,
                            f"{ref}-alerts": 2, f"{ref}-dlq": 1})  # fmt: skip
     records = _records(_fleet(n_streams=16, n_steps=600))
+    # Garbage at seeded places: its dead letters must be on their topic once each too.
+    for at in sorted(rng.choice(len(records), 40, replace=False).tolist(), reverse=True):
+        records.insert(at, (at % PARTITIONS, b"junk", b"not json"))
     cuts = [0, *sorted(rng.choice(np.arange(1, len(records)), KILLS, replace=False).tolist())]
     port = _free_port()
     # Checkpoints every 2 s and kills within 2.5 s of readiness: most lives die after
@@ -655,6 +669,9 @@ def test_kill_9_at_20_random_moments_sends_each_alert_once(
     dup = {k: n for k, n in Counter(got).items() if n > 1}
     assert not dup, f"{len(got) - len(set(got))} duplicate alert records: {dup}"
     assert set(got) == set(want)
+    dead = _dead_letters(kafka, f"{killed}-dlq")
+    assert len(dead) == len(set(dead)) == 40
+    assert set(dead) == set(_dead_letters(kafka, f"{ref}-dlq"))
     # The replays did re-emit alerts that were already there (else nothing was tested).
     assert deduplicated > 0
     a = _final_state(tmp_path / f"ckpt-{killed}", topic)
