@@ -39,11 +39,14 @@ log = logging.getLogger(__name__)
 
 
 BOOTSTRAP_S = 5.0
+TRUNCATED_HEADER = "streamlstm.truncated"  # a cut-down dead letter's original size
 FETCH_WAIT_MS = 20
 
 # What identifies a record the sink writes: "a" (alert) or "d" (dead letter), the input
-# topic, partition and offset, and the alert's kind or the dead letter's reason.
-Key = tuple[str, str, int, int, str]
+# topic, partition and offset, the alert's kind or the dead letter's reason, and the
+# alert's id or the dead letter's original length. The last part guards a cold start
+# (no time bound) against a topic recreated since: same offsets, other events.
+Key = tuple[str, str, int, int, str, str]
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,8 @@ def alert_key(r: Any, pipeline: str) -> Key | None:
         d = orjson.loads(r.value)
         if d.get("pipeline") != pipeline:
             return None
-        return ("a", str(d["topic"]), int(d["partition"]), int(d["offset"]), str(d["kind"]))
+        return ("a", str(d["topic"]), int(d["partition"]), int(d["offset"]), str(d["kind"]),
+                str(d["id"]))  # fmt: skip
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return None
 
@@ -168,7 +172,9 @@ def dead_letter_key(r: Any, pipeline: str) -> Key | None:
         h = {k: v for k, v in (r.headers or ())}
         if h.get("streamlstm.pipeline") != pipeline.encode():
             return None
+        size = h.get(TRUNCATED_HEADER) or str(len(r.value or b"")).encode()
         return ("d", h["streamlstm.topic"].decode(), int(h["streamlstm.partition"]),
-                int(h["streamlstm.offset"]), h["streamlstm.reason"].decode())  # fmt: skip
+                int(h["streamlstm.offset"]), h["streamlstm.reason"].decode(),
+                size.decode())  # fmt: skip
     except (KeyError, TypeError, ValueError, UnicodeDecodeError):
         return None

@@ -27,9 +27,9 @@ being written twice (docs/alert-record.md):
   wrote for those partitions, and the replay's records with the same keys are
   not sent again (counted in ``deduplicated``).
 
-Each key is (input topic, partition, offset, kind) for an alert -- one input
-event makes at most one transition, so this is its ``id`` and ``kind`` -- and
-(input topic, partition, offset, reason) for a dead letter.
+Each key is (input topic, partition, offset, kind, id) for an alert -- one input
+event makes at most one transition -- and (input topic, partition, offset,
+reason, original length) for a dead letter (:data:`streamlstm.kafka.ledger.Key`).
 
 Length: sending, the read-back before a re-send and the recall after a restore are one
 delivery protocol over the same pending records; the topic reading itself lives in
@@ -54,6 +54,7 @@ from kafka.errors import (  # type: ignore[import-untyped]
 )
 
 from streamlstm.detector import TOP_FEATURES, Transition
+from streamlstm.kafka import ledger
 from streamlstm.kafka.config import KafkaConfig, SinksConfig
 from streamlstm.kafka.ledger import Key, LookBack, Tail, alert_key, dead_letter_key, read_tail
 from streamlstm.kafka.source import BrokerUnavailable
@@ -95,7 +96,7 @@ def alert_record(
 # checkpoint and commit (a dead letter just over message.max.bytes did exactly that).
 _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 TRUNCATE_TO = 64 * 1024
-TRUNCATED_HEADER = "streamlstm.truncated"
+TRUNCATED_HEADER = ledger.TRUNCATED_HEADER
 
 
 @dataclass
@@ -185,7 +186,7 @@ class AlertSink:
         if not self.sinks.alerts_topic:
             return True
         key: Key = ("a", record["topic"], int(record["partition"]), int(record["offset"]),
-                    record["kind"])  # fmt: skip
+                    record["kind"], str(record["id"]))  # fmt: skip
         if self._already_sent(key, "alert"):
             return False
         args: Record = (
@@ -209,7 +210,8 @@ class AlertSink:
         if not topic:
             return True
         src = str(getattr(record, "topic", ""))
-        key: Key = ("d", src, int(record.partition), int(record.offset), reason)
+        size = str(len(record.value or b""))
+        key: Key = ("d", src, int(record.partition), int(record.offset), reason, size)
         if self._already_sent(key, "dead_letter"):
             return False
         headers: list[Header] = [

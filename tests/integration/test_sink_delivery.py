@@ -207,6 +207,7 @@ def test_recall_drops_what_an_earlier_life_sent_and_nothing_else(line: Proxy, to
 
 
 def test_a_look_back_cut_short_by_its_bound_says_so(line: Proxy, topics: Any) -> None:
+    """A cold start (no checkpoint time): only the count bounds the read-back."""
     first = _sink(line, topics)
     for i in range(30):  # one batch each: the local broker's end offset counts batches
         first.alert(_alert(i))
@@ -221,6 +222,12 @@ def test_a_look_back_cut_short_by_its_bound_says_so(line: Proxy, topics: Any) ->
     full.connect()
     assert full.recall({(SRC, 0): (0, None)}) is True
     assert all(full.alert(_alert(i)) is False for i in range(30))
+    # Same input offsets, other events (an input topic recreated): sent, not dropped.
+    other = AlertSink(kafka, sinks, PIPE)
+    other.connect()
+    assert other.recall({(SRC, 0): (0, None)}) is True
+    assert all(other.alert({**_alert(i), "id": f"new-{i}"}) is True for i in range(30))
+    other.close()
     small.close()
     full.close()
 
