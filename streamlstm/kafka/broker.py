@@ -145,6 +145,9 @@ class LocalBroker:
     ...     broker.bootstrap.startswith("127.0.0.1:")
     True
 
+    ``advertised_port`` (default: the broker's own port) is the loopback port put in
+    the broker's metadata, e.g. a proxy's that forwards to :attr:`port`.
+
     The broker's output goes to ``log_path`` in a private temp dir (removed by
     ``stop()`` unless ``keep_logs``). It runs in its own session, so a Ctrl-C
     in the terminal reaches only the daemon, which can still commit to the
@@ -160,10 +163,15 @@ class LocalBroker:
         stop_grace: float = STOP_GRACE_S,
         keep_logs: bool = False,
         port: int | None = None,
+        advertised_port: int | None = None,
     ) -> None:
         self.startup_timeout = startup_timeout
         # A fixed port (a broker restarted where its clients expect it); else a free one.
         self.fixed_port = port
+        # Clients connect to the advertised address after bootstrap: a TCP proxy in
+        # front of the broker (tests of a cut line) must be advertised, or clients
+        # would bypass it on their second connection.
+        self.advertised_port = advertised_port
         self.stop_grace = stop_grace
         self.keep_logs = keep_logs
         self.startup_seconds: float | None = None
@@ -318,13 +326,14 @@ class LocalBroker:
     def _spawn(self, binary: str, port: int) -> None:
         assert self._dir is not None
         url = f"tcp://{HOST}:{port}"
+        advertised = f"tcp://{HOST}:{self.advertised_port or port}"
         cmd = [
             binary,
             "broker",
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            advertised,
             "--storage-engine",
             "memory://tansu/",
         ]

@@ -138,8 +138,14 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class SinksConfig:
-    """Where outputs go (the ``sinks`` section); None disables a topic."""
+    """Where outputs go (the ``sinks`` section); None disables a topic.
+
+    lookback_records / lookback_timeout_s bound the read-back of the output topics
+    that keeps a replay from sending a record twice (per partition of an output
+    topic, and in wall time; see :mod:`streamlstm.kafka.ledger`)."""
 
     alerts_topic: str | None = "streamlstm-alerts"
     dead_letter_topic: str | None = "streamlstm-dead-letter"
     log_alerts: bool = True
+    lookback_records: int = 100_000
+    lookback_timeout_s: float = 30.0

@@ -5,7 +5,9 @@ when the checkpoint interval has passed (or on revoke / shutdown): **flush
 the producer -> persist the checkpoint -> commit offsets**. Flushing first is
 what makes a crash safe: every alert of the events a checkpoint covers is in
 Kafka before the checkpoint exists, and alerts of events after it are
-re-emitted on replay with the same ids (at least once, deduplicable by id).
+re-emitted on replay with the same ids; before the replay the sink reads back
+what the output topics already hold since the checkpoint and does not send
+those again (``AlertSink.recall``: each id once on the topic, within its bounds).
 
 A micro-batch costs one decode and one detector call per partition present
 in it; streams of partition ``p`` of the ``i``-th source topic live in
@@ -129,6 +131,10 @@ class PipelineLoop:
         self.last_checkpoint: float | None = None
         self._holding_since: float | None = None  # first held partitions, for the age
         self._refused_seen: dict[str, int] = {}  # sink.refused already counted
+        self._dedup_seen: dict[str, int] = {}  # sink.deduplicated already counted
+        # Restored partitions whose earlier outputs the sink must learn before the
+        # replay emits any: (topic, partition) -> (resume offset, checkpoint time).
+        self._recall: dict[tuple[str, int], tuple[int, float | None]] = {}
         self._last_ckpt_mono = time.monotonic()
         self._retry_at = 0.0
         self._backoff = Backoff()
@@ -240,6 +246,8 @@ class PipelineLoop:
             polled = {}
         if self._fatal is not None:
             raise self._fatal
+        if self._recall:
+            self._recall_outputs()
         if polled:
             self.process(polled)
         now = time.monotonic()
@@ -289,11 +297,11 @@ class PipelineLoop:
                 m.anomalies.labels(name).inc(n_anom)
             for t in res.transitions:
                 rec = alert_record(name, tp.topic, tp.partition, int(batch.offsets[t.index]), t)
-                self.sink.alert(rec)
+                if self.sink.alert(rec):
+                    m.alerts_sent.labels(name).inc()
                 m.transitions.labels(name, t.kind).inc()
                 if t.kind == "opened":  # since when, for /alerts (a restored one: unknown)
                     self._opened_time[t.alert_id] = t.time
-                m.alerts_sent.labels(name).inc()
             now = time.time()
             ts = np.fromiter((r.timestamp for r in records), np.float64, count=len(records))
             m.latency.observe_many((name,), now - ts / 1000.0)
@@ -373,11 +381,7 @@ class PipelineLoop:
             return {}
         timeout = min(10.0, self.cfg.checkpoint.interval_s) if not final else 10.0
         delivered = self.sink.flush(timeout)
-        for kind, n in self.sink.refused.items():
-            seen = self._refused_seen.get(kind, 0)
-            if n > seen:
-                self.metrics.sink_refused.labels(self.name, kind).inc(n - seen)
-                self._refused_seen[kind] = n
+        self._count_sink()
         if not delivered:
             self._broker_error("produce", "undelivered records after flush")
             return None
@@ -407,6 +411,27 @@ class PipelineLoop:
         for tp in todo:
             self.dirty.discard(tp)
         return {tp: self.next_offset[tp] for tp in todo}
+
+    def _count_sink(self) -> None:
+        """The sink's own counts (refused, deduplicated records) into metrics."""
+        for counter, counts, seen in (
+            (self.metrics.sink_refused, self.sink.refused, self._refused_seen),
+            (self.metrics.sink_deduplicated, self.sink.deduplicated, self._dedup_seen),
+        ):
+            for kind, n in counts.items():
+                if n > seen.get(kind, 0):
+                    counter.labels(self.name, kind).inc(n - seen.get(kind, 0))
+                    seen[kind] = n
+
+    def _recall_outputs(self) -> None:
+        """Before a restored partition replays, learn what its earlier life already sent
+        (AlertSink.recall), so the replay does not send it twice. Outside the lock: it
+        reads the output topics, a blocking consumer call."""
+        with self._lock:  # filled by on_assigned, on kafka-python's IO thread in group mode
+            resume, self._recall = self._recall, {}
+        if not self.sink.recall(resume):
+            self.metrics.sink_lookback_incomplete.labels(self.name).inc()
+        self._count_sink()
 
     def _expire(self) -> None:
         table = self.detector.table
@@ -479,12 +504,20 @@ class PipelineLoop:
                     ) from exc
                 self.source.seek(tp, ckpt.next_offset)
                 self.next_offset[tp] = ckpt.next_offset
+                written = ckpt.meta.get("written_at")
+                self._recall[(tp.topic, tp.partition)] = (
+                    ckpt.next_offset,
+                    float(written) if written is not None else None,
+                )
                 where = f"checkpoint ({ckpt.n_streams} streams)"
                 off: int | None = ckpt.next_offset
             else:
                 off = self.source.seek(tp, None)
                 if off is not None:
                     self.next_offset[tp] = off
+                # No checkpoint: an earlier life may have died before its first one, having
+                # sent outputs for these offsets. No time bound is known: the count's only.
+                self._recall[(tp.topic, tp.partition)] = (off or 0, None)
                 where = (
                     "committed offset"
                     if off is not None
@@ -566,6 +599,8 @@ class PipelineLoop:
             self.assigned.discard(tp)
             self.next_offset.pop(tp, None)
             self.dirty.discard(tp)
+            self._recall.pop((tp.topic, tp.partition), None)
+            self.sink.forget([(tp.topic, tp.partition)])
             self.metrics.rebalances.labels(self.name, "revoked").inc()
             log.info("pipeline=%s topic=%s partition=%d revoked", self.name, tp.topic, tp.partition)
 

@@ -270,6 +270,18 @@ class Metrics:
             "Records the broker refused for their size: dead letters truncated, or dropped.",
             [*p, "kind"], registry=r,
         )  # fmt: skip
+        self.sink_deduplicated = Counter(
+            PREFIX + "sink_deduplicated",
+            "Records not sent because they were already on their topic (a replay after a "
+            "restore, or a failed send that had been written): alert, dead_letter.",
+            [*p, "record"], registry=r,
+        )  # fmt: skip
+        self.sink_lookback_incomplete = Counter(
+            PREFIX + "sink_lookback_incomplete",
+            "Read-backs of the output topics cut short by their bounds or a broker error: "
+            "the replay that followed may have sent records twice.",
+            p, registry=r,
+        )  # fmt: skip
         self.dead_letters = Counter(
             PREFIX + "dead_letters", "Records sent to the dead-letter topic, by reason.",
             [*p, "reason"], registry=r,
@@ -371,6 +383,9 @@ class Metrics:
             self.rebalances.labels(pipeline, k)
         self.anomalies.labels(pipeline)
         self.alerts_sent.labels(pipeline)
+        for k in ("alert", "dead_letter"):
+            self.sink_deduplicated.labels(pipeline, k)
+        self.sink_lookback_incomplete.labels(pipeline)
         self.checkpoint_failures.labels(pipeline)
         self.checkpoints_lost.labels(pipeline)
         for at in ("event", "restore"):

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -458,8 +459,10 @@ def test_a_dead_letter_the_broker_refuses_does_not_stop_the_checkpoints(
     cfg = _config(tmp_path, kafka, model_path, topic, name, port, interval_s=1)
     d = Daemon(cfg, port, tmp_path / "d.log")
     d.wait_for(lambda: d.processed() >= len(sent), what="all records")
-    n0 = d.metric("streamlstm_checkpoint_duration_seconds_count") or 0
-    d.wait_for(lambda: (d.metric("streamlstm_checkpoint_duration_seconds_count") or 0) > n0,
+    # A checkpoint that covers the big record (a count of checkpoints taken after all
+    # were processed raced with a checkpoint written before the count was read).
+    store = CheckpointStore(tmp_path / f"ckpt-{name}", "sensors")
+    d.wait_for(lambda: (ck := store.read(topic, 0)) is not None and ck.next_offset == len(sent),
                what="a checkpoint after the big record")  # fmt: skip
     assert d.get("/readyz")[0] == 200
     assert d.wait(signal.SIGTERM) == 0, d.tail()
@@ -606,3 +609,163 @@ def test_broker_outage_is_shown_not_fatal(model_path: Path, tmp_path: Path) -> N
     assert len(back) >= 1 and len(back) == len(ours("broker lost (")), d.tail()
     chatter = [ln for ln in lines if " kafka." in ln and (" INFO " in ln or " DEBUG " in ln)]
     assert not chatter, chatter[:5]
+
+
+def _alert_records(bootstrap: str, topic: str) -> list[tuple[str, str]]:
+    """(id, kind) of every record on an alerts topic, duplicates included."""
+    docs = (json.loads(r.value) for r in _read_all(bootstrap, topic))
+    return [(d["id"], d["kind"]) for d in docs]
+
+
+def _dead_letters(bootstrap: str, topic: str) -> list[tuple[str, str, str]]:
+    """(partition, offset, reason) of every dead letter, duplicates included."""
+    out = []
+    for r in _read_all(bootstrap, topic):
+        h = dict(r.headers)
+        out.append((h["streamlstm.partition"].decode(), h["streamlstm.offset"].decode(),
+                    h["streamlstm.reason"].decode()))  # fmt: skip
+    return out
+
+
+KILLS = 20
+
+
+def test_kill_9_at_20_random_moments_sends_each_alert_once(
+    kafka: str, model_path: Path, tmp_path: Path
+) -> None:
+    """One daemon killed with SIGKILL at 20 seeded random moments while the input arrives
+    in seeded chunks: each (alert id, kind) is on the alerts topic exactly once, each
+    dead letter on its topic once, and both sets equal one uninterrupted run's (so does
+    the end state)."""
+    rng = np.random.default_rng(SEED + 7)
+    run = uuid.uuid4().hex[:6]
+    topic = f"t7-{run}-events"
+    killed, ref = f"t7k-{run}", f"t7r-{run}"
+    _create_topics(kafka, {topic: PARTITIONS, f"{killed}-alerts": 2, f"{killed}-dlq": 1,
+                           f"{ref}-alerts": 2, f"{ref}-dlq": 1})  # fmt: skip
+    records = _records(_fleet(n_streams=16, n_steps=600))
+    # Garbage at seeded places: its dead letters must be on their topic once each too.
+    for at in sorted(rng.choice(len(records), 40, replace=False).tolist(), reverse=True):
+        records.insert(at, (at % PARTITIONS, b"junk", b"not json"))
+    cuts = [0, *sorted(rng.choice(np.arange(1, len(records)), KILLS, replace=False).tolist())]
+    port = _free_port()
+    # Checkpoints every 2 s and kills within 2.5 s of readiness: most lives die after
+    # sending alerts their last checkpoint does not cover, so the next life replays them.
+    cfg = _config(tmp_path, kafka, model_path, topic, killed, port, interval_s=2)
+    log_path = tmp_path / "killed.log"
+    deduplicated = 0.0
+    for i in range(KILLS):
+        _produce(kafka, topic, records[cuts[i] : cuts[i + 1]])
+        d = Daemon(cfg, port, log_path)
+        d.wait_for(lambda d=d: d.get("/readyz")[0] == 200, what=f"life {i} readiness")
+        time.sleep(float(rng.uniform(0.0, 2.5)))
+        deduplicated += d.metric("streamlstm_sink_deduplicated_total", record="alert") or 0.0
+        d.proc.kill()
+        d.proc.wait(10)
+    _produce(kafka, topic, records[cuts[-1] :])
+    last = Daemon(cfg, port, log_path)
+    store = CheckpointStore(tmp_path / f"ckpt-{killed}", "sensors")
+    per_part = [sum(1 for p, _, _ in records if p == q) for q in range(PARTITIONS)]
+
+    def done() -> bool:
+        cks = [store.read(topic, p) for p in range(PARTITIONS)]
+        return all(c is not None and c.next_offset == n for c, n in zip(cks, per_part, strict=True))
+
+    last.wait_for(done, what="both partitions checkpointed at their end")
+    deduplicated += last.metric("streamlstm_sink_deduplicated_total", record="alert") or 0.0
+    assert last.wait(signal.SIGTERM) == 0, last.tail()
+
+    port = _free_port()
+    r = Daemon(_config(tmp_path, kafka, model_path, topic, ref, port), port, tmp_path / "r.log")
+    r.wait_for(lambda: r.processed() >= len(records), what="reference run")
+    assert r.wait(signal.SIGTERM) == 0, r.tail()
+
+    got = _alert_records(kafka, f"{killed}-alerts")
+    want = _alert_records(kafka, f"{ref}-alerts")
+    assert want, "the reference run raised no alert; the test proves nothing"
+    print(f"{len(got)} alert records, {len(want)} in the reference, {deduplicated} deduplicated")
+    dup = {k: n for k, n in Counter(got).items() if n > 1}
+    assert not dup, f"{len(got) - len(set(got))} duplicate alert records: {dup}"
+    assert set(got) == set(want)
+    dead = _dead_letters(kafka, f"{killed}-dlq")
+    assert len(dead) == len(set(dead)) == 40
+    assert set(dead) == set(_dead_letters(kafka, f"{ref}-dlq"))
+    # The replays did re-emit alerts that were already there (else nothing was tested).
+    assert deduplicated > 0
+    a = _final_state(tmp_path / f"ckpt-{killed}", topic)
+    b = _final_state(tmp_path / f"ckpt-{ref}", topic)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        for col in STATE_COLUMNS:
+            np.testing.assert_array_equal(a[key][col], b[key][col], err_msg=f"{key} {col}")
+
+
+CUT_S = 45.0
+
+
+@pytest.mark.slow
+def test_a_45s_broker_cut_sends_each_alert_once(model_path: Path, tmp_path: Path) -> None:
+    """The line to the broker cut for 45 s (every connection reset, new ones refused) while
+    the daemon goes on scoring what it had fetched, with no crash: each (alert id, kind) is
+    on the alerts topic once, and the set and the end state equal an uncut run's. A broker
+    of its own, advertising the proxy's address so that every client goes through it."""
+    from proxy import Proxy
+
+    from streamlstm.kafka.broker import LocalBroker
+
+    own: dict[str, LocalBroker] = {}
+    with Proxy(lambda: ("127.0.0.1", own["b"].port)) as proxy:
+        own["b"] = broker = LocalBroker(advertised_port=proxy.port)
+        broker.start()
+        try:
+            _cut_and_compare(proxy, proxy.address, model_path, tmp_path)
+        finally:
+            broker.stop()
+
+
+def _cut_and_compare(proxy: Any, bs: str, model_path: Path, tmp_path: Path) -> None:
+    topic, cut, ref = "t8-events", "t8c", "t8r"
+    _create_topics(bs, {topic: PARTITIONS, f"{cut}-alerts": 2, f"{cut}-dlq": 1,
+                        f"{ref}-alerts": 2, f"{ref}-dlq": 1})  # fmt: skip
+    # Enough events that the daemon is still scoring what it fetched when the line is cut.
+    records = _records(_fleet(n_streams=64, n_steps=1500))
+    _produce(bs, topic, records)
+    port = _free_port()
+    d = Daemon(_config(tmp_path, bs, model_path, topic, cut, port), port, tmp_path / "cut.log")
+    d.wait_for(lambda: (d.metric("streamlstm_alert_records_total") or 0) >= 1, what="a first alert")
+    proxy.cut()
+    sent_at_cut = d.metric("streamlstm_alert_records_total") or 0
+    d.wait_for(lambda: d.metric("streamlstm_broker_up") == 0, timeout=CUT_S, what="broker down")
+    time.sleep(max(0.0, CUT_S - 1))
+    sent_in_cut = (d.metric("streamlstm_alert_records_total") or 0) - sent_at_cut
+    proxy.restore()
+    store = CheckpointStore(tmp_path / f"ckpt-{cut}", "sensors")
+    per_part = [sum(1 for p, _, _ in records if p == q) for q in range(PARTITIONS)]
+
+    def done() -> bool:
+        cks = [store.read(topic, p) for p in range(PARTITIONS)]
+        return all(c is not None and c.next_offset == n for c, n in zip(cks, per_part, strict=True))
+
+    d.wait_for(done, timeout=180, what="both partitions checkpointed at their end")
+    assert d.wait(signal.SIGTERM) == 0, d.tail()
+    assert "Traceback" not in d.tail()
+
+    port = _free_port()
+    r = Daemon(_config(tmp_path, bs, model_path, topic, ref, port), port, tmp_path / "r.log")
+    r.wait_for(lambda: r.processed() >= len(records), what="reference run")
+    assert r.wait(signal.SIGTERM) == 0, r.tail()
+
+    got = _alert_records(bs, f"{cut}-alerts")
+    want = _alert_records(bs, f"{ref}-alerts")
+    print(f"{len(got)} alert records, {len(want)} in the reference, {sent_in_cut} during the cut")
+    # Alerts were emitted while the line was cut (else the cut tested nothing).
+    assert sent_in_cut > 0
+    dup = {k: n for k, n in Counter(got).items() if n > 1}
+    assert not dup, f"{len(got) - len(set(got))} duplicate alert records: {dup}"
+    assert set(got) == set(want)
+    a = _final_state(tmp_path / f"ckpt-{cut}", topic)
+    b = _final_state(tmp_path / f"ckpt-{ref}", topic)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        for col in STATE_COLUMNS:
+            np.testing.assert_array_equal(a[key][col], b[key][col], err_msg=f"{key} {col}")

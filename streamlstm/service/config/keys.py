@@ -190,6 +190,8 @@ SINKS: dict[str, Key] = {
         _SINKS.dead_letter_topic, _TOPIC_OR_NULL, pattern=_TOPIC_RE, nullable=True
     ),
     "log_alerts": Key("boolean", _SINKS.log_alerts, "true or false"),
+    "lookback_records": Key("integer", _SINKS.lookback_records, lo=0),
+    "lookback_timeout_s": Key("number", _SINKS.lookback_timeout_s, gt=0),
 }
 
 _CKPT = CheckpointConfig(dir=Path())

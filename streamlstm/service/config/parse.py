@@ -276,8 +276,11 @@ class _Parser(KafkaSectionParser):
                 raise Invalid(
                     m.at(key), f"{topic!r} is also a source topic; that would feed outputs back in"
                 )
-        log_alerts = m.read("log_alerts")
-        return SinksConfig(alerts_topic=alerts, dead_letter_topic=dead, log_alerts=log_alerts)
+        return SinksConfig(
+            alerts_topic=alerts, dead_letter_topic=dead, log_alerts=m.read("log_alerts"),
+            lookback_records=m.read("lookback_records"),
+            lookback_timeout_s=m.read("lookback_timeout_s"),
+        )  # fmt: skip
 
     def checkpoint(self, m: Section, name: str) -> CheckpointConfig:
         v = m.read("dir", f"checkpoints/{name}")

@@ -25,7 +25,8 @@ class Fut:
 
 
 class Producer:
-    """Refuses values over LIMIT like the broker; fails the first send of `flaky` keys."""
+    """Refuses values over LIMIT like the broker; refuses the first send of `flaky` keys
+    (as a full buffer does: the record is never handed over, so it is simply sent again)."""
 
     def __init__(self, **kw: Any) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None, list[Any]]] = []
@@ -36,7 +37,7 @@ class Producer:
             return Fut(MessageSizeTooLargeError("too large"))
         if key in self.flaky:
             self.flaky.discard(key)
-            return Fut(KafkaTimeoutError("timeout"))
+            raise KafkaTimeoutError("buffer full")
         self.sent.append((topic, key, value, list(headers or [])))
         return Fut(None)
 
@@ -77,7 +78,7 @@ def test_an_oversized_dead_letter_is_cut_down_and_the_flush_goes_on(caplog) -> N
 def test_an_alert_the_broker_refuses_is_dropped_not_retried_forever() -> None:
     sink = _sink()
     assert sink.producer is not None
-    sink._send("alerts", b"k", b"y" * (LIMIT + 1), [])
+    sink._send(("alerts", b"k", b"y" * (LIMIT + 1), []))
     assert sink.flush(1.0) is True and sink.pending == 0
     assert sink.refused == {"dropped": 1}
 
