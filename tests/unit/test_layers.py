@@ -29,7 +29,7 @@ OFFLINE = ENGINE | {"streamlstm.training", "streamlstm.evaluation", "streamlstm.
 ALLOWED: dict[str, set[str]] = {
     "streamlstm.kernels": KERNELS,
     "streamlstm.model": BASE | KERNELS | {"streamlstm.model"},
-    "streamlstm.state": BASE | {"streamlstm.state"},
+    "streamlstm.state": BASE | KERNELS | {"streamlstm.state"},
     "streamlstm.io": BASE | {"streamlstm.io"},
     "streamlstm.detector": BASE
     | KERNELS
