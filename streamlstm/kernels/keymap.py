@@ -1,24 +1,32 @@
 """Stream key -> slot in compiled code: an open-addressing hash table over key bytes.
 
 The StreamTable (:mod:`streamlstm.state.table`) keeps its keys here instead of
-in a Python dict of str: ~50 bytes a stream instead of ~500, and a lookup of a
-micro-batch costs tens of nanoseconds a key instead of half a microsecond.
+in a Python dict of str: ~60 bytes a stream instead of ~500, and a lookup of a
+micro-batch costs well under the dict's half microsecond a key.
 
 Arrays (``cap`` slots, ``tsize`` a power of two >= 2 * cap buckets):
 
-- ``table (tsize,) int32``: the slot stored in each bucket, -1 = empty.
-  Linear probing; deletion shifts the following run back (no tombstones), so
-  the load stays below 1/2 whatever the churn of keys.
+- ``table (tsize,) uint64``: each bucket holds the upper 32 bits of the key's
+  hash and the slot in the lower 32; ``EMPTY`` (all ones) = no entry. Linear
+  probing; deletion shifts the rest of the run back (no tombstones), so the
+  load stays below 1/2 whatever the churn of keys.
 - ``slot_hash (cap,) uint64``: the 64-bit hash of each slot's key (its home
-  bucket is ``hash & (tsize - 1)``; also the cheap first test of a probe).
-- ``koff (cap,) int64``, ``klen (cap,) int32``: where each slot's key bytes
-  (UTF-8) sit in ``kbytes (arena,) uint8``; ``klen == -1`` marks a free slot.
+  bucket is ``hash & (tsize - 1)``); read only to delete and to rebuild.
+- ``krec (cap, 2) int64``: offset and length of each slot's key bytes (UTF-8)
+  in ``kbytes (arena,) uint8``; length -1 marks a free slot.
 - ``kinfo (3,) int64``: bytes used in the arena, bytes of released keys in it
   (garbage until the next compaction), free slots on the stack.
 - ``free (cap,) int32``: a stack of free slots; the top is popped first.
 
 A hash match is only a candidate: the key bytes are compared in full, so two
 keys with the same 64-bit hash stay two streams.
+
+Why lookups go in stages: at 100k streams behind a detector whose state rows
+fill the caches, every array a lookup reads is a cache miss. :func:`_find`
+reads the home buckets of the whole batch in one loop, then the candidates'
+key records, then their bytes: loads that do not depend on each other, so
+the CPU keeps many misses in flight instead of one at a time. A key the
+stages do not settle (probe run longer than one bucket) takes the plain probe.
 """
 
 from __future__ import annotations
@@ -39,6 +47,10 @@ _FNV_PRIME = np.uint64(0x100000001B3)
 _MIX1 = np.uint64(0xFF51AFD7ED558CCD)
 _MIX2 = np.uint64(0xC4CEB9FE1A85EC53)
 _S33 = np.uint64(33)
+_S32 = np.uint64(32)
+EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
+_LOW = np.uint64(0xFFFFFFFF)
+_HIGH = np.uint64(0xFFFFFFFF00000000)
 
 
 @njit(**NJIT)
@@ -65,39 +77,63 @@ def _same(buf, start, n, kbytes, off):  # pragma: no cover - compiled
 
 
 @njit(**NJIT)
-def _probe(buf, start, end, h, table, slot_hash, kbytes, koff, klen):  # pragma: no cover
+def _probe(buf, start, end, h, table, krec, kbytes):  # pragma: no cover - compiled
     """(slot of the key or -1, the bucket where the probe stopped)."""
     mask = table.shape[0] - 1
     b = np.int64(h & np.uint64(mask))
     n = end - start
     while True:
-        s = table[b]
-        if s < 0:
+        e = table[b]
+        if e == EMPTY:
             return -1, b
-        if slot_hash[s] == h and klen[s] == n and _same(buf, start, n, kbytes, koff[s]):
-            return np.int64(s), b
+        if (e ^ h) >> _S32 == 0:
+            s = np.int64(e & _LOW)
+            if krec[s, 1] == n and _same(buf, start, n, kbytes, krec[s, 0]):
+                return s, b
         b = (b + 1) & mask
 
 
 @njit(**NJIT)
 def _find(
-    buf, offs, seed, table, slot_hash, kbytes, koff, klen, touch, touched, tseq, hashes, out
+    buf, offs, seed, table, krec, kbytes, touch, touched, tseq, hashes, out
 ):  # pragma: no cover - compiled
     """Slots of the keys ``buf[offs[i]:offs[i+1]]`` into ``out`` (-1: not in the table),
-    their hashes into ``hashes``; found slots get ``touched = tseq[i]`` if ``touch``. Returns how
-    many were not found."""
+    their hashes into ``hashes``; found slots get ``touched = tseq[i]`` if ``touch``.
+    Returns how many were not found. In stages (see the module docstring): ``out``
+    holds the home bucket's entry, then the candidate slot, then the answer."""
+    n = offs.shape[0] - 1
+    mask = table.shape[0] - 1
+    for i in range(n):
+        hashes[i] = _hash(buf, offs[i], offs[i + 1], seed)
+    # Stage 1: the home buckets (independent loads).
+    for i in range(n):
+        out[i] = np.int64(table[np.int64(hashes[i] & np.uint64(mask))])
+    # Stage 2: the candidate's key length (independent loads); -2: settle by probing.
+    for i in range(n):
+        e = np.uint64(out[i])
+        if e == EMPTY:
+            out[i] = -1
+        elif (e ^ hashes[i]) >> _S32 == 0:
+            s = np.int64(e & _LOW)
+            out[i] = s if krec[s, 1] == offs[i + 1] - offs[i] else -2
+        else:
+            out[i] = -2
+    # Stage 3: the bytes; anything unsettled takes the plain probe.
     missing = 0
-    for i in range(offs.shape[0] - 1):
+    for i in range(n):
+        s = out[i]
         a = offs[i]
-        e = offs[i + 1]
-        h = _hash(buf, a, e, seed)
-        hashes[i] = h
-        s, _ = _probe(buf, a, e, h, table, slot_hash, kbytes, koff, klen)
+        if s >= 0 and not _same(buf, a, offs[i + 1] - a, kbytes, krec[s, 0]):
+            s = -2
+        if s == -2:
+            s, _ = _probe(buf, a, offs[i + 1], hashes[i], table, krec, kbytes)
         out[i] = s
         if s < 0:
             missing += 1
-        elif touch:
-            touched[s] = tseq[i]
+    if touch:
+        for i in range(n):
+            if out[i] >= 0:
+                touched[out[i]] = tseq[i]
     return missing
 
 
@@ -109,9 +145,8 @@ def _insert(
     hashes,
     table,
     slot_hash,
+    krec,
     kbytes,
-    koff,
-    klen,
     kinfo,
     free,
     group,
@@ -137,7 +172,7 @@ def _insert(
         a = offs[i]
         e = offs[i + 1]
         h = hashes[i]
-        s, b = _probe(buf, a, e, h, table, slot_hash, kbytes, koff, klen)
+        s, b = _probe(buf, a, e, h, table, krec, kbytes)
         if s >= 0:
             out[i] = s
             touched[s] = tseq[i]
@@ -146,13 +181,13 @@ def _insert(
             return i
         kinfo[K_NFREE] -= 1
         s = np.int64(free[kinfo[K_NFREE]])
-        table[b] = s
+        table[b] = (h & _HIGH) | np.uint64(s)
         slot_hash[s] = h
         used = kinfo[K_USED]
         for j in range(e - a):
             kbytes[used + j] = buf[a + j]
-        koff[s] = used
-        klen[s] = e - a
+        krec[s, 0] = used
+        krec[s, 1] = e - a
         kinfo[K_USED] = used + e - a
         group[s] = gnew[i]
         touched[s] = tseq[i]
@@ -164,76 +199,77 @@ def _insert(
 
 
 @njit(**NJIT)
-def _release(slots, table, slot_hash, klen, kinfo, free, group, gone):  # pragma: no cover
+def _release(slots, table, slot_hash, krec, kinfo, free, group, gone):  # pragma: no cover
     """Free ``slots`` (skipping free ones): out of the table, key bytes to garbage,
     group -1, onto the free stack in the order given. ``gone[i]`` says which were
     live. Deletion shifts the rest of the probe run back so no probe stops early."""
     mask = table.shape[0] - 1
     for i in range(slots.shape[0]):
         s = slots[i]
-        if klen[s] < 0:
+        if krec[s, 1] < 0:
             gone[i] = False
             continue
         gone[i] = True
         b = np.int64(slot_hash[s] & np.uint64(mask))
-        while table[b] != s:
+        while np.int64(table[b] & _LOW) != s:
             b = (b + 1) & mask
         # Backward-shift deletion: move later entries of the run into the hole when
         # their home bucket is not inside (hole, their bucket].
         hole = b
         j = (b + 1) & mask
-        while table[j] >= 0:
-            home = np.int64(slot_hash[table[j]] & np.uint64(mask))
+        while table[j] != EMPTY:
+            home = np.int64(slot_hash[np.int64(table[j] & _LOW)] & np.uint64(mask))
             if ((j - home) & mask) >= ((j - hole) & mask):
                 table[hole] = table[j]
                 hole = j
             j = (j + 1) & mask
-        table[hole] = -1
-        kinfo[K_GARBAGE] += klen[s]
-        klen[s] = -1
+        table[hole] = EMPTY
+        kinfo[K_GARBAGE] += krec[s, 1]
+        krec[s, 1] = -1
         group[s] = -1
         free[kinfo[K_NFREE]] = s
         kinfo[K_NFREE] += 1
 
 
 @njit(**NJIT)
-def _rebuild(table, slot_hash, klen):  # pragma: no cover - compiled
-    """Fill an empty ``table`` (all -1) with every live slot, in slot order."""
+def _rebuild(table, slot_hash, krec):  # pragma: no cover - compiled
+    """Fill an empty ``table`` (all ``EMPTY``) with every live slot, in slot order."""
     mask = table.shape[0] - 1
-    for s in range(klen.shape[0]):
-        if klen[s] < 0:
+    for s in range(krec.shape[0]):
+        if krec[s, 1] < 0:
             continue
-        b = np.int64(slot_hash[s] & np.uint64(mask))
-        while table[b] >= 0:
+        h = slot_hash[s]
+        b = np.int64(h & np.uint64(mask))
+        while table[b] != EMPTY:
             b = (b + 1) & mask
-        table[b] = s
+        table[b] = (h & _HIGH) | np.uint64(s)
 
 
 @njit(**NJIT)
-def _compact(kbytes, koff, klen, out):  # pragma: no cover - compiled
-    """Copy the live keys' bytes into ``out`` in slot order, updating ``koff``;
+def _compact(kbytes, krec, out):  # pragma: no cover - compiled
+    """Copy the live keys' bytes into ``out`` in slot order, updating their offsets;
     returns the bytes used."""
     used = 0
-    for s in range(klen.shape[0]):
-        n = klen[s]
+    for s in range(krec.shape[0]):
+        n = krec[s, 1]
         if n < 0:
             continue
-        a = koff[s]
+        a = krec[s, 0]
         for j in range(n):
             out[used + j] = kbytes[a + j]
-        koff[s] = used
+        krec[s, 0] = used
         used += n
     return used
 
 
 @njit(**NJIT)
-def _gather(slots, kbytes, koff, klen, out, lengths):  # pragma: no cover - compiled
+def _gather(slots, kbytes, krec, out, lengths):  # pragma: no cover - compiled
     """The keys of ``slots`` (all live) back to back into ``out``, their lengths."""
     used = 0
     for i in range(slots.shape[0]):
         s = slots[i]
-        n = klen[s]
-        a = koff[s]
+        n = krec[s, 1]
+        a = krec[s, 0]
         for j in range(n):
             out[used + j] = kbytes[a + j]
         lengths[i] = n

@@ -83,14 +83,13 @@ class StreamTable:
         # producer cannot pick keys that pile into one probe run.
         self._hseed = np.uint64(int.from_bytes(os.urandom(8), "little"))
         self._slot_hash = np.zeros(cap, np.uint64)
-        self._koff = np.zeros(cap, np.int64)
-        self._klen = np.full(cap, -1, np.int32)
+        self._krec = np.full((cap, 2), -1, np.int64)
         self._kbytes = np.zeros(max(1024, 16 * cap), np.uint8)
         self._kinfo = np.zeros(KM.N_KINFO, np.int64)
         # Free slots, popped from the top: 0 first, as the list it replaces did.
         self._free = np.arange(cap - 1, -1, -1, dtype=np.int32)
         self._kinfo[KM.K_NFREE] = cap
-        self._table = np.full(_buckets(cap), -1, np.int32)
+        self._table = np.full(_buckets(cap), KM.EMPTY, np.uint64)
         self._seq = 0
         self.evicted_lru = 0
         self.evicted_idle = 0
@@ -108,7 +107,7 @@ class StreamTable:
 
     def keys(self) -> list[str]:
         """The live keys, in slot order."""
-        return self._decode(np.flatnonzero(self._klen >= 0))
+        return self._decode(np.flatnonzero(self._krec[:, 1] >= 0))
 
     def slot(self, key: str) -> int:
         s = int(self._lookup([key])[0])
@@ -117,7 +116,7 @@ class StreamTable:
         return s
 
     def key_of(self, slot: int) -> str:
-        if not 0 <= slot < self.capacity or self._klen[slot] < 0:
+        if not 0 <= slot < self.capacity or self._krec[slot, 1] < 0:
             raise KeyError(f"slot {slot} is free")
         return self._decode(np.array([slot], np.int64))[0]
 
@@ -131,9 +130,9 @@ class StreamTable:
 
     def key_bytes(self) -> int:
         """Bytes the key map holds: hash table, per-slot key records, key arena."""
-        return sum(
-            a.nbytes for a in (self._table, self._slot_hash, self._koff, self._klen, self._free)
-        ) + int(self._kbytes.nbytes)
+        return sum(a.nbytes for a in (self._table, self._slot_hash, self._krec, self._free)) + int(
+            self._kbytes.nbytes
+        )
 
     def state_bytes(self) -> int:
         return self.capacity * self.bytes_per_stream() + self.key_bytes()
@@ -149,8 +148,8 @@ class StreamTable:
         hashes = np.empty(n, np.uint64)
         tseq = np.full(n, seq, np.int64)
         missing = KM._find(
-            buf, offs, self._hseed, self._table, self._slot_hash, self._kbytes, self._koff,
-            self._klen, True, self.touched, tseq, hashes, out,
+            buf, offs, self._hseed, self._table, self._krec, self._kbytes, True,
+            self.touched, tseq, hashes, out,
         )  # fmt: skip
         if missing:
             self._insert(buf, offs, hashes, out, np.full(n, group, np.int32), tseq)
@@ -162,8 +161,8 @@ class StreamTable:
         n = offs.shape[0] - 1
         out = np.empty(n, np.int64)
         KM._find(
-            buf, offs, self._hseed, self._table, self._slot_hash, self._kbytes, self._koff,
-            self._klen, False, self.touched, out, np.empty(n, np.uint64), out,
+            buf, offs, self._hseed, self._table, self._krec, self._kbytes, False,
+            self.touched, out, np.empty(n, np.uint64), out,
         )  # fmt: skip
         return out
 
@@ -187,8 +186,8 @@ class StreamTable:
         try:
             while True:
                 i = KM._insert(
-                    i, buf, offs, hashes, self._table, self._slot_hash, self._kbytes,
-                    self._koff, self._klen, self._kinfo, self._free, self.group, self.touched,
+                    i, buf, offs, hashes, self._table, self._slot_hash, self._krec,
+                    self._kbytes, self._kinfo, self._free, self.group, self.touched,
                     self.last_time, gnew, tseq, out, new_slots, n_new,
                 )  # fmt: skip
                 if i == n:
@@ -211,7 +210,7 @@ class StreamTable:
             return
         live = used - int(self._kinfo[KM.K_GARBAGE])
         arena = np.zeros(max(1024, 2 * (live + need)), np.uint8)
-        self._kinfo[KM.K_USED] = KM._compact(self._kbytes, self._koff, self._klen, arena)
+        self._kinfo[KM.K_USED] = KM._compact(self._kbytes, self._krec, arena)
         self._kinfo[KM.K_GARBAGE] = 0
         self._kbytes = arena
 
@@ -228,8 +227,7 @@ class StreamTable:
         self.last_time = grow(self.last_time)
         self.touched = grow(self.touched)
         self._slot_hash = grow(self._slot_hash)
-        self._koff = grow(self._koff)
-        self._klen = grow(self._klen, -1)
+        self._krec = grow(self._krec, -1)
         nfree = int(self._kinfo[KM.K_NFREE])
         free = np.empty(new_cap, np.int32)
         free[:nfree] = self._free[:nfree]
@@ -237,8 +235,8 @@ class StreamTable:
         self._free = free
         self._kinfo[KM.K_NFREE] = nfree + new_cap - old
         if _buckets(new_cap) != self._table.shape[0]:
-            self._table = np.full(_buckets(new_cap), -1, np.int32)
-            KM._rebuild(self._table, self._slot_hash, self._klen)
+            self._table = np.full(_buckets(new_cap), KM.EMPTY, np.uint64)
+            KM._rebuild(self._table, self._slot_hash, self._krec)
 
     def _evict_lru(self, seq: int) -> None:
         live = np.flatnonzero(self.group >= 0)
@@ -260,7 +258,7 @@ class StreamTable:
         slots = np.ascontiguousarray(slots, np.int64)
         gone = np.empty(slots.shape[0], np.bool_)
         KM._release(
-            slots, self._table, self._slot_hash, self._klen, self._kinfo, self._free,
+            slots, self._table, self._slot_hash, self._krec, self._kinfo, self._free,
             self.group, gone,
         )  # fmt: skip
         return gone
@@ -299,9 +297,9 @@ class StreamTable:
         """The key bytes of live ``slots`` back to back, and their lengths."""
         slots = np.ascontiguousarray(slots, np.int64)
         lengths = np.empty(slots.shape[0], np.int64)
-        total = int(self._klen[slots].sum()) if slots.size else 0
+        total = int(self._krec[slots, 1].sum()) if slots.size else 0
         raw = np.empty(total, np.uint8)
-        KM._gather(slots, self._kbytes, self._koff, self._klen, raw, lengths)
+        KM._gather(slots, self._kbytes, self._krec, raw, lengths)
         return raw.tobytes(), lengths
 
     def _decode(self, slots: np.ndarray) -> list[str]:
@@ -375,8 +373,8 @@ class StreamTable:
         hashes = np.empty(n, np.uint64)
         out = np.empty(n, np.int64)
         KM._find(
-            raw, offs, self._hseed, self._table, self._slot_hash, self._kbytes, self._koff,
-            self._klen, False, self.touched, touched, hashes, out,
+            raw, offs, self._hseed, self._table, self._krec, self._kbytes, False,
+            self.touched, touched, hashes, out,
         )  # fmt: skip
         # One pass in snapshot order (a key found is re-touched before the next key
         # may evict), as the per-key loop this replaces did.

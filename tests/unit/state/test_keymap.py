@@ -117,8 +117,8 @@ def test_equal_hashes_stay_two_streams() -> None:
     hb = KM._hash(buf, 0, 1, t._hseed)
     # Re-key slot a's record under b's hash, so a probe for "b" lands on it first.
     t._slot_hash[sa] = hb
-    t._table[:] = -1
-    KM._rebuild(t._table, t._slot_hash, t._klen)
+    t._table[:] = KM.EMPTY
+    KM._rebuild(t._table, t._slot_hash, t._krec)
     sb = int(t.slots_for(["b"])[0])
     assert sb != sa and len(t) == 2
     assert t.key_of(sa) == "a" and t.key_of(sb) == "b"
