@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "streamlstm.kernels": KERNELS,
     "streamlstm.model": BASE | KERNELS | {"streamlstm.model"},
     "streamlstm.state": BASE | KERNELS | {"streamlstm.state"},
-    "streamlstm.io": BASE | {"streamlstm.io"},
+    "streamlstm.io": BASE | KERNELS | {"streamlstm.io"},
     "streamlstm.detector": BASE
     | KERNELS
     | {"streamlstm.model", "streamlstm.state", "streamlstm.detector"},  # fmt: skip

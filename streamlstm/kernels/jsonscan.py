@@ -1,0 +1,259 @@
+"""A compiled scanner for flat JSON objects: record values -> numbers and key spans.
+
+Arrays in, arrays out: the values of a batch back to back (``buf`` uint8,
+record ``i`` is ``buf[starts[i]:ends[i]]``, an end below its start marks a
+record that is not bytes), the wanted top-level fields by name, and per record
+either the fields' values or "not mine". The decoder
+(:mod:`streamlstm.io.fastjson`) sends every "not mine" record to the general
+decoder, so this scanner only has to be exact on what it accepts, and it
+accepts only what it can read exactly:
+
+- one JSON object of members separated by JSON whitespace, all bytes ASCII,
+  no backslash in any string (so no escapes and no unicode keys: those go to
+  the general decoder), no nested object or array anywhere, no field read twice;
+- a number field holds a JSON number (strict grammar) or ``null``; the
+  number becomes a float64 only when that is exact by Clinger's fast path (at
+  most 15 significant digits and a power of ten up to 1e22, or an integer of
+  at most 15 digits), which is bit for bit what orjson + numpy give; anything
+  else (17-digit reprs, 1e400, ``NaN``) is "not mine";
+- a string field (the stream key) holds a string; its span is returned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from streamlstm.kernels.config import NJIT
+
+STRING = 0
+NUMBER = 1
+# Significant digits the fast path converts exactly (10**15 < 2**53).
+MAX_DIGITS = 15
+_POW10 = np.array([10.0**k for k in range(23)], np.float64)
+
+
+@njit(**NJIT)
+def _ws(buf, p, end):  # pragma: no cover - compiled
+    while p < end:
+        c = buf[p]
+        if c != 32 and c != 9 and c != 10 and c != 13:
+            break
+        p += 1
+    return p
+
+
+@njit(**NJIT)
+def _string(buf, p, end):  # pragma: no cover - compiled
+    """End (one past the closing quote) of the string opening at ``p``, or -1."""
+    p += 1
+    while p < end:
+        c = buf[p]
+        if c == 34:
+            return p + 1
+        if c == 92 or c < 32 or c >= 128:
+            return -1
+        p += 1
+    return -1
+
+
+@njit(**NJIT)
+def _number(buf, p, end, out, j):  # pragma: no cover - compiled
+    """Scan the JSON number at ``p``; if ``j >= 0`` store its exact value in
+    ``out[j]``. Returns the position after it, -1 if it is not a number, -2 if it
+    is one the fast path does not convert exactly."""
+    neg = False
+    if p < end and buf[p] == 45:
+        neg = True
+        p += 1
+    if p >= end or buf[p] < 48 or buf[p] > 57:
+        return -1
+    man = np.int64(0)
+    nd = 0
+    e10 = 0
+    exact = True
+    is_int = True
+    if buf[p] == 48:
+        p += 1
+    else:
+        while p < end and 48 <= buf[p] <= 57:
+            if nd < MAX_DIGITS:
+                man = man * 10 + (buf[p] - 48)
+            else:
+                exact = False
+            nd += 1
+            p += 1
+    if p < end and buf[p] == 46:
+        is_int = False
+        p += 1
+        if p >= end or buf[p] < 48 or buf[p] > 57:
+            return -1
+        while p < end and 48 <= buf[p] <= 57:
+            d = buf[p] - 48
+            if nd == 0 and d == 0:
+                e10 -= 1  # a leading zero of the fraction
+            elif nd < MAX_DIGITS:
+                man = man * 10 + d
+                nd += 1
+                e10 -= 1
+            else:
+                exact = False
+                nd += 1
+            p += 1
+    if p < end and (buf[p] == 101 or buf[p] == 69):
+        is_int = False
+        p += 1
+        eneg = False
+        if p < end and (buf[p] == 43 or buf[p] == 45):
+            eneg = buf[p] == 45
+            p += 1
+        if p >= end or buf[p] < 48 or buf[p] > 57:
+            return -1
+        ex = 0
+        while p < end and 48 <= buf[p] <= 57:
+            if ex < 100000:
+                ex = ex * 10 + (buf[p] - 48)
+            p += 1
+        e10 += -ex if eneg else ex
+    # Readable by orjson as a plain int or a finite float, whether the field is read
+    # or not (beyond this, orjson's and the standard library's paths part ways).
+    if nd > 18 or e10 > 300 or e10 < -300:
+        return -2
+    if j < 0:
+        return p
+    if not exact:
+        return -2
+    if man == 0:
+        # orjson reads "-0" as the integer 0 and "-0.0" as the float -0.0.
+        out[j] = -0.0 if (neg and not is_int) else 0.0
+        return p
+    if e10 > 22 or e10 < -22:
+        return -2
+    v = np.float64(man)
+    if e10 >= 0:
+        v = v * _POW10[e10]
+    else:
+        v = v / _POW10[-e10]
+    out[j] = -v if neg else v
+    return p
+
+
+@njit(**NJIT)
+def _literal(buf, p, end, word):  # pragma: no cover - compiled
+    n = word.shape[0]
+    if p + n > end:
+        return -1
+    for k in range(n):
+        if buf[p + k] != word[k]:
+            return -1
+    return p + n
+
+
+@njit(**NJIT)
+def _which(buf, a, e, fbuf, foffs):  # pragma: no cover - compiled
+    """Index of the wanted field named ``buf[a:e]``, or -1."""
+    for f in range(foffs.shape[0] - 1):
+        fa = foffs[f]
+        n = foffs[f + 1] - fa
+        if n != e - a:
+            continue
+        same = True
+        for k in range(n):
+            if buf[a + k] != fbuf[fa + k]:
+                same = False
+                break
+        if same:
+            return f
+    return -1
+
+
+_TRUE = np.frombuffer(b"true", np.uint8).copy()
+_FALSE = np.frombuffer(b"false", np.uint8).copy()
+_NULL = np.frombuffer(b"null", np.uint8).copy()
+
+
+@njit(**NJIT)
+def _scan_one(buf, p, end, fbuf, foffs, fkind, vals, span, seen):  # pragma: no cover
+    """Scan one record; True if it is a flat object this scanner reads exactly.
+
+    Why one function: the object grammar (members, separators, the closing brace)
+    is one loop whose every exit means "not mine"; split, each part would re-check it.
+    """
+    p = _ws(buf, p, end)
+    if p >= end or buf[p] != 123:
+        return False
+    p = _ws(buf, p + 1, end)
+    if p < end and buf[p] == 125:
+        return _ws(buf, p + 1, end) == end
+    while True:
+        if p >= end or buf[p] != 34:
+            return False
+        q = _string(buf, p, end)
+        if q < 0:
+            return False
+        f = _which(buf, p + 1, q - 1, fbuf, foffs)
+        if f >= 0:
+            if seen[f]:
+                return False  # a field given twice: the last one wins in a dict
+            seen[f] = True
+        p = _ws(buf, q, end)
+        if p >= end or buf[p] != 58:
+            return False
+        p = _ws(buf, p + 1, end)
+        if p >= end:
+            return False
+        c = buf[p]
+        if c == 34:
+            q = _string(buf, p, end)
+            if q < 0 or (f >= 0 and fkind[f] != STRING):
+                return False
+            if f >= 0:
+                span[0] = p + 1
+                span[1] = q - 1 - (p + 1)
+        elif c == 45 or 48 <= c <= 57:
+            if f >= 0 and fkind[f] != NUMBER:
+                return False
+            q = _number(buf, p, end, vals, f)
+            if q < 0:
+                return False
+        elif c == 110:
+            q = _literal(buf, p, end, _NULL)
+            if q < 0 or (f >= 0 and fkind[f] != NUMBER):
+                return False
+        elif c == 116 or c == 102:
+            q = _literal(buf, p, end, _TRUE if c == 116 else _FALSE)
+            if q < 0 or f >= 0:
+                return False
+        else:
+            return False  # an object, an array, or not JSON
+        p = _ws(buf, q, end)
+        if p >= end:
+            return False
+        if buf[p] == 44:
+            p = _ws(buf, p + 1, end)
+            continue
+        if buf[p] == 125:
+            return _ws(buf, p + 1, end) == end
+        return False
+
+
+@njit(**NJIT)
+def _scan(buf, starts, ends, fbuf, foffs, fkind, vals, spans, ok):  # pragma: no cover
+    """Scan every record ``buf[starts[i]:ends[i]]`` (``ends[i] < starts[i]``: not bytes,
+    not mine): ``vals (n, m)`` float64 the number fields (NaN: absent or
+    null), ``spans (n, 2)`` int64 start and length of the string field (-1: absent),
+    ``ok (n,)`` bool whether the record is one this scanner reads exactly."""
+    m = foffs.shape[0] - 1
+    seen = np.zeros(m, np.bool_)
+    for i in range(starts.shape[0]):
+        for f in range(m):
+            vals[i, f] = np.nan
+            seen[f] = False
+        spans[i, 0] = -1
+        spans[i, 1] = -1
+        a = starts[i]
+        e = ends[i]
+        if e < a:
+            ok[i] = False
+            continue
+        ok[i] = _scan_one(buf, a, e, fbuf, foffs, fkind, vals[i], spans[i], seen)

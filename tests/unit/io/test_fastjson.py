@@ -1,0 +1,300 @@
+"""The batch decoder (compiled scanner + fallback) equals the general decoder, record
+by record, on seeded mixes of valid and garbage records: the same keys, times and
+features bit for bit, the same partitions, offsets and positions, the same reject
+reasons and details."""
+
+from __future__ import annotations
+
+import random
+from typing import NamedTuple
+
+import pytest
+
+from streamlstm.io.decode import DecodeConfig, Decoder
+from streamlstm.io.features import FeatureSpec
+
+
+class Rec(NamedTuple):
+    key: bytes | None
+    value: bytes | None
+    timestamp: int
+    partition: int
+    offset: int
+    headers: list[tuple[str, bytes]]
+
+
+GOOD_NUMBERS = [
+    "0",
+    "-0",
+    "-0.0",
+    "0.0",
+    "1",
+    "-1",
+    "21.37",
+    "1013.25",
+    "0.05",
+    "-0.125",
+    "1E5",
+    "1e-7",
+    "2.5e3",
+    "123456789012345",
+    "0.000123",
+    "9.999",
+    "60.1234",
+    "1e22",
+    "1e-22",
+    "7.0e+2",
+    "100",
+    "4.2",
+    "-17.5",
+]
+ODD_NUMBERS = [
+    "0.30000000000000004",
+    "1e400",
+    "-1e400",
+    "1e-400",
+    "12345678901234567890123",
+    "1234567890123456",
+    "2.4703282292062328e-324",
+    "1.7976931348623157e308",
+    "1e23",
+    "123456789.123456789",
+    "5e-324",
+    "1e300",
+    "1e13",
+    "1e12",
+    "-1e12",
+]
+BAD_NUMBERS = ["01", "+1", ".5", "1.", "-", "1e", "1e+", "--1", "0x10", "1.5.2", "1e5e5"]
+NON_NUMBERS = [
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "true",
+    "false",
+    "null",
+    '"x"',
+    '"12"',
+    "[1]",
+    '{"a": 1}',
+    "[]",
+    "{}",
+]
+STRINGS = [
+    '"a"',
+    '"pump-7"',
+    '"s-001"',
+    '"machine 12"',
+    '"\\u00e9t\\u00e9"',
+    '"a\\nb"',
+    '"\\"q\\""',
+    '"机器"',
+    '"é"',
+    '"x\\ud800"',
+    '""',
+    '"' + "k" * 300 + '"',
+    '"' + "k" * 256 + '"',
+    "12",
+    "-3",
+    "0",
+    "null",
+    "true",
+    "1.5",
+    '["a"]',
+    '{"id": "a"}',
+]
+EXTRA = [
+    '"note": "hello"',
+    '"nested": {"a": [1, 2, {"b": null}]}',
+    '"arr": [1, 2.5, "x"]',
+    '"big": 1e400',
+    '"nan": NaN',
+    '"flag": true',
+    '"\\u0074emp2": 3',
+    '"clé": "v"',
+    '"机": 1',
+    '"esc": "a\\tb\\u0041"',
+    '"n": null',
+    '"z": -0',
+    '"long": 12345678901234567890',
+]
+WS = ["", " ", "  ", "\n", "\t", "\r\n", " \n\t "]
+GARBAGE = [
+    b"garbage",
+    b"",
+    b"{",
+    b"}",
+    b"[1, 2]",
+    b"3",
+    b'"str"',
+    b"null",
+    b'{"id": "a",}',
+    b"{'id': 'a'}",
+    b'{"id": "a" "ts": 1}',
+    b"\xff\xfe{}",
+    b'{"id": "\xff"}',
+    b'{"id": "\xc3\xa9", "ts": 100, "temp": 1}',
+    b"{}",
+    b'  {"id":"a"}  x',
+    b"\x00",
+    b'{"id": "a", "ts": 1}{}',
+    b'\xef\xbb\xbf{"id": "a", "ts": 100, "temp": 1.0}',
+]
+
+
+def _value(pool_weights: list[tuple[list[str], float]], rng: random.Random) -> str:
+    pools, weights = zip(*pool_weights, strict=True)
+    return rng.choice(rng.choices(pools, weights)[0])
+
+
+def make_records(n: int, seed: int, numeric: list[str], key: str | None, tfield: str | None,
+                 garbage: float = 0.25) -> list[Rec]:  # fmt: skip
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        kafka_key = (
+            rng.choice([b"k1", b"k2", None, b"\xff\xfe", b"", "strkey"])
+            if rng.random() < 0.3
+            else f"dev-{i % 17}".encode()
+        )
+        if rng.random() < garbage / 3:
+            value = rng.choice(GARBAGE + [None])
+        else:
+            members = []
+            clean = rng.random() > garbage
+            if key is not None and (clean or rng.random() > 0.1):
+                k = f'"dev-{rng.randrange(50)}"' if clean else _value([(STRINGS, 1.0)], rng)
+                members.append(f'"{key}": {k}')
+            if tfield is not None and (clean or rng.random() > 0.1):
+                t = str(rng.randrange(1_600_000_000, 1_800_000_000))
+                if not clean:
+                    t = rng.choice(
+                        [
+                            t,
+                            t + "000",
+                            "-5",
+                            "null",
+                            '"2024-01-01"',
+                            "1e30",
+                            t + ".25",
+                            "NaN",
+                            "8e9",
+                        ]
+                    )
+                members.append(f'"{tfield}": {t}')
+            for f in numeric:
+                if clean:
+                    members.append(f'"{f}": {rng.choice(GOOD_NUMBERS)}')
+                elif rng.random() > 0.1:
+                    v = _value(
+                        [
+                            (GOOD_NUMBERS, 3.0),
+                            (ODD_NUMBERS, 1.0),
+                            (BAD_NUMBERS, 0.3),
+                            (NON_NUMBERS, 1.0),
+                        ],
+                        rng,
+                    )
+                    members.append(f'"{f}": {v}')
+                    if rng.random() < 0.05:
+                        members.append(f'"{f}": {rng.choice(GOOD_NUMBERS)}')  # a duplicate
+            for _ in range(rng.randrange(0, 3) if not clean or rng.random() < garbage else 0):
+                members.append(rng.choice(EXTRA))
+            rng.shuffle(members)
+            w = lambda: rng.choice(WS)  # noqa: E731
+            body = ",".join(f"{w()}{m}{w()}" for m in members)
+            value = f"{w()}{{{body}}}{w()}".encode("utf-8", "surrogatepass")
+        out.append(Rec(kafka_key, value, 1_700_000_000_000 + i if rng.random() > 0.02 else -1,  # type: ignore[arg-type]
+                       i % 3, 1000 + i, []))  # fmt: skip
+    return out
+
+
+def _same(a, b) -> None:  # type: ignore[no-untyped-def]
+    assert a.keys == b.keys
+    for name in ("times", "x", "partitions", "offsets", "index"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and x.shape == y.shape, name
+        assert x.tobytes() == y.tobytes(), name
+    assert a.rejects == b.rejects
+
+
+CONFIGS = {
+    "fields": (
+        DecodeConfig(
+            key_field="id",
+            time_field="ts",
+            features=(
+                FeatureSpec("temp"),
+                FeatureSpec("pressure", transform="log", min=0.0, max=2000.0),
+                FeatureSpec("flow", default=0.0),
+            ),
+        ),  # fmt: skip
+        ["temp", "pressure", "flow"],
+        "id",
+        "ts",
+    ),
+    "kafka_key_and_time": (
+        DecodeConfig(features=(FeatureSpec("temp"), FeatureSpec("hour", transform="time_of_day"))),
+        ["temp"],
+        None,
+        None,
+    ),
+    "ms_and_small_range": (
+        DecodeConfig(
+            key_field="id",
+            time_field="ts",
+            time_unit="ms",
+            max_value=1e3,
+            max_key_length=8,
+            features=(FeatureSpec("temp", min=-20.0, max=100.0),),
+        ),  # fmt: skip
+        ["temp"],
+        "id",
+        "ts",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batch_decoder_equals_the_general_one(name: str, seed: int) -> None:
+    cfg, numeric, key, tfield = CONFIGS[name]
+    dec = Decoder(cfg, tuple(n for s in cfg.features for n in s.names))
+    assert dec._flat is not None
+    recs = make_records(600, seed, numeric, key, tfield)
+    if name == "ms_and_small_range":
+        # Times in milliseconds (a seconds value is then "before 1970", bad_time).
+        ms = [r.value.replace(b'"ts": 1', b'"ts": 1000') if r.value else r.value for r in recs]
+        recs = [r._replace(value=v) for r, v in zip(recs, ms, strict=True)]
+    fast, ref = dec.decode(recs), dec.decode_exact(recs)
+    _same(fast, ref)
+    # Both paths carry a real share of the batch.
+    scanned = dec._flat.scan([r.value for r in recs])[2]  # type: ignore[union-attr]
+    assert 0.3 * len(recs) < scanned.sum() < 0.95 * len(recs)
+    # The mix exercises both paths and most reject reasons.
+    assert 0.2 * len(recs) < len(fast) < 0.9 * len(recs)
+    assert len(fast.reject_counts()) >= 4, fast.reject_counts()
+    # And record by record: each alone, through either path, gives the same.
+    for r in recs[:150]:
+        _same(dec.decode([r] * 8), dec.decode_exact([r] * 8))
+
+
+def test_clean_records_take_the_scanner() -> None:
+    cfg, numeric, key, tfield = CONFIGS["fields"]
+    dec = Decoder(cfg, tuple(n for s in cfg.features for n in s.names))
+    recs = make_records(200, 5, numeric, key, tfield, garbage=0.0)
+    recs = [r for r in recs if r.value is not None]
+    vals, spans, ok, _ = dec._flat.scan([r.value for r in recs])  # type: ignore[union-attr]
+    assert ok.all()
+    _same(dec.decode(recs), dec.decode_exact(recs))
+
+
+def test_configs_the_scanner_cannot_serve_take_the_general_path() -> None:
+    for cfg in (
+        DecodeConfig(key_field="a.id", features=(FeatureSpec("temp"),)),
+        DecodeConfig(time_field="ts", time_unit="iso", features=(FeatureSpec("temp"),)),
+        DecodeConfig(features=(FeatureSpec("m", transform="onehot", vocabulary=("x",)),)),
+        DecodeConfig(key_field="temp", features=(FeatureSpec("temp"),)),
+    ):
+        names = tuple(n for s in cfg.features for n in s.names)
+        assert Decoder(cfg, names)._flat is None
