@@ -86,6 +86,10 @@ _TIMESTAMP = attrgetter("timestamp")
 # Below this many records the scanner's fixed cost (a Numba call, the array set-up)
 # outweighs what it saves; such batches take the general path.
 FLAT_MIN_BATCH = 8
+# When the scanner reads less than this share of a batch, the next FLAT_SKIP_BATCHES
+# batches skip it (the result is the same either way; only the cost differs).
+FLAT_MIN_SHARE = 0.5
+FLAT_SKIP_BATCHES = 16
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,7 @@ class Decoder:
         self._time = tuple(decode.time_field.split(".")) if decode.time_field else None
         self._cols = [(s.name, tuple(s.field.split("."))) for s in decode.features if s.field]
         self._spec_of = {s.field: s for s in reversed(decode.features) if s.field}
+        self._flat_skip = 0
         self._flat = FlatPlan.for_config(
             decode.key_field,
             decode.time_field,
@@ -278,11 +283,19 @@ class Decoder:
         """
         if self._flat is None or len(records) < FLAT_MIN_BATCH:
             return self.decode_exact(records)
+        if self._flat_skip > 0:
+            self._flat_skip -= 1
+            return self.decode_exact(records)
         return self._decode_flat(records, self._flat)
 
     def _decode_flat(self, records: Sequence[Any], plan: FlatPlan) -> DecodedBatch:
         n = len(records)
         vals, spans, ok, data = plan.scan(list(map(_VALUE, records)))
+        if np.count_nonzero(ok) < FLAT_MIN_SHARE * n:
+            # A topic the scanner mostly leaves (full-precision floats, nested
+            # objects): stop paying for the scan for a while.
+            self._flat_skip = FLAT_SKIP_BATCHES
+            return self.decode_exact(records)
         cfg = self.config
         if plan.time_col is None:
             try:
@@ -306,7 +319,9 @@ class Decoder:
         else:
             # The scanner accepted only ASCII: latin-1 maps each byte to one character.
             text = data.decode("latin-1")
-            keys = [text[a : a + m] for a, m in spans[rows].tolist()]
+            starts = spans[rows, 0]
+            cut = map(slice, starts.tolist(), (starts + spans[rows, 1]).tolist())
+            keys = list(map(text.__getitem__, cut))
         maxlen = cfg.max_key_length
         key_len = np.fromiter(map(len, keys), np.int64, count=len(keys))
         key_ok = (key_len > 0) & (key_len <= maxlen)
@@ -320,8 +335,8 @@ class Decoder:
             rows, times, x = rows[keep], times[keep], x[keep]
             ok[:] = False
             ok[rows] = True
-        good = [records[i] for i in rows.tolist()]
-        m = len(good)
+        m = rows.shape[0]
+        good = list(records) if m == n else [records[i] for i in rows.tolist()]
         fast = DecodedBatch(
             keys=keys,
             times=np.ascontiguousarray(times, np.float64),

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import pytest
 
+from streamlstm.io import decode as decode_mod
 from streamlstm.io.decode import DecodeConfig, Decoder
 from streamlstm.io.features import FeatureSpec
 
@@ -257,7 +258,11 @@ CONFIGS = {
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_batch_decoder_equals_the_general_one(name: str, seed: int) -> None:
+def test_batch_decoder_equals_the_general_one(
+    name: str, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scan every batch, however much of it the scanner leaves (the point is the merge).
+    monkeypatch.setattr(decode_mod, "FLAT_MIN_SHARE", 0.0)
     cfg, numeric, key, tfield = CONFIGS[name]
     dec = Decoder(cfg, tuple(n for s in cfg.features for n in s.names))
     assert dec._flat is not None
@@ -298,3 +303,16 @@ def test_configs_the_scanner_cannot_serve_take_the_general_path() -> None:
     ):
         names = tuple(n for s in cfg.features for n in s.names)
         assert Decoder(cfg, names)._flat is None
+
+
+def test_a_batch_the_scanner_mostly_leaves_skips_it_for_a_while() -> None:
+    cfg, numeric, key, tfield = CONFIGS["fields"]
+    dec = Decoder(cfg, tuple(n for s in cfg.features for n in s.names))
+    full = [
+        Rec(None, f'{{"id": "a", "ts": 1700000000, "temp": {0.1 + i / 3}}}'.encode(), 0, 0, i, [])
+        for i in range(50)
+    ]
+    _same(dec.decode(full), dec.decode_exact(full))
+    assert dec._flat_skip == decode_mod.FLAT_SKIP_BATCHES
+    _same(dec.decode(full), dec.decode_exact(full))
+    assert dec._flat_skip == decode_mod.FLAT_SKIP_BATCHES - 1
