@@ -12,14 +12,17 @@ accepts only what it can read exactly:
   no backslash in any string (so no escapes and no unicode keys: those go to
   the general decoder), no nested object or array anywhere, no field read twice;
 - a number field holds a JSON number (strict grammar) or ``null``; the
-  number becomes a float64 only when that is exact by Clinger's fast path (at
-  most 15 significant digits and a power of ten up to 1e22, or an integer of
-  at most 15 digits), which is bit for bit what orjson + numpy give; anything
-  else (17-digit reprs, 1e400, ``NaN``) is "not mine";
+  number becomes the correctly rounded float64 (what orjson + numpy give, bit
+  for bit) when it has at most 19 significant digits (integers: 18) and is a
+  normal double: by Clinger's fast path, else by Eisel-Lemire, which says when
+  it cannot decide; anything else (20-digit numbers, 1e400, subnormals,
+  ``NaN``) is "not mine";
 - a string field (the stream key) holds a string; its span is returned.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit
@@ -28,9 +31,48 @@ from streamlstm.kernels.config import NJIT
 
 STRING = 0
 NUMBER = 1
-# Significant digits the fast path converts exactly (10**15 < 2**53).
-MAX_DIGITS = 15
+# Significant digits the scanner converts: up to 15 by Clinger's fast path
+# (10**15 < 2**53), up to 19 (10**19 < 2**64) by Eisel-Lemire.
+MAX_DIGITS = 19
 _POW10 = np.array([10.0**k for k in range(23)], np.float64)
+_U1 = np.uint64(1)
+_U10 = np.uint64(10)
+_S32 = np.uint64(32)
+_M32 = np.uint64(0xFFFFFFFF)
+_TOP = np.uint64(1 << 63)
+# fast_float's precision mask for binary64 (mantissa bits + 3 = 55 bits checked).
+_PREC_MASK = np.uint64(0xFFFFFFFFFFFFFFFF >> 55)
+_Q_MIN = -342
+_Q_MAX = 308
+
+
+def _powers_of_five() -> tuple[np.ndarray, np.ndarray]:
+    """fast_float's 128-bit table of 5**q, q in [-342, 308]: normalised so the top
+    bit is set; truncated for q >= 0, ``2**b // 5**-q + 1`` for q < 0."""
+    out = []
+    for q in range(_Q_MIN, 0):
+        p5 = 5**-q
+        z = p5.bit_length()
+        if q >= -27:
+            c = 2 ** (z + 127) // p5 + 1
+        else:
+            c = 2 ** (2 * z + 128) // p5 + 1
+            while c >= 1 << 128:
+                c //= 2
+        out.append(c)
+    for q in range(0, _Q_MAX + 1):
+        p5 = 5**q
+        while p5 < 1 << 127:
+            p5 *= 2
+        while p5 >= 1 << 128:
+            p5 //= 2
+        out.append(p5)
+    hi = np.array([c >> 64 for c in out], np.uint64)
+    lo = np.array([c & ((1 << 64) - 1) for c in out], np.uint64)
+    return hi, lo
+
+
+_P5_HI, _P5_LO = _powers_of_five()
 
 
 @njit(**NJIT)
@@ -68,7 +110,7 @@ def _number(buf, p, end, out, j):  # pragma: no cover - compiled
         p += 1
     if p >= end or buf[p] < 48 or buf[p] > 57:
         return -1
-    man = np.int64(0)
+    man = np.uint64(0)
     nd = 0
     e10 = 0
     exact = True
@@ -78,7 +120,7 @@ def _number(buf, p, end, out, j):  # pragma: no cover - compiled
     else:
         while p < end and 48 <= buf[p] <= 57:
             if nd < MAX_DIGITS:
-                man = man * 10 + (buf[p] - 48)
+                man = man * _U10 + np.uint64(buf[p] - 48)
             else:
                 exact = False
             nd += 1
@@ -93,7 +135,7 @@ def _number(buf, p, end, out, j):  # pragma: no cover - compiled
             if nd == 0 and d == 0:
                 e10 -= 1  # a leading zero of the fraction
             elif nd < MAX_DIGITS:
-                man = man * 10 + d
+                man = man * _U10 + np.uint64(d)
                 nd += 1
                 e10 -= 1
             else:
@@ -121,21 +163,95 @@ def _number(buf, p, end, out, j):  # pragma: no cover - compiled
         return -2
     if j < 0:
         return p
-    if not exact:
+    # orjson reads an integer beyond 18 digits as a float or not at all: not ours.
+    if not exact or (is_int and nd > 18):
         return -2
     if man == 0:
         # orjson reads "-0" as the integer 0 and "-0.0" as the float -0.0.
         out[j] = -0.0 if (neg and not is_int) else 0.0
         return p
-    if e10 > 22 or e10 < -22:
-        return -2
-    v = np.float64(man)
-    if e10 >= 0:
-        v = v * _POW10[e10]
+    if nd <= 15 and -22 <= e10 <= 22:
+        # Clinger: both operands exact, one rounding.
+        v = np.float64(np.int64(man))
+        if e10 >= 0:
+            v = v * _POW10[e10]
+        else:
+            v = v / _POW10[-e10]
     else:
-        v = v / _POW10[-e10]
+        v = _eisel_lemire(man, e10)
+        if v < 0:
+            return -2
     out[j] = -v if neg else v
     return p
+
+
+@njit(**NJIT)
+def _mul128(a, b):  # pragma: no cover - compiled
+    """(high, low) 64-bit halves of the 128-bit product of two uint64."""
+    a_lo = a & _M32
+    a_hi = a >> _S32
+    b_lo = b & _M32
+    b_hi = b >> _S32
+    p0 = a_lo * b_lo
+    p1 = a_lo * b_hi
+    p2 = a_hi * b_lo
+    p3 = a_hi * b_hi
+    mid = (p0 >> _S32) + (p1 & _M32) + (p2 & _M32)
+    lo = (p0 & _M32) | (mid << _S32)
+    hi = p3 + (p1 >> _S32) + (p2 >> _S32) + (mid >> _S32)
+    return hi, lo
+
+
+@njit(**NJIT)
+def _eisel_lemire(w, q):  # pragma: no cover - compiled
+    """The double nearest ``w * 10**q`` (w: 1..10**19, as uint64), correctly rounded,
+    or -1.0 when the fast algorithm cannot decide or the result is subnormal or
+    infinite (the caller then leaves the record to the general decoder).
+
+    Eisel-Lemire as in fast_float's ``compute_float`` (Lemire, "Number Parsing at a
+    Gigabyte per Second", 2021): a 128-bit truncated power of five, one or two
+    64x64 products, 54 bits kept and rounded; more conservative than fast_float
+    near rounding boundaries (see below), so the result is the correctly rounded
+    double, as orjson's and Python's parsers give, or no result.
+    """
+    if q < _Q_MIN or q > _Q_MAX:
+        return -1.0
+    lz = 0
+    while w & _TOP == 0:
+        w = w << _U1
+        lz += 1
+    idx = q - _Q_MIN
+    hi, lo = _mul128(w, _P5_HI[idx])
+    if hi & _PREC_MASK == _PREC_MASK:
+        hi2, _ = _mul128(w, _P5_LO[idx])
+        lo2 = lo + hi2
+        if hi2 > lo2:
+            hi = hi + _U1
+        lo = lo2
+    upper = np.int64(hi >> np.uint64(63))
+    shift = np.uint64(upper + 9)
+    mant = hi >> shift
+    power2 = (((152170 + 65536) * q) >> 16) + 63 + upper - lz + 1023
+    if power2 <= 0 or power2 >= 0x7FF - 1:
+        return -1.0
+    # The product is a truncation (and the table's powers approximations): the true
+    # bits below the 54 kept may differ from these by carries, which can only matter
+    # when they are all zeros or all ones (at or next to a rounding boundary, an
+    # exact tie included). Those cases, ~1 in 2**8, go to the general decoder, so
+    # the answer never rests on the last bit of the table.
+    below = hi & ((_U1 << shift) - _U1)
+    if below == 0 or below == (_U1 << shift) - _U1:
+        return -1.0
+    mant = mant + (mant & _U1)
+    mant = mant >> _U1
+    if mant >= (np.uint64(2) << np.uint64(52)):
+        mant = np.uint64(1) << np.uint64(52)
+        power2 += 1
+    if power2 >= 0x7FF:
+        return -1.0
+    # mant is the 53-bit significand with its leading one: exact as a double, and so
+    # is its scaling by a power of two (the result is normal).
+    return math.ldexp(np.float64(np.int64(mant)), power2 - 1075)
 
 
 @njit(**NJIT)

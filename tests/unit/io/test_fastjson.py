@@ -8,11 +8,15 @@ from __future__ import annotations
 import random
 from typing import NamedTuple
 
+import numpy as np
+import orjson
 import pytest
 
 from streamlstm.io import decode as decode_mod
 from streamlstm.io.decode import DecodeConfig, Decoder
+from streamlstm.io.fastjson import FlatPlan
 from streamlstm.io.features import FeatureSpec
+from streamlstm.kernels import jsonscan as KJ
 
 
 class Rec(NamedTuple):
@@ -48,9 +52,17 @@ GOOD_NUMBERS = [
     "100",
     "4.2",
     "-17.5",
+    "0.30000000000000004",
+    "60.123456789012345",
+    "-1.2345678901234567e-5",
+    "123456789.123456789",
 ]
 ODD_NUMBERS = [
-    "0.30000000000000004",
+    "9007199254740993",
+    "12345678901234567890",
+    "-9223372036854775809",
+    "99999999999999999999",
+    "1e-310",
     "1e400",
     "-1e400",
     "1e-400",
@@ -309,10 +321,49 @@ def test_a_batch_the_scanner_mostly_leaves_skips_it_for_a_while() -> None:
     cfg, numeric, key, tfield = CONFIGS["fields"]
     dec = Decoder(cfg, tuple(n for s in cfg.features for n in s.names))
     full = [
-        Rec(None, f'{{"id": "a", "ts": 1700000000, "temp": {0.1 + i / 3}}}'.encode(), 0, 0, i, [])
+        Rec(None, f'{{"id": "a", "ts": 1700000000, "temp": {i}, "x": [1]}}'.encode(), 0, 0, i, [])
         for i in range(50)
     ]
     _same(dec.decode(full), dec.decode_exact(full))
     assert dec._flat_skip == decode_mod.FLAT_SKIP_BATCHES
     _same(dec.decode(full), dec.decode_exact(full))
     assert dec._flat_skip == decode_mod.FLAT_SKIP_BATCHES - 1
+
+
+def _number_texts(n: int, seed: int) -> list[str]:
+    """Seeded JSON numbers: float reprs across the range, random decimals of 1-20
+    digits with exponents, and integers next to halfway points between doubles."""
+    rng = random.Random(seed)
+    gen = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        kind = rng.random()
+        if kind < 0.4:
+            out.append(repr(float(gen.standard_normal() * 10.0 ** rng.randint(-40, 40))))
+            continue
+        if kind < 0.7:
+            nd = rng.randint(1, 20)
+            d = str(rng.randrange(10 ** (nd - 1), 10**nd))
+            cut = rng.randint(0, nd)
+            t = (d[:cut] + ("." + d[cut:] if cut < nd else "")) if cut else "0." + d
+            t += f"e{rng.randint(-330, 310)}" if rng.random() < 0.5 else ""
+        else:
+            k = rng.randint(54, 63)
+            t = str((1 << k) + rng.choice([1, -1, 3, 1 << (k - 53), (1 << (k - 53)) + 1]))
+            t = f"{t}e{rng.randint(-25, 25)}" if rng.random() < 0.5 else t
+        out.append("-" + t if rng.random() < 0.3 else t)
+    return out
+
+
+def test_scanned_numbers_are_orjsons_to_the_bit() -> None:
+    """Clinger's path and Eisel-Lemire give the correctly rounded double, as orjson and
+    numpy do; what the scanner does not convert, it leaves."""
+    plan = FlatPlan(("v",), (KJ.NUMBER,), None, None, {"v": 0})
+    texts = _number_texts(40_000, 11)
+    values = [f'{{"v": {t}}}'.encode() for t in texts]
+    got, _, ok, _ = plan.scan(values)
+    assert 0.7 * len(texts) < ok.sum() < len(texts)
+    ref = np.array([float(orjson.loads(values[i])["v"]) for i in np.flatnonzero(ok)])
+    mism = [texts[i] for i, a, b in zip(np.flatnonzero(ok), got[ok, 0], ref, strict=True)
+            if a.tobytes() != b.tobytes()]  # fmt: skip
+    assert not mism, mism[:5]
