@@ -103,7 +103,12 @@ def _string(buf, p, end):  # pragma: no cover - compiled
 def _number(buf, p, end, out, j):  # pragma: no cover - compiled
     """Scan the JSON number at ``p``; if ``j >= 0`` store its exact value in
     ``out[j]``. Returns the position after it, -1 if it is not a number, -2 if it
-    is one the fast path does not convert exactly."""
+    is one the fast path does not convert exactly.
+
+    Why one function: the grammar walk gathers the significand, its digit count and
+    the decimal exponent that the conversion needs; split, they would travel as a
+    tuple through every return.
+    """
     neg = False
     if p < end and buf[p] == 45:
         neg = True
