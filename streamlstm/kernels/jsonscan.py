@@ -27,7 +27,7 @@ import math
 import numpy as np
 from numba import njit
 
-from streamlstm.kernels.config import NJIT
+from streamlstm.kernels.config import NJIT, NJIT_INLINE
 
 STRING = 0
 NUMBER = 1
@@ -75,7 +75,7 @@ def _powers_of_five() -> tuple[np.ndarray, np.ndarray]:
 _P5_HI, _P5_LO = _powers_of_five()
 
 
-@njit(**NJIT)
+@njit(**NJIT_INLINE)
 def _ws(buf, p, end):  # pragma: no cover - compiled
     while p < end:
         c = buf[p]
@@ -85,7 +85,7 @@ def _ws(buf, p, end):  # pragma: no cover - compiled
     return p
 
 
-@njit(**NJIT)
+@njit(**NJIT_INLINE)
 def _string(buf, p, end):  # pragma: no cover - compiled
     """End (one past the closing quote) of the string opening at ``p``, or -1."""
     p += 1
@@ -99,10 +99,10 @@ def _string(buf, p, end):  # pragma: no cover - compiled
     return -1
 
 
-@njit(**NJIT)
-def _number(buf, p, end, out, j):  # pragma: no cover - compiled
+@njit(**NJIT_INLINE)
+def _number(buf, p, end, out, i, j):  # pragma: no cover - compiled
     """Scan the JSON number at ``p``; if ``j >= 0`` store its exact value in
-    ``out[j]``. Returns the position after it, -1 if it is not a number, -2 if it
+    ``out[i, j]``. Returns the position after it, -1 if it is not a number, -2 if it
     is one the fast path does not convert exactly.
 
     Why one function: the grammar walk gathers the significand, its digit count and
@@ -173,7 +173,7 @@ def _number(buf, p, end, out, j):  # pragma: no cover - compiled
         return -2
     if man == 0:
         # orjson reads "-0" as the integer 0 and "-0.0" as the float -0.0.
-        out[j] = -0.0 if (neg and not is_int) else 0.0
+        out[i, j] = -0.0 if (neg and not is_int) else 0.0
         return p
     if nd <= 15 and -22 <= e10 <= 22:
         # Clinger: both operands exact, one rounding.
@@ -186,7 +186,7 @@ def _number(buf, p, end, out, j):  # pragma: no cover - compiled
         v = _eisel_lemire(man, e10)
         if v < 0:
             return -2
-    out[j] = -v if neg else v
+    out[i, j] = -v if neg else v
     return p
 
 
@@ -259,7 +259,7 @@ def _eisel_lemire(w, q):  # pragma: no cover - compiled
     return math.ldexp(np.float64(np.int64(mant)), power2 - 1075)
 
 
-@njit(**NJIT)
+@njit(**NJIT_INLINE)
 def _literal(buf, p, end, word):  # pragma: no cover - compiled
     n = word.shape[0]
     if p + n > end:
@@ -270,7 +270,7 @@ def _literal(buf, p, end, word):  # pragma: no cover - compiled
     return p + n
 
 
-@njit(**NJIT)
+@njit(**NJIT_INLINE)
 def _which(buf, a, e, fbuf, foffs):  # pragma: no cover - compiled
     """Index of the wanted field named ``buf[a:e]``, or -1."""
     for f in range(foffs.shape[0] - 1):
@@ -293,8 +293,8 @@ _FALSE = np.frombuffer(b"false", np.uint8).copy()
 _NULL = np.frombuffer(b"null", np.uint8).copy()
 
 
-@njit(**NJIT)
-def _scan_one(buf, p, end, fbuf, foffs, fkind, vals, span, seen):  # pragma: no cover
+@njit(**NJIT_INLINE)
+def _scan_one(buf, p, end, fbuf, foffs, fkind, vals, spans, i, seen):  # pragma: no cover
     """Scan one record; True if it is a flat object this scanner reads exactly.
 
     Why one function: the object grammar (members, separators, the closing brace)
@@ -329,12 +329,12 @@ def _scan_one(buf, p, end, fbuf, foffs, fkind, vals, span, seen):  # pragma: no 
             if q < 0 or (f >= 0 and fkind[f] != STRING):
                 return False
             if f >= 0:
-                span[0] = p + 1
-                span[1] = q - 1 - (p + 1)
+                spans[i, 0] = p + 1
+                spans[i, 1] = q - 1 - (p + 1)
         elif c == 45 or 48 <= c <= 57:
             if f >= 0 and fkind[f] != NUMBER:
                 return False
-            q = _number(buf, p, end, vals, f)
+            q = _number(buf, p, end, vals, i, f)
             if q < 0:
                 return False
         elif c == 110:
@@ -377,4 +377,4 @@ def _scan(buf, starts, ends, fbuf, foffs, fkind, vals, spans, ok):  # pragma: no
         if e < a:
             ok[i] = False
             continue
-        ok[i] = _scan_one(buf, a, e, fbuf, foffs, fkind, vals[i], spans[i], seen)
+        ok[i] = _scan_one(buf, a, e, fbuf, foffs, fkind, vals, spans, i, seen)
