@@ -77,6 +77,8 @@ _P5_HI, _P5_LO = _powers_of_five()
 
 @njit(**NJIT_INLINE)
 def _ws(buf, p, end):  # pragma: no cover - compiled
+    if p < end and buf[p] > 32:  # compact JSON: no whitespace at all
+        return p
     while p < end:
         c = buf[p]
         if c != 32 and c != 9 and c != 10 and c != 13:
@@ -294,7 +296,7 @@ _NULL = np.frombuffer(b"null", np.uint8).copy()
 
 
 @njit(**NJIT_INLINE)
-def _scan_one(buf, p, end, fbuf, foffs, fkind, vals, spans, i, seen):  # pragma: no cover
+def _scan_one(buf, p, end, fbuf, foffs, fkind, lens, vals, spans, i, seen):  # pragma: no cover
     """Scan one record; True if it is a flat object this scanner reads exactly.
 
     Why one function: the object grammar (members, separators, the closing brace)
@@ -312,7 +314,9 @@ def _scan_one(buf, p, end, fbuf, foffs, fkind, vals, spans, i, seen):  # pragma:
         q = _string(buf, p, end)
         if q < 0:
             return False
-        f = _which(buf, p + 1, q - 1, fbuf, foffs)
+        n = q - 2 - p
+        # Most names are not wanted: a bit per wanted name length sorts most out.
+        f = _which(buf, p + 1, q - 1, fbuf, foffs) if n >= 64 or (lens >> n) & 1 else -1
         if f >= 0:
             if seen[f]:
                 return False  # a field given twice: the last one wins in a dict
@@ -366,6 +370,10 @@ def _scan(buf, starts, ends, fbuf, foffs, fkind, vals, spans, ok):  # pragma: no
     ``ok (n,)`` bool whether the record is one this scanner reads exactly."""
     m = foffs.shape[0] - 1
     seen = np.zeros(m, np.bool_)
+    lens = 0  # bit k set: a wanted field name is k bytes long (64 and more: always look)
+    for f in range(m):
+        k = foffs[f + 1] - foffs[f]
+        lens |= (1 << k) if k < 64 else 0
     for i in range(starts.shape[0]):
         for f in range(m):
             vals[i, f] = np.nan
@@ -377,4 +385,4 @@ def _scan(buf, starts, ends, fbuf, foffs, fkind, vals, spans, ok):  # pragma: no
         if e < a:
             ok[i] = False
             continue
-        ok[i] = _scan_one(buf, a, e, fbuf, foffs, fkind, vals, spans, i, seen)
+        ok[i] = _scan_one(buf, a, e, fbuf, foffs, fkind, lens, vals, spans, i, seen)

@@ -367,3 +367,27 @@ def test_scanned_numbers_are_orjsons_to_the_bit() -> None:
     mism = [texts[i] for i, a, b in zip(np.flatnonzero(ok), got[ok, 0], ref, strict=True)
             if a.tobytes() != b.tobytes()]  # fmt: skip
     assert not mism, mism[:5]
+
+
+def test_long_and_similar_field_names() -> None:
+    """Names of 64 bytes and more, and names that differ in their last byte only."""
+    long = "f" * 70
+    cfg = DecodeConfig(
+        key_field="id", time_field="ts", features=(FeatureSpec("a", field=long), FeatureSpec("b"))
+    )
+    dec = Decoder(cfg, ("a", "b"))
+    recs = [
+        Rec(
+            None,
+            f'{{"id": "s", "ts": 1700000000, "{long}": {i}, "{long[:-1]}g": 7, "b": 2,'
+            f' "c": 3}}'.encode(),
+            0,
+            0,
+            i,
+            [],
+        )  # fmt: skip
+        for i in range(20)
+    ]
+    got = dec.decode(recs)
+    _same(got, dec.decode_exact(recs))
+    assert got.x[:, 0].tolist() == list(range(20)) and dec._flat_skip == 0
