@@ -316,14 +316,17 @@ class Decoder:
                 keys = [k.decode("utf-8", "backslashreplace") for k in raw]
             else:
                 keys = [_kafka_key(k) or "" for k in raw]
+            key_len = np.fromiter(map(len, keys), np.int64, count=len(keys))
         else:
-            # The scanner accepted only ASCII: latin-1 maps each byte to one character.
+            # The scanner accepted only ASCII: latin-1 maps each byte to one character,
+            # and a key's length in characters is its length in bytes.
             text = data.decode("latin-1")
             starts = spans[rows, 0]
-            cut = map(slice, starts.tolist(), (starts + spans[rows, 1]).tolist())
-            keys = list(map(text.__getitem__, cut))
+            key_len = spans[rows, 1]
+            keys = list(
+                map(text.__getitem__, map(slice, starts.tolist(), (starts + key_len).tolist()))
+            )
         maxlen = cfg.max_key_length
-        key_len = np.fromiter(map(len, keys), np.int64, count=len(keys))
         key_ok = (key_len > 0) & (key_len <= maxlen)
         times = t[rows]
         columns = {name: vals[rows, c] for name, c in plan.feature_cols.items()}
