@@ -13,10 +13,10 @@ accepts only what it can read exactly:
   the general decoder), no nested object or array anywhere, no field read twice;
 - a number field holds a JSON number (strict grammar) or ``null``; the
   number becomes the correctly rounded float64 (what orjson + numpy give, bit
-  for bit) when it has at most 19 significant digits (integers: 18) and is a
-  normal double: by Clinger's fast path, else by Eisel-Lemire, which says when
-  it cannot decide; anything else (20-digit numbers, 1e400, subnormals,
-  ``NaN``) is "not mine";
+  for bit) when it has at most 18 significant digits and is a normal double:
+  by Clinger's fast path, else by Eisel-Lemire, which says when it cannot
+  decide; anything else (19-digit numbers, 1e400, subnormals, ``NaN``) is
+  "not mine";
 - a string field (the stream key) holds a string; its span is returned.
 """
 
@@ -31,8 +31,9 @@ from streamlstm.kernels.config import NJIT, NJIT_INLINE
 
 STRING = 0
 NUMBER = 1
-# Significant digits the scanner converts: up to 15 by Clinger's fast path
-# (10**15 < 2**53), up to 19 (10**19 < 2**64) by Eisel-Lemire.
+# Significant digits accumulated; the scanner converts up to 15 by Clinger's fast
+# path (10**15 < 2**53) and up to 18 by Eisel-Lemire (10**18 < 2**63: orjson reads
+# longer integers otherwise); longer numbers go to the general decoder.
 MAX_DIGITS = 19
 _POW10 = np.array([10.0**k for k in range(23)], np.float64)
 _U1 = np.uint64(1)
@@ -211,7 +212,7 @@ def _mul128(a, b):  # pragma: no cover - compiled
 
 @njit(**NJIT)
 def _eisel_lemire(w, q):  # pragma: no cover - compiled
-    """The double nearest ``w * 10**q`` (w: 1..10**19, as uint64), correctly rounded,
+    """The double nearest ``w * 10**q`` (w: 1..10**18, as uint64), correctly rounded,
     or -1.0 when the fast algorithm cannot decide or the result is subnormal or
     infinite (the caller then leaves the record to the general decoder).
 
