@@ -298,10 +298,10 @@ class Decoder:
             return self.decode_exact(records)
         cfg = self.config
         if plan.time_col is None:
-            try:
-                t = np.fromiter(map(_TIMESTAMP, records), np.float64, count=n) / 1e3
-            except (TypeError, ValueError):
+            stamps = list(map(_TIMESTAMP, records))
+            if not set(map(type, stamps)) <= _NUM:  # as _times reads them, or not at all
                 return self.decode_exact(records)
+            t = np.array(stamps, dtype=np.float64) / _PER_SECOND["ms"]
         else:
             t = vals[:, plan.time_col]
             if cfg.time_unit != "s":

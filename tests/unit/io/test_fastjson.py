@@ -391,3 +391,12 @@ def test_long_and_similar_field_names() -> None:
     got = dec.decode(recs)
     _same(got, dec.decode_exact(recs))
     assert got.x[:, 0].tolist() == list(range(20)) and dec._flat_skip == 0
+
+
+def test_odd_kafka_timestamps_take_the_general_path() -> None:
+    cfg, numeric, key, tfield = CONFIGS["kafka_key_and_time"]
+    dec = Decoder(cfg, tuple(n for s in cfg.features for n in s.names))
+    base = Rec(b"k", b'{"temp": 1.5}', 1_700_000_000_000, 0, 0, [])
+    for odd in (True, None, "1700000000000", 1.7e12, -1):
+        recs = [base._replace(offset=i) for i in range(10)] + [base._replace(timestamp=odd)]
+        _same(dec.decode(recs), dec.decode_exact(recs))
