@@ -5,7 +5,7 @@ batch of record values with the compiled scanner of
 :mod:`streamlstm.kernels.jsonscan`: per record, the number fields as float64,
 the span of the key string, and whether the record is one the scanner reads
 exactly. The :class:`~streamlstm.io.decode.Decoder` sends every other record
-(unicode or escapes, nested values, 17-digit numbers, NaN, garbage...) and
+(unicode or escapes, nested values, 19-digit numbers, NaN, garbage...) and
 every record some check rejects to its general path, so reject reasons,
 details and dead-letter records are the general path's by construction, and a
 test holds the two paths equal record by record.
