@@ -46,7 +46,7 @@ import json
 import math
 from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import repeat
 from operator import attrgetter
 from typing import Any
@@ -55,6 +55,7 @@ import numpy as np
 import orjson
 
 from streamlstm.errors import ConfigError
+from streamlstm.io.fastjson import FlatPlan
 from streamlstm.io.features import DEFAULT_MAX_VALUE, FeatureSet, FeatureSpec
 from streamlstm.io.times import iso_or_nan
 
@@ -82,6 +83,13 @@ _KEY = attrgetter("key")
 _VALUE = attrgetter("value")
 _NOT_JSON = object()  # placeholder for a record orjson refused
 _TIMESTAMP = attrgetter("timestamp")
+# Below this many records the scanner's fixed cost (a Numba call, the array set-up)
+# outweighs what it saves; such batches take the general path.
+FLAT_MIN_BATCH = 8
+# When the scanner reads less than this share of a batch, the next FLAT_SKIP_BATCHES
+# batches skip it (the result is the same either way; only the cost differs).
+FLAT_MIN_SHARE = 0.5
+FLAT_SKIP_BATCHES = 16
 
 
 @dataclass(frozen=True)
@@ -222,6 +230,13 @@ class Decoder:
         self._time = tuple(decode.time_field.split(".")) if decode.time_field else None
         self._cols = [(s.name, tuple(s.field.split("."))) for s in decode.features if s.field]
         self._spec_of = {s.field: s for s in reversed(decode.features) if s.field}
+        self._flat_skip = 0
+        self._flat = FlatPlan.for_config(
+            decode.key_field,
+            decode.time_field,
+            decode.time_unit,
+            [(s.name, s.field or "", s.transform) for s in decode.features],
+        )
 
     def _feature_problem(self, spec: FeatureSpec, code: str, v: Any) -> str:
         numeric = spec.transform in ("none", "log")
@@ -260,7 +275,88 @@ class Decoder:
 
     # -- the hot path ------------------------------------------------------------------
     def decode(self, records: Sequence[Any]) -> DecodedBatch:
-        """Decode ``records`` (objects with key, value, timestamp, partition, offset)."""
+        """Decode ``records`` (objects with key, value, timestamp, partition, offset).
+
+        Flat JSON records go through the compiled scanner (:mod:`streamlstm.io.fastjson`);
+        every record it does not read exactly, or that a check rejects, through
+        :meth:`decode_exact`. The result is :meth:`decode_exact`'s, bit for bit.
+        """
+        if self._flat is None or len(records) < FLAT_MIN_BATCH:
+            return self.decode_exact(records)
+        if self._flat_skip > 0:
+            self._flat_skip -= 1
+            return self.decode_exact(records)
+        return self._decode_flat(records, self._flat)
+
+    def _decode_flat(self, records: Sequence[Any], plan: FlatPlan) -> DecodedBatch:
+        n = len(records)
+        vals, spans, ok, data = plan.scan(list(map(_VALUE, records)))
+        if np.count_nonzero(ok) < FLAT_MIN_SHARE * n:
+            # A topic the scanner mostly leaves (full-precision floats, nested
+            # objects): stop paying for the scan for a while.
+            self._flat_skip = FLAT_SKIP_BATCHES
+            return self.decode_exact(records)
+        cfg = self.config
+        if plan.time_col is None:
+            stamps = list(map(_TIMESTAMP, records))
+            if not set(map(type, stamps)) <= _NUM:  # as _times reads them, or not at all
+                return self.decode_exact(records)
+            t = np.array(stamps, dtype=np.float64) / _PER_SECOND["ms"]
+        else:
+            t = vals[:, plan.time_col]
+            if cfg.time_unit != "s":
+                t = t / _PER_SECOND[cfg.time_unit]
+        with np.errstate(invalid="ignore"):
+            ok &= (t >= MIN_TIME_S) & (t < MAX_TIME_S)
+        rows = np.flatnonzero(ok)
+        rows_l = rows.tolist()
+        if plan.key_col is None:
+            raw = [records[i].key for i in rows_l]
+            if set(map(type, raw)) <= {bytes}:
+                keys = [k.decode("utf-8", "backslashreplace") for k in raw]
+            else:
+                keys = [_kafka_key(k) or "" for k in raw]
+            key_len = np.fromiter(map(len, keys), np.int64, count=len(keys))
+        else:
+            # The scanner accepted only ASCII: latin-1 maps each byte to one character,
+            # and a key's length in characters is its length in bytes.
+            text = data.decode("latin-1")
+            starts = spans[rows, 0]
+            key_len = spans[rows, 1]
+            keys = list(
+                map(text.__getitem__, map(slice, starts.tolist(), (starts + key_len).tolist()))
+            )
+        maxlen = cfg.max_key_length
+        key_ok = (key_len > 0) & (key_len <= maxlen)
+        times = t[rows]
+        columns = {name: vals[rows, c] for name, c in plan.feature_cols.items()}
+        x, why = self.featureset.transform(columns, times)
+        fine = key_ok & (why == None)  # noqa: E711 (element-wise on objects)
+        if not fine.all():
+            keep = np.flatnonzero(fine)
+            keys = [keys[j] for j in keep.tolist()]
+            rows, times, x = rows[keep], times[keep], x[keep]
+            ok[:] = False
+            ok[rows] = True
+        m = rows.shape[0]
+        good = list(records) if m == n else [records[i] for i in rows.tolist()]
+        fast = DecodedBatch(
+            keys=keys,
+            times=np.ascontiguousarray(times, np.float64),
+            x=np.ascontiguousarray(x),
+            partitions=np.fromiter(map(_PARTITION, good), np.int32, count=m),
+            offsets=np.fromiter(map(_OFFSET, good), np.int64, count=m),
+            index=rows.astype(np.int64),
+        )
+        if m == n:
+            return fast
+        rest = np.flatnonzero(~ok)
+        slow = self.decode_exact([records[i] for i in rest.tolist()])
+        return _merge(fast, slow, rest)
+
+    def decode_exact(self, records: Sequence[Any]) -> DecodedBatch:
+        """The general decoder (orjson, one Python object per field): the reference
+        :meth:`decode` equals, and its path for the records the scanner leaves."""
         rejects: list[Reject] = []
         lenient: list[int] = []
         objs, idx = self._parse(records, rejects, lenient)
@@ -421,6 +517,24 @@ class Decoder:
 
 
 # -- helpers (cold paths) ---------------------------------------------------------------
+def _merge(fast: DecodedBatch, slow: DecodedBatch, rest: np.ndarray) -> DecodedBatch:
+    """One batch from the scanner's rows and the general path's (decoded from
+    ``records[rest]``), in input order."""
+    slow_index = rest[slow.index]
+    index = np.concatenate((fast.index, slow_index))
+    order = np.argsort(index, kind="stable")
+    keys = fast.keys + slow.keys
+    return DecodedBatch(
+        keys=[keys[j] for j in order.tolist()],
+        times=np.concatenate((fast.times, slow.times))[order],
+        x=np.concatenate((fast.x, slow.x))[order],
+        partitions=np.concatenate((fast.partitions, slow.partitions))[order],
+        offsets=np.concatenate((fast.offsets, slow.offsets))[order],
+        index=index[order],
+        rejects=[replace(r, index=int(rest[r.index])) for r in slow.rejects],
+    )
+
+
 def _reject(i: int, rec: Any, reason: str, detail: str) -> Reject:
     return Reject(int(i), int(rec.partition), int(rec.offset), reason, detail[:_DETAIL_MAX])
 

@@ -14,14 +14,39 @@ import numpy as np
 
 
 def warmup() -> float:
-    """Run a two-event batch through an LSTM and a GRU detector; returns seconds taken."""
+    """Run a two-event batch through an LSTM and a GRU detector, every path of the
+    stream table's key map (growth, eviction, expiry, snapshot, restore) and the
+    batch JSON decoder; returns seconds taken. Without it, the first eviction or
+    the first batch of records would stall the loop while Numba compiles."""
+    from types import SimpleNamespace
+
     from streamlstm.detector import Detector, DetectorConfig
+    from streamlstm.io.decode import DecodeConfig, Decoder
+    from streamlstm.io.features import FeatureSpec
     from streamlstm.model import Model
+    from streamlstm.state import Column, StreamTable
 
     start = time.perf_counter()
     for cell in ("lstm", "gru"):
         det = Detector(Model.random(["x"], hidden=4, cell=cell), DetectorConfig(warmup=0))
         det.process_many(["a", "a"], np.array([0.0, 1.0]), np.zeros((2, 1)))
+    # Long keys past the cap: growth (a new hash table), a full key arena (compaction),
+    # eviction; then expiry, snapshot, restore, drop.
+    table = StreamTable({"h": Column((1,), "float32")}, max_streams=16, initial_capacity=2)
+    for i in range(20):
+        table.slots_for([f"{i:02d}" * 50])
+    table.expire(now=10.0, ttl=1.0)
+    table.slots_for(["f", "g"])
+    StreamTable(table.columns).restore(table.snapshot())
+    table.drop(keys=table.keys())
+    dec = Decoder(DecodeConfig(key_field="k", time_field="t", features=(FeatureSpec("x"),)), ("x",))
+    value = b'{"k": "a", "t": 1700000000, "x": 0.30000000000000004, "y": true, "z": null}'
+    dec.decode(
+        [
+            SimpleNamespace(key=None, value=value, timestamp=0, partition=0, offset=i, headers=[])
+            for i in range(16)
+        ]
+    )
     return time.perf_counter() - start
 
 

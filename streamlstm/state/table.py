@@ -16,17 +16,29 @@ Decisions:
 - When the cap is hit, the stalest streams not used by the current batch
   are evicted in chunks of at least 1/256 of the cap, so a flood of new keys
   costs one partial sort per chunk instead of one per key.
+- Keys live in a compiled hash table (:mod:`streamlstm.kernels.keymap`), not a
+  Python dict: a key costs ~50 bytes instead of ~500, and a batch's lookup
+  tens of nanoseconds a key. Keys are compared byte for byte (UTF-8; a lone
+  surrogate, which JSON can carry, is kept with ``surrogatepass``), never by
+  hash alone. Slots are handed out in the same order as before (a stack of
+  free slots), so results and snapshots are what they were; ``keys()`` lists
+  the live keys in slot order.
+
+Length: the table's one concept (keys, slots, rows, eviction, snapshots) in
+one class; the compiled key map is in streamlstm.kernels.keymap.
 """
 
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from streamlstm.errors import CheckpointError
+from streamlstm.kernels import keymap as KM
 
 SNAPSHOT_FORMAT = 1
 
@@ -73,9 +85,18 @@ class StreamTable:
         self.group = np.full(cap, -1, np.int32)
         self.last_time = np.zeros(cap, np.float64)
         self.touched = np.zeros(cap, np.int64)
-        self._keys: list[str | None] = [None] * cap
-        self._index: dict[str, int] = {}
-        self._free: list[int] = list(range(cap - 1, -1, -1))
+        # The key map (see streamlstm.kernels.keymap for what each array holds).
+        # A random hash seed: nothing depends on it but the bucket order, and a
+        # producer cannot pick keys that pile into one probe run.
+        self._hseed = np.uint64(int.from_bytes(os.urandom(8), "little"))
+        self._slot_hash = np.zeros(cap, np.uint64)
+        self._krec = np.full((cap, 2), -1, np.int64)
+        self._kbytes = np.zeros(max(1024, 16 * cap), np.uint8)
+        self._kinfo = np.zeros(KM.N_KINFO, np.int64)
+        # Free slots, popped from the top: 0 first, as the list it replaces did.
+        self._free = np.arange(cap - 1, -1, -1, dtype=np.int32)
+        self._kinfo[KM.K_NFREE] = cap
+        self._table = np.full(_buckets(cap), KM.EMPTY, np.uint64)
         self._seq = 0
         self.evicted_lru = 0
         self.evicted_idle = 0
@@ -86,22 +107,25 @@ class StreamTable:
         return self.group.shape[0]
 
     def __len__(self) -> int:
-        return len(self._index)
+        return self.capacity - int(self._kinfo[KM.K_NFREE])
 
     def __contains__(self, key: object) -> bool:
-        return key in self._index
+        return isinstance(key, str) and int(self._lookup([key])[0]) >= 0
 
     def keys(self) -> list[str]:
-        return list(self._index)
+        """The live keys, in slot order."""
+        return self._decode(np.flatnonzero(self._krec[:, 1] >= 0))
 
     def slot(self, key: str) -> int:
-        return self._index[key]
+        s = int(self._lookup([key])[0])
+        if s < 0:
+            raise KeyError(key)
+        return s
 
     def key_of(self, slot: int) -> str:
-        key = self._keys[slot]
-        if key is None:
+        if not 0 <= slot < self.capacity or self._krec[slot, 1] < 0:
             raise KeyError(f"slot {slot} is free")
-        return key
+        return self._decode(np.array([slot], np.int64))[0]
 
     def bytes_per_stream(self) -> int:
         """State bytes one stream occupies (rows of every column + bookkeeping)."""
@@ -111,60 +135,91 @@ class StreamTable:
         )
         return per + 4 + 8 + 8
 
+    def key_bytes(self) -> int:
+        """Bytes the key map holds: hash table, per-slot key records, key arena."""
+        return sum(a.nbytes for a in (self._table, self._slot_hash, self._krec, self._free)) + int(
+            self._kbytes.nbytes
+        )
+
     def state_bytes(self) -> int:
-        return self.capacity * self.bytes_per_stream()
+        return self.capacity * self.bytes_per_stream() + self.key_bytes()
 
     # -- slots -------------------------------------------------------------------
     def slots_for(self, keys: Sequence[str], group: int = 0) -> np.ndarray:
         """Slots of ``keys`` (int64), creating new streams in ``group`` as needed."""
         self._seq += 1
         seq = self._seq
-        if len(keys) == 1:
-            # One event of a known stream (the daemon's common case at low rates):
-            # the loop and the masked fancy index below cost ~0.6 us more.
-            s1 = self._index.get(keys[0])
-            if s1 is not None:
-                self.touched[s1] = seq
-                return np.array([s1], np.int64)
-        out = np.empty(len(keys), np.int64)
-        index = self._index
-        new_at: list[int] = []
-        for i, key in enumerate(keys):
-            s = index.get(key)
-            if s is None:
-                new_at.append(i)
-                out[i] = -1
-            else:
-                out[i] = s
-        if len(out):
-            known = out[out >= 0]
-            self.touched[known] = seq
-        if new_at:
-            fresh: dict[str, int] = {}
-            for i in new_at:
-                key = keys[i]
-                s = fresh.get(key)
-                if s is None:
-                    s = self._allocate(key, group, seq)
-                    fresh[key] = s
-                out[i] = s
+        buf, offs = _encode(keys)
+        n = offs.shape[0] - 1
+        out = np.empty(n, np.int64)
+        hashes = np.empty(n, np.uint64)
+        tseq = np.full(n, seq, np.int64)
+        missing = KM._find(
+            buf, offs, self._hseed, self._table, self._krec, self._kbytes, True,
+            self.touched, tseq, hashes, out,
+        )  # fmt: skip
+        if missing:
+            self._insert(buf, offs, hashes, out, np.full(n, group, np.int32), tseq)
         return out
 
-    def _allocate(self, key: str, group: int, seq: int) -> int:
-        if not self._free:
-            if self.capacity < self.max_streams:
-                self._grow(min(self.max_streams, self.capacity * 2))
-            else:
-                self._evict_lru(seq)
-        s = self._free.pop()
-        self._keys[s] = key
-        self._index[key] = s
-        self.group[s] = group
-        self.touched[s] = seq
-        self.last_time[s] = 0.0
-        for arr in self.arrays.values():
-            arr[s] = 0
-        return s
+    def _lookup(self, keys: Sequence[str]) -> np.ndarray:
+        """Slots of ``keys``, -1 where absent; changes nothing."""
+        buf, offs = _encode(keys)
+        n = offs.shape[0] - 1
+        out = np.empty(n, np.int64)
+        KM._find(
+            buf, offs, self._hseed, self._table, self._krec, self._kbytes, False,
+            self.touched, out, np.empty(n, np.uint64), out,
+        )  # fmt: skip
+        return out
+
+    def _insert(
+        self,
+        buf: np.ndarray,
+        offs: np.ndarray,
+        hashes: np.ndarray,
+        out: np.ndarray,
+        gnew: np.ndarray,
+        tseq: np.ndarray,
+    ) -> None:
+        """Resolve ``out < 0`` in order: keys seen earlier in the batch, else new slots
+        (growing, or evicting the stalest streams at the cap, when none is free)."""
+        n = out.shape[0]
+        need = int(np.diff(offs)[out < 0].sum())
+        self._reserve(need)
+        new_slots = np.empty(n, np.int64)
+        n_new = np.zeros(1, np.int64)
+        i = 0
+        try:
+            while True:
+                i = KM._insert(
+                    i, buf, offs, hashes, self._table, self._slot_hash, self._krec,
+                    self._kbytes, self._kinfo, self._free, self.group, self.touched,
+                    self.last_time, gnew, tseq, out, new_slots, n_new,
+                )  # fmt: skip
+                if i == n:
+                    break
+                if self.capacity < self.max_streams:
+                    self._grow(min(self.max_streams, self.capacity * 2))
+                else:
+                    self._evict_lru(int(tseq[i]))
+        finally:
+            # Also when a batch overflows the cap: streams created so far start clean.
+            fresh = new_slots[: int(n_new[0])]
+            for arr in self.arrays.values():
+                arr[fresh] = 0
+
+    def _reserve(self, need: int) -> None:
+        """Room for ``need`` more key bytes in the arena: compact it into a new one of
+        twice the live bytes when full, so compactions cost O(1) a byte appended."""
+        used = int(self._kinfo[KM.K_USED])
+        if used + need <= self._kbytes.shape[0]:
+            return
+        live = used - int(self._kinfo[KM.K_GARBAGE])
+        arena = np.zeros(max(1024, 2 * (live + need)), np.uint8)
+        self._kinfo[KM.K_USED] = KM._compact(self._kbytes, self._krec, arena)
+        self._kinfo[KM.K_GARBAGE] = 0
+        self._kbytes = arena
 
     def _grow(self, new_cap: int) -> None:
         old = self.capacity
@@ -178,8 +233,17 @@ class StreamTable:
         self.group = grow(self.group, -1)
         self.last_time = grow(self.last_time)
         self.touched = grow(self.touched)
-        self._keys.extend([None] * (new_cap - old))
-        self._free.extend(range(new_cap - 1, old - 1, -1))
+        self._slot_hash = grow(self._slot_hash)
+        self._krec = grow(self._krec, -1)
+        nfree = int(self._kinfo[KM.K_NFREE])
+        free = np.empty(new_cap, np.int32)
+        free[:nfree] = self._free[:nfree]
+        free[nfree : nfree + new_cap - old] = np.arange(new_cap - 1, old - 1, -1)
+        self._free = free
+        self._kinfo[KM.K_NFREE] = nfree + new_cap - old
+        if _buckets(new_cap) != self._table.shape[0]:
+            self._table = np.full(_buckets(new_cap), KM.EMPTY, np.uint64)
+            KM._rebuild(self._table, self._slot_hash, self._krec)
 
     def _evict_lru(self, seq: int) -> None:
         live = np.flatnonzero(self.group >= 0)
@@ -196,39 +260,58 @@ class StreamTable:
         self._release(victims)
         self.evicted_lru += len(victims)
 
-    def _release(self, slots: Iterable[int]) -> list[str]:
-        gone = []
-        for s in slots:
-            s = int(s)
-            key = self._keys[s]
-            if key is None:
-                continue
-            del self._index[key]
-            self._keys[s] = None
-            self.group[s] = -1
-            self._free.append(s)
-            gone.append(key)
+    def _release(self, slots: np.ndarray) -> np.ndarray:
+        """Free ``slots`` (in order; free ones are skipped); which of them were live."""
+        slots = np.ascontiguousarray(slots, np.int64)
+        gone = np.empty(slots.shape[0], np.bool_)
+        KM._release(
+            slots, self._table, self._slot_hash, self._krec, self._kinfo, self._free,
+            self.group, gone,
+        )  # fmt: skip
         return gone
+
+    def _release_keys(self, slots: np.ndarray) -> list[str]:
+        slots = np.ascontiguousarray(slots, np.int64)
+        # A slot listed twice is released once and named once.
+        _, first = np.unique(slots, return_index=True)
+        slots = slots[np.sort(first)]
+        names = self._decode(slots)
+        self._release(slots)
+        return names
 
     def expire(self, now: float, ttl: float) -> list[str]:
         """Evict streams whose last event is older than ``now - ttl``; returns their keys."""
         live = np.flatnonzero(self.group >= 0)
         idle = live[self.last_time[live] < now - ttl]
-        gone = self._release(idle)
+        gone = self._release_keys(idle)
         self.evicted_idle += len(gone)
         return gone
 
     def drop(self, group: int | None = None, keys: Iterable[str] | None = None) -> list[str]:
         """Forget streams (all of ``group`` or the given keys) without counting an eviction."""
-        return self._release(self._select(group, keys))
+        return self._release_keys(self._select(group, keys))
 
     def _select(self, group: int | None, keys: Iterable[str] | None) -> np.ndarray:
         if keys is not None:
-            return np.array([self._index[k] for k in keys if k in self._index], np.int64)
+            found = self._lookup(list(keys))
+            return found[found >= 0]
         live = np.flatnonzero(self.group >= 0)
         if group is None:
             return live
         return live[self.group[live] == group]
+
+    def _gather(self, slots: np.ndarray) -> tuple[bytes, np.ndarray]:
+        """The key bytes of live ``slots`` back to back, and their lengths."""
+        slots = np.ascontiguousarray(slots, np.int64)
+        lengths = np.empty(slots.shape[0], np.int64)
+        total = int(self._krec[slots, 1].sum()) if slots.size else 0
+        raw = np.empty(total, np.uint8)
+        KM._gather(slots, self._kbytes, self._krec, raw, lengths)
+        return raw.tobytes(), lengths
+
+    def _decode(self, slots: np.ndarray) -> list[str]:
+        raw, lengths = self._gather(slots)
+        return _split(raw, lengths)
 
     # -- snapshot / restore ----------------------------------------------------------
     def snapshot(
@@ -236,11 +319,10 @@ class StreamTable:
     ) -> dict[str, np.ndarray]:
         """Arrays holding the chosen streams' keys and rows (plain ndarrays, no pickle)."""
         slots = np.sort(self._select(group, keys))
-        encoded = [self._keys[s].encode() for s in slots]  # type: ignore[union-attr]
-        lengths = np.array([len(b) for b in encoded], np.int64)
+        raw, lengths = self._gather(slots)
         snap = {
             "format": np.array([SNAPSHOT_FORMAT], np.int64),
-            "key_bytes": np.frombuffer(b"".join(encoded), np.uint8).copy(),
+            "key_bytes": np.frombuffer(raw, np.uint8).copy(),
             "key_len": lengths,
             "group": self.group[slots].copy(),
             "last_time": self.last_time[slots].copy(),
@@ -257,13 +339,20 @@ class StreamTable:
         try:
             if int(snap["format"][0]) != SNAPSHOT_FORMAT:
                 raise CheckpointError(f"snapshot format {int(snap['format'][0])} is not supported")
-            lengths = snap["key_len"]
-            raw = snap["key_bytes"].tobytes()
-            ends = np.cumsum(lengths)
-            keys = [
-                raw[e - n : e].decode()
-                for e, n in zip(ends.tolist(), lengths.tolist(), strict=True)
-            ]
+            lengths = np.asarray(snap["key_len"], np.int64)
+            raw = np.ascontiguousarray(snap["key_bytes"], np.uint8)
+            n = lengths.shape[0]
+            if lengths.ndim != 1 or (lengths < 0).any() or int(lengths.sum()) != raw.shape[0]:
+                raise CheckpointError(
+                    f"snapshot key lengths (sum {int(lengths.sum())}) do not match its "
+                    f"{raw.shape[0]} key bytes"
+                )
+            keys = _split(raw.tobytes(), lengths)
+            for name in ("group", "last_time", "touched"):
+                if snap[name].shape != (n,):
+                    raise CheckpointError(
+                        f"snapshot {name!r} has shape {snap[name].shape}, expected ({n},)"
+                    )
             have = sorted(k[4:] for k in snap if k.startswith("col."))
             lacking = [name for name in self.columns if f"col.{name}" not in snap]
             if lacking:
@@ -285,27 +374,90 @@ class StreamTable:
             raise CheckpointError(f"snapshot lacks {exc.args[0]!r}") from exc
         except UnicodeDecodeError as exc:
             raise CheckpointError(f"snapshot keys are not UTF-8: {exc}") from exc
+        if n == 0:
+            return keys
         # Stalest first, each allowed to evict what is no newer than itself: a snapshot
         # larger than the room left (a lowered max_streams, a partition from another
         # replica) keeps its most recently seen streams under the cap, not an OverflowError.
-        for i in np.argsort(snap["touched"], kind="stable").tolist():
-            key = keys[i]
-            g = int(snap["group"][i]) if group is None else group
-            s = self._index.get(key)
-            if s is None:
+        order = np.argsort(snap["touched"], kind="stable")
+        touched = np.ascontiguousarray(np.asarray(snap["touched"], np.int64)[order])
+        groups = snap["group"] if group is None else np.full(n, group)
+        gnew = np.ascontiguousarray(np.asarray(groups)[order], np.int32)
+        okeys = [keys[i] for i in order.tolist()]
+        try:
+            out = self._place(okeys, touched, gnew)
+        except OverflowError:  # the table is full of newer streams: one key at a time
+            out = np.full(n, -1, np.int64)
+            for j, key in enumerate(okeys):
                 try:
-                    s = self._allocate(key, g, int(snap["touched"][i]) + 1)
-                except OverflowError:  # the table is full of newer streams
+                    out[j] = self._place([key], touched[j : j + 1], gnew[j : j + 1])[0]
+                except OverflowError:
                     self.evicted_lru += 1
-                    continue
-            self.group[s] = g
-            self.touched[s] = snap["touched"][i]
-            self.last_time[s] = snap["last_time"][i]
-            for name, arr in self.arrays.items():
-                arr[s] = cols[name][i]
-        if len(snap["touched"]):
-            self._seq = max(self._seq, int(np.max(snap["touched"])))
-        return [k for k in keys if k in self._index]
+        ok = out >= 0
+        slots, src = out[ok], order[ok]
+        self.group[slots] = gnew[ok]
+        self.touched[slots] = touched[ok]
+        self.last_time[slots] = np.asarray(snap["last_time"])[src]
+        for name, arr in self.arrays.items():
+            arr[slots] = cols[name][src]
+        self._seq = max(self._seq, int(np.max(touched)))
+        present = self._lookup(keys) >= 0
+        return [k for k, p in zip(keys, present.tolist(), strict=True) if p]
+
+    def _place(self, keys: list[str], touched: np.ndarray, gnew: np.ndarray) -> np.ndarray:
+        """Slots for restored ``keys`` in order, each touched as its snapshot says and
+        allowed to evict only streams seen no later (OverflowError: none such left)."""
+        buf, offs = _encode(keys)
+        m = offs.shape[0] - 1
+        hashes = np.empty(m, np.uint64)
+        out = np.empty(m, np.int64)
+        KM._find(
+            buf, offs, self._hseed, self._table, self._krec, self._kbytes, False,
+            self.touched, touched, hashes, out,
+        )  # fmt: skip
+        # One pass in order (a key found is re-touched before the next key may evict).
+        out[:] = -1
+        self._insert(buf, offs, hashes, out, gnew, touched + 1)
+        return out
+
+
+def _buckets(cap: int) -> int:
+    """Hash-table size for ``cap`` slots: a power of two, load at most 1/2."""
+    return 1 << max(3, int(2 * cap - 1).bit_length())
+
+
+def _encode(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Keys as UTF-8 bytes back to back (uint8) and their offsets ((n + 1,) int64).
+
+    ASCII keys (the common case) cost one join and one length pass in C, no
+    Python object per key.
+    """
+    if isinstance(keys, np.ndarray):
+        keys = keys.tolist()
+    n = len(keys)
+    try:
+        joined = "".join(keys)
+    except TypeError as exc:
+        raise TypeError(f"stream keys must be str: {exc}") from exc
+    if joined.isascii():
+        data = joined.encode("ascii")
+        lens = np.fromiter(map(len, keys), np.int64, n)
+    else:
+        enc = [k.encode("utf-8", "surrogatepass") for k in keys]
+        data = b"".join(enc)
+        lens = np.fromiter(map(len, enc), np.int64, n)
+    offs = np.zeros(n + 1, np.int64)
+    np.cumsum(lens, out=offs[1:])
+    return np.frombuffer(data, np.uint8), offs
+
+
+def _split(raw: bytes, lengths: np.ndarray) -> list[str]:
+    ends = np.cumsum(lengths).tolist()
+    starts = [0, *ends][:-1]
+    if raw.isascii():
+        text = raw.decode("ascii")
+        return [text[a:e] for a, e in zip(starts, ends, strict=True)]
+    return [raw[a:e].decode("utf-8", "surrogatepass") for a, e in zip(starts, ends, strict=True)]
 
 
 def _grown(arr: np.ndarray, col: Column) -> np.ndarray:

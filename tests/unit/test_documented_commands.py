@@ -79,6 +79,10 @@ NOT_RUN_HERE: dict[str, tuple[str, str]] = {
         "the demo extra is a subset of the test extra .ci/run installs",
         "tests/unit/test_documented_commands.py::test_the_demo_extra_is_in_the_test_extra",
     ),
+    "python benchmarks/bench_decode.py --digits 4": (
+        "a benchmark of a minute; the same flags with fewer records run",
+        "tests/unit/io/test_fastjson.py::test_the_decode_benchmark_runs_as_the_readme_shows_it",
+    ),
     "python benchmarks/bench_kernels.py --repeats 7": (
         "a benchmark of minutes; the flags parse and a tiny run works",
         "tests/unit/cli/test_bench.py::test_argv_round_trips",

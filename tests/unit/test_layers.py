@@ -29,8 +29,8 @@ OFFLINE = ENGINE | {"streamlstm.training", "streamlstm.evaluation", "streamlstm.
 ALLOWED: dict[str, set[str]] = {
     "streamlstm.kernels": KERNELS,
     "streamlstm.model": BASE | KERNELS | {"streamlstm.model"},
-    "streamlstm.state": BASE | {"streamlstm.state"},
-    "streamlstm.io": BASE | {"streamlstm.io"},
+    "streamlstm.state": BASE | KERNELS | {"streamlstm.state"},
+    "streamlstm.io": BASE | KERNELS | {"streamlstm.io"},
     "streamlstm.detector": BASE
     | KERNELS
     | {"streamlstm.model", "streamlstm.state", "streamlstm.detector"},  # fmt: skip
