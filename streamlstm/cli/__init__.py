@@ -98,6 +98,23 @@ class Redact(logging.Filter):
         return True
 
 
+class ClientTracebacks(logging.Filter):
+    """kafka-python logs a lost connection at ERROR with the socket's traceback, once
+    per attempt: through a broker outage that is dozens of tracebacks a minute saying
+    "broken pipe". Its lines keep their message; the traceback is shown only when the
+    client's own loggers are at DEBUG (``--kafka-log-level DEBUG``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.exc_info
+            and record.name.split(".")[0] == "kafka"
+            and not logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        ):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc = {
@@ -125,6 +142,7 @@ def configure_logging(
     handler = logging.StreamHandler(stream or sys.stderr)
     handler._streamlstm = True  # type: ignore[attr-defined]
     handler.addFilter(Redact())
+    handler.addFilter(ClientTracebacks())
     if fmt == "json":
         f: logging.Formatter = JsonFormatter()
         f.converter = time.gmtime

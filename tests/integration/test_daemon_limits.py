@@ -91,8 +91,13 @@ def test_more_distinct_streams_in_a_batch_than_the_cap(
     d = Daemon(cfg, port, tmp_path / "d.log")
     d.wait_for(lambda: d.processed() >= len(records), what="all records")
     assert d.metric("streamlstm_events_total", outcome="ok") == len(records)
+    # the status behind these two is published once per loop turn: wait for both
     d.wait_for(lambda: d.metric("streamlstm_live_streams") == 100, timeout=10, what="status")
-    assert (d.metric("streamlstm_evicted_streams_total", reason="lru") or 0) >= 900
+    d.wait_for(
+        lambda: (d.metric("streamlstm_evicted_streams_total", reason="lru") or 0) >= 900,
+        timeout=10,
+        what="900 LRU evictions",
+    )
     assert d.wait(signal.SIGTERM) == 0, d.tail()
     # The restart, with the cap lowered to 40, restores the newest 40 or so of the
     # checkpoint's 100 streams (it used to exit 1 with OverflowError too) and goes on.

@@ -43,6 +43,27 @@ def test_kafka_python_info_is_quiet_and_ours_is_not(captured: io.StringIO) -> No
     assert "node 1 unreachable" in out and "partition 0 assigned" in out
 
 
+def test_client_errors_are_one_line_unless_the_client_is_at_debug(
+    captured: io.StringIO,
+) -> None:
+    def lost(name: str) -> None:
+        try:
+            raise BrokenPipeError(32, "Broken pipe")
+        except BrokenPipeError:
+            logging.getLogger(name).exception("Error sending request data")
+
+    cli.configure_logging("INFO", "WARNING", "text", captured)
+    lost("kafka.net.transport")
+    lost("streamlstm.service.loop")  # ours keep their tracebacks
+    out = captured.getvalue()
+    assert "Error sending request data" in out and out.count("Traceback") == 1
+    assert "streamlstm.service.loop" in out.split("Traceback")[0]
+    captured.truncate(0)
+    cli.configure_logging("INFO", "DEBUG", "text", captured)
+    lost("kafka.net.transport")
+    assert "Traceback" in captured.getvalue()
+
+
 def test_json_lines_and_secrets_redacted_even_at_debug(captured: io.StringIO) -> None:
     cli.configure_logging("DEBUG", "DEBUG", "json", captured)
     logging.getLogger("kafka.protocol").debug(
