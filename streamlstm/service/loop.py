@@ -48,7 +48,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,7 +62,8 @@ from streamlstm.kafka.sink import AlertSink, alert_record
 from streamlstm.kafka.source import BrokerUnavailable, KafkaSource
 from streamlstm.model import Model, weights_sha256
 from streamlstm.service.backoff import Backoff
-from streamlstm.service.checkpoint_store import Checkpoint, CheckpointLost, CheckpointStore
+from streamlstm.service.changelog_store import StateStoreUnavailable, open_store
+from streamlstm.service.checkpoint_store import Checkpoint, CheckpointLost, StateStore
 from streamlstm.service.config.types import PipelineConfig, with_roles
 from streamlstm.service.metrics import InAlert, Metrics, PipelineStatus
 from streamlstm.service.status import Health
@@ -119,7 +119,7 @@ class PipelineLoop:
         self.model = with_roles(loaded, cfg.decode)
         self.detector = Detector(self.model, cfg.detector)
         self.decoder = Decoder(cfg.decode, self.model.features)
-        self.store = CheckpointStore(Path(cfg.checkpoint.dir), cfg.name, keep=cfg.checkpoint.keep)
+        self.store: StateStore = open_store(cfg)  # checkpoint.store: local files or Kafka
         self.topics: tuple[str, ...] = tuple(cfg.source.topics)
         self.source = source_factory(cfg.kafka, cfg.source, self, pipeline=cfg.name)
         self.sink = sink_factory(cfg.kafka, cfg.sinks, cfg.name, listeners=alert_listeners)
@@ -180,6 +180,7 @@ class PipelineLoop:
         finally:
             self.sink.close()
             self.source.close()
+            self.store.close()
             self._publish(force=True)
             log.info("pipeline=%s stopped", self.name)
 
@@ -224,6 +225,7 @@ class PipelineLoop:
     def close(self) -> None:
         self.sink.close()
         self.source.close()
+        self.store.close()
 
     # -- one turn -----------------------------------------------------------------
     def step(self) -> None:
@@ -391,6 +393,9 @@ class PipelineLoop:
                     tp.topic, tp.partition, self.next_offset[tp],
                     self.detector.table.snapshot(group=g), meta,
                 )  # fmt: skip
+            except StateStoreUnavailable as exc:  # the changelog's broker: wait, as for alerts
+                self._broker_error("checkpoint", exc)
+                return None
             except CheckpointError as exc:
                 self.metrics.checkpoint_failures.labels(self.name).inc()
                 log.error("pipeline=%s checkpoint failing, stopping: %s", self.name, exc)
@@ -513,11 +518,14 @@ class PipelineLoop:
             self._conflict("restore", len(clash), clash[0][0], g, clash[0][1])
 
     def _read_checkpoint(self, tp: TopicPartition) -> Checkpoint | None:
+        t0 = time.perf_counter()
         try:
             return self.store.read(tp.topic, tp.partition)
         except CheckpointLost as lost:
             self._checkpoint_lost(tp, lost)
             return None
+        finally:
+            self.metrics.state_restore_seconds.labels(self.name).observe(time.perf_counter() - t0)
 
     def _checkpoint_lost(self, tp: TopicPartition, lost: CheckpointLost) -> None:
         """Refuse to start (``checkpoint.on_unreadable: fail``), or say loudly what is lost."""

@@ -283,5 +283,6 @@ class _Parser(KafkaSectionParser):
         v = m.read("dir", f"checkpoints/{name}")
         return CheckpointConfig(
             dir=self.path(v), interval_s=m.read("interval_s"), keep=m.read("keep"),
-            on_unreadable=m.read("on_unreadable"),
+            on_unreadable=m.read("on_unreadable"), store=m.read("store"),
+            topic=m.read("topic", f"{name}-state"), chunk_bytes=m.read("chunk_bytes"),
         )  # fmt: skip
