@@ -203,7 +203,7 @@ class PipelineLoop:
                 self._backoff.reset()
                 self._publish(force=True)
                 return True
-            except (BrokerUnavailable, KafkaError) as exc:
+            except (BrokerUnavailable, KafkaError, StateStoreUnavailable) as exc:
                 self.metrics.broker_errors.labels(self.name, "connect").inc()
                 self.health.broker_up = False
                 self._publish(force=True)

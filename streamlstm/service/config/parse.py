@@ -107,7 +107,12 @@ class _Parser(KafkaSectionParser):
     def cross_checks(self, pipes: list[PipelineConfig]) -> None:
         seen: dict[Any, str] = {}
         for p in pipes:
-            for what, v in (("name", p.name), ("checkpoint.dir", p.checkpoint.dir.resolve())):
+            unique: list[tuple[str, Any]] = [
+                ("name", p.name), ("checkpoint.dir", p.checkpoint.dir.resolve())
+            ]  # fmt: skip
+            if p.checkpoint.store == "kafka":  # keys hold topic/partition, not the pipeline
+                unique.append(("checkpoint.topic", p.checkpoint.topic))
+            for what, v in unique:
                 if (what, v) in seen:
                     raise Invalid(
                         f"{p.path}.{what}",
