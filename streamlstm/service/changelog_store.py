@@ -68,6 +68,7 @@ from streamlstm.service.checkpoint_store import (
     WriteInfo,
 )
 from streamlstm.service.config.types import PipelineConfig
+from streamlstm.service.incremental import merge
 from streamlstm.state import snapshot_from_bytes, snapshot_to_bytes
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ def open_store(cfg: PipelineConfig) -> StateStore:
         return KafkaCheckpointStore(
             cfg.kafka, cfg.name, c.topic or f"{cfg.name}-state", keep=c.keep,
             chunk_bytes=c.chunk_bytes, source_topics=cfg.source.topics,
+            full_every=c.full_every,
         )  # fmt: skip
     return CheckpointStore(Path(c.dir), cfg.name, keep=c.keep)
 
@@ -167,6 +169,7 @@ class KafkaCheckpointStore:
         keep: int = 2,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         source_topics: Sequence[str] = (),
+        full_every: int = 1,
         producer_factory: Callable[..., Any] = KafkaProducer,
         consumer_factory: Callable[..., Any] = KafkaConsumer,
     ) -> None:
@@ -177,6 +180,9 @@ class KafkaCheckpointStore:
         self.topic = topic
         self.keep = keep
         self.chunk_bytes = chunk_bytes
+        # Key slots: a chain (a full generation and its deltas) plus ``keep`` older
+        # generations stay addressable while the next ones are written.
+        self.slots = max(1, full_every) + keep
         self.source_topics = tuple(source_topics)
         self._producer_factory = producer_factory
         self._consumer_factory = consumer_factory
@@ -184,6 +190,9 @@ class KafkaCheckpointStore:
         self._consumer: Any = None
         self._n_partitions: int | None = None
         self._generation: dict[tuple[str, int], int] = {}
+        # (generation, manifest offset) from the newest full one to the newest written or
+        # restored: what a delta's manifest lists so a reader finds its whole chain.
+        self._chain: dict[tuple[str, int], list[list[int]]] = {}
 
     # -- clients -----------------------------------------------------------------
     def _clients(self) -> tuple[Any, Any]:
@@ -273,10 +282,19 @@ class KafkaCheckpointStore:
             except CheckpointLost:
                 pass
         gen = self._generation.get(key, 0) + 1
+        delta = dict(meta or {}).get("kind") == "delta"
+        chain = self._chain.get(key, []) if delta else []
+        if delta and not chain:
+            raise CheckpointError(
+                f"topic={topic} partition={partition}: a delta checkpoint with no full one "
+                "before it in this process"
+            )
         data = snapshot_to_bytes(dict(snapshot))
         doc = self.send_chunks(topic, partition, gen, data, next_offset, meta)
+        doc["kind"], doc["chain"] = ("delta", chain) if delta else ("full", [])
         m_off = self.send_manifest(topic, partition, doc)
         self._generation[key] = gen
+        self._chain[key] = [*chain, [gen, m_off]]
         n = int(len(snapshot["key_len"])) if "key_len" in snapshot else 0
         cp = self.changelog_partition(partition)
         return WriteInfo(
@@ -290,7 +308,7 @@ class KafkaCheckpointStore:
         """Send and await a generation's chunks; returns its manifest document."""
         producer, _ = self._clients()
         cp = self.changelog_partition(partition)
-        slot = gen % (self.keep + 1)
+        slot = gen % self.slots
         try:
             futures = [
                 (chunk, producer.send(self.topic, key=record_key(topic, partition, slot,
@@ -407,23 +425,52 @@ class KafkaCheckpointStore:
                 failed.append((where, str(exc)))
         for m in sorted(manifests, key=lambda m: (m.generation, m.offset), reverse=True):
             where = f"{self.topic}[{ctp.partition}]@{m.offset}"
-            need = [o for o, _, _ in m.chunks if o not in cache]
-            if need:
-                cache = {**cache, **self._read_range(ctp, min(need), max(need) + 1)}  # type: ignore[dict-item]
-            slot_prefix = rec_prefix(m, prefix)
             try:
-                data = assemble(m, slot_prefix, cache)
-                snap = snapshot_from_bytes(data)
+                snap, size, chain = self._load_chain(ctp, prefix, m, cache)
             except CheckpointError as exc:
                 failed.append((where, str(exc)))
                 continue
             key = (str(m.doc["topic"]), int(m.doc["partition"]))
             self._generation[key] = max(m.generation, self._generation.get(key, 0))
+            self._chain[key] = chain
             return Checkpoint(
                 topic=key[0], partition=key[1], next_offset=m.next_offset, snapshot=snap,
-                meta=m.doc, path=where, size=len(data),
+                meta=m.doc, path=where, size=size,
             )  # fmt: skip
         return None
+
+    def _load_chain(
+        self, ctp: Any, prefix: bytes, m: Manifest, cache: Mapping[int, Any]
+    ) -> tuple[dict[str, np.ndarray], int, list[list[int]]]:
+        """The full snapshot manifest ``m`` stands for (its chain merged), the bytes
+        read, and its chain as (generation, manifest offset) pairs."""
+        links = []
+        for gen, off in m.doc.get("chain", []) if m.doc.get("kind") == "delta" else []:
+            rec = cache.get(int(off)) or self._read_range(ctp, int(off), int(off) + 1).get(int(off))
+            if rec is None or rec.value is None or not rec.key.startswith(prefix):
+                raise CheckpointError(
+                    f"generation {m.generation}: the manifest of generation {gen} it builds on "
+                    f"is not at offset {off}"
+                )
+            link = parse_manifest(rec.value, int(off))
+            if link.generation != int(gen):
+                raise CheckpointError(f"offset {off} holds generation {link.generation}, not {gen}")
+            links.append(link)
+        links.append(m)
+        if links[0].doc.get("kind", "full") != "full":
+            raise CheckpointError(f"generation {m.generation}: its chain starts with a delta")
+        snap: dict[str, np.ndarray] | None = None
+        size = 0
+        for link in links:
+            need = [o for o, _, _ in link.chunks if o not in cache]
+            if need:
+                cache = {**cache, **self._read_range(ctp, min(need), max(need) + 1)}
+            data = assemble(link, rec_prefix(link, prefix), cache)
+            size += len(data)
+            part = snapshot_from_bytes(data)
+            snap = part if snap is None else merge(snap, part)
+        assert snap is not None
+        return snap, size, [[link.generation, link.offset] for link in links]
 
     def _read_range(self, ctp: Any, start: int, stop: int | None = None) -> dict[int, Any]:
         """Records of ``ctp`` at offsets [start, stop); stop None = to the end."""

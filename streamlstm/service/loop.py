@@ -65,6 +65,7 @@ from streamlstm.service.backoff import Backoff
 from streamlstm.service.changelog_store import StateStoreUnavailable, open_store
 from streamlstm.service.checkpoint_store import Checkpoint, CheckpointLost, StateStore
 from streamlstm.service.config.types import PipelineConfig, with_roles
+from streamlstm.service.incremental import DeltaTracker
 from streamlstm.service.metrics import InAlert, Metrics, PipelineStatus
 from streamlstm.service.status import Health
 from streamlstm.state import snapshot_keys
@@ -120,6 +121,7 @@ class PipelineLoop:
         self.detector = Detector(self.model, cfg.detector)
         self.decoder = Decoder(cfg.decode, self.model.features)
         self.store: StateStore = open_store(cfg)  # checkpoint.store: local files or Kafka
+        self._delta = DeltaTracker(self.detector.table, cfg.checkpoint.full_every)
         self.topics: tuple[str, ...] = tuple(cfg.source.topics)
         self.source = source_factory(cfg.kafka, cfg.source, self, pipeline=cfg.name)
         self.sink = sink_factory(cfg.kafka, cfg.sinks, cfg.name, listeners=alert_listeners)
@@ -385,14 +387,17 @@ class PipelineLoop:
             return None
         t0 = time.perf_counter()
         size = 0
-        meta = {"model_sha256": self._model_digest(), "model": self.model.describe()}
+        meta: dict[str, Any] = {
+            "model_sha256": self._model_digest(),
+            "model": self.model.describe(),
+        }
         for tp in todo:
             g = group_of(self.topics.index(tp.topic), tp.partition)
+            snap, how = self._delta.snapshot(g)  # full, or changed streams only
             try:
-                info = self.store.write(
-                    tp.topic, tp.partition, self.next_offset[tp],
-                    self.detector.table.snapshot(group=g), meta,
-                )  # fmt: skip
+                info = self.store.write(tp.topic, tp.partition, self.next_offset[tp], snap,
+                                        meta | how)  # fmt: skip
+                self._delta.written(g)
             except StateStoreUnavailable as exc:  # the changelog's broker: wait, as for alerts
                 self._broker_error("checkpoint", exc)
                 return None
@@ -469,6 +474,7 @@ class PipelineLoop:
                 continue
             g = group_of(self.topics.index(tp.topic), tp.partition)
             self.detector.table.drop(group=g)
+            self._delta.forget(g)
             ckpt = self._read_checkpoint(tp)
             if ckpt is not None:
                 self._check_restore(ckpt, g)
@@ -571,6 +577,7 @@ class PipelineLoop:
         for tp in mine:
             g = group_of(self.topics.index(tp.topic), tp.partition)
             self.detector.table.drop(group=g)
+            self._delta.forget(g)
             self.assigned.discard(tp)
             self.next_offset.pop(tp, None)
             self.dirty.discard(tp)

@@ -79,6 +79,10 @@ class StreamTable:
         self._seq = 0
         self.evicted_lru = 0
         self.evicted_idle = 0
+        # Incremental checkpoints need the streams that left since the last one: when
+        # set, every released stream is logged as (key, group) until take_released().
+        self.log_released = False
+        self._released: list[tuple[str, int]] = []
 
     # -- sizes -------------------------------------------------------------------
     @property
@@ -204,6 +208,8 @@ class StreamTable:
             if key is None:
                 continue
             del self._index[key]
+            if self.log_released:
+                self._released.append((key, int(self.group[s])))
             self._keys[s] = None
             self.group[s] = -1
             self._free.append(s)
@@ -222,6 +228,16 @@ class StreamTable:
         """Forget streams (all of ``group`` or the given keys) without counting an eviction."""
         return self._release(self._select(group, keys))
 
+    @property
+    def seq(self) -> int:
+        """The batch sequence number: a stream changed after ``seq`` has ``touched > seq``."""
+        return self._seq
+
+    def take_released(self) -> list[tuple[str, int]]:
+        """The (key, group) of streams released since the last call (see log_released)."""
+        out, self._released = self._released, []
+        return out
+
     def _select(self, group: int | None, keys: Iterable[str] | None) -> np.ndarray:
         if keys is not None:
             return np.array([self._index[k] for k in keys if k in self._index], np.int64)
@@ -232,10 +248,16 @@ class StreamTable:
 
     # -- snapshot / restore ----------------------------------------------------------
     def snapshot(
-        self, group: int | None = None, keys: Iterable[str] | None = None
+        self,
+        group: int | None = None,
+        keys: Iterable[str] | None = None,
+        changed_after: int | None = None,
     ) -> dict[str, np.ndarray]:
-        """Arrays holding the chosen streams' keys and rows (plain ndarrays, no pickle)."""
+        """Arrays holding the chosen streams' keys and rows (plain ndarrays, no pickle);
+        ``changed_after``: only streams seen in a batch after that :attr:`seq`."""
         slots = np.sort(self._select(group, keys))
+        if changed_after is not None:
+            slots = slots[self.touched[slots] > changed_after]
         encoded = [self._keys[s].encode() for s in slots]  # type: ignore[union-attr]
         lengths = np.array([len(b) for b in encoded], np.int64)
         snap = {

@@ -207,6 +207,8 @@ CHECKPOINT: dict[str, Key] = {
     ),
     # Kafka refuses records over message.max.bytes (1,048,588 by default).
     "chunk_bytes": Key("integer", _CKPT.chunk_bytes, lo=1024, hi=1_000_000),
+    # A restore reads up to full_every generations: bounded.
+    "full_every": Key("integer", _CKPT.full_every, lo=1, hi=1000),
 }
 
 # DetectorConfig fields by YAML section. tests/unit/service/test_config.py checks that this

@@ -30,6 +30,9 @@ class CheckpointConfig:
     store: str = "local"
     topic: str = ""
     chunk_bytes: int = 512 * 1024
+    # 1: every checkpoint is full; N > 1 (store: kafka): a full one, then up to N - 1
+    # holding only the streams changed since (streamlstm.service.incremental).
+    full_every: int = 1
 
 
 ON_UNREADABLE = ("fail", "start_cold")
