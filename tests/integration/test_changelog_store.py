@@ -15,6 +15,7 @@ from streamlstm.examples.synth import FleetSpec, generate_fleet
 from streamlstm.kafka.config import KafkaConfig
 from streamlstm.service.changelog_store import KafkaCheckpointStore, split_chunks
 from streamlstm.service.checkpoint_store import CheckpointLost
+from streamlstm.service.incremental import DeltaTracker
 
 SEED = 5
 
@@ -117,4 +118,39 @@ def test_committed_offset_ahead_of_the_state_is_state_lost(broker: Any) -> None:
             _store(broker, name).read(f"{name}-ev", 1)
     finally:
         c.close()
+        store.close()
+
+
+def test_a_chain_of_deltas_restores_the_full_state(broker: Any) -> None:
+    """full_every=3: full, delta, delta, full, delta; a fresh reader merges the chain of
+    the newest complete generation; a torn newest delta falls back to the one before."""
+    name = f"cl-{uuid.uuid4().hex[:6]}"
+    store = _store(broker, name, full_every=3)
+    fleet = generate_fleet(FleetSpec(n_streams=30, n_steps=60, anomaly_rate=1.0, seed=SEED))
+    det = Detector(persistence_model(fleet.values), DetectorConfig(max_streams=25))
+    tracker = DeltaTracker(det.table, full_every=3)
+    keys, times, x, _ = fleet.events()
+    fulls: list[dict[str, np.ndarray]] = []
+    try:
+        for i, part in enumerate(np.array_split(np.arange(len(keys)), 5)):
+            det.process_many(keys[part].tolist(), times[part], x[part], group=0)
+            snap, kind = tracker.snapshot(0)
+            store.write("ev", 0, 100 * (i + 1), snap, kind)
+            tracker.written(0)
+            fulls.append(det.table.snapshot(group=0))
+            ck = _store(broker, name).read("ev", 0)
+            assert ck is not None and ck.next_offset == 100 * (i + 1)
+            assert ck.meta["kind"] == ("full" if i in (0, 3) else "delta")
+            _equal(ck.snapshot, fulls[-1])
+        assert det.table.evicted_lru > 0
+        # A delta whose chunk is damaged: the generation before it (a full one) is used.
+        snap, kind = tracker.snapshot(0)
+        doc = store.send_chunks("ev", 0, 6, b"q" * 5000, 600, kind)
+        doc.update(kind="delta", chain=store._chain[("ev", 0)])
+        doc["chunks"][0][2] ^= 1
+        store.send_manifest("ev", 0, doc)
+        ck = _store(broker, name).read("ev", 0)
+        assert ck is not None and ck.next_offset == 500
+        _equal(ck.snapshot, fulls[-1])
+    finally:
         store.close()

@@ -202,3 +202,55 @@ def test_group_replicas_hand_partitions_over_through_the_changelog(
     want, ids = _reference(kafka, model_path, tmp_path, topic, records)
     _assert_same(got, want)
     assert _alert_ids(kafka, f"{name}-alerts") == ids
+
+
+def test_incremental_checkpoints_hand_over_a_chain(
+    kafka: str,
+    model_path: Path,
+    tmp_path: Path,
+) -> None:
+    """checkpoint.full_every: 3: A writes a full generation and deltas (one per slice
+    of input), stops; B, in a fresh directory, restores the chain (full + deltas) and
+    goes on. The end state is the uninterrupted run's."""
+    run = uuid.uuid4().hex[:6]
+    name, topic, state = f"ki-{run}", f"ki-{run}-events", f"ki-{run}-state"
+    _create_topics(kafka, {topic: PARTITIONS, f"{name}-alerts": 1, f"{name}-dlq": 1})
+    records = _records(_fleet(n_streams=16, n_steps=500))
+    half = len(records) // 2
+    port = _free_port()
+    ckpt = {"topic": state, "full_every": 3}
+    cfg_a = _kafka_store(_config(tmp_path, kafka, model_path, topic, name, port,
+                                 ckpt_name="a", file_name="a"), **ckpt)  # fmt: skip
+    cfg_b = _kafka_store(_config(tmp_path, kafka, model_path, topic, name, port,
+                                 ckpt_name="b", file_name="b"), **ckpt)  # fmt: skip
+    a = Daemon(cfg_a, port, tmp_path / "a.log")
+    bounds = [0, half // 3, 2 * half // 3, half]
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        n0 = a.metric("streamlstm_checkpoint_duration_seconds_count") or 0
+        _produce(kafka, topic, records[lo:hi])
+        a.wait_for(lambda hi=hi: a.processed() >= hi, what=f"{hi} records")
+        a.wait_for(
+            lambda n0=n0: (a.metric("streamlstm_checkpoint_duration_seconds_count") or 0) > n0,
+            what="a checkpoint of the slice",
+        )
+    assert a.wait(signal.SIGTERM) == 0, a.tail()
+    store = KafkaCheckpointStore(
+        KafkaConfig(bootstrap_servers=(kafka,), group_id=f"g-{name}"), "sensors", state
+    )
+    try:
+        kinds = [ck.meta["kind"] for p in range(PARTITIONS) if (ck := store.read(topic, p))]
+    finally:
+        store.close()
+    assert "delta" in kinds, f"newest generations {kinds}: B would restore no chain"
+
+    _produce(kafka, topic, records[half:])
+    b = Daemon(cfg_b, port, tmp_path / "b.log")
+    b.wait_for(lambda: b.processed() >= len(records) - half, what="the rest")
+    assert b.wait(signal.SIGTERM) == 0, b.tail()
+    assert b.tail().count("resuming from checkpoint") == PARTITIONS
+
+    got, offsets = _changelog_state(kafka, state, topic, f"g-{name}")
+    assert sum(offsets) == len(records)
+    want, ids = _reference(kafka, model_path, tmp_path, topic, records)
+    _assert_same(got, want)
+    assert _alert_ids(kafka, f"{name}-alerts") == ids

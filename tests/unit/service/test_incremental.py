@@ -76,8 +76,8 @@ def test_a_delta_holds_only_what_changed_and_what_left() -> None:
 
 
 def test_a_delta_of_other_columns_is_refused() -> None:
-    base = {"format": np.array([1]), "key_len": np.array([1]), "key_bytes": np.frombuffer(b"a", np.uint8),
-            "col.h": np.zeros((1, 2))}  # fmt: skip
+    base = {"format": np.array([1]), "key_len": np.array([1]),
+            "key_bytes": np.frombuffer(b"a", np.uint8), "col.h": np.zeros((1, 2))}  # fmt: skip
     delta = dict(base, **{"col.x": np.zeros((1, 2))})
     delta["removed_bytes"], delta["removed_len"] = encode_keys([])
     with pytest.raises(CheckpointError, match="columns differ"):
