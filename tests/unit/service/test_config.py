@@ -179,6 +179,9 @@ SECTION_ERRORS = [
     ("checkpoint", f"{P}.checkpoint.topic", "a b", f"{P}.checkpoint.topic", "topic name"),
     ("checkpoint", f"{P}.checkpoint.chunk_bytes", 2_000_000, f"{P}.checkpoint.chunk_bytes",
      "1024..1000000"),
+    ("checkpoint", f"{P}.checkpoint.full_every", 3, f"{P}.checkpoint.full_every",
+     "needs store: kafka"),
+    ("checkpoint", f"{P}.checkpoint.full_every", 0, f"{P}.checkpoint.full_every", "1..1000"),
     ("metrics", "metrics.port", 70000, "metrics.port", "0..65535"),
     ("service", "service.shutdown_grace_s", -1, "service.shutdown_grace_s", "> 0"),
 ]  # fmt: skip
