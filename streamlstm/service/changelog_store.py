@@ -203,6 +203,9 @@ class KafkaCheckpointStore:
                 # callback, where its blocking calls are refused). It never subscribes, so
                 # it never joins the group, and never commits.
                 kw = self.kafka.consumer_kwargs()
+                # Not a member: closing a client with the pod's static id would send a
+                # LeaveGroup for it and take the daemon's own consumer out of the group.
+                kw.pop("group_instance_id", None)
                 kw.update(enable_auto_commit=False, auto_offset_reset="earliest")
                 kw["client_id"] = f"{self.kafka.client_id}-state"
                 self._consumer = self._consumer_factory(**kw)
