@@ -40,6 +40,10 @@ Decisions:
   as many partitions as the first source topic). Never add partitions to
   it: a source partition's records would move to another changelog partition.
 - Local disk is not used: the cluster is the authority.
+
+Length: the write protocol (chunks, then the manifest) and the read protocol that
+trusts only what it wrote (backward scan, chunk checks, delta chains) are one record
+format seen from both sides; splitting them would put the format in two places.
 """
 
 from __future__ import annotations
