@@ -372,6 +372,10 @@ class KafkaCheckpointStore:
         failed: list[tuple[Path | str, str]] = []
         found: Checkpoint | None = None
         try:
+            # A new assignment forgets the high watermark of an earlier read: a stale one
+            # would end the read before the newest generations (written since by another
+            # replica, or by this one before a rebalance).
+            consumer.assign([])
             consumer.assign([ctp])
             lo = int(consumer.beginning_offsets([ctp])[ctp])
             # tansu's end_offsets undercounts (streamlstm.kafka.broker): read from just

@@ -154,3 +154,21 @@ def test_a_chain_of_deltas_restores_the_full_state(broker: Any) -> None:
         _equal(ck.snapshot, fulls[-1])
     finally:
         store.close()
+
+
+def test_a_store_that_read_before_sees_what_others_wrote_since(broker: Any) -> None:
+    """The reader of a replica is reused across rebalances: what another replica wrote
+    after its previous read of the same changelog partition must be found."""
+    name = f"cl-{uuid.uuid4().hex[:6]}"
+    mine, other = _store(broker, name), _store(broker, name)
+    try:
+        other.write("ev", 1, 10, _snapshot(20))
+        ck = mine.read("ev", 1)
+        assert ck is not None and ck.next_offset == 10
+        other.write("ev", 1, 20, _snapshot(30))
+        other.write("ev", 1, 30, _snapshot(40))
+        ck = mine.read("ev", 1)
+        assert ck is not None and ck.next_offset == 30
+    finally:
+        mine.close()
+        other.close()
