@@ -39,7 +39,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -63,7 +63,7 @@ class Checkpoint:
     next_offset: int
     snapshot: dict[str, np.ndarray]
     meta: dict[str, Any]
-    path: Path
+    path: Path | str  # a file, or where in a changelog topic (``topic[partition]@offset``)
     size: int
 
     @property
@@ -74,7 +74,9 @@ class Checkpoint:
 class CheckpointLost(CheckpointError):
     """Every generation of a partition's checkpoint is unreadable: its state is lost."""
 
-    def __init__(self, topic: str, partition: int, failures: Sequence[tuple[Path, str]]) -> None:
+    def __init__(
+        self, topic: str, partition: int, failures: Sequence[tuple[Path | str, str]]
+    ) -> None:
         self.topic = topic
         self.partition = partition
         self.failures = list(failures)
@@ -89,10 +91,31 @@ class CheckpointLost(CheckpointError):
 class WriteInfo:
     """What writing one checkpoint cost."""
 
-    path: Path
+    path: Path | str
     size: int
     seconds: float
     n_streams: int
+
+
+class StateStore(Protocol):
+    """What the loop needs of a checkpoint store (on disk, or in a changelog topic)."""
+
+    def read(self, topic: str, partition: int) -> Checkpoint | None: ...
+
+    def write(
+        self,
+        topic: str,
+        partition: int,
+        next_offset: int,
+        snapshot: Mapping[str, np.ndarray],
+        meta: Mapping[str, Any] | None = None,
+    ) -> WriteInfo: ...
+
+    def quarantine(
+        self, topic: str, partition: int, files: Sequence[tuple[Path | str, str]]
+    ) -> list[Path | str]: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -116,6 +139,9 @@ class CheckpointStore:
         if self.keep < 1:
             raise CheckpointError(f"checkpoint keep is {self.keep}, expected >= 1")
         self.directory = Path(self.directory)
+
+    def close(self) -> None:
+        """Nothing to release: every write is already durable."""
 
     # -- paths -------------------------------------------------------------------
     def _topic_dir(self, topic: str) -> Path:
@@ -213,7 +239,7 @@ class CheckpointStore:
 
         Raises :class:`CheckpointLost` when it has files and none reads back.
         """
-        failed: list[tuple[Path, str]] = []
+        failed: list[tuple[Path | str, str]] = []
         for gen, path in reversed(self._generations(topic, partition)):
             try:
                 ckpt = self._read_file(path)
@@ -241,12 +267,13 @@ class CheckpointStore:
         return None
 
     def quarantine(
-        self, topic: str, partition: int, files: Sequence[tuple[Path, str]]
-    ) -> list[Path]:
+        self, topic: str, partition: int, files: Sequence[tuple[Path | str, str]]
+    ) -> list[Path | str]:
         """Rename unreadable files to ``*.corrupt`` (kept for inspection, never read
         again; generation numbers go on after them); returns the new paths."""
-        moved = []
-        for path, _ in files:
+        moved: list[Path | str] = []
+        for where, _ in files:
+            path = Path(where)
             if m := _NAME.match(path.name):  # number new files after the moved ones
                 key = (topic, partition)
                 self._generation[key] = max(int(m.group(2)), self._generation.get(key, 0))

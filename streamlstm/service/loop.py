@@ -50,7 +50,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,8 +64,10 @@ from streamlstm.kafka.sink import AlertSink, alert_record
 from streamlstm.kafka.source import BrokerUnavailable, KafkaSource
 from streamlstm.model import Model, weights_sha256
 from streamlstm.service.backoff import Backoff
-from streamlstm.service.checkpoint_store import Checkpoint, CheckpointLost, CheckpointStore
+from streamlstm.service.changelog_store import StateStoreUnavailable, open_store
+from streamlstm.service.checkpoint_store import Checkpoint, CheckpointLost, StateStore
 from streamlstm.service.config.types import PipelineConfig, with_roles
+from streamlstm.service.incremental import DeltaTracker
 from streamlstm.service.metrics import InAlert, Metrics, PipelineStatus
 from streamlstm.service.status import Health
 from streamlstm.state import snapshot_keys
@@ -121,7 +122,8 @@ class PipelineLoop:
         self.model = with_roles(loaded, cfg.decode)
         self.detector = Detector(self.model, cfg.detector)
         self.decoder = Decoder(cfg.decode, self.model.features)
-        self.store = CheckpointStore(Path(cfg.checkpoint.dir), cfg.name, keep=cfg.checkpoint.keep)
+        self.store: StateStore = open_store(cfg)  # checkpoint.store: local files or Kafka
+        self._delta = DeltaTracker(self.detector.table, cfg.checkpoint.full_every)
         self.topics: tuple[str, ...] = tuple(cfg.source.topics)
         self.source = source_factory(cfg.kafka, cfg.source, self, pipeline=cfg.name)
         self.sink = sink_factory(cfg.kafka, cfg.sinks, cfg.name, listeners=alert_listeners)
@@ -186,6 +188,7 @@ class PipelineLoop:
         finally:
             self.sink.close()
             self.source.close()
+            self.store.close()
             self._publish(force=True)
             log.info("pipeline=%s stopped", self.name)
 
@@ -208,7 +211,7 @@ class PipelineLoop:
                 self._backoff.reset()
                 self._publish(force=True)
                 return True
-            except (BrokerUnavailable, KafkaError) as exc:
+            except (BrokerUnavailable, KafkaError, StateStoreUnavailable) as exc:
                 self.metrics.broker_errors.labels(self.name, "connect").inc()
                 self.health.broker_up = False
                 self._publish(force=True)
@@ -230,6 +233,7 @@ class PipelineLoop:
     def close(self) -> None:
         self.sink.close()
         self.source.close()
+        self.store.close()
 
     # -- one turn -----------------------------------------------------------------
     def step(self) -> None:
@@ -387,14 +391,20 @@ class PipelineLoop:
             return None
         t0 = time.perf_counter()
         size = 0
-        meta = {"model_sha256": self._model_digest(), "model": self.model.describe()}
+        meta: dict[str, Any] = {
+            "model_sha256": self._model_digest(),
+            "model": self.model.describe(),
+        }
         for tp in todo:
             g = group_of(self.topics.index(tp.topic), tp.partition)
+            snap, how = self._delta.snapshot(g)  # full, or changed streams only
             try:
-                info = self.store.write(
-                    tp.topic, tp.partition, self.next_offset[tp],
-                    self.detector.table.snapshot(group=g), meta,
-                )  # fmt: skip
+                info = self.store.write(tp.topic, tp.partition, self.next_offset[tp], snap,
+                                        meta | how)  # fmt: skip
+                self._delta.written(g)
+            except StateStoreUnavailable as exc:  # the changelog's broker: wait, as for alerts
+                self._broker_error("checkpoint", exc)
+                return None
             except CheckpointError as exc:
                 self.metrics.checkpoint_failures.labels(self.name).inc()
                 log.error("pipeline=%s checkpoint failing, stopping: %s", self.name, exc)
@@ -489,6 +499,7 @@ class PipelineLoop:
                 continue
             g = group_of(self.topics.index(tp.topic), tp.partition)
             self.detector.table.drop(group=g)
+            self._delta.forget(g)
             ckpt = self._read_checkpoint(tp)
             if ckpt is not None:
                 self._check_restore(ckpt, g)
@@ -546,11 +557,14 @@ class PipelineLoop:
             self._conflict("restore", len(clash), clash[0][0], g, clash[0][1])
 
     def _read_checkpoint(self, tp: TopicPartition) -> Checkpoint | None:
+        t0 = time.perf_counter()
         try:
             return self.store.read(tp.topic, tp.partition)
         except CheckpointLost as lost:
             self._checkpoint_lost(tp, lost)
             return None
+        finally:
+            self.metrics.state_restore_seconds.labels(self.name).observe(time.perf_counter() - t0)
 
     def _checkpoint_lost(self, tp: TopicPartition, lost: CheckpointLost) -> None:
         """Refuse to start (``checkpoint.on_unreadable: fail``), or say loudly what is lost."""
@@ -596,6 +610,7 @@ class PipelineLoop:
         for tp in mine:
             g = group_of(self.topics.index(tp.topic), tp.partition)
             self.detector.table.drop(group=g)
+            self._delta.forget(g)
             self.assigned.discard(tp)
             self.next_offset.pop(tp, None)
             self.dirty.discard(tp)

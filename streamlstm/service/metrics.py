@@ -300,6 +300,11 @@ class Metrics:
             "Wall time to write a checkpoint (all partitions) durably.",
             p, buckets=CHECKPOINT_BUCKETS, registry=r,
         )  # fmt: skip
+        self.state_restore_seconds = Histogram(
+            PREFIX + "state_restore_seconds",
+            "Wall time to restore one partition's state from its checkpoint store.",
+            p, buckets=CHECKPOINT_BUCKETS, registry=r,
+        )  # fmt: skip
         self.checkpoint_bytes = Gauge(
             PREFIX + "checkpoint_size_bytes", "Bytes of the last checkpoint (all partitions).",
             p, registry=r,

@@ -100,6 +100,10 @@ class StreamTable:
         self._seq = 0
         self.evicted_lru = 0
         self.evicted_idle = 0
+        # Incremental checkpoints need the streams that left since the last one: when
+        # set, every released stream is logged as (key, group) until take_released().
+        self.log_released = False
+        self._released: list[tuple[str, int]] = []
 
     # -- sizes -------------------------------------------------------------------
     @property
@@ -263,6 +267,11 @@ class StreamTable:
     def _release(self, slots: np.ndarray) -> np.ndarray:
         """Free ``slots`` (in order; free ones are skipped); which of them were live."""
         slots = np.ascontiguousarray(slots, np.int64)
+        if self.log_released and slots.size:
+            live = slots[self._krec[slots, 1] >= 0]
+            _, first = np.unique(live, return_index=True)
+            live = live[np.sort(first)]
+            self._released.extend(zip(self._decode(live), self.group[live].tolist(), strict=True))
         gone = np.empty(slots.shape[0], np.bool_)
         KM._release(
             slots, self._table, self._slot_hash, self._krec, self._kinfo, self._free,
@@ -291,6 +300,16 @@ class StreamTable:
         """Forget streams (all of ``group`` or the given keys) without counting an eviction."""
         return self._release_keys(self._select(group, keys))
 
+    @property
+    def seq(self) -> int:
+        """The batch sequence number: a stream changed after ``seq`` has ``touched > seq``."""
+        return self._seq
+
+    def take_released(self) -> list[tuple[str, int]]:
+        """The (key, group) of streams released since the last call (see log_released)."""
+        out, self._released = self._released, []
+        return out
+
     def _select(self, group: int | None, keys: Iterable[str] | None) -> np.ndarray:
         if keys is not None:
             found = self._lookup(list(keys))
@@ -315,10 +334,16 @@ class StreamTable:
 
     # -- snapshot / restore ----------------------------------------------------------
     def snapshot(
-        self, group: int | None = None, keys: Iterable[str] | None = None
+        self,
+        group: int | None = None,
+        keys: Iterable[str] | None = None,
+        changed_after: int | None = None,
     ) -> dict[str, np.ndarray]:
-        """Arrays holding the chosen streams' keys and rows (plain ndarrays, no pickle)."""
+        """Arrays holding the chosen streams' keys and rows (plain ndarrays, no pickle);
+        ``changed_after``: only streams seen in a batch after that :attr:`seq`."""
         slots = np.sort(self._select(group, keys))
+        if changed_after is not None:
+            slots = slots[self.touched[slots] > changed_after]
         raw, lengths = self._gather(slots)
         snap = {
             "format": np.array([SNAPSHOT_FORMAT], np.int64),

@@ -30,6 +30,7 @@ from streamlstm.kafka.config import (
 )
 from streamlstm.service.config.types import (
     ON_UNREADABLE,
+    STORES,
     CheckpointConfig,
     MetricsConfig,
     ServiceConfig,
@@ -200,6 +201,16 @@ CHECKPOINT: dict[str, Key] = {
     "interval_s": Key("number", _CKPT.interval_s, gt=0),
     "keep": Key("integer", _CKPT.keep, lo=1, hi=100),
     "on_unreadable": _text(_CKPT.on_unreadable, choices=ON_UNREADABLE),
+    "store": _text(_CKPT.store, choices=STORES),
+    "topic": _text(
+        _Computed("<pipeline name>-state"),
+        "a Kafka topic name (store: kafka)",
+        pattern=_TOPIC_RE,
+    ),
+    # Kafka refuses records over message.max.bytes (1,048,588 by default).
+    "chunk_bytes": Key("integer", _CKPT.chunk_bytes, lo=1024, hi=1_000_000),
+    # A restore reads up to full_every generations: bounded.
+    "full_every": Key("integer", _CKPT.full_every, lo=1, hi=1000),
 }
 
 # DetectorConfig fields by YAML section. tests/unit/service/test_config.py checks that this

@@ -107,7 +107,12 @@ class _Parser(KafkaSectionParser):
     def cross_checks(self, pipes: list[PipelineConfig]) -> None:
         seen: dict[Any, str] = {}
         for p in pipes:
-            for what, v in (("name", p.name), ("checkpoint.dir", p.checkpoint.dir.resolve())):
+            unique: list[tuple[str, Any]] = [
+                ("name", p.name), ("checkpoint.dir", p.checkpoint.dir.resolve())
+            ]  # fmt: skip
+            if p.checkpoint.store == "kafka":  # keys hold topic/partition, not the pipeline
+                unique.append(("checkpoint.topic", p.checkpoint.topic))
+            for what, v in unique:
                 if (what, v) in seen:
                     raise Invalid(
                         f"{p.path}.{what}",
@@ -284,7 +289,15 @@ class _Parser(KafkaSectionParser):
 
     def checkpoint(self, m: Section, name: str) -> CheckpointConfig:
         v = m.read("dir", f"checkpoints/{name}")
+        if m.read("full_every") > 1 and m.read("store") != "kafka":
+            raise Invalid(
+                m.at("full_every"),
+                f"{m.read('full_every')} needs store: kafka (incremental checkpoints are "
+                "chains of changelog records); set store: kafka or full_every: 1",
+            )
         return CheckpointConfig(
             dir=self.path(v), interval_s=m.read("interval_s"), keep=m.read("keep"),
-            on_unreadable=m.read("on_unreadable"),
+            on_unreadable=m.read("on_unreadable"), store=m.read("store"),
+            topic=m.read("topic", f"{name}-state"), chunk_bytes=m.read("chunk_bytes"),
+            full_every=m.read("full_every"),
         )  # fmt: skip

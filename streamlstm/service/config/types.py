@@ -25,9 +25,18 @@ class CheckpointConfig:
     # to start, name the files) or "start_cold" (lose that state, with an ERROR and
     # streamlstm_checkpoints_lost_total). See CheckpointStore.read.
     on_unreadable: str = "fail"
+    # Where checkpoints live: "local" (files under ``dir``) or "kafka" (the changelog
+    # ``topic`` on the cluster, see streamlstm.service.changelog_store).
+    store: str = "local"
+    topic: str = ""
+    chunk_bytes: int = 512 * 1024
+    # 1: every checkpoint is full; N > 1 (store: kafka): a full one, then up to N - 1
+    # holding only the streams changed since (streamlstm.service.incremental).
+    full_every: int = 1
 
 
 ON_UNREADABLE = ("fail", "start_cold")
+STORES = ("local", "kafka")
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,10 @@ def test_minimal_config_gets_documented_defaults() -> None:
     assert p.model_path == Path("/cfg/models/sensors.npz")  # relative to the YAML's directory
     assert p.detector == DetectorConfig()
     assert p.sinks == C.SinksConfig("streamlstm-alerts", "streamlstm-dead-letter", True)
-    assert p.checkpoint == C.CheckpointConfig(Path("/cfg/checkpoints/sensors"), 10.0, 2)
+    assert p.checkpoint == C.CheckpointConfig(
+        Path("/cfg/checkpoints/sensors"), 10.0, 2, topic="sensors-state"
+    )
+    assert p.checkpoint.store == "local" and p.checkpoint.chunk_bytes == 512 * 1024
     assert p.feature_names == ("temp",)
 
 
@@ -172,6 +175,13 @@ SECTION_ERRORS = [
     ("sinks", f"{P}.sinks.log_alerts", 1, f"{P}.sinks.log_alerts", "true or false"),
     ("checkpoint", f"{P}.checkpoint.interval_s", 0, f"{P}.checkpoint.interval_s", "> 0"),
     ("checkpoint", f"{P}.checkpoint.keep", 0, f"{P}.checkpoint.keep", "1..100"),
+    ("checkpoint", f"{P}.checkpoint.store", "s3", f"{P}.checkpoint.store", "local"),
+    ("checkpoint", f"{P}.checkpoint.topic", "a b", f"{P}.checkpoint.topic", "topic name"),
+    ("checkpoint", f"{P}.checkpoint.chunk_bytes", 2_000_000, f"{P}.checkpoint.chunk_bytes",
+     "1024..1000000"),
+    ("checkpoint", f"{P}.checkpoint.full_every", 3, f"{P}.checkpoint.full_every",
+     "needs store: kafka"),
+    ("checkpoint", f"{P}.checkpoint.full_every", 0, f"{P}.checkpoint.full_every", "1..1000"),
     ("metrics", "metrics.port", 70000, "metrics.port", "0..65535"),
     ("service", "service.shutdown_grace_s", -1, "service.shutdown_grace_s", "> 0"),
 ]  # fmt: skip
@@ -362,6 +372,10 @@ def test_several_pipelines_in_one_file() -> None:
     same_dir = with_("pipelines[1].checkpoint.dir", "checkpoints/sensors", data)
     (msg,) = errors_of(same_dir)
     assert msg.startswith("test.yaml: pipelines[1].checkpoint.dir: ")
+    kafka_store = with_("pipelines[0].checkpoint", {"store": "kafka", "topic": "st"}, data)
+    kafka_store = with_("pipelines[1].checkpoint", {"store": "kafka", "topic": "st"}, kafka_store)
+    (msg,) = errors_of(kafka_store)
+    assert msg.startswith("test.yaml: pipelines[1].checkpoint.topic: ") and "'st'" in msg
     bad_second = with_("pipelines[1].source.start", "now", data)
     (msg,) = errors_of(bad_second)
     assert msg.startswith("test.yaml: pipelines[1].source.start: ")

@@ -20,6 +20,7 @@ from streamlstm.detector import DetectorConfig
 from streamlstm.io.decode import DecodeConfig
 from streamlstm.io.features import FeatureSpec
 from streamlstm.model import Model
+from streamlstm.service.config.types import CheckpointConfig
 from streamlstm.service.loop import PipelineLoop, group_of, partition_of
 from streamlstm.service.metrics import Metrics
 
@@ -122,7 +123,7 @@ def _cfg(tmp: Path, model_path: Path) -> Any:
         model_path=model_path,
         detector=DetectorConfig(warmup=2),
         sinks=SimpleNamespace(),
-        checkpoint=SimpleNamespace(dir=tmp / "ckpt", interval_s=3600.0, keep=2),
+        checkpoint=CheckpointConfig(dir=tmp / "ckpt", interval_s=3600.0, keep=2),
     )
 
 
