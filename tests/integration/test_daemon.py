@@ -731,7 +731,13 @@ def _cut_and_compare(proxy: Any, bs: str, model_path: Path, tmp_path: Path) -> N
     records = _records(_fleet(n_streams=64, n_steps=1500))
     _produce(bs, topic, records)
     port = _free_port()
-    d = Daemon(_config(tmp_path, bs, model_path, topic, cut, port), port, tmp_path / "cut.log")
+    cfg = _config(tmp_path, bs, model_path, topic, cut, port)
+    # The first fetch takes the whole topic into the client's buffer, so that the daemon
+    # is still scoring (and alerting) while the line is cut, however fast it scores.
+    doc = yaml.safe_load(cfg.read_text())
+    doc["kafka"]["extra"] = {"max_partition_fetch_bytes": 64 << 20, "fetch_max_bytes": 128 << 20}
+    cfg.write_text(yaml.safe_dump(doc))
+    d = Daemon(cfg, port, tmp_path / "cut.log")
     d.wait_for(lambda: (d.metric("streamlstm_alert_records_total") or 0) >= 1, what="a first alert")
     proxy.cut()
     sent_at_cut = d.metric("streamlstm_alert_records_total") or 0
