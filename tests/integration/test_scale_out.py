@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from streamlstm.cli.demo import persistence_model
 from streamlstm.examples.synth import FleetSpec, generate_fleet
@@ -123,8 +124,9 @@ def _settled(live: list[Daemon]) -> bool:
     )
 
 
+@pytest.mark.parametrize("membership", ["dynamic", "static"])
 def test_scale_1_3_2_rolling_restart_and_kill_keep_state_and_alerts_exact(
-    kafka: str, model_path: Path, tmp_path: Path
+    kafka: str, model_path: Path, tmp_path: Path, membership: str
 ) -> None:
     run = uuid.uuid4().hex[:6]
     name, topic, state = f"so-{run}", f"so-{run}-events", f"so-{run}-state"
@@ -149,6 +151,10 @@ def test_scale_1_3_2_rolling_restart_and_kill_keep_state_and_alerts_exact(
         cfg = _kafka_store(_config(work, kafka, model_path, topic, name, port, group=group,
                                    ckpt_name=f"r{r}", file_name=f"r{r}"),
                            topic=state, interval_s=interval_s)  # fmt: skip
+        if membership == "static":
+            doc = yaml.safe_load(cfg.read_text())
+            doc["kafka"]["group_instance_id"] = f"{name}-{r}"
+            cfg.write_text(yaml.safe_dump(doc))
         return Daemon(cfg, port, tmp_path / f"r{r}.log")
 
     offsets = Group(kafka, group, topic)
@@ -207,11 +213,13 @@ def test_scale_1_3_2_rolling_restart_and_kill_keep_state_and_alerts_exact(
         done("kill -9")
         while sent < len(records):
             step([r2], "the rest")
+        dedup = r2.metric("streamlstm_sink_deduplicated_total", record="alert")
         assert r2.wait(signal.SIGTERM) == 0, r2.tail()
         done("end")
     finally:
         offsets.close()
-    print("steps (s since start):", ", ".join(steps))
+    print(f"{membership}: steps (s since start): {', '.join(steps)}; r2 found {dedup} alerts "
+          "already sent")  # fmt: skip
 
     logs = {r: (tmp_path / f"r{r}.log").read_text() for r in range(3)}
     # Partitions did move between replicas through the changelog.
