@@ -63,7 +63,8 @@ def check(
     for p in cfg.pipelines:
         model_line = _check_model(path, p, no_model, errors)
         summary.extend(_describe(p, model_line))
-        problem = _unwritable(p.checkpoint.dir)
+        # store: kafka writes no file: its directory is not used
+        problem = _unwritable(p.checkpoint.dir) if p.checkpoint.store == "local" else None
         if problem:
             # A warning, not an error: configs are often checked on another machine (CI).
             summary.append(f"    warning: {p.path}.checkpoint.dir: {problem}")
@@ -131,12 +132,14 @@ def _describe(p: PipelineConfig, model_line: str) -> list[str]:
     ]
     if model_line:
         lines.append(f"    model: {model_line}")
+    c = p.checkpoint
+    where = f"{c.dir}" if c.store == "local" else f"Kafka topic {c.topic or p.name + '-state'}"
     lines += [
         f"    alerts: open threshold {thr}, min_run {det.min_run}, cooldown {det.cooldown_s:g}s, "
         f"warmup {det.warmup}; max streams {det.max_streams}",
         f"    sinks: alerts -> {p.sinks.alerts_topic or '-'}, dead letters -> "
-        f"{p.sinks.dead_letter_topic or '-'}; checkpoints in {p.checkpoint.dir} every "
-        f"{p.checkpoint.interval_s:g}s",
+        f"{p.sinks.dead_letter_topic or '-'}; checkpoints in {where} every "
+        f"{c.interval_s:g}s",
     ]
     return lines
 

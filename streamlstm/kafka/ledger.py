@@ -90,6 +90,9 @@ def read_tail(
     deadline = t0 + bounds.timeout_s
     kw = kafka.consumer_kwargs()
     kw.update(group_id=None, enable_auto_commit=False, client_id=f"{kafka.client_id}-lookback")
+    # Not a group member: the pod's static id (kafka.group_instance_id) needs a group_id
+    # (kafka-python refuses the consumer without one, and the read-back was skipped).
+    kw.pop("group_instance_id", None)
     # kafka-python waits 30 s for a first connection by default: with the broker away
     # that would stall the loop's flush past its liveness window. Fail fast; retried.
     kw.setdefault("bootstrap_timeout_ms", int(min(bounds.timeout_s, BOOTSTRAP_S) * 1000))

@@ -63,6 +63,7 @@ from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from streamlstm.errors import CheckpointError
 from streamlstm.kafka.config import KafkaConfig
+from streamlstm.kafka.ledger import FETCH_WAIT_MS
 from streamlstm.service.checkpoint_store import (
     CHECKPOINT_FORMAT,
     Checkpoint,
@@ -212,6 +213,10 @@ class KafkaCheckpointStore:
                 kw.pop("group_instance_id", None)
                 kw.update(enable_auto_commit=False, auto_offset_reset="earliest")
                 kw["client_id"] = f"{self.kafka.client_id}-state"
+                # An empty changelog partition answers a fetch only after fetch_max_wait_ms
+                # (500 ms by default), twice per read: ~1 s per partition of a first start,
+                # spent in the rebalance callback, where no heartbeat is sent.
+                kw["fetch_max_wait_ms"] = FETCH_WAIT_MS
                 self._consumer = self._consumer_factory(**kw)
             if self._producer is None:
                 kw = self.kafka.producer_kwargs()

@@ -57,10 +57,13 @@ def topics(line: Proxy) -> tuple[str, str]:
     return names
 
 
-def _sink(line: Proxy, topics: tuple[str, str], **extra: Any) -> AlertSink:
+def _sink(
+    line: Proxy, topics: tuple[str, str], member: str | None = None, **extra: Any
+) -> AlertSink:
+    group = {} if member is None else {"assignment": "group", "group_instance_id": member}
     kafka = KafkaConfig(
         bootstrap_servers=(line.address,), request_timeout_ms=1000,
-        extra={"reconnect_backoff_max_ms": 500, **extra},
+        extra={"reconnect_backoff_max_ms": 500, **extra}, **group,
     )  # fmt: skip
     sinks = SinksConfig(alerts_topic=topics[0], dead_letter_topic=topics[1], log_alerts=False)
     sink = AlertSink(kafka, sinks, PIPE, lookback=LookBack(timeout_s=10.0))
@@ -177,11 +180,16 @@ def test_a_send_that_failed_unwritten_is_sent_again(line: Proxy, topics: Any) ->
     assert sorted(_on_topic(line, topics[0])) == [(0, 0, "opened"), (0, 1, "opened")]
 
 
-def test_recall_drops_what_an_earlier_life_sent_and_nothing_else(line: Proxy, topics: Any) -> None:
+@pytest.mark.parametrize("member", [None, "streamlstm-0"])
+def test_recall_drops_what_an_earlier_life_sent_and_nothing_else(
+    line: Proxy, topics: Any, member: str | None
+) -> None:
     """An earlier life sent records for offsets 0..9 of partition 0 (its checkpoint is at 5)
     and 0..3 of partition 1 (checkpoint at 4), then died. The next life resumes there: its
-    replay of 5..9 is dropped, offsets 10.. are sent, partition 1 replays nothing sent."""
-    first = _sink(line, topics)
+    replay of 5..9 is dropped, offsets 10.. are sent, partition 1 replays nothing sent.
+    The same for a static group member (kafka.group_instance_id, as in Kubernetes): the
+    read-back is no member of the group."""
+    first = _sink(line, topics, member)
     ckpt_at = time.time()
     for i in range(10):
         first.alert(_alert(i))
@@ -191,7 +199,7 @@ def test_recall_drops_what_an_earlier_life_sent_and_nothing_else(line: Proxy, to
     assert first.flush(5.0)
     first.close()
 
-    second = _sink(line, topics)
+    second = _sink(line, topics, member)
     assert second.recall({(SRC, 0): (5, ckpt_at), (SRC, 1): (4, ckpt_at)}) is True
     sent = [second.alert(_alert(i)) for i in range(5, 13)]
     assert sent == [False] * 5 + [True] * 3

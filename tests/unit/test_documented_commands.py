@@ -30,6 +30,7 @@ SYSTEMD = DEPLOY + "test_systemd_steps_create_every_file_the_unit_names"
 K8S = "tests/unit/deploy/test_kubernetes_schemas.py::test_every_object_validates_against_the_kubernetes_schemas"  # noqa: E501
 AMTOOL = DEPLOY + "test_alertmanager_example_is_valid_and_routes_page_and_ticket_apart"
 RULE = DEPLOY + "test_prometheusrule_is_built_from_the_rules_file"
+SCALE_OUT = "tests/integration/test_scale_out.py::test_scale_1_3_2_rolling_restart_and_kill_keep_state_and_alerts_exact"  # noqa: E501
 CI = ".ci/run"  # runs the README's install and test line itself
 
 RUN_BY: dict[str, str] = {
@@ -143,6 +144,14 @@ NOT_RUN_HERE: dict[str, tuple[str, str]] = {
         K8S,
     ),  # noqa: E501
     "kubectl apply -k": ("no cluster; the kustomization is applied in Python", K8S),
+    "kubectl -n streamlstm scale statefulset streamlstm --replicas=N": (
+        "no cluster; daemons of one group scaled 1 -> 3 -> 2 on a broker stand in",
+        SCALE_OUT,
+    ),
+    "kubectl rollout restart": (
+        "no cluster; each daemon of the group stopped and started again stands in",
+        SCALE_OUT,
+    ),
 }
 
 

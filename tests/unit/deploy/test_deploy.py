@@ -102,9 +102,31 @@ def test_probes_ports_and_grace_agree_with_the_daemon():
         assert var in env, f"pipeline.yaml reads ${{{var}}}, the container does not set it"
     assert cfg["kafka"]["group_instance_id"] == "${POD_NAME}"
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    state = next(v for v in container["volumeMounts"] if v["name"] == "state")["mountPath"]
+
+
+def test_kubernetes_state_lives_in_kafka_not_on_pod_volumes():
+    """The shipped cluster shape: every pipeline checkpoints to its changelog topic, no
+    pod has a volume claim (any replica restores any partition), the only writable
+    volumes are emptyDirs, and the disruption budget leaves replicas running."""
+    cfg = k8s_pipeline()
     for p in cfg["pipelines"]:
-        assert p["checkpoint"]["dir"].startswith(state + "/"), "checkpoints must be on the volume"
+        assert p["checkpoint"]["store"] == "kafka", p["name"]
+        assert "dir" not in p["checkpoint"], "store: kafka writes no file"
+    assert cfg["kafka"]["assignment"] == "group"
+    m = manifests()
+    assert not [k for k in m if k[0] == "PersistentVolumeClaim"]
+    spec = m[("StatefulSet", "streamlstm")]["spec"]
+    assert "volumeClaimTemplates" not in spec
+    pod = spec["template"]["spec"]
+    for vol in pod["volumes"]:
+        assert "persistentVolumeClaim" not in vol and "hostPath" not in vol, vol["name"]
+        assert "emptyDir" in vol or "configMap" in vol, vol["name"]
+    (container,) = pod["containers"]
+    writable = {v["name"] for v in container["volumeMounts"] if not v.get("readOnly")}
+    assert all("emptyDir" in v for v in pod["volumes"] if v["name"] in writable)
+    assert spec["replicas"] >= 2
+    pdb = m[("PodDisruptionBudget", "streamlstm")]["spec"]
+    assert pdb.get("maxUnavailable", 0) == 1 or pdb["minAvailable"] < spec["replicas"]
 
 
 def test_kubernetes_pipeline_config_is_valid(monkeypatch):
