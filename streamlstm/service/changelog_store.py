@@ -113,7 +113,47 @@ def open_store(cfg: PipelineConfig) -> StateStore:
             chunk_bytes=c.chunk_bytes, source_topics=cfg.source.topics,
             full_every=c.full_every,
         )  # fmt: skip
-    return CheckpointStore(Path(c.dir), cfg.name, keep=c.keep)
+    return CheckpointStore(
+        Path(c.dir), cfg.name, keep=c.keep,
+        committed=CommittedOffsets(cfg.kafka) if cfg.kafka.group_id else None,
+    )  # fmt: skip
+
+
+class CommittedOffsets:
+    """The group's committed offsets of source partitions, read with a client of our own
+    (the daemon's consumer may be inside a rebalance callback, where its blocking calls
+    are refused). It never subscribes, so it never joins the group, and never commits.
+    A broker that does not answer gives None (unknown): the check is skipped, never
+    fatal on its own."""
+
+    def __init__(self, kafka: KafkaConfig, factory: Callable[..., Any] = KafkaConsumer) -> None:
+        self.kafka = kafka
+        self._factory = factory
+        self._consumer: Any = None
+
+    def __call__(self, topic: str, partition: int) -> int | None:
+        try:
+            if self._consumer is None:
+                kw = self.kafka.consumer_kwargs()
+                # Not a member: closing a client with the pod's static id would send a
+                # LeaveGroup for it and take the daemon's own consumer out of the group.
+                kw.pop("group_instance_id", None)
+                kw.update(enable_auto_commit=False)
+                kw["client_id"] = f"{self.kafka.client_id}-offsets"
+                self._consumer = self._factory(**kw)
+            off = self._consumer.committed(TopicPartition(topic, partition))
+        except KafkaError as exc:
+            log.warning("cannot read the committed offset of %s/%d: %s", topic, partition, exc)
+            return None
+        return None if off is None or off < 0 else int(off)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close()
+            except Exception as exc:  # noqa: BLE001 - closing is best effort
+                log.warning("closing the committed-offset reader: %s", exc)
+            self._consumer = None
 
 
 def split_chunks(data: bytes, chunk_bytes: int) -> list[bytes]:

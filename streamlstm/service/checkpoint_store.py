@@ -36,7 +36,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -133,6 +133,10 @@ class CheckpointStore:
     pipeline: str
     keep: int = 2
     fsync: bool = True
+    # The group's committed offset of a source partition (None: unknown). When set, a
+    # partition with a committed offset and no checkpoint here is lost state, not a
+    # fresh start: its checkpoints are on another replica's disk (or were deleted).
+    committed: Callable[[str, int], int | None] | None = field(default=None, repr=False)
     _generation: dict[tuple[str, int], int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -141,7 +145,10 @@ class CheckpointStore:
         self.directory = Path(self.directory)
 
     def close(self) -> None:
-        """Nothing to release: every write is already durable."""
+        """Every write is already durable; only the committed-offset reader to close."""
+        close = getattr(self.committed, "close", None)
+        if close is not None:
+            close()
 
     # -- paths -------------------------------------------------------------------
     def _topic_dir(self, topic: str) -> Path:
@@ -264,6 +271,14 @@ class CheckpointStore:
             return ckpt
         if failed:
             raise CheckpointLost(topic, partition, failed[::-1])
+        c = self.committed(topic, partition) if self.committed is not None else None
+        if c is not None and c > 0:
+            where = f"{self._topic_dir(topic)}/p{partition}-*.ckpt"
+            raise CheckpointLost(topic, partition, [(where, (
+                f"no checkpoint of this partition here, but the group has committed offset "
+                f"{c}: its state was written elsewhere (another replica's disk, or this "
+                "directory was emptied); several replicas need checkpoint.store: kafka"
+            ))])  # fmt: skip
         return None
 
     def quarantine(
@@ -277,6 +292,8 @@ class CheckpointStore:
             if m := _NAME.match(path.name):  # number new files after the moved ones
                 key = (topic, partition)
                 self._generation[key] = max(int(m.group(2)), self._generation.get(key, 0))
+            if not path.is_file():  # a file that was never here: nothing to keep
+                continue
             bad = path.with_name(path.name + ".corrupt")
             try:
                 os.replace(path, bad)

@@ -169,6 +169,47 @@ def test_unreadable_checkpoints_refuse_to_start_unless_told_to_start_cold(
     assert after.n_streams == 5
 
 
+def test_a_partition_whose_checkpoint_is_on_another_disk_is_not_started_cold_silently(
+    kafka: str, model_path: Path, tmp_path: Path
+) -> None:
+    """Two replicas of one group on their own disks (checkpoint.store: local): the second
+    gets a partition the first checkpointed and committed. Its state is on the other disk,
+    so starting it from the committed offset would warm its streams up again in silence:
+    by default the daemon refuses (exit 2, naming the committed offset and store: kafka);
+    with on_unreadable: start_cold it says STATE LOST and goes on."""
+    name = f"disk-{uuid.uuid4().hex[:6]}"
+    topic = f"{name}-events"
+    _create_topics(kafka, {topic: 1, f"{name}-alerts": 1, f"{name}-dlq": 1})
+    first = [(0, f"s{i}".encode(), _doc(f"s{i}", 60.0 * r, 20.0)) for r in range(20)
+             for i in range(5)]  # fmt: skip
+    _produce(kafka, topic, first)
+    port = _free_port()
+    d = Daemon(_config(tmp_path, kafka, model_path, topic, name, port), port, tmp_path / "a.log")
+    d.wait_for(lambda: d.processed() >= len(first), what="first records")
+    assert d.wait(signal.SIGTERM) == 0, d.tail()
+
+    other = _config(tmp_path, kafka, model_path, topic, name, port, ckpt_name=f"{name}-b",
+                    file_name="b")  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamlstm", "run", "--config", str(other), "--metrics-port",
+         "0"], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    err = proc.stderr
+    assert f"topic={topic} partition=0" in err and "refusing to start" in err
+    assert f"committed offset {len(first)}" in err and "checkpoint.store: kafka" in err
+
+    more = [(0, f"s{i}".encode(), _doc(f"s{i}", 6000.0, 20.0)) for i in range(5)]
+    _produce(kafka, topic, more)
+    _edit(other, checkpoint={"on_unreadable": "start_cold"})
+    d2 = Daemon(other, port, tmp_path / "b.log")
+    d2.wait_for(lambda: d2.processed() >= len(more), what="records after the cold start")
+    assert d2.metric("streamlstm_checkpoints_lost_total", pipeline="sensors") == 1
+    assert d2.wait(signal.SIGTERM) == 0, d2.tail()
+    (line,) = [ln for ln in (tmp_path / "b.log").read_text().splitlines() if "STATE LOST" in ln]
+    assert "ERROR" in line and "checkpoint.store: kafka" in line
+
+
 def test_unreadable_checkpoint_found_in_a_rebalance_stops_the_daemon(
     kafka: str, model_path: Path, tmp_path: Path
 ) -> None:

@@ -128,3 +128,18 @@ def test_every_generation_unreadable_is_lost_loudly_and_nothing_is_moved(tmp_pat
     assert [p.name for p in moved] == [torn.path.name + ".corrupt", newer.path.name + ".corrupt"]
     assert store.read("t", 1) is None
     assert store.write("t", 1, 5, snap).path.name == "p1-0000000003.ckpt"
+
+
+def test_a_committed_partition_with_no_checkpoint_here_is_lost_state(tmp_path: Path) -> None:
+    committed = {("events", 0): 800, ("events", 1): None}
+    store = CheckpointStore(tmp_path, "p", committed=lambda t, p: committed[(t, p)])
+    with pytest.raises(CheckpointLost) as info:
+        store.read("events", 0)
+    ((where, why),) = info.value.failures
+    assert "committed offset 800" in why and "checkpoint.store: kafka" in why
+    assert store.quarantine("events", 0, info.value.failures) == []  # nothing to move
+    assert store.read("events", 1) is None  # never committed: a fresh start
+    # a checkpoint of its own behind the committed offset is replayed from (exact state)
+    store.write("events", 0, 400, {"format": np.array([1])})
+    ck = store.read("events", 0)
+    assert ck is not None and ck.next_offset == 400

@@ -115,7 +115,7 @@ def _cfg(tmp: Path, model_path: Path) -> Any:
     return SimpleNamespace(
         name="p",
         path="pipelines[0]",
-        kafka=SimpleNamespace(bootstrap_servers=("fake:9092",)),
+        kafka=SimpleNamespace(bootstrap_servers=("fake:9092",), group_id=None),
         source=SimpleNamespace(topics=(TOPIC,), start="earliest"),
         decode=DecodeConfig(
             key_field="k", time_field="t", features=tuple(FeatureSpec(f) for f in FEATURES)
