@@ -363,7 +363,7 @@ class Detector:
             "h": Column(lh, "float32"),
             "c": Column(lh if model.cell == "lstm" else (model.layers, 0), "float32"),
             "fc": Column((model.n_features,), "float32"),
-            "fstat": Column((K.N_FSTAT,), "float64"),
+            "fstat": Column((K.N_FSTAT,), "float64", grows=True),
             "istat": Column((K.N_ISTAT,), "int64"),
             # rows appended by later versions are zero = not learnt yet (state.table)
             "sstat": Column((K.N_SSTAT, model.n_features), "float32", grows=True),

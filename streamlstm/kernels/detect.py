@@ -617,8 +617,9 @@ def _detect_batch(
                     r_x[f] = np.float64(v)
                     r_fc[f] = np.float64(fvv)
                 score, hold = _regime_step(
-                    s, r_x, r_fc, n_events, scored, sstat, fstat, istat, dist, out_contrib, e
-                )
+                    s, r_x, r_fc, n_events, scored, sstat, fstat, istat, dist, out_contrib, e,
+                    min_run,
+                )  # fmt: skip
             elif has_fc:
                 e_sum = 0.0
                 k = 0

@@ -34,7 +34,9 @@ F_SMOOTH = 1  # smoothed error e (EWMA)
 F_COOLDOWN_UNTIL = 2  # event time before which no new alert may open
 F_LAST_T = 3  # event time of the last accepted event
 F_PEAK = 4  # highest score of the open alert
-N_FSTAT = 5
+F_EPEAK = 5  # regime scorer: the open episode's ranked peak distance
+F_EREF = 6  # regime scorer: the reference (recent maximum) when the episode opened
+N_FSTAT = 7
 
 # istat columns (int64).
 I_EVENTS = 0  # accepted events since the stream appeared (or was reset)

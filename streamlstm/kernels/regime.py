@@ -83,7 +83,12 @@ broken flow neither holds the alert nor is frozen away from its present.
 Outputs per event: ``score = u / (1 + u)``, where ``u = max(D / max(P, 1), 1)``
 at ``D >= 1`` (``P`` the stream's decaying maximum of recent ``D``: a rise
 above the recent past ranks above its plateau) and ``0.999 D`` below, capped
-below 0.5 during the episode cooldown (one incident, one opening); and
+below 0.5 during the episode cooldown and, once an episode has lasted the alert
+machine's ``min_run`` events, while it holds (one incident, one opening: a threshold
+sweep counts every row at or above its threshold, so a held incident ranked at its
+opening level would count once per event; NAB sweep 35.3 -> 42.7), unless the
+episode escalates to ``ESCALATION`` times its ranked peak (then ``u`` against the
+reference of its opening, so a threshold above 0.5 still pages a growing incident); and
 ``hold = H / (1 + H)`` (all features' ``H`` outside an episode). So a score
 of 0.5 is the default open threshold and a hold of 1/3 the close threshold.
 Nothing here reads the alert thresholds: one replay serves every threshold.
@@ -104,6 +109,8 @@ from numba import njit
 
 from streamlstm.kernels.config import NJIT
 from streamlstm.kernels.layout import (
+    F_EPEAK,
+    F_EREF,
     F_SCALE,
     I_EP_BELOW,
     I_EP_COOL,
@@ -174,6 +181,7 @@ REST_SWITCH = 0.05  # a repeated value replaces a rest value held less often tha
 REL_SD_MIN = 0.05  # floor of the relation residual's spread (z units)
 REL_K = 6.0  # relation residual spreads = distance 1 (5 paged SKAB's normal rows)
 MAX_HOLD = 2048  # events of an episode after which its features learn again
+ESCALATION = 2.0  # an open episode's distance at this multiple of its peak ranks again
 NOVELTY_TAU = 64.0  # events: decay of the recent maximum of D (the score's reference)
 _SPIKE_UP = math.exp(SPIKE_STEP)  # compile-time constants
 _SPIKE_DOWN = math.exp(-SPIKE_STEP / SPIKE_TAIL)
@@ -193,7 +201,7 @@ def _regime_reset(s, sstat, fstat, istat):  # pragma: no cover - compiled
 
 @njit(**NJIT)
 def _regime_step(
-    s, xv, fv, n_events, scored, sstat, fstat, istat, dist, contrib, e
+    s, xv, fv, n_events, scored, sstat, fstat, istat, dist, contrib, e, min_run
 ):  # pragma: no cover - compiled
     """Score one event of slot ``s`` and learn from it; returns ``(score, hold)``.
 
@@ -207,8 +215,9 @@ def _regime_step(
     value stands in). n_events : the stream's accepted events before this one.
     scored : (F,) bool. sstat : (n_slots, N_SSTAT, F) float32; fstat, istat :
     the slot's scalar rows. dist : (10, F) float64 scratch. contrib : (n, F)
-    float32, row ``e`` gets each feature's squared distance ``D_f ** 2``. Score is NaN (and
-    nothing is scored) for a stream's first event.
+    float32, row ``e`` gets each feature's squared distance ``D_f ** 2``. min_run : the
+    alert machine's events in a row to open (an episode's first ``min_run`` scores are
+    never capped). Score is NaN (and nothing is scored) for a stream's first event.
     """
     n_feat = xv.shape[0]
     a_s = 2.0 / (SHORT_SPAN + 1.0)
@@ -326,6 +335,16 @@ def _regime_step(
     u = max(d_max / ref, 1.0) if d_max >= 1.0 else 0.999 * d_max
     if istat[s, I_EP_COOL] > 0 and istat[s, I_EPISODE] == 0:
         u = min(u, 0.99)  # one incident, one opening
+    if istat[s, I_EPISODE] == 1:
+        # An open episode's events rank below its opening (a threshold sweep counts every
+        # row above it: a held incident would be paged once per event), except the first
+        # min_run (the alert machine may need them) and an escalation to twice the
+        # episode's ranked peak (so a threshold above 0.5 still pages a growing incident).
+        if d_max >= ESCALATION * fstat[s, F_EPEAK]:
+            fstat[s, F_EPEAK] = d_max
+            u = max(d_max / max(fstat[s, F_EREF], 1.0), 1.0)
+        elif istat[s, I_EP_HELD] >= min_run:
+            u = min(u, 0.99)
     fstat[s, F_SCALE] = max(fstat[s, F_SCALE] * _NOVELTY_DECAY, d_max)
 
     # -- the episode: which features broke, and whether they are still away -----------
@@ -334,6 +353,8 @@ def _regime_step(
         if warm and istat[s, I_EP_COOL] <= 0 and d_max >= 1.0:
             istat[s, I_EPISODE] = 1
             istat[s, I_EP_BELOW] = 0
+            fstat[s, F_EPEAK] = d_max
+            fstat[s, F_EREF] = ref
             istat[s, I_EP_HELD] = 0
             for f in range(n_feat):
                 sstat[s, SS_MASK, f] = 1.0 if dist[0, f] >= 1.0 else 0.0

@@ -236,3 +236,36 @@ def test_a_channel_drifting_away_from_its_coupled_channels_is_caught_and_named()
     t = res.transitions[0]
     assert START < t.index < START + 60 and t.contributions[0][0] == "b"
     assert res.alert[START + 60 : END].mean() > 0.8
+
+
+def test_a_held_incident_ranks_once_at_its_opening():
+    # A threshold sweep (NAB's, `evaluate`'s) counts every row at or above the threshold:
+    # the events of a held level shift rank below its opening, so the shift is one
+    # detection, not 200 (the alert itself holds: test_each_kind_opens_holds_and_closes).
+    x = noise()
+    x[START:END, 1] += 3.0
+    res = run(x)
+    top = np.flatnonzero(res.score[START:END] >= 0.5) + START
+    assert opened(res)[0] in top and len(top) <= 2, top
+    assert held(res) >= 0.9
+
+
+def test_min_run_still_opens_on_a_held_incident():
+    # the episode's first min_run scores are not capped: two in a row can open
+    x = noise()
+    x[START:END, 1] += 3.0
+    res = run(x, cfg=DetectorConfig(min_run=2))
+    assert opened(res) and START < opened(res)[0] <= START + 8
+    assert held(res) >= 0.9
+
+
+def test_a_growing_incident_still_pages_above_the_default_threshold():
+    # A slow ramp opens its episode while still weak (score ~0.5); at an open threshold of
+    # 0.6 it must still page once it has grown: an escalation ranks again.
+    x = noise()
+    x[START:END, 1] += np.linspace(0.0, 12.0, END - START)
+    weak = run(x)
+    first = weak.transitions[0].index
+    assert weak.score[first] < 0.6
+    res = run(x, cfg=DetectorConfig(open_threshold=0.6))
+    assert opened(res) and first < opened(res)[0] < END
