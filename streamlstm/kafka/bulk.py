@@ -34,6 +34,9 @@ The hook touches kafka-python internals, so it is tied to the versions in
 (:func:`internals_digest`). ``tests/unit/kafka/test_bulk_pinned.py`` fails when
 they move; at run time an unknown version gets kafka-python's own reader and a
 WARNING (slower, never wrong).
+
+Length: the per-batch rules, the position bookkeeping and the take contract are
+one reader, checked as one against kafka-python's; the rest is its cold paths.
 """
 
 from __future__ import annotations

@@ -252,3 +252,34 @@ def test_legacy_message_sets_go_through_kafka_pythons_reader(seed: int) -> None:
     a, bulk, _ = _readers(buf)
     assert bulk._legacy
     assert _same_run(a, bulk, np.random.default_rng(seed)) == 5
+
+
+def test_decoding_the_columns_equals_decoding_kafka_pythons_records(seed: int) -> None:
+    """Same bytes, both readers, then the decoder: same keys, times, features, rejects."""
+    from streamlstm.io.decode import DecodeConfig, Decoder
+    from streamlstm.io.features import FeatureSpec
+
+    rng = np.random.default_rng(seed)
+    docs = [b'{"id": "s%d", "ts": %d, "a": %d.5, "b": 2}' % (i % 9, 1_700_000_000 + i, i)
+            for i in range(300)]  # fmt: skip
+    for i in rng.choice(300, 60, replace=False).tolist():
+        docs[i] = [b"garbage", b'{"id": "x"}', b'{"id": 5, "ts": 1, "a": "no"}', None,
+                   b'{"id": "\\u00e9", "ts": 1700000000, "a": 1}'][i % 5]  # fmt: skip
+    rows = [(1_700_000_000_000 + i, None if i % 7 == 0 else b"k", d, [("h", b"v")] if i % 5 else [])
+            for i, d in enumerate(docs)]  # fmt: skip
+    buf = b"".join(_batch(o, rows[o : o + 50], codec=(o // 50) % 2) for o in range(0, 300, 50))
+    cfg = DecodeConfig(key_field="id", time_field="ts", features=(FeatureSpec("a"), FeatureSpec("b")))
+    dec = Decoder(cfg, ("a", "b"))
+    a, b, _ = _readers(buf)
+    objs, cols = a.take(1000), b.take(1000)
+    assert len(objs) == len(cols) == 300
+    x, y = dec.decode(cols), dec.decode_exact(objs)
+    assert x.keys == y.keys and x.rejects == y.rejects
+    for name in ("times", "x", "partitions", "offsets", "index"):
+        assert getattr(x, name).tobytes() == getattr(y, name).tobytes(), name
+    assert len(x.rejects) >= 40
+    assert [cols.record(r.index) for r in x.rejects] == [
+        (objs[r.index].topic, objs[r.index].partition, objs[r.index].offset,
+         objs[r.index].timestamp, objs[r.index].key, objs[r.index].value, objs[r.index].headers)
+        for r in x.rejects
+    ]  # fmt: skip
