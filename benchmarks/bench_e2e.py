@@ -3,10 +3,13 @@
 Measures, in one run on the same broker:
 
 1. raw consume rate: a bare kafka-python consumer (assign + poll, C crc32c)
-   reading the whole events topic, records/s;
-2. end-to-end rate: the daemon's pipeline loop (decode -> detector ->
+   reading the whole events topic, records/s; and the same with the daemon's
+   BulkKafkaConsumer (records as columns, streamlstm.kafka.bulk);
+2. end-to-end rate: the daemon's pipeline loop (poll -> decode -> detector ->
    alerts/dead letters -> metrics -> checkpoints) over the same topic, with an
-   LSTM of hidden 64, events/s, and its share of (1);
+   LSTM of hidden 64, events/s, its ratio to the bare kafka-python consumer of
+   (1), and where an event's time goes (µs: poll, decode, detector, the rest;
+   "own" = the daemon's CPU time outside the Kafka client's poll);
 3. latency from produce to alert (p50/p99) and from produce to scored, at a
    steady load (default 10k events/s) with the daemon running alongside;
 4. resident memory with 1M live streams (hidden 64), and the time to write
@@ -86,10 +89,15 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> f
     return len(records) / (time.perf_counter() - t0)
 
 
-def raw_consume(bootstrap: str, topic: str, n: int) -> float:
+def raw_consume(bootstrap: str, topic: str, n: int, bulk: bool = False) -> float:
+    """A bare consumer reading the topic (assign + poll, nothing done with the records):
+    kafka-python's own, or with ``bulk`` the daemon's BulkKafkaConsumer (columns)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=2000)
+    from streamlstm.kafka.bulk import BulkKafkaConsumer
+
+    cls = BulkKafkaConsumer if bulk else KafkaConsumer
+    c = cls(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=2000)
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     c.assign(tps)
     c.seek_to_beginning(*tps)
@@ -97,7 +105,7 @@ def raw_consume(bootstrap: str, topic: str, n: int) -> float:
     t0 = time.perf_counter()
     while got < n:
         for recs in c.poll(100, max_records=2000).values():
-            got += len(recs)
+            got += sum(map(len, recs)) if bulk else len(recs)
     rate = got / (time.perf_counter() - t0)
     c.close()
     return rate
@@ -133,20 +141,56 @@ def processed(loop: PipelineLoop) -> int:
     return int(loop.detector.outcome_totals.sum())
 
 
-def run_e2e(cfg: Any, model: Model, n: int) -> tuple[float, dict[str, int]]:
+class _Timed:
+    """Wall and CPU time spent in one callable (the benchmark's own instrumentation)."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn, self.wall, self.cpu = fn, 0.0, 0.0
+
+    def __call__(self, *a: Any, **kw: Any) -> Any:
+        w, c = time.perf_counter(), time.thread_time()
+        try:
+            return self.fn(*a, **kw)
+        finally:
+            self.wall += time.perf_counter() - w
+            self.cpu += time.thread_time() - c
+
+
+def run_e2e(cfg: Any, model: Model, n: int) -> tuple[float, dict[str, Any]]:
+    """The daemon's loop over ``n`` events; its rate and where each event's time went
+    (µs per event): the source's poll (kafka-python + the bulk reader), decode, the
+    detector call, the rest of the loop (metrics, alerts, dead letters, checkpoint)."""
     from prometheus_client import CollectorRegistry
 
     stop = threading.Event()
     loop = PipelineLoop(cfg.pipelines[0], Metrics(CollectorRegistry()), stop, model=model)
     loop.warm_up()
     assert loop._connect()
-    t0 = time.perf_counter()
+    poll = loop.source.poll = _Timed(loop.source.poll)  # type: ignore[method-assign]
+    dec = loop.decoder.decode = _Timed(loop.decoder.decode)  # type: ignore[method-assign]
+    det = loop.detector.process_many = _Timed(loop.detector.process_many)  # type: ignore[method-assign]
+    t0, c0 = time.perf_counter(), time.thread_time()
     while processed(loop) < n:
         loop.step()
-    loop._checkpoint(force=True, final=True)
-    elapsed = time.perf_counter() - t0
+    loop._checkpoint(final=True)
+    elapsed, cpu = time.perf_counter() - t0, time.thread_time() - c0
     loop.close()
-    return n / elapsed, {"alerts": loop.detector.transition_totals["opened"]}
+    us = 1e6 / n
+    own = (cpu - poll.cpu) * us
+    return n / elapsed, {
+        "alerts": loop.detector.transition_totals["opened"],
+        "us_per_event": {
+            "wall": elapsed * us,
+            "cpu": cpu * us,
+            "poll_wall": poll.wall * us,
+            "poll_cpu": poll.cpu * us,
+            "decode": dec.cpu * us,
+            "detector": det.cpu * us,
+            "rest": own - (dec.cpu + det.cpu) * us,
+            "own": own,
+            "own_without_detector": own - det.cpu * us,
+        },
+    }
 
 
 def run_latency(
@@ -216,7 +260,7 @@ def run_latency(
         t.start()
     while processed(loop) < n_total:
         loop.step()
-    loop._checkpoint(force=True, final=True)
+    loop._checkpoint(final=True)
     threads[0].join()
     time.sleep(1.0)
     stop.set()
@@ -308,14 +352,19 @@ def main(argv: list[str] | None = None) -> int:
         res["produce_per_s"] = produce(bs, "events", records)
         print(f"  produce {res['produce_per_s']:,.0f}/s", flush=True)
         res["raw_consume_per_s"] = raw_consume(bs, "events", len(records))
-        print(f"  raw consume {res['raw_consume_per_s']:,.0f} records/s", flush=True)
+        print(f"  bare kafka-python consumer {res['raw_consume_per_s']:,.0f} records/s", flush=True)
+        res["bulk_consume_per_s"] = raw_consume(bs, "events", len(records), bulk=True)
+        print(f"  bare bulk consumer (BulkKafkaConsumer) {res['bulk_consume_per_s']:,.0f} records/s",
+              flush=True)  # fmt: skip
         cfg = pipeline_config(bs, "events", model_path, tmp / "ckpt", "e2e")
         rate, extra = run_e2e(cfg, model, len(records))
         res["e2e_per_s"] = rate
-        res["e2e_share_of_raw"] = rate / res["raw_consume_per_s"]
+        res["e2e_over_raw"] = rate / res["raw_consume_per_s"]
         res.update(extra)
-        print(f"  end to end {rate:,.0f} events/s ({100 * res['e2e_share_of_raw']:.0f}% of raw),"
-              f" {extra['alerts']} alerts opened", flush=True)  # fmt: skip
+        print(f"  end to end {rate:,.0f} events/s = {res['e2e_over_raw']:.2f}x the bare "
+              f"kafka-python consumer, {extra['alerts']} alerts opened", flush=True)  # fmt: skip
+        print("  µs per event: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in extra["us_per_event"].items()), flush=True)  # fmt: skip
         del records
         if args.latency_s > 0:
             n_lat = int(args.latency_rate * args.latency_s)
