@@ -56,8 +56,8 @@ import orjson
 
 from streamlstm.errors import ConfigError
 from streamlstm.io.fastjson import FlatPlan
-from streamlstm.io.records import RecordColumns
 from streamlstm.io.features import DEFAULT_MAX_VALUE, FeatureSet, FeatureSpec
+from streamlstm.io.records import RecordColumns
 from streamlstm.io.times import iso_or_nan
 
 REASONS = (
@@ -285,15 +285,15 @@ class Decoder:
         it does not read exactly, or that a check rejects, becomes an object and goes
         through :meth:`decode_exact`. The result is :meth:`decode_exact`'s, bit for bit.
         """
-        cols = records if isinstance(records, RecordColumns) else None
-        n = len(records)
+        view: _View = (
+            _ColumnsView(records) if isinstance(records, RecordColumns) else _ListView(records)
+        )
+        n = len(view)
         if self._flat is None or n < FLAT_MIN_BATCH or self._flat_skip > 0:
             if self._flat is not None and n >= FLAT_MIN_BATCH:
                 self._flat_skip -= 1
-            return self.decode_exact(cols.take(range(n)) if cols is not None else records)
-        if cols is not None:
-            return self._decode_flat(_ColumnsView(cols), self._flat)
-        return self._decode_flat(_ListView(records), self._flat)
+            return self.decode_exact(view.records(range(n)))
+        return self._decode_flat(view, self._flat)
 
     def _decode_flat(self, view: _View, plan: FlatPlan) -> DecodedBatch:
         n = len(view)

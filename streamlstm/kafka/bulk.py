@@ -66,7 +66,7 @@ from streamlstm.kernels import kafkarecords as KR
 
 log = logging.getLogger(__name__)
 
-Fetcher = kafka_fetcher.Fetcher
+Fetcher: Any = kafka_fetcher.Fetcher
 
 # kafka-python versions whose internals this module was checked against, with the
 # digest of those internals (internals_digest()). A new version: read the code listed in
@@ -131,7 +131,7 @@ def bulk_supported() -> tuple[bool, str]:
     return True, ""
 
 
-class BulkPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
+class BulkPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc, name-defined]
     """One partition's fetched bytes as columns; kafka-python's PartitionRecords contract
     (``take``, ``drain``, ``next_fetch_offset``, ``leader_epoch``, truthiness)."""
 
@@ -200,9 +200,9 @@ class BulkPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
         error: BaseException | None = None
         epoch = -1
         for b in range(nb):
-            pos, end, base, b_epoch, _m, crc, attrs, last_delta, first_ts, max_ts, pid, count = (
-                hdr[b].tolist()
-            )
+            pos, end, base, b_epoch, _m, crc, attrs, last_delta, first_ts, max_ts, pid, count = hdr[
+                b
+            ].tolist()
             if end - pos < KR.HEADER_SIZE:
                 error = CorruptRecordError(
                     f"Record batch for partition {tp} at offset {base} is {end - pos} bytes, "
@@ -340,7 +340,7 @@ class BulkPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
         return chunk if j > i else []
 
 
-class BulkFetcher(Fetcher):  # type: ignore[misc]
+class BulkFetcher(Fetcher):  # type: ignore[misc, valid-type]
     """kafka-python's Fetcher with :class:`BulkPartitionRecords`; ``_append`` is its
     own with one change: a take is one columns object, counted by its records."""
 

@@ -49,7 +49,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -260,7 +260,7 @@ class PipelineLoop:
             self._checkpoint()
         self._publish()
 
-    def process(self, polled: dict[TopicPartition, RecordColumns | list[Any]]) -> None:
+    def process(self, polled: Mapping[TopicPartition, RecordColumns | list[Any]]) -> None:
         """Process one poll: per partition its columns (the source's form) or a list of
         record objects (tests), turned into columns here so both take one path."""
         t0 = time.perf_counter()

@@ -16,8 +16,9 @@ import numpy as np
 def warmup() -> float:
     """Run a two-event batch through an LSTM and a GRU detector, every path of the
     stream table's key map (growth, eviction, expiry, snapshot, restore), the bulk
-    Kafka record reader and the batch JSON decoder; returns seconds taken. Without it, the first eviction or
-    the first batch of records would stall the loop while Numba compiles."""
+    Kafka record reader and the batch JSON decoder; returns seconds taken. Without
+    it, the first eviction or the first batch of records would stall the loop while
+    Numba compiles."""
     from types import SimpleNamespace
 
     from kafka import TopicPartition  # type: ignore[import-untyped]

@@ -15,8 +15,8 @@ import pytest
 from streamlstm.io import decode as decode_mod
 from streamlstm.io.decode import DecodeConfig, Decoder
 from streamlstm.io.fastjson import FlatPlan
-from streamlstm.io.records import RecordColumns
 from streamlstm.io.features import FeatureSpec
+from streamlstm.io.records import RecordColumns
 from streamlstm.kernels import jsonscan as KJ
 
 

@@ -80,7 +80,9 @@ def _rows(rng: np.random.Generator, n: int) -> list[tuple[int, bytes | None, byt
         ts = int(rng.integers(1_600_000_000_000, 1_700_000_000_000))
         r = rng.random()
         key = None if r < 0.2 else f"k{int(rng.integers(50))}".encode()
-        value = None if r > 0.95 else bytes(rng.integers(0, 256, int(rng.integers(0, 300)), np.uint8))
+        value = (
+            None if r > 0.95 else bytes(rng.integers(0, 256, int(rng.integers(0, 300)), np.uint8))
+        )
         if rng.random() < 0.05:
             value = b"x" * 70_000  # a big value (multi-byte varint lengths)
         hdrs = []
@@ -268,7 +270,9 @@ def test_decoding_the_columns_equals_decoding_kafka_pythons_records(seed: int) -
     rows = [(1_700_000_000_000 + i, None if i % 7 == 0 else b"k", d, [("h", b"v")] if i % 5 else [])
             for i, d in enumerate(docs)]  # fmt: skip
     buf = b"".join(_batch(o, rows[o : o + 50], codec=(o // 50) % 2) for o in range(0, 300, 50))
-    cfg = DecodeConfig(key_field="id", time_field="ts", features=(FeatureSpec("a"), FeatureSpec("b")))
+    cfg = DecodeConfig(
+        key_field="id", time_field="ts", features=(FeatureSpec("a"), FeatureSpec("b"))
+    )
     dec = Decoder(cfg, ("a", "b"))
     a, b, _ = _readers(buf)
     objs, cols = a.take(1000), b.take(1000)
