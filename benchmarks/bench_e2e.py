@@ -3,10 +3,13 @@
 Measures, in one run on the same broker:
 
 1. raw consume rate: a bare kafka-python consumer (assign + poll, C crc32c)
-   reading the whole events topic, records/s;
-2. end-to-end rate: the daemon's pipeline loop (decode -> detector ->
+   reading the whole events topic, records/s; and the same with the daemon's
+   BulkKafkaConsumer (records as columns, streamlstm.kafka.bulk);
+2. end-to-end rate: the daemon's pipeline loop (poll -> decode -> detector ->
    alerts/dead letters -> metrics -> checkpoints) over the same topic, with an
-   LSTM of hidden 64, events/s, and its share of (1);
+   LSTM of hidden 64, events/s, its ratio to the bare kafka-python consumer of
+   (1), and where an event's time goes (µs: poll, decode, detector, the rest;
+   "own" = the daemon's CPU time outside the Kafka client's poll);
 3. latency from produce to alert (p50/p99) and from produce to scored, at a
    steady load (default 10k events/s) with the daemon running alongside;
 4. resident memory with 1M live streams (hidden 64), and the time to write
@@ -86,10 +89,15 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> f
     return len(records) / (time.perf_counter() - t0)
 
 
-def raw_consume(bootstrap: str, topic: str, n: int) -> float:
+def raw_consume(bootstrap: str, topic: str, n: int, bulk: bool = False) -> float:
+    """A bare consumer reading the topic (assign + poll, nothing done with the records):
+    kafka-python's own, or with ``bulk`` the daemon's BulkKafkaConsumer (columns)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=2000)
+    from streamlstm.kafka.bulk import BulkKafkaConsumer
+
+    cls = BulkKafkaConsumer if bulk else KafkaConsumer
+    c = cls(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=2000)
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     c.assign(tps)
     c.seek_to_beginning(*tps)
@@ -97,7 +105,7 @@ def raw_consume(bootstrap: str, topic: str, n: int) -> float:
     t0 = time.perf_counter()
     while got < n:
         for recs in c.poll(100, max_records=2000).values():
-            got += len(recs)
+            got += sum(map(len, recs)) if bulk else len(recs)
     rate = got / (time.perf_counter() - t0)
     c.close()
     return rate
@@ -133,20 +141,99 @@ def processed(loop: PipelineLoop) -> int:
     return int(loop.detector.outcome_totals.sum())
 
 
-def run_e2e(cfg: Any, model: Model, n: int) -> tuple[float, dict[str, int]]:
+class _Timed:
+    """Wall and CPU time spent in one callable (the benchmark's own instrumentation)."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn, self.wall, self.cpu = fn, 0.0, 0.0
+
+    def __call__(self, *a: Any, **kw: Any) -> Any:
+        w, c = time.perf_counter(), time.thread_time()
+        try:
+            return self.fn(*a, **kw)
+        finally:
+            self.wall += time.perf_counter() - w
+            self.cpu += time.thread_time() - c
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of each live thread of this process, by thread name (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        try:
+            with open(f"/proc/self/task/{t.native_id}/stat") as fh:
+                f = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, TypeError):
+            continue
+        name = "main" if t is threading.main_thread() else t.name.split("-")[0].split(" ")[0]
+        out[name] = out.get(name, 0.0) + (int(f[11]) + int(f[12])) / tick
+    return out
+
+
+def run_e2e(cfg: Any, model: Model, n: int, objects: bool = False) -> tuple[float, dict[str, Any]]:
+    """The daemon's loop over ``n`` events; its rate and where each event's time went
+    (µs per event): the source's poll (kafka-python + the bulk reader), decode, the
+    detector call, the rest of the loop (metrics, alerts, dead letters, checkpoint)."""
+    from kafka import KafkaConsumer
     from prometheus_client import CollectorRegistry
 
+    from streamlstm.kafka.source import KafkaSource
+
+    def source(*a: Any, **kw: Any) -> KafkaSource:
+        # objects: kafka-python's own reader (its records turned into columns by the source)
+        return (
+            KafkaSource(*a, **kw, consumer_factory=KafkaConsumer)
+            if objects
+            else KafkaSource(*a, **kw)
+        )
+
     stop = threading.Event()
-    loop = PipelineLoop(cfg.pipelines[0], Metrics(CollectorRegistry()), stop, model=model)
+    loop = PipelineLoop(
+        cfg.pipelines[0], Metrics(CollectorRegistry()), stop, model=model, source_factory=source
+    )
     loop.warm_up()
     assert loop._connect()
-    t0 = time.perf_counter()
+    poll = loop.source.poll = _Timed(loop.source.poll)  # type: ignore[method-assign]
+    dec = loop.decoder.decode = _Timed(loop.decoder.decode)  # type: ignore[method-assign]
+    det = loop.detector.process_many = _Timed(loop.detector.process_many)  # type: ignore[method-assign]
+    # Start-up before the clock: the read-back of the output topics after the partitions'
+    # assignment (AlertSink.recall, ~0.6 s here) that the first step would do.
+    r0 = time.perf_counter()
+    loop._recall_outputs()
+    recall_s = time.perf_counter() - r0
+    t0, c0, p0, th0 = time.perf_counter(), time.thread_time(), time.process_time(), thread_cpu()
     while processed(loop) < n:
         loop.step()
-    loop._checkpoint(force=True, final=True)
-    elapsed = time.perf_counter() - t0
+    # Up to the last event scored (checkpoints every interval_s included); the final
+    # checkpoint of a stopping daemon (fsync of every stream's state) is timed apart.
+    elapsed, cpu = time.perf_counter() - t0, time.thread_time() - c0
+    threads = {k: v - th0.get(k, 0.0) for k, v in thread_cpu().items()}
+    process_cpu = time.process_time() - p0
+    t1 = time.perf_counter()
+    loop._checkpoint(final=True)
+    final_ckpt = time.perf_counter() - t1
     loop.close()
-    return n / elapsed, {"alerts": loop.detector.transition_totals["opened"]}
+    us = 1e6 / n
+    own = (cpu - poll.cpu) * us
+    return n / elapsed, {
+        "alerts": loop.detector.transition_totals["opened"],
+        "final_checkpoint_s": final_ckpt,
+        "startup_recall_s": recall_s,
+        "us_per_event": {
+            "wall": elapsed * us,
+            "cpu": cpu * us,
+            "poll_wall": poll.wall * us,
+            "poll_cpu": poll.cpu * us,
+            "decode": dec.cpu * us,
+            "detector": det.cpu * us,
+            "rest": own - (dec.cpu + det.cpu) * us,
+            "own": own,
+            "own_without_detector": own - det.cpu * us,
+            "process_cpu": process_cpu * us,
+        },
+        "thread_cpu_us_per_event": {k: v * us for k, v in threads.items() if v > 0},
+    }
 
 
 def run_latency(
@@ -216,7 +303,7 @@ def run_latency(
         t.start()
     while processed(loop) < n_total:
         loop.step()
-    loop._checkpoint(force=True, final=True)
+    loop._checkpoint(final=True)
     threads[0].join()
     time.sleep(1.0)
     stop.set()
@@ -308,14 +395,30 @@ def main(argv: list[str] | None = None) -> int:
         res["produce_per_s"] = produce(bs, "events", records)
         print(f"  produce {res['produce_per_s']:,.0f}/s", flush=True)
         res["raw_consume_per_s"] = raw_consume(bs, "events", len(records))
-        print(f"  raw consume {res['raw_consume_per_s']:,.0f} records/s", flush=True)
+        raw = res["raw_consume_per_s"]
+        print(f"  bare kafka-python consumer {raw:,.0f} records/s", flush=True)
+        bulk = res["bulk_consume_per_s"] = raw_consume(bs, "events", len(records), bulk=True)
+        print(f"  bare bulk consumer (BulkKafkaConsumer) {bulk:,.0f} records/s", flush=True)
         cfg = pipeline_config(bs, "events", model_path, tmp / "ckpt", "e2e")
         rate, extra = run_e2e(cfg, model, len(records))
         res["e2e_per_s"] = rate
-        res["e2e_share_of_raw"] = rate / res["raw_consume_per_s"]
+        res["e2e_over_raw"] = rate / res["raw_consume_per_s"]
         res.update(extra)
-        print(f"  end to end {rate:,.0f} events/s ({100 * res['e2e_share_of_raw']:.0f}% of raw),"
-              f" {extra['alerts']} alerts opened", flush=True)  # fmt: skip
+        print(f"  end to end {rate:,.0f} events/s = {res['e2e_over_raw']:.2f}x the bare "
+              f"kafka-python consumer, {extra['alerts']} alerts opened", flush=True)  # fmt: skip
+        print("  µs per event: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in extra["us_per_event"].items()), flush=True)  # fmt: skip
+        by_thread = extra["thread_cpu_us_per_event"].items()
+        print("  CPU µs per event by thread: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in by_thread), flush=True)  # fmt: skip
+        ocfg = pipeline_config(bs, "events", model_path, tmp / "ckpt-objects", "e2e-objects")
+        broker.create_topics({"e2e-objects-alerts": 1, "e2e-objects-dlq": 1})
+        res["e2e_objects_per_s"], res["objects"] = run_e2e(ocfg, model, len(records), True)
+        print(
+            f"  end to end with kafka-python's record objects {res['e2e_objects_per_s']:,.0f} "
+            f"events/s; bulk / objects {rate / res['e2e_objects_per_s']:.2f}x",
+            flush=True,
+        )
         del records
         if args.latency_s > 0:
             n_lat = int(args.latency_rate * args.latency_s)

@@ -57,6 +57,7 @@ import orjson
 from streamlstm.errors import ConfigError
 from streamlstm.io.fastjson import FlatPlan
 from streamlstm.io.features import DEFAULT_MAX_VALUE, FeatureSet, FeatureSpec
+from streamlstm.io.records import RecordColumns
 from streamlstm.io.times import iso_or_nan
 
 REASONS = (
@@ -274,34 +275,40 @@ class Decoder:
                     break
 
     # -- the hot path ------------------------------------------------------------------
-    def decode(self, records: Sequence[Any]) -> DecodedBatch:
-        """Decode ``records`` (objects with key, value, timestamp, partition, offset).
+    def decode(self, records: Sequence[Any] | RecordColumns) -> DecodedBatch:
+        """Decode ``records``: the columns of one partition's poll
+        (:class:`~streamlstm.io.records.RecordColumns`, the daemon's form) or objects
+        with key, value, timestamp, partition, offset (tests, offline tools).
 
-        Flat JSON records go through the compiled scanner (:mod:`streamlstm.io.fastjson`);
-        every record it does not read exactly, or that a check rejects, through
-        :meth:`decode_exact`. The result is :meth:`decode_exact`'s, bit for bit.
+        Flat JSON records go through the compiled scanner (:mod:`streamlstm.io.fastjson`),
+        which reads columns' values where they lie in the fetched buffer; every record
+        it does not read exactly, or that a check rejects, becomes an object and goes
+        through :meth:`decode_exact`. The result is :meth:`decode_exact`'s, bit for bit.
         """
-        if self._flat is None or len(records) < FLAT_MIN_BATCH:
-            return self.decode_exact(records)
-        if self._flat_skip > 0:
-            self._flat_skip -= 1
-            return self.decode_exact(records)
-        return self._decode_flat(records, self._flat)
+        view: _View = (
+            _ColumnsView(records) if isinstance(records, RecordColumns) else _ListView(records)
+        )
+        n = len(view)
+        if self._flat is None or n < FLAT_MIN_BATCH or self._flat_skip > 0:
+            if self._flat is not None and n >= FLAT_MIN_BATCH:
+                self._flat_skip -= 1
+            return self.decode_exact(view.records(range(n)))
+        return self._decode_flat(view, self._flat)
 
-    def _decode_flat(self, records: Sequence[Any], plan: FlatPlan) -> DecodedBatch:
-        n = len(records)
-        vals, spans, ok, data = plan.scan(list(map(_VALUE, records)))
+    def _decode_flat(self, view: _View, plan: FlatPlan) -> DecodedBatch:
+        n = len(view)
+        vals, spans, ok, data = view.scan(plan)
         if np.count_nonzero(ok) < FLAT_MIN_SHARE * n:
             # A topic the scanner mostly leaves (full-precision floats, nested
             # objects): stop paying for the scan for a while.
             self._flat_skip = FLAT_SKIP_BATCHES
-            return self.decode_exact(records)
+            return self.decode_exact(view.records(range(n)))
         cfg = self.config
         if plan.time_col is None:
-            stamps = list(map(_TIMESTAMP, records))
-            if not set(map(type, stamps)) <= _NUM:  # as _times reads them, or not at all
-                return self.decode_exact(records)
-            t = np.array(stamps, dtype=np.float64) / _PER_SECOND["ms"]
+            ms = view.timestamps()
+            if ms is None:  # a bool or None timestamp: as _times reads them, or not at all
+                return self.decode_exact(view.records(range(n)))
+            t = ms / _PER_SECOND["ms"]
         else:
             t = vals[:, plan.time_col]
             if cfg.time_unit != "s":
@@ -311,7 +318,7 @@ class Decoder:
         rows = np.flatnonzero(ok)
         rows_l = rows.tolist()
         if plan.key_col is None:
-            raw = [records[i].key for i in rows_l]
+            raw = view.keys(rows_l)
             if set(map(type, raw)) <= {bytes}:
                 keys = [k.decode("utf-8", "backslashreplace") for k in raw]
             else:
@@ -319,10 +326,16 @@ class Decoder:
             key_len = np.fromiter(map(len, keys), np.int64, count=len(keys))
         else:
             # The scanner accepted only ASCII: latin-1 maps each byte to one character,
-            # and a key's length in characters is its length in bytes.
-            text = data.decode("latin-1")
+            # and a key's length in characters is its length in bytes. Only the bytes
+            # the keys lie in are decoded (the buffer may be a whole fetch).
             starts = spans[rows, 0]
             key_len = spans[rows, 1]
+            present = key_len >= 0  # an absent key has span (-1, -1)
+            lo = int(starts[present].min()) if present.any() else 0
+            hi = int((starts + key_len)[present].max()) if present.any() else 0
+            text = data[lo:hi].decode("latin-1")
+            starts = np.where(present, starts - lo, 0)
+            key_len = np.where(present, key_len, 0)
             keys = list(
                 map(text.__getitem__, map(slice, starts.tolist(), (starts + key_len).tolist()))
             )
@@ -338,20 +351,19 @@ class Decoder:
             rows, times, x = rows[keep], times[keep], x[keep]
             ok[:] = False
             ok[rows] = True
-        m = rows.shape[0]
-        good = list(records) if m == n else [records[i] for i in rows.tolist()]
+        partitions, offsets = view.partitions_offsets(rows)
         fast = DecodedBatch(
             keys=keys,
             times=np.ascontiguousarray(times, np.float64),
             x=np.ascontiguousarray(x),
-            partitions=np.fromiter(map(_PARTITION, good), np.int32, count=m),
-            offsets=np.fromiter(map(_OFFSET, good), np.int64, count=m),
+            partitions=partitions,
+            offsets=offsets,
             index=rows.astype(np.int64),
         )
-        if m == n:
+        if rows.shape[0] == n:
             return fast
         rest = np.flatnonzero(~ok)
-        slow = self.decode_exact([records[i] for i in rest.tolist()])
+        slow = self.decode_exact(view.records(rest.tolist()))
         return _merge(fast, slow, rest)
 
     def decode_exact(self, records: Sequence[Any]) -> DecodedBatch:
@@ -514,6 +526,93 @@ class Decoder:
             else:
                 reason[j] = ("bad_time", f"{where}: {_time_problem(v, unit)}")
         return t
+
+
+class _View:
+    """What the scanner path reads of a batch, whichever form it came in."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def scan(self, plan: FlatPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes]:
+        raise NotImplementedError
+
+    def timestamps(self) -> np.ndarray | None:
+        """Kafka timestamps (ms) as float64, or None when one is not a number."""
+        raise NotImplementedError
+
+    def keys(self, rows: list[int]) -> list[Any]:
+        raise NotImplementedError
+
+    def partitions_offsets(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def records(self, rows: Any) -> list[Any]:
+        raise NotImplementedError
+
+
+class _ColumnsView(_View):
+    """A poll's columns: values scanned in place, objects only for ``records(rows)``."""
+
+    def __init__(self, cols: RecordColumns) -> None:
+        self.c = cols
+
+    def __len__(self) -> int:
+        return len(self.c)
+
+    def scan(self, plan: FlatPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes]:
+        v = self.c.values
+        starts = np.ascontiguousarray(v[:, 0])
+        ends = np.where(v[:, 1] >= 0, starts + v[:, 1], -1)  # null: not the scanner's
+        vals, spans, ok = plan.scan_spans(self.c.data, starts, ends)
+        return vals, spans, ok, self.c.data
+
+    def timestamps(self) -> np.ndarray | None:
+        return self.c.timestamps.astype(np.float64)
+
+    def keys(self, rows: list[int]) -> list[Any]:
+        return list(map(self.c.key, rows))
+
+    def partitions_offsets(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.full(rows.shape[0], self.c.partition, np.int32), self.c.offsets[rows]
+
+    def records(self, rows: Any) -> list[Any]:
+        return self.c.take(rows)
+
+
+class _ListView(_View):
+    """Record objects (tests, offline tools)."""
+
+    def __init__(self, records: Sequence[Any]) -> None:
+        self.r = records
+
+    def __len__(self) -> int:
+        return len(self.r)
+
+    def scan(self, plan: FlatPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes]:
+        return plan.scan(list(map(_VALUE, self.r)))
+
+    def timestamps(self) -> np.ndarray | None:
+        stamps = list(map(_TIMESTAMP, self.r))
+        if not set(map(type, stamps)) <= _NUM:
+            return None
+        return np.array(stamps, dtype=np.float64)
+
+    def keys(self, rows: list[int]) -> list[Any]:
+        return [self.r[i].key for i in rows]
+
+    def partitions_offsets(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m = rows.shape[0]
+        good = list(self.r) if m == len(self.r) else [self.r[i] for i in rows.tolist()]
+        return (
+            np.fromiter(map(_PARTITION, good), np.int32, count=m),
+            np.fromiter(map(_OFFSET, good), np.int64, count=m),
+        )
+
+    def records(self, rows: Any) -> list[Any]:
+        if isinstance(rows, range) and len(rows) == len(self.r):
+            return list(self.r)
+        return [self.r[i] for i in rows]
 
 
 # -- helpers (cold paths) ---------------------------------------------------------------

@@ -104,13 +104,25 @@ class FlatPlan:
         np.cumsum(np.maximum(lens, 0), out=offs[1:])
         ends = offs[1:].copy()
         ends[lens < 0] = -1  # not bytes: not the scanner's
+        vals, spans, ok = self.scan_spans(data, offs[:-1], ends)
+        return vals, spans, ok, data
+
+    def scan_spans(
+        self, data: bytes, starts: np.ndarray, ends: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scan the values ``data[starts[i]:ends[i]]`` where they lie (``ends[i] < 0``:
+        not bytes): (vals (n, m) float64, spans (n, 2) int64 into ``data``, ok (n,) bool)."""
+        n = starts.shape[0]
         buf = np.frombuffer(data or b"\0", np.uint8)
         m = len(self.names)
         vals = np.empty((n, m), np.float64)
         spans = np.empty((n, 2), np.int64)
         ok = np.empty(n, np.bool_)
-        KJ._scan(buf, offs[:-1], ends, self._fbuf, self._foffs, self._fkind, vals, spans, ok)
-        return vals, spans, ok, data
+        KJ._scan(
+            buf, np.ascontiguousarray(starts, np.int64), np.ascontiguousarray(ends, np.int64),
+            self._fbuf, self._foffs, self._fkind, vals, spans, ok,
+        )  # fmt: skip
+        return vals, spans, ok
 
 
 def _plain(name: str) -> bool:

@@ -31,6 +31,8 @@ from kafka.errors import KafkaError  # type: ignore[import-untyped]
 from kafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
 
 from streamlstm.errors import StreamlstmError
+from streamlstm.io.records import RecordColumns
+from streamlstm.kafka.bulk import BulkKafkaConsumer
 from streamlstm.kafka.config import KafkaConfig, SourceConfig
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ class KafkaSource:
         source: SourceConfig,
         handler: PartitionHandler,
         pipeline: str = "",
-        consumer_factory: Callable[..., KafkaConsumer] = KafkaConsumer,
+        consumer_factory: Callable[..., KafkaConsumer] = BulkKafkaConsumer,
     ) -> None:
         self.kafka = kafka
         self.source = source
@@ -147,10 +149,20 @@ class KafkaSource:
         return self.consumer
 
     # -- data --------------------------------------------------------------------
-    def poll(self) -> dict[TopicPartition, list[Any]]:
-        return self._c.poll(
+    def poll(self) -> dict[TopicPartition, RecordColumns]:
+        """The next records, per partition as columns (:mod:`streamlstm.kafka.bulk`)."""
+        polled = self._c.poll(
             timeout_ms=self.source.poll_timeout_ms, max_records=self.source.max_poll_records
         )
+        out: dict[TopicPartition, RecordColumns] = {}
+        for tp, chunks in polled.items():
+            if not chunks:
+                continue
+            if isinstance(chunks[0], RecordColumns):
+                out[tp] = RecordColumns.concat(chunks)
+            else:  # kafka-python's own reader (an unsupported version): its objects
+                out[tp] = RecordColumns.from_records(tp.topic, tp.partition, chunks)
+        return out
 
     def seek(self, tp: TopicPartition, offset: int | None) -> int | None:
         """Seek to ``offset``; None = the committed offset, else ``source.start``.

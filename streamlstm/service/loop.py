@@ -49,7 +49,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,7 @@ from streamlstm import model as model_io
 from streamlstm.detector import OUTCOME_NAMES, REJECTED, Detector
 from streamlstm.errors import CheckpointError, ModelError, StreamlstmError
 from streamlstm.io.decode import Decoder
+from streamlstm.io.records import RecordColumns
 from streamlstm.kafka.sink import AlertSink, alert_record
 from streamlstm.kafka.source import BrokerUnavailable, KafkaSource
 from streamlstm.model import Model, weights_sha256
@@ -259,18 +260,22 @@ class PipelineLoop:
             self._checkpoint()
         self._publish()
 
-    def process(self, polled: dict[TopicPartition, list[Any]]) -> None:
+    def process(self, polled: Mapping[TopicPartition, RecordColumns | list[Any]]) -> None:
+        """Process one poll: per partition its columns (the source's form) or a list of
+        record objects (tests), turned into columns here so both take one path."""
         t0 = time.perf_counter()
         with self._lock:
             for tp, records in polled.items():
-                if not records or tp not in self.assigned:
+                if not len(records) or tp not in self.assigned:
                     continue
+                if not isinstance(records, RecordColumns):
+                    records = RecordColumns.from_records(tp.topic, tp.partition, records)
                 self._process_partition(tp, records)
         self.metrics.batches.labels(self.name).inc()
         self.metrics.batch_seconds.labels(self.name).observe(time.perf_counter() - t0)
         self._broker_state(True)
 
-    def _process_partition(self, tp: TopicPartition, records: list[Any]) -> None:
+    def _process_partition(self, tp: TopicPartition, records: RecordColumns) -> None:
         name = self.name
         m = self.metrics
         batch = self.decoder.decode(records)
@@ -307,13 +312,12 @@ class PipelineLoop:
                 if t.kind == "opened":  # since when, for /alerts (a restored one: unknown)
                     self._opened_time[t.alert_id] = t.time
             now = time.time()
-            ts = np.fromiter((r.timestamp for r in records), np.float64, count=len(records))
-            m.latency.observe_many((name,), now - ts / 1000.0)
+            m.latency.observe_many((name,), now - records.timestamps / 1000.0)
             m.event_lag.observe_many((name,), now - batch.times)
             self._max_event_time = max(self._max_event_time, float(batch.times.max()))
         for j, reason, detail in sorted(dead, key=lambda d: d[0]):
-            self._dead_letter(records[j], reason, detail)
-        self.next_offset[tp] = int(records[-1].offset) + 1
+            self._dead_letter(records.record(j), reason, detail)  # an object only for these
+        self.next_offset[tp] = records.next_offset
         self.dirty.add(tp)
 
     def _conflict(self, at: str, n: int, key: str, here: int, there: int) -> None:

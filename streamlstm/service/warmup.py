@@ -15,14 +15,22 @@ import numpy as np
 
 def warmup() -> float:
     """Run a two-event batch through an LSTM and a GRU detector, every path of the
-    stream table's key map (growth, eviction, expiry, snapshot, restore) and the
-    batch JSON decoder; returns seconds taken. Without it, the first eviction or
-    the first batch of records would stall the loop while Numba compiles."""
+    stream table's key map (growth, eviction, expiry, snapshot, restore), the bulk
+    Kafka record reader and the batch JSON decoder; returns seconds taken. Without
+    it, the first eviction or the first batch of records would stall the loop while
+    Numba compiles."""
     from types import SimpleNamespace
+
+    from kafka import TopicPartition  # type: ignore[import-untyped]
+    from kafka.record.memory_records import (  # type: ignore[import-untyped]
+        MemoryRecords,
+        MemoryRecordsBuilder,
+    )
 
     from streamlstm.detector import Detector, DetectorConfig
     from streamlstm.io.decode import DecodeConfig, Decoder
     from streamlstm.io.features import FeatureSpec
+    from streamlstm.kafka.bulk import BulkPartitionRecords
     from streamlstm.model import Model
     from streamlstm.state import Column, StreamTable
 
@@ -47,6 +55,13 @@ def warmup() -> float:
             for i in range(16)
         ]
     )
+    # A fetched record batch (with a header) through the bulk reader, then the decoder.
+    built = MemoryRecordsBuilder(2, 0, 1 << 16)
+    for _ in range(16):
+        built.append(0, None, value, [("h", b"v")])
+    built.close()
+    fetched = MemoryRecords(bytes(built.buffer()))
+    dec.decode(BulkPartitionRecords(0, TopicPartition("warmup", 0), fetched).take(None))
     return time.perf_counter() - start
 
 

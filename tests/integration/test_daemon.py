@@ -95,10 +95,10 @@ def _read_all(bootstrap: str, topic: str, quiet_s: float = 1.5) -> list[Any]:
 
 
 # -- the fleet and the daemon's config ---------------------------------------------------
-def _fleet(n_streams: int = 16, n_steps: int = 400) -> Any:
-    return generate_fleet(
-        FleetSpec(n_streams=n_streams, n_steps=n_steps, anomaly_rate=2.0, kinds=KINDS, seed=SEED)
-    )
+def _fleet(n_streams: int = 16, n_steps: int = 400, anomaly_rate: float = 2.0) -> Any:
+    return generate_fleet(FleetSpec(
+        n_streams=n_streams, n_steps=n_steps, anomaly_rate=anomaly_rate, kinds=KINDS, seed=SEED,
+    ))  # fmt: skip
 
 
 def _records(fleet: Any) -> list[tuple[int, bytes, bytes]]:
@@ -727,8 +727,10 @@ def _cut_and_compare(proxy: Any, bs: str, model_path: Path, tmp_path: Path) -> N
     topic, cut, ref = "t8-events", "t8c", "t8r"
     _create_topics(bs, {topic: PARTITIONS, f"{cut}-alerts": 2, f"{cut}-dlq": 1,
                         f"{ref}-alerts": 2, f"{ref}-dlq": 1})  # fmt: skip
-    # Enough events that the daemon is still scoring what it fetched when the line is cut.
-    records = _records(_fleet(n_streams=64, n_steps=1500))
+    # Enough events that the daemon is still scoring what it fetched when the line is cut:
+    # seconds of them at the bulk reader's rate (~100k events/s under test load; 96k
+    # events were all scored before the cut).
+    records = _records(_fleet(n_streams=64, n_steps=6000, anomaly_rate=10.0))
     _produce(bs, topic, records)
     port = _free_port()
     cfg = _config(tmp_path, bs, model_path, topic, cut, port)

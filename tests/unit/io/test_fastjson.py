@@ -16,6 +16,7 @@ from streamlstm.io import decode as decode_mod
 from streamlstm.io.decode import DecodeConfig, Decoder
 from streamlstm.io.fastjson import FlatPlan
 from streamlstm.io.features import FeatureSpec
+from streamlstm.io.records import RecordColumns
 from streamlstm.kernels import jsonscan as KJ
 
 
@@ -415,3 +416,24 @@ def test_the_decode_benchmark_runs_as_the_readme_shows_it() -> None:
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "decode" in r.stdout
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_columns_decode_equals_the_general_one(
+    name: str, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's form (a poll's columns over one buffer) decodes as the objects do."""
+    monkeypatch.setattr(decode_mod, "FLAT_MIN_SHARE", 0.0)
+    cfg, numeric, key, tfield = CONFIGS[name]
+    dec = Decoder(cfg, tuple(n for s in cfg.features for n in s.names))
+    recs = [
+        r._replace(partition=2, key=r.key.encode() if isinstance(r.key, str) else r.key)
+        for r in make_records(600, seed, numeric, key, tfield)
+    ]
+    cols = RecordColumns.from_records("t", 2, recs)
+    fast, ref = dec.decode(cols), dec.decode_exact(recs)
+    _same(fast, ref)
+    assert 0.2 * len(recs) < len(fast) < 0.9 * len(recs)
+    small = RecordColumns.from_records("t", 2, recs[:5])  # below FLAT_MIN_BATCH
+    _same(dec.decode(small), dec.decode_exact(recs[:5]))
