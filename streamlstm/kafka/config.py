@@ -17,6 +17,12 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 ASSIGNMENTS = ("group", "static")
 STARTS = ("earliest", "latest")
 MASK = "***"
+# How long a fetch may wait on the broker for data (kafka-python's default: 500 ms). The
+# daemon polls in a loop; at the default, an event that arrives while a fetch is parked
+# waits up to half a second before it is scored (produce -> alert p99 463 ms at 10k
+# events/s, benchmarks/RESULTS-e2e.md). An idle daemon sends ~100 fetches a second per
+# broker instead of 2. ``kafka.extra.fetch_max_wait_ms`` overrides it.
+FETCH_MAX_WAIT_MS = 10
 
 
 @functools.cache
@@ -110,6 +116,7 @@ class KafkaConfig:
         )
         if self.group_instance_id is not None and self.assignment == "group":
             kw["group_instance_id"] = self.group_instance_id
+        kw["fetch_max_wait_ms"] = FETCH_MAX_WAIT_MS
         kw.update({k: v for k, v in self.extra.items() if k in consumer_keys})
         kw["enable_auto_commit"] = False
         if source is not None:

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from streamlstm.kafka.config import (
+    FETCH_MAX_WAIT_MS,
     SASL_MECHANISMS,
     KafkaConfig,
     kafka_client_keys,
@@ -164,7 +165,7 @@ class KafkaSectionParser:
         request = get("request_timeout_ms").read("request_timeout_ms")
         extra = self.extra(get("extra"))
         # kafka-python refuses to build a consumer otherwise; say so here, with the path.
-        lo = extra.get("fetch_max_wait_ms", 500)
+        lo = extra.get("fetch_max_wait_ms", FETCH_MAX_WAIT_MS)
         hi = extra.get("connections_max_idle_ms", 540000)
         if not lo < request < hi:
             raise Invalid(
