@@ -113,11 +113,12 @@ def kind_row(k: KindQuality) -> list[str]:
     return [k.kind, str(k.windows), str(k.caught), pct, _dur(k.median_ttd), held]
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
+    """Aligned columns: the first ``left`` (names) to the left, the rest (numbers) right."""
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
     ]
-    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    fmt = "  ".join(f"{{:<{w}}}" if i < left else f"{{:>{w}}}" for i, w in enumerate(widths))
     lines = [fmt.format(*header), "  ".join("-" * w for w in widths)]
     lines += [fmt.format(*r) for r in rows]
     return "\n".join(lines)
@@ -162,7 +163,7 @@ def format_text(
         )
         shown = wrows[:max_rows]
         header = ["stream", *(["kind"] if kinds else []), "window start", "length"]
-        out.append(_table([*header, "caught", "TTD", "held"], shown))
+        out.append(_table([*header, "caught", "TTD", "held"], shown, left=2 if kinds else 1))
         if len(wrows) > max_rows:
             out.append(f"({len(wrows) - max_rows} more windows not shown)")
     if points:
