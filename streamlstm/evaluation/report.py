@@ -144,10 +144,7 @@ def format_text(
     kinds = kind_quality(total)
     if kinds:
         out.append("")
-        out.append(
-            "per anomaly kind: windows caught, median time to detect, and held = mean share "
-            "of a caught window the alert stayed open (false alerts have no kind):"
-        )
+        out.append("per anomaly kind (held: mean share of a caught window the alert stayed open):")
         out.append(_table(KIND_COLUMNS, [kind_row(k) for k in kinds.values()]))
     wrows = [
         [k, *([kind or "-"] if kinds else []), _dt_text(a), _dur(b - a), "yes" if c else "no",
