@@ -8,10 +8,15 @@
 The events go through the same :class:`~streamlstm.detector.Detector` the
 daemon uses, in file order. Labels are a JSON file ``{stream: [[start, end],
 ...]}`` (times as in the data; a key may also be a file name, as in NAB's
-windows.json) or a per-row 0/1 ``--label-column``. What is counted is defined
+windows.json) or a per-row 0/1 ``--label-column``. A window may name its
+anomaly kind (``[start, end, "spike"]``, or ``spike`` instead of ``1`` in the
+column; :mod:`streamlstm.evaluation.labels`); then the output also has a
+per-kind table (windows, caught, share caught, median time to detect, held)
+and the per-window log shows each window's kind. What is counted is defined
 in :mod:`streamlstm.evaluation`. A text table goes to stdout; ``--report``
 writes a self-contained HTML report (or one PNG when it ends in ``.png``);
-``--json`` writes every number.
+``--json`` writes every number (``kinds``: the per-kind table; ``windows``:
+every counted window).
 
 ``--config pipeline.yaml [--pipeline NAME]`` takes the detector settings (and
 the model, unless ``--model`` is given) from the daemon's own configuration,
@@ -60,8 +65,6 @@ HELP = "replay labelled data through the detector; report windows caught, false 
 
 log = logging.getLogger(__name__)
 _D = DetectorConfig()
-_TRUE = frozenset({"1", "1.0", "true", "yes", "y", "t", "anomaly"})
-_FALSE = frozenset({"0", "0.0", "false", "no", "n", "f", "", "normal"})
 
 
 def _unset(text: str) -> str:
@@ -82,10 +85,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         ),
     )
     src.add_argument(
-        "--labels", help=_unset("JSON {stream: [[start, end], ...]} of anomaly windows")
+        "--labels",
+        help=_unset('JSON {stream: [[start, end(, "kind")], ...]} of anomaly windows'),
     )
     src.add_argument(
-        "--label-column", help=_unset("per-row 0/1 label column (instead of --labels)")
+        "--label-column",
+        help=_unset(
+            "per-row label column (instead of --labels): 0/1, or an anomaly kind name "
+            "for anomalous rows"
+        ),
     )
     src.add_argument("--key", help=_unset("stream key column; unset: one stream per file"))
     src.add_argument(
@@ -282,22 +290,6 @@ def header_columns(path: Path, sep: str | None) -> list[str]:
     return next(csv.reader([line], delimiter=sep or sniff_separator(line)))
 
 
-def parse_flags(values: list[str], column: str, path: Path) -> np.ndarray:
-    out = np.zeros(len(values), bool)
-    for i, v in enumerate(values):
-        s = v.strip().lower()
-        if s in _TRUE:
-            out[i] = True
-        elif s not in _FALSE:
-            try:
-                out[i] = float(s) > 0.5
-            except ValueError:
-                raise InputError(
-                    f"{path}: column {column!r}, event {i + 1}: {v!r} is not a 0/1 label"
-                ) from None
-    return out
-
-
 def read_data(args: argparse.Namespace, model_features: tuple[str, ...] | None) -> dict[str, Any]:
     """Every file's events, concatenated: keys, times, x, labels (or None), features."""
     paths = [Path(p) for p in args.data]
@@ -320,7 +312,7 @@ def read_data(args: argparse.Namespace, model_features: tuple[str, ...] | None) 
         )
     keep = [args.label_column] if args.label_column else []
     keys: list[str] = []
-    times, xs, labels = [], [], []
+    times, xs, labels, kinds = [], [], [], []
     for p in paths:
         reader = EventReader(
             p,
@@ -338,12 +330,17 @@ def read_data(args: argparse.Namespace, model_features: tuple[str, ...] | None) 
         times.append(ev.times)
         xs.append(ev.x)
         if args.label_column:
-            labels.append(parse_flags(ev.extra[args.label_column], args.label_column, p))
+            flags, row_kinds = E.parse_label_cells(
+                ev.extra[args.label_column], f"{p}: column {args.label_column!r}", ev.lines
+            )
+            labels.append(flags)
+            kinds.append(row_kinds)
     return {
         "keys": np.asarray(keys, dtype=object),
         "times": np.concatenate(times),
         "x": np.concatenate(xs),
         "labels": np.concatenate(labels) if labels else None,
+        "label_kinds": np.concatenate(kinds) if kinds else None,
         "features": features,
         "time_column": time_col,
     }
@@ -364,15 +361,17 @@ def run(args: argparse.Namespace) -> int:
     model = load(model_path) if model_path else None
     data = read_data(args, tuple(model.features) if model is not None else None)
     features = model.features if model is not None else data["features"]
-    windows = E.load_windows(args.labels) if args.labels else None
+    windows, kinds = E.load_labels(args.labels) if args.labels else (None, None)
     cfg = detector_config(args, base)
     keys, times, x = data["keys"], data["times"], data["x"]
     judged = E.judged_mask(keys, args.learn_first)
     kw: dict[str, Any] = {"judged": judged, "chunk": args.batch}
     if data["labels"] is not None:
         kw["labels"] = data["labels"]
+        kw["label_kinds"] = data["label_kinds"]
     else:
         kw["windows"] = windows
+        kw["kinds"] = kinds
     t0 = time.perf_counter()
     if args.learn_first > 0:
         from streamlstm.training.trainer import TrainConfig
@@ -467,6 +466,8 @@ def run(args: argparse.Namespace) -> int:
         doc = {
             "overall": _clean(total.summary()),
             "streams": {k: _clean(q.summary()) for k, q in per.items()},
+            "kinds": {k: _clean(kq.summary()) for k, kq in E.kind_quality(total).items()},
+            "windows": E.window_records(per),
             "sweep": [{"threshold": p.threshold, **_clean(p.quality.summary())} for p in points],
             "open_threshold": rep.open_threshold,
             "open_thresholds": rep.info.get("open_thresholds", {}),

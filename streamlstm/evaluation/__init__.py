@@ -12,6 +12,13 @@ Conventions (NAB's, written down here because every number depends on them)
   one incident. A per-row 0/1 label column is turned into windows: each run
   of consecutive 1-rows of a stream is one window from its first to its last
   row.
+- A window may name its anomaly **kind** (``[start, end, "spike"]`` in JSON,
+  or the kind name instead of 1 in a label column, where a change of kind
+  also ends a window; see :mod:`.labels`). Per kind the report gives windows,
+  caught, share caught, median time to detect and held (the mean share of a
+  caught window's judged events the alert was open for). False alerts are
+  outside every window, so they have no kind and are counted per stream
+  only.
 - Only *judged* events count: with ``learn_first`` the first share of every
   stream is for learning and is not judged. A window counts when it ends at
   or after the stream's first judged event.
@@ -42,24 +49,34 @@ full re-run would give (a test checks it), at a few ns per event.
 """
 
 from streamlstm.evaluation.labels import (
+    Kind,
+    Kinds,
     Window,
     label_points,
+    load_labels,
     load_windows,
     match_label_keys,
+    parse_label_cells,
+    parse_labels,
     parse_time,
     parse_windows,
     windows_from_flags,
+    windows_from_labels,
 )
 from streamlstm.evaluation.metrics import (
     DAY,
+    UNNAMED_KIND,
+    KindQuality,
     Quality,
     SweepPoint,
     best_point,
+    kind_quality,
     quality,
     replay_alerts,
     stream_quality,
     sweep,
     sweep_thresholds,
+    window_records,
 )
 from streamlstm.evaluation.replay import (
     Replay,
@@ -73,17 +90,25 @@ from streamlstm.evaluation.replay import (
 
 __all__ = [
     "DAY",
+    "UNNAMED_KIND",
+    "Kind",
+    "KindQuality",
+    "Kinds",
     "Quality",
     "Replay",
     "SweepPoint",
     "Window",
     "best_point",
     "judged_mask",
+    "kind_quality",
     "label_points",
     "learn_first_models",
+    "load_labels",
     "load_windows",
     "match_label_keys",
     "merge_replays",
+    "parse_label_cells",
+    "parse_labels",
     "parse_time",
     "parse_windows",
     "quality",
@@ -94,5 +119,7 @@ __all__ = [
     "stream_quality",
     "sweep",
     "sweep_thresholds",
+    "window_records",
     "windows_from_flags",
+    "windows_from_labels",
 ]

@@ -1,17 +1,20 @@
-"""Window-level and point-wise quality of a replay, and the exact threshold sweep.
+"""Window-level and point-wise quality of a replay, per anomaly kind, and the exact sweep.
 
-See :mod:`streamlstm.evaluation` for the definitions.
+See :mod:`streamlstm.evaluation` for the definitions. Per kind
+(:func:`kind_quality`) only the window numbers exist: windows, caught, share
+caught, median time to detect and held. False alerts belong to no window and
+so to no kind; they stay per stream.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamlstm.evaluation.labels import Window
+from streamlstm.evaluation.labels import Kind, Window
 from streamlstm.evaluation.replay import Replay
 from streamlstm.kernels import detect as K
 
@@ -30,6 +33,9 @@ class Quality:
     # per counted window: (start, end, caught, seconds to detect or NaN, share of its
     # judged events the alert was open for)
     window_log: list[tuple[float, float, bool, float, float]] = field(default_factory=list)
+    # the anomaly kind of each window_log entry (None: not named); a list beside
+    # window_log, not a sixth item, so code unpacking its five items keeps working
+    window_kinds: list[Kind] = field(default_factory=list)
     judged_days: float = 0.0
     tp: int = 0
     fp: int = 0
@@ -93,6 +99,7 @@ class Quality:
         self.alerts += o.alerts
         self.ttd += o.ttd
         self.window_log += o.window_log
+        self.window_kinds += o.window_kinds
         self.judged_days += o.judged_days
         self.tp += o.tp
         self.fp += o.fp
@@ -137,11 +144,13 @@ def stream_quality(
     label: np.ndarray,
     judged: np.ndarray,
     windows: Sequence[Window],
+    kinds: Sequence[Kind] | None = None,
 ) -> Quality:
     """Quality of one stream from its events (see :mod:`streamlstm.evaluation`).
 
     A window counts only where there are judged events to catch it: one that
     ends before judging starts, or starts after the last event, does not.
+    ``kinds`` names each window's anomaly kind (None or absent: not named).
     """
     q = Quality()
     jt = times[judged]
@@ -152,7 +161,7 @@ def stream_quality(
     alert_t = times[opened & judged]
     q.alerts = int(alert_t.size)
     inside = np.zeros(alert_t.size, bool)
-    for a, b in windows:
+    for i, (a, b) in enumerate(windows):
         if b < first or a > last:
             continue  # no judged event could catch it
         q.windows += 1
@@ -166,6 +175,7 @@ def stream_quality(
             ttd = float(alert_t[np.argmax(hit)] - a)
             q.ttd.append(ttd)
         q.window_log.append((float(a), float(b), bool(hit.any()), ttd, share))
+        q.window_kinds.append(kinds[i] if kinds is not None and i < len(kinds) else None)
     q.false_alerts = int((~inside).sum())
     y, p = label[judged], alert[judged]
     q.tp = int((y & p).sum())
@@ -193,10 +203,89 @@ def quality(
             rep.label[idx],
             rep.judged[idx],
             rep.windows.get(key, []),
+            rep.kinds.get(key),
         )
         per[key] = q
         total += q
     return total, per
+
+
+# -- per anomaly kind -----------------------------------------------------------------
+UNNAMED_KIND = "(not named)"  # windows of no named kind, beside named ones
+
+
+@dataclass
+class KindQuality:
+    """The windows of one anomaly kind: how many, caught, when, and for how long."""
+
+    kind: str
+    windows: int = 0
+    caught: int = 0
+    ttd: list[float] = field(default_factory=list)  # seconds, one per caught window
+    held_shares: list[float] = field(default_factory=list)  # one per caught window
+
+    @property
+    def recall(self) -> float:
+        """Share of the kind's windows caught."""
+        return _ratio(self.caught, self.windows)
+
+    @property
+    def median_ttd(self) -> float:
+        return float(np.median(self.ttd)) if self.ttd else math.nan
+
+    @property
+    def held(self) -> float:
+        """Mean share of a caught window's events the alert was open for (as Quality.held)."""
+        return float(np.mean(self.held_shares)) if self.held_shares else math.nan
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "windows": self.windows,
+            "caught": self.caught,
+            "missed": self.windows - self.caught,
+            "recall": self.recall,
+            "median_ttd_s": self.median_ttd,
+            "held": self.held,
+        }
+
+
+def kind_quality(q: Quality) -> dict[str, KindQuality]:
+    """Per anomaly kind (by name; windows of no named kind last), from ``q``'s window log.
+
+    Empty when no window names a kind, so unlabelled data shows no kind table.
+    """
+    if not any(k is not None for k in q.window_kinds):
+        return {}
+    out: dict[str, KindQuality] = {}
+    for (_, _, caught, ttd, share), kind in zip(q.window_log, q.window_kinds, strict=True):
+        name = UNNAMED_KIND if kind is None else kind
+        kq = out.setdefault(name, KindQuality(name))
+        kq.windows += 1
+        if caught:
+            kq.caught += 1
+            kq.ttd.append(ttd)
+            kq.held_shares.append(share)
+    return dict(sorted(out.items(), key=lambda kv: (kv[0] == UNNAMED_KIND, kv[0])))
+
+
+def window_records(per: Mapping[str, Quality]) -> list[dict[str, object]]:
+    """Every counted window of every stream, by stream then start, for JSON output."""
+    out: list[dict[str, object]] = []
+    for key in sorted(per):
+        q = per[key]
+        for (a, b, caught, ttd, share), kind in zip(q.window_log, q.window_kinds, strict=True):
+            out.append(
+                {
+                    "stream": key,
+                    "start": a,
+                    "end": b,
+                    "kind": kind,
+                    "caught": caught,
+                    "ttd_s": None if math.isnan(ttd) else ttd,
+                    "held": share,
+                }
+            )
+    return out
 
 
 # -- threshold sweep ----------------------------------------------------------------

@@ -11,7 +11,13 @@ import numpy as np
 
 from streamlstm.detector import Detector, DetectorConfig
 from streamlstm.errors import InputError
-from streamlstm.evaluation.labels import Window, label_points, match_label_keys, windows_from_flags
+from streamlstm.evaluation.labels import (
+    Kinds,
+    Window,
+    label_points,
+    match_label_keys,
+    windows_from_labels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +29,9 @@ class Replay:
     keys (n) str, times (n,) float64, x (n, F) raw features, score (n,)
     float32, alert (n,) bool, transition (n,) int8, outcome (n,) int8, judged
     (n,) bool, label (n,) bool; ``windows`` per stream key; ``config`` and
-    ``open_threshold`` / ``close_threshold`` are what the detector ran with.
+    ``open_threshold`` / ``close_threshold`` are what the detector ran with;
+    ``kinds[key][i]`` is the anomaly kind of ``windows[key][i]`` (None: not
+    named; a key may be missing when no label names kinds).
     """
 
     keys: np.ndarray
@@ -43,6 +51,7 @@ class Replay:
     forecast: np.ndarray | None = None
     hold: np.ndarray | None = None  # (n,) float32 hold scores (None: the score)
     info: dict[str, Any] = field(default_factory=dict)
+    kinds: Kinds = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.keys.shape[0])
@@ -96,11 +105,15 @@ def replay(
     judged: np.ndarray | None = None,
     chunk: int = 8192,
     keep_forecast: bool = False,
+    kinds: Mapping[str, list[str | None]] | None = None,
+    label_kinds: np.ndarray | None = None,
 ) -> Replay:
     """Run events (in the given order) through ``detector`` in micro-batches of ``chunk``.
 
     Labels come from ``windows`` (per stream key; see :func:`match_label_keys`)
-    or from per-event 0/1 ``labels``, which are turned into windows.
+    with the ``kinds`` of those windows (same keys, same order), or from
+    per-event 0/1 ``labels``, which are turned into windows, with the kind of
+    each anomalous event in ``label_kinds`` ((n,) object, None: not named).
     """
     keys_a = np.asarray(keys, dtype=object)
     n = keys_a.shape[0]
@@ -129,11 +142,21 @@ def replay(
         if lab.shape != (n,):
             raise InputError(f"labels have shape {lab.shape}, expected ({n},)")
         win = {}
+        kind_of: Kinds = {}
         for k in uniq:
             idx = np.flatnonzero(keys_a == k)
-            win[k] = windows_from_flags(times[idx], lab[idx])
+            row_kinds = None if label_kinds is None else np.asarray(label_kinds, object)[idx]
+            win[k], kind_of[k] = windows_from_labels(times[idx], lab[idx], row_kinds)
     else:
         win = match_label_keys(uniq, windows or {})
+        kind_of = match_label_keys(uniq, kinds or {})
+        for k in uniq:  # a key with windows but no kinds: kinds not named
+            if len(kind_of[k]) != len(win[k]):
+                if kind_of[k]:
+                    raise InputError(
+                        f"stream {k!r}: {len(win[k])} windows but {len(kind_of[k])} kinds"
+                    )
+                kind_of[k] = [None] * len(win[k])
         lab = np.zeros(n, bool)
         for k in uniq:
             if win[k]:
@@ -156,6 +179,7 @@ def replay(
         open_threshold=detector.open_threshold,
         close_threshold=detector.close_threshold,
         forecast=fc,
+        kinds=kind_of,
     )
 
 
@@ -289,9 +313,11 @@ def merge_replays(parts: Sequence[Replay], positions: np.ndarray | None = None) 
         return a if inv is None else a[inv]
 
     windows: dict[str, list[Window]] = {}
+    kinds: Kinds = {}
     thresholds: dict[str, float] = {}
     for p in parts:
         windows.update(p.windows)
+        kinds.update(p.kinds)
         for k in p.stream_keys():
             thresholds[k] = p.open_threshold
     fc = None
@@ -317,4 +343,5 @@ def merge_replays(parts: Sequence[Replay], positions: np.ndarray | None = None) 
         close_threshold=first.close_threshold,
         forecast=fc,
         info={"open_thresholds": thresholds},
+        kinds=kinds,
     )

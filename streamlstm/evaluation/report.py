@@ -1,5 +1,12 @@
 """Evaluation output: the text table (stdout) and the HTML or PNG report.
 
+The text has, in order: the per-stream table with the overall row; when the
+labels name anomaly kinds, the per-kind table (windows, caught, share caught,
+median time to detect, held; false alerts have no kind and stay in the stream
+table); the per-window log (stream, kind when known, start, length, caught,
+time to detect, held); the threshold sweep. The HTML report embeds the same
+text.
+
 The HTML report is one self-contained file: PNG plots embedded as base64
 ``data:`` URIs, no scripts, no external assets, so it can be mailed or
 attached to a ticket. Per stream (the ``max_streams`` most interesting: most
@@ -27,7 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from streamlstm.evaluation.metrics import DAY, Quality, SweepPoint, best_point
+from streamlstm.evaluation.metrics import (
+    DAY,
+    KindQuality,
+    Quality,
+    SweepPoint,
+    best_point,
+    kind_quality,
+)
 from streamlstm.evaluation.replay import Replay
 from streamlstm.kernels import detect as K
 
@@ -90,11 +104,21 @@ def quality_row(name: str, q: Quality) -> list[str]:
     ]
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+KIND_COLUMNS = ("kind", "windows", "caught", "caught %", "TTD(med)", "held")
+
+
+def kind_row(k: KindQuality) -> list[str]:
+    pct = "-" if math.isnan(k.recall) else f"{100 * k.recall:.0f}%"
+    held = "-" if math.isnan(k.held) else f"{100 * k.held:.0f}%"
+    return [k.kind, str(k.windows), str(k.caught), pct, _dur(k.median_ttd), held]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
+    """Aligned columns: the first ``left`` (names) to the left, the rest (numbers) right."""
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
     ]
-    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    fmt = "  ".join(f"{{:<{w}}}" if i < left else f"{{:>{w}}}" for i, w in enumerate(widths))
     lines = [fmt.format(*header), "  ".join("-" * w for w in widths)]
     lines += [fmt.format(*r) for r in rows]
     return "\n".join(lines)
@@ -117,11 +141,17 @@ def format_text(
     if len(keys) > max_rows:
         out.append(f"({len(keys) - max_rows} more streams not shown)")
     out.append(_table(TABLE_COLUMNS, rows + [quality_row("OVERALL", total)]))
+    kinds = kind_quality(total)
+    if kinds:
+        out.append("")
+        out.append("per anomaly kind (held: mean share of a caught window the alert stayed open):")
+        out.append(_table(KIND_COLUMNS, [kind_row(k) for k in kinds.values()]))
     wrows = [
-        [k, _dt_text(a), _dur(b - a), "yes" if c else "no", _dur(ttd), f"{100 * held:.0f}%"]
+        [k, *([kind or "-"] if kinds else []), _dt_text(a), _dur(b - a), "yes" if c else "no",
+         _dur(ttd), f"{100 * held:.0f}%"]
         for k in keys
-        for a, b, c, ttd, held in per[k].window_log
-    ]
+        for (a, b, c, ttd, held), kind in zip(per[k].window_log, per[k].window_kinds, strict=True)
+    ]  # fmt: skip
     if wrows:
         out.append("")
         out.append(
@@ -129,7 +159,8 @@ def format_text(
             "and for how much of the window the alert stayed open:"
         )
         shown = wrows[:max_rows]
-        out.append(_table(["stream", "window start", "length", "caught", "TTD", "held"], shown))
+        header = ["stream", *(["kind"] if kinds else []), "window start", "length"]
+        out.append(_table([*header, "caught", "TTD", "held"], shown, left=2 if kinds else 1))
         if len(wrows) > max_rows:
             out.append(f"({len(wrows) - max_rows} more windows not shown)")
     if points:

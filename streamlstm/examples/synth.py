@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -259,18 +260,44 @@ class Fleet:
             spans.sort()
         return out
 
+    def kind_labels(self) -> npt.NDArray[np.object_]:
+        """(n_streams, n_steps) object: the anomaly kind at each step, "" outside anomalies."""
+        out = np.full(self.labels.shape, "", dtype=object)
+        row = {k: i for i, k in enumerate(self.keys)}
+        for a in self.anomalies:
+            lo, hi = np.searchsorted(self.times, [a.start, a.end], side="left")
+            out[row[a.key], lo : hi + 1] = a.kind
+        return out
+
+    def write_labels(self, path: str | os.PathLike[str]) -> None:
+        """Write the windows as ``streamlstm evaluate --labels`` reads them, with kinds.
+
+        ``{key: [[start, end, kind], ...]}``, times in epoch seconds; every stream
+        is listed, an empty list when it has no anomaly.
+        """
+        out: dict[str, list[list[float | str]]] = {k: [] for k in self.keys}
+        for a in sorted(self.anomalies, key=lambda a: (a.key, a.start)):
+            out[a.key].append([a.start, a.end, a.kind])
+        lines = [f" {json.dumps(k)}: {json.dumps(v)}" for k, v in out.items()]
+        with open(path, "w", encoding="utf-8") as fh:  # one line per stream
+            fh.write("{\n" + ",\n".join(lines) + "\n}\n")
+
     def write_csv(
         self,
         path: str | os.PathLike[str],
         key_col: str = "machine",
         time_col: str = "ts",
         label_col: str | None = "label",
+        label_kinds: bool = False,
     ) -> None:
         """Write one row per event in time order; gzip-compressed if ``path`` ends in ``.gz``.
 
         Header ``key_col, time_col, *features[, label_col]``. Times are written with
         ``repr`` and values with 9 significant digits, so both read back bit-exact (values
-        after casting to float32); labels are 0/1. Meant for small fleets (Python loop).
+        after casting to float32); labels are 0/1, or with ``label_kinds`` the anomaly's
+        kind name inside an anomaly and 0 outside (what ``streamlstm evaluate
+        --label-column`` reads as kinds). 0/1 stays the default because readers that
+        parse the column as a number exist. Meant for small fleets (Python loop).
         """
         fh: IO[str]
         if os.fspath(path).endswith(".gz"):
@@ -281,14 +308,17 @@ class Fleet:
             writer = csv.writer(fh, lineterminator="\n")
             header = [key_col, time_col, *self.features]
             writer.writerow(header if label_col is None else [*header, label_col])
+            kinds = self.kind_labels() if label_kinds else None
             for t, ts in enumerate(self.times.tolist()):
                 t_str = repr(ts)
                 rows = self.values[:, t, :].tolist()
-                labels = self.labels[:, t].tolist()
+                labels: list[object] = self.labels[:, t].tolist()
+                if kinds is not None:
+                    labels = [k or "0" for k in kinds[:, t].tolist()]
                 for key, row, lab in zip(self.keys, rows, labels, strict=True):
                     out = [key, t_str, *(f"{v:.9g}" for v in row)]
                     if label_col is not None:
-                        out.append("1" if lab else "0")
+                        out.append(lab if isinstance(lab, str) else ("1" if lab else "0"))
                     writer.writerow(out)
 
 

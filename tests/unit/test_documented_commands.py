@@ -53,6 +53,7 @@ RUN_BY: dict[str, str] = {
     "streamlstm score --model pump.npz --input events.csv --key machine --time ts --out scores.csv --plot scores.png": "tests/unit/cli/test_cli_score.py::test_plots_one_per_stream_capped",  # noqa: E501
     "streamlstm evaluate --model pump.npz --data incidents.csv --labels windows.json --key machine --time ts --report report.html": "tests/unit/evaluation/test_evaluation.py::test_evaluate_command_html_report_with_plots",  # noqa: E501
     "streamlstm evaluate --data series.csv --labels windows.json --learn-first 0.15": "tests/unit/evaluation/test_evaluation.py::test_evaluate_png_report_and_learn_first",  # noqa: E501
+    "streamlstm evaluate --data fleet.csv --label-column label --key machine --time ts --learn-first 0.3": "tests/unit/evaluation/test_kinds.py::test_evaluate_shows_the_fleet_kinds_and_counts_match_the_window_log",  # noqa: E501
     "streamlstm train --data history.csv.gz --key machine --time ts --features temp,pressure,flow --out pump.npz --plot loss.png": "tests/unit/training/test_trainer.py::test_train_command_writes_model_plot_and_report",  # noqa: E501
     "streamlstm train --data history.jsonl.gz --config config/pipeline.yaml --out pump.npz": "tests/unit/training/test_trainer.py::test_train_command_decodes_with_the_pipeline_config",  # noqa: E501
     "streamlstm score --example": "tests/unit/cli/test_cli_score.py::test_example_runs_from_any_directory",  # noqa: E501

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamlstm.errors import ConfigError
+from streamlstm.evaluation.labels import load_labels
 from streamlstm.examples.synth import (
     ALL_KINDS,
     Anomaly,
@@ -190,6 +191,33 @@ def test_csv_column_names_and_no_label(tmp_path: Path) -> None:
         header, *rows = list(csv.reader(fh))
     assert header == ["sensor", "t", *fleet.features]
     assert len(rows) == 10 and all(len(r) == len(header) for r in rows)
+
+
+def test_csv_with_kind_labels_and_the_windows_file(tmp_path: Path) -> None:
+    fleet = generate_fleet(replace(SPEC, n_streams=4, n_steps=300))
+    assert len({a.kind for a in fleet.anomalies}) >= 3
+    kinds = fleet.kind_labels()
+    np.testing.assert_array_equal(kinds != "", fleet.labels)
+    path = tmp_path / "k.csv"
+    fleet.write_csv(path, label_kinds=True)
+    with open(path, newline="") as fh:
+        header, *rows = list(csv.reader(fh))
+    assert header[-1] == "label"
+    keys, times, _, labels = fleet.events()
+    row_of = {k: i for i, k in enumerate(fleet.keys)}
+    step = np.searchsorted(fleet.times, times)
+    want = [kinds[row_of[k], t] or "0" for k, t in zip(keys, step, strict=True)]
+    assert [r[-1] for r in rows] == want
+    for a in fleet.anomalies:  # every step of an anomaly carries its kind
+        inside = (keys == a.key) & (times >= a.start) & (times <= a.end)
+        assert {r[-1] for r, m in zip(rows, inside, strict=True) if m} == {a.kind}
+    # the windows file: what `streamlstm evaluate --labels` reads, kinds included
+    wpath = tmp_path / "w.json"
+    fleet.write_labels(wpath)
+    windows, wkinds = load_labels(wpath)
+    assert windows == fleet.windows()
+    by_key = {k: sorted((a.start, a.kind) for a in fleet.anomalies if a.key == k) for k in windows}
+    assert wkinds == {k: [kind for _, kind in v] for k, v in by_key.items()}
 
 
 def check_events_consistent(fleet: Fleet, events: tuple[np.ndarray, ...]) -> None:
