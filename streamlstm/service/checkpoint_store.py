@@ -80,6 +80,9 @@ class CheckpointLost(CheckpointError):
         self.topic = topic
         self.partition = partition
         self.failures = list(failures)
+        # True when the state read is behind the group's committed offset (a store may
+        # read again: the newer generation can be a moment from showing)
+        self.behind_committed = False
         files = "; ".join(f"{p}: {why}" for p, why in self.failures)
         super().__init__(
             f"topic={topic} partition={partition}: every checkpoint generation is unreadable "

@@ -121,6 +121,36 @@ def test_committed_offset_ahead_of_the_state_is_state_lost(broker: Any) -> None:
         store.close()
 
 
+def test_a_state_that_shows_a_moment_after_the_commit_is_not_lost(broker: Any) -> None:
+    """The replica that wrote a generation and committed may have done so a moment ago:
+    a read that finds the state behind the committed offset reads again before it
+    declares the state lost (LAGGING_READS, LAGGING_PAUSE_S apart)."""
+    import threading
+
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from streamlstm.service import changelog_store as CS
+
+    name = f"cl-{uuid.uuid4().hex[:6]}"
+    broker.create_topics({f"{name}-ev": 1})
+    store = _store(broker, name)
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=f"g-{name}")
+    try:
+        store.write(f"{name}-ev", 0, 50, _snapshot(30))
+        c.commit({TopicPartition(f"{name}-ev", 0): OffsetAndMetadata(80, "", -1)})
+        late = threading.Timer(
+            CS.LAGGING_PAUSE_S / 2, lambda: store.write(f"{name}-ev", 0, 80, _snapshot(30))
+        )
+        late.start()
+        ck = _store(broker, name).read(f"{name}-ev", 0)
+        late.join()
+        assert ck is not None and ck.next_offset == 80
+    finally:
+        c.close()
+        store.close()
+
+
 def test_a_chain_of_deltas_restores_the_full_state(broker: Any) -> None:
     """full_every=3: full, delta, delta, full, delta; a fresh reader merges the chain of
     the newest complete generation; a torn newest delta falls back to the one before."""
