@@ -367,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams-rss", type=int, default=1_000_000)
     ap.add_argument(
         "--fetch-max-wait-ms", type=int, default=None,
-        help="kafka.extra fetch_max_wait_ms for the latency run (client default: 500)",
+        help="kafka.extra fetch_max_wait_ms for the latency run (default: the daemon's, 10 ms; "
+        "kafka-python's own is 500)",
     )  # fmt: skip
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--only-rss", action="store_true", help=argparse.SUPPRESS)
