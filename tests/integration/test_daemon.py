@@ -703,6 +703,37 @@ def test_kill_9_at_20_random_moments_sends_each_alert_once(
 CUT_S = 45.0
 
 
+def _slow_model(model_path: Path, hidden: int = 512) -> Path:
+    """The same forecaster padded to ``hidden`` units whose weights are all zero (their
+    gates are constant, their state and their part of the head 0: the forecasts are the
+    same to the bit; ~30 us an event at 512 units instead of ~2), so that the daemon takes
+    seconds over the broker-cut test's topic: it is still scoring what it fetched when the
+    line is cut, whatever the speed of the record reader (the bulk reader scored 384k
+    events of the 4-unit model before the cut in a CI run: 0 alerts during the cut)."""
+    from dataclasses import replace
+
+    from streamlstm.model import load
+
+    m = load(model_path)
+    n, h = m.hidden, hidden
+    w_ih = np.zeros((4 * h, m.weight_ih[0].shape[1]), np.float32)
+    w_hh = np.zeros((4 * h, h), np.float32)
+    b_ih = np.zeros(4 * h, np.float32)
+    b_hh = np.zeros(4 * h, np.float32)
+    for g in range(4):  # gate blocks i, f, g, o: the first n units of each are the model's
+        w_ih[g * h : g * h + n] = m.weight_ih[0][g * n : (g + 1) * n]
+        w_hh[g * h : g * h + n, :n] = m.weight_hh[0][g * n : (g + 1) * n]
+        b_ih[g * h : g * h + n] = m.bias_ih[0][g * n : (g + 1) * n]
+        b_hh[g * h : g * h + n] = m.bias_hh[0][g * n : (g + 1) * n]
+    head = np.zeros((m.head_weight.shape[0], h), np.float32)
+    head[:, :n] = m.head_weight
+    slow = replace(
+        m, hidden=h, weight_ih=(w_ih,), weight_hh=(w_hh,), bias_ih=(b_ih,), bias_hh=(b_hh,),
+        head_weight=head,
+    )  # fmt: skip
+    return slow.save(model_path.parent / f"slow-{h}.npz")
+
+
 @pytest.mark.slow
 def test_a_45s_broker_cut_sends_each_alert_once(model_path: Path, tmp_path: Path) -> None:
     """The line to the broker cut for 45 s (every connection reset, new ones refused) while
@@ -718,7 +749,7 @@ def test_a_45s_broker_cut_sends_each_alert_once(model_path: Path, tmp_path: Path
         own["b"] = broker = LocalBroker(advertised_port=proxy.port)
         broker.start()
         try:
-            _cut_and_compare(proxy, proxy.address, model_path, tmp_path)
+            _cut_and_compare(proxy, proxy.address, _slow_model(model_path), tmp_path)
         finally:
             broker.stop()
 
@@ -728,9 +759,8 @@ def _cut_and_compare(proxy: Any, bs: str, model_path: Path, tmp_path: Path) -> N
     _create_topics(bs, {topic: PARTITIONS, f"{cut}-alerts": 2, f"{cut}-dlq": 1,
                         f"{ref}-alerts": 2, f"{ref}-dlq": 1})  # fmt: skip
     # Enough events that the daemon is still scoring what it fetched when the line is cut:
-    # seconds of them at the bulk reader's rate (~100k events/s under test load; 96k
-    # events were all scored before the cut).
-    records = _records(_fleet(n_streams=64, n_steps=6000, anomaly_rate=10.0))
+    # 192k events of the padded model (_slow_model) are ~6 s of scoring.
+    records = _records(_fleet(n_streams=64, n_steps=3000, anomaly_rate=10.0))
     _produce(bs, topic, records)
     port = _free_port()
     cfg = _config(tmp_path, bs, model_path, topic, cut, port)
