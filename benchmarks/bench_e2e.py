@@ -4,11 +4,15 @@ Measures, in one run on the same broker:
 
 1. raw consume rate: a bare kafka-python consumer (assign + poll, C crc32c)
    reading the whole events topic, records/s; and the same with the daemon's
-   BulkKafkaConsumer (records as columns, streamlstm.kafka.bulk);
+   BulkKafkaConsumer (records as columns, streamlstm.kafka.bulk); and a bare
+   confluent-kafka (librdkafka) consumer (assign + consume(num_messages=...)),
+   installed for the benchmark only (``pip install confluent-kafka``; without it
+   that column is skipped with a message);
 2. end-to-end rate: the daemon's pipeline loop (poll -> decode -> detector ->
    alerts/dead letters -> metrics -> checkpoints) over the same topic, with an
    LSTM of hidden 64, events/s, its ratio to the bare kafka-python consumer of
-   (1), and where an event's time goes (µs: poll, decode, detector, the rest;
+   (1) (the issue's target: >= 1.5x) and to the bare confluent-kafka one, and
+   where an event's time goes (µs: poll, decode, detector, the rest;
    "own" = the daemon's CPU time outside the Kafka client's poll);
 3. latency from produce to alert (p50/p99) and from produce to scored, at a
    steady load (default 10k events/s) with the daemon running alongside;
@@ -106,6 +110,41 @@ def raw_consume(bootstrap: str, topic: str, n: int, bulk: bool = False) -> float
     while got < n:
         for recs in c.poll(100, max_records=2000).values():
             got += sum(map(len, recs)) if bulk else len(recs)
+    rate = got / (time.perf_counter() - t0)
+    c.close()
+    return rate
+
+
+CONFLUENT_MISSING = (
+    "confluent-kafka is not installed: the bare confluent-kafka column is skipped "
+    "(install it for the benchmark with `pip install confluent-kafka`)"
+)
+
+
+def have_confluent() -> bool:
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def raw_consume_confluent(bootstrap: str, topic: str, n: int) -> float:
+    """A bare confluent-kafka (librdkafka) consumer reading the topic: assign +
+    ``consume(num_messages=2000)``, each message's error checked, nothing else done."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    c = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": "bench-bare-confluent",
+        "enable.auto.commit": False, "auto.offset.reset": "earliest",
+    })  # fmt: skip
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    got = 0
+    t0 = time.perf_counter()
+    while got < n:
+        for m in c.consume(num_messages=2000, timeout=0.1):
+            if m.error() is None:
+                got += 1
     rate = got / (time.perf_counter() - t0)
     c.close()
     return rate
@@ -399,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  bare kafka-python consumer {raw:,.0f} records/s", flush=True)
         bulk = res["bulk_consume_per_s"] = raw_consume(bs, "events", len(records), bulk=True)
         print(f"  bare bulk consumer (BulkKafkaConsumer) {bulk:,.0f} records/s", flush=True)
+        if have_confluent():
+            ck = res["confluent_consume_per_s"] = raw_consume_confluent(bs, "events", len(records))
+            print(f"  bare confluent-kafka consumer {ck:,.0f} records/s", flush=True)
+        else:
+            res["confluent_consume_per_s"] = None
+            print(f"  {CONFLUENT_MISSING}", flush=True)
         cfg = pipeline_config(bs, "events", model_path, tmp / "ckpt", "e2e")
         rate, extra = run_e2e(cfg, model, len(records))
         res["e2e_per_s"] = rate
@@ -406,6 +451,10 @@ def main(argv: list[str] | None = None) -> int:
         res.update(extra)
         print(f"  end to end {rate:,.0f} events/s = {res['e2e_over_raw']:.2f}x the bare "
               f"kafka-python consumer, {extra['alerts']} alerts opened", flush=True)  # fmt: skip
+        if res["confluent_consume_per_s"]:
+            res["e2e_over_confluent"] = rate / res["confluent_consume_per_s"]
+            print(f"  end to end / bare confluent-kafka consumer {res['e2e_over_confluent']:.2f}x",
+                  flush=True)  # fmt: skip
         print("  µs per event: " + ", ".join(
             f"{k} {v:.2f}" for k, v in extra["us_per_event"].items()), flush=True)  # fmt: skip
         by_thread = extra["thread_cpu_us_per_event"].items()
