@@ -1,0 +1,388 @@
+"""The Kafka source on confluent-kafka (librdkafka): ``kafka.client: confluent``.
+
+The same interface and the same promises as :class:`streamlstm.kafka.source.KafkaSource`
+(the loop cannot tell them apart): ``poll`` returns ``{TopicPartition: RecordColumns}``
+keyed by kafka-python's ``TopicPartition``; offsets committed are next offsets;
+failures of the client come out as kafka-python's ``KafkaError`` (the loop's one
+error vocabulary), an unreachable broker at connect as :class:`BrokerUnavailable`.
+
+Why it exists: librdkafka fetches and parses records in C on its own threads; a bare
+consumer reads ~4-9x the records per second of a bare kafka-python one on one core
+(benchmarks/RESULTS-e2e.md). Optional: ``pip install 'streamlstm[confluent]'``.
+
+Where partitions start and when the loop hears of them:
+
+- ``static``: the loop's ``on_assigned`` runs first, collecting its seeks (a
+  checkpoint's offset; else the committed offset, else ``source.start``), then the
+  partitions are assigned at those offsets in one call (librdkafka refuses a seek
+  of a partition it is not fetching yet).
+- ``group``: librdkafka calls ``on_assign`` / ``on_revoke`` / ``on_lost`` from inside
+  ``consume`` on the loop's own thread, so the handler runs exactly where the loop
+  polls (blocking calls are allowed there, unlike kafka-python's IO thread). On
+  assignment the handler's seeks are collected the same way and the partitions
+  assigned at them; a partition without a checkpoint starts at the committed offset,
+  else ``source.start`` (librdkafka's own reset). On revocation the handler
+  checkpoints and commits before librdkafka gives the partitions up. ``on_lost``
+  (the session expired: the partitions may already be someone else's) is handled as
+  a revocation; its commit fails and is counted, the checkpoint stays.
+- ``close`` does not call the handler: like kafka-python's, a stopping daemon has
+  taken its final checkpoint already.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from itertools import chain, repeat
+from operator import is_
+from typing import Any
+
+import confluent_kafka  # type: ignore[import-untyped]
+import numpy as np
+from confluent_kafka import (  # type: ignore[import-untyped]
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_INVALID,
+    Consumer,
+    KafkaException,
+    Message,
+)
+from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import TopicPartition as RdTopicPartition
+from kafka import TopicPartition  # type: ignore[import-untyped]
+from kafka.errors import KafkaError  # type: ignore[import-untyped]
+
+from streamlstm.io.records import RecordColumns
+from streamlstm.kafka.config import KafkaConfig, SourceConfig
+from streamlstm.kafka.confluent_config import consumer_conf
+from streamlstm.kafka.source import (
+    METADATA_TIMEOUT_S,
+    BrokerUnavailable,
+    PartitionHandler,
+    SourceError,
+)
+
+log = logging.getLogger(__name__)
+
+# Blocking calls outside consume (committed offsets, metadata, synchronous commit):
+# kafka-python's request timeout plays this part on the other client.
+CALL_TIMEOUT_S = 10.0
+
+
+class ConfluentError(KafkaError):  # type: ignore[misc]
+    """A librdkafka error, as the loop's KafkaError (it retries, counts, backs off)."""
+
+    retriable = True
+
+
+def _wrap(what: str, exc: Any) -> ConfluentError:
+    return ConfluentError(f"confluent-kafka {what}: {exc}")
+
+
+class ConfluentSource:
+    """confluent-kafka consumer wrapper: connect, assign/subscribe, poll, seek, commit, lag."""
+
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        source: SourceConfig,
+        handler: PartitionHandler,
+        pipeline: str = "",
+    ) -> None:
+        self.kafka = kafka
+        self.source = source
+        self.handler = handler
+        self.pipeline = pipeline
+        self.consumer: Any = None
+        # Seeks the handler asked for while partitions are being assigned: applied by the
+        # assignment itself (None while no assignment is in progress).
+        self._pending: dict[TopicPartition, int] | None = None
+        self._closing = False
+        self._all_down = False
+
+    # -- lifecycle ---------------------------------------------------------------
+    def connect(self) -> None:
+        """Create the consumer and read the cluster's metadata once; raises
+        :class:`BrokerUnavailable` when no broker answers (librdkafka connects lazily)."""
+        conf = consumer_conf(self.kafka, self.source, logger=log)
+        conf["error_cb"] = self._on_error
+        try:
+            self.consumer = Consumer(conf)
+            self.consumer.list_topics(timeout=CALL_TIMEOUT_S)
+        except (KafkaException, RuntimeError) as exc:
+            self.close()
+            raise BrokerUnavailable(
+                f"pipeline={self.pipeline} cannot reach Kafka at "
+                f"{','.join(self.kafka.bootstrap_servers)}: {exc}"
+            ) from exc
+        self._all_down = False
+        log.info(
+            "pipeline=%s consumer: confluent-kafka %s (librdkafka %s)",
+            self.pipeline, confluent_kafka.version()[0], confluent_kafka.libversion()[0],
+        )  # fmt: skip
+
+    def start(self) -> None:
+        """Assign (static; ``on_assigned`` runs now) or subscribe (group)."""
+        c = self._c
+        if self.kafka.assignment == "static":
+            self._assign(self._static_partitions(), c.assign)
+        else:
+            inst = self.kafka.group_instance_id
+            log.info(
+                "pipeline=%s joining consumer group %s as %s (confluent-kafka)",
+                self.pipeline, self.kafka.group_id,
+                f"static member {inst}" if inst else "a dynamic member",
+            )  # fmt: skip
+            c.subscribe(
+                list(self.source.topics),
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_revoke,
+            )
+
+    def _static_partitions(self) -> list[TopicPartition]:
+        out: list[TopicPartition] = []
+        for topic in self.source.topics:
+            wanted = self.kafka.partitions
+            if wanted is None:
+                deadline = time.monotonic() + METADATA_TIMEOUT_S
+                parts = self._partitions_of(topic)
+                while not parts and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    parts = self._partitions_of(topic)
+                if not parts:
+                    raise BrokerUnavailable(
+                        f"pipeline={self.pipeline} topic {topic!r} has no partitions in the "
+                        "broker's metadata (does it exist?)"
+                    )
+                wanted = tuple(sorted(parts))
+            out.extend(TopicPartition(topic, int(p)) for p in wanted)
+        return out
+
+    def _partitions_of(self, topic: str) -> list[int]:
+        try:
+            md = self._c.list_topics(topic, timeout=CALL_TIMEOUT_S).topics.get(topic)
+        except KafkaException as exc:
+            msg = f"pipeline={self.pipeline} metadata of {topic!r}: {exc}"
+            raise BrokerUnavailable(msg) from exc
+        if md is None or md.error is not None:
+            return []
+        return list(md.partitions)
+
+    def _assign(self, tps: Sequence[TopicPartition], assign: Any) -> None:
+        """Run the handler's ``on_assigned`` collecting its seeks, then assign at them."""
+        self._pending = {}
+        try:
+            self.handler.on_assigned(list(tps))
+            offsets = self._pending
+        finally:
+            self._pending = None
+        assign([RdTopicPartition(tp.topic, tp.partition, offsets.get(tp, OFFSET_INVALID))
+                for tp in tps])  # fmt: skip
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = sorted(TopicPartition(p.topic, p.partition) for p in partitions)
+        if self._closing:
+            consumer.assign(partitions)
+            return
+        self._assign(tps, consumer.assign)
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        if self._closing or not partitions:
+            return
+        self.handler.on_revoked(sorted(TopicPartition(p.topic, p.partition) for p in partitions))
+
+    def _on_error(self, err: Any) -> None:
+        # librdkafka reconnects by itself; "all brokers down" is what the loop's health
+        # shows (connected()), the rest is logged.
+        if err.code() == RdKafkaError._ALL_BROKERS_DOWN:
+            self._all_down = True
+        log.warning("pipeline=%s confluent-kafka: %s", self.pipeline, err)
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self._closing = True
+            try:
+                self.consumer.close()
+            except Exception as exc:  # closing is best effort; the checkpoint is durable
+                log.warning("pipeline=%s consumer close failed: %s", self.pipeline, exc)
+            self.consumer = None
+            self._closing = False
+
+    @property
+    def _c(self) -> Any:
+        if self.consumer is None:
+            raise SourceError(f"pipeline={self.pipeline} source is not connected")
+        return self.consumer
+
+    # -- data --------------------------------------------------------------------
+    def poll(self) -> dict[TopicPartition, RecordColumns]:
+        """The next records (at most ``max_poll_records``), per partition as columns."""
+        try:
+            msgs = self._c.consume(
+                num_messages=self.source.max_poll_records,
+                timeout=self.source.poll_timeout_ms / 1000,
+            )
+        except KafkaException as exc:
+            raise _wrap("consume", exc) from exc
+        except RuntimeError as exc:  # "Consumer closed"
+            raise SourceError(f"pipeline={self.pipeline} consume: {exc}") from exc
+        if not msgs:
+            return {}
+        self._all_down = False
+        return columns_of(msgs, self.pipeline)
+
+    def seek(self, tp: TopicPartition, offset: int | None) -> int | None:
+        """Seek to ``offset``; None = the committed offset, else ``source.start``.
+
+        Returns the offset sought to, or None when it is left to the broker. During an
+        assignment the seek is applied by the assignment itself.
+        """
+        if offset is None and self.kafka.assignment != "static":
+            return None  # group: OFFSET_INVALID = committed, else auto.offset.reset
+        if offset is None:
+            offset = self.committed(tp)
+        where = offset
+        if where is None:
+            where = OFFSET_END if self.source.start == "latest" else OFFSET_BEGINNING
+        if self._pending is not None:
+            self._pending[tp] = where
+        else:
+            try:
+                self._c.seek(RdTopicPartition(tp.topic, tp.partition, where))
+            except KafkaException as exc:
+                raise _wrap("seek", exc) from exc
+        return offset
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        try:
+            (got,) = self._c.committed(
+                [RdTopicPartition(tp.topic, tp.partition)], timeout=CALL_TIMEOUT_S
+            )
+        except KafkaException as exc:
+            raise _wrap("committed", exc) from exc
+        return None if got.offset < 0 else int(got.offset)
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Synchronous commit of next offsets; raises KafkaError on failure."""
+        if offsets:
+            self._commit(offsets, asynchronous=False)
+
+    def commit_async(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit without waiting for the answer."""
+        if offsets:
+            self._commit(offsets, asynchronous=True)
+
+    def _commit(self, offsets: dict[TopicPartition, int], asynchronous: bool) -> None:
+        tps = [RdTopicPartition(tp.topic, tp.partition, int(o)) for tp, o in offsets.items()]
+        try:
+            done = self._c.commit(offsets=tps, asynchronous=asynchronous)
+        except KafkaException as exc:
+            raise _wrap("commit", exc) from exc
+        failed = [p for p in done or () if p.error is not None]
+        if failed:
+            raise _wrap("commit", failed[0].error)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        """The partition's end as of the last fetch (no request), like kafka-python's."""
+        try:
+            _, hi = self._c.get_watermark_offsets(
+                RdTopicPartition(tp.topic, tp.partition), cached=True
+            )
+        except KafkaException:
+            return None
+        return None if hi is None or hi < 0 else int(hi)
+
+    def connected(self) -> bool:
+        """False after librdkafka said every broker is down, until records or metadata
+        come again (librdkafka has no probe of its connections)."""
+        return self.consumer is not None and not self._all_down
+
+
+def columns_of(msgs: Sequence[Any], pipeline: str = "") -> dict[TopicPartition, RecordColumns]:
+    """``consume``'s messages as columns per partition, in offset order.
+
+    The cheap way: each field read by one ``map`` over the messages (a C call per
+    message and field, no Python loop body), keys then values joined into one buffer,
+    spans from cumulative lengths. Headers stay on the messages until a record object
+    is made (:class:`_Headers`). Error events (no record) are logged and dropped; a
+    fatal one raises.
+    """
+    errs = list(map(Message.error, msgs))
+    # is_, not ==: confluent-kafka's KafkaError compared with None leaves a Python error set.
+    if sum(map(is_, errs, repeat(None))) != len(errs):
+        for e in errs:
+            if e is None:
+                continue
+            if e.fatal():
+                raise _wrap("consume (fatal)", e)
+            log.warning("pipeline=%s confluent-kafka: %s", pipeline, e)
+        msgs = [m for m, e in zip(msgs, errs, strict=True) if e is None]
+        if not msgs:
+            return {}
+    topics: list[Any] = list(map(Message.topic, msgs))
+    parts: list[Any] = list(map(Message.partition, msgs))
+    groups: dict[tuple[Any, Any], list[Any]]
+    if topics.count(topics[0]) == len(topics) and parts.count(parts[0]) == len(parts):
+        groups = {(topics[0], parts[0]): list(msgs)}
+    else:
+        groups = {}
+        for m, t, p in zip(msgs, topics, parts, strict=True):
+            g = groups.get((t, p))
+            if g is None:
+                g = groups[(t, p)] = []
+            g.append(m)
+    return {
+        TopicPartition(t, p): _columns(t, p, g)
+        for (t, p), g in groups.items()  # fmt: skip
+    }
+
+
+def _lengths(blobs: list[Any]) -> np.ndarray:
+    if None in blobs:
+        return np.array([-1 if b is None else len(b) for b in blobs], np.int64)
+    return np.array(list(map(len, blobs)), np.int64)
+
+
+def _spans(lengths: np.ndarray, base: int) -> np.ndarray:
+    out = np.empty((lengths.shape[0], 2), np.int64)
+    sizes = np.maximum(lengths, 0)
+    out[:, 0] = base + np.cumsum(sizes) - sizes
+    out[:, 1] = lengths
+    return out
+
+
+def _columns(topic: str, partition: int, msgs: list[Any]) -> RecordColumns:
+    n = len(msgs)
+    keys = list(map(Message.key, msgs))
+    values = list(map(Message.value, msgs))
+    klen, vlen = _lengths(keys), _lengths(values)
+    klen_total = int(np.maximum(klen, 0).sum())
+    stamps = [ts for _, ts in map(Message.timestamp, msgs)]
+    return RecordColumns(
+        topic=topic,
+        partition=partition,
+        data=b"".join(chain(filter(None, keys), filter(None, values))),  # None, b"": nothing
+        offsets=np.array(list(map(Message.offset, msgs)), np.int64),
+        timestamps=np.array(stamps, np.int64),  # librdkafka: -1 when there is none
+        keys=_spans(klen, 0),
+        values=_spans(vlen, klen_total),
+        headers=np.zeros((n, 2), np.int64),
+        header_lists=_Headers(msgs),
+    )
+
+
+class _Headers(Sequence[list[tuple[str, bytes | None]]]):
+    """Per record its headers, read from the message only when asked (dead letters)."""
+
+    def __init__(self, msgs: list[Any]) -> None:
+        self._msgs = msgs
+
+    def __len__(self) -> int:
+        return len(self._msgs)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [list(m.headers() or ()) for m in self._msgs[i]]
+        return list(self._msgs[i].headers() or ())
