@@ -64,10 +64,15 @@ from streamlstm.kafka.source import (
 )
 
 log = logging.getLogger(__name__)
+# librdkafka's own log lines: under "kafka", so --kafka-log-level and the CLI's redaction
+# of SASL bytes treat them as kafka-python's.
+LIBRDKAFKA_LOG = logging.getLogger("kafka.librdkafka")
 
 # Blocking calls outside consume (committed offsets, metadata, synchronous commit):
 # kafka-python's request timeout plays this part on the other client.
 CALL_TIMEOUT_S = 10.0
+# The liveness probe while every broker is down: short, it runs on the loop's thread.
+PROBE_TIMEOUT_S = 0.5
 
 
 class ConfluentError(KafkaError):  # type: ignore[misc]
@@ -99,13 +104,14 @@ class ConfluentSource:
         # assignment itself (None while no assignment is in progress).
         self._pending: dict[TopicPartition, int] | None = None
         self._closing = False
+        self._revoking = False
         self._all_down = False
 
     # -- lifecycle ---------------------------------------------------------------
     def connect(self) -> None:
         """Create the consumer and read the cluster's metadata once; raises
         :class:`BrokerUnavailable` when no broker answers (librdkafka connects lazily)."""
-        conf = consumer_conf(self.kafka, self.source, logger=log)
+        conf = consumer_conf(self.kafka, self.source, logger=LIBRDKAFKA_LOG)
         conf["error_cb"] = self._on_error
         try:
             self.consumer = Consumer(conf)
@@ -191,14 +197,22 @@ class ConfluentSource:
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         if self._closing or not partitions:
             return
-        self.handler.on_revoked(sorted(TopicPartition(p.topic, p.partition) for p in partitions))
+        self._revoking = True
+        try:
+            self.handler.on_revoked(
+                sorted(TopicPartition(p.topic, p.partition) for p in partitions)
+            )
+        finally:
+            self._revoking = False
 
     def _on_error(self, err: Any) -> None:
         # librdkafka reconnects by itself; "all brokers down" is what the loop's health
-        # shows (connected()), the rest is logged.
+        # shows (connected()) and logs once; the reconnect chatter stays below WARNING,
+        # like kafka-python's.
         if err.code() == RdKafkaError._ALL_BROKERS_DOWN:
             self._all_down = True
-        log.warning("pipeline=%s confluent-kafka: %s", self.pipeline, err)
+        level = logging.ERROR if err.fatal() else logging.DEBUG
+        log.log(level, "pipeline=%s confluent-kafka: %s", self.pipeline, err)
 
     def close(self) -> None:
         if self.consumer is not None:
@@ -270,9 +284,11 @@ class ConfluentSource:
             self._commit(offsets, asynchronous=False)
 
     def commit_async(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit without waiting for the answer."""
+        """Commit without waiting for the answer; during a revocation it waits: librdkafka
+        runs the callback on the loop's thread, where waiting is safe, and the partitions'
+        next owner then finds the commit (kafka-python's IO thread cannot wait)."""
         if offsets:
-            self._commit(offsets, asynchronous=True)
+            self._commit(offsets, asynchronous=not self._revoking)
 
     def _commit(self, offsets: dict[TopicPartition, int], asynchronous: bool) -> None:
         tps = [RdTopicPartition(tp.topic, tp.partition, int(o)) for tp, o in offsets.items()]
@@ -295,9 +311,19 @@ class ConfluentSource:
         return None if hi is None or hi < 0 else int(hi)
 
     def connected(self) -> bool:
-        """False after librdkafka said every broker is down, until records or metadata
-        come again (librdkafka has no probe of its connections)."""
-        return self.consumer is not None and not self._all_down
+        """False after librdkafka said every broker is down, until records come again or
+        a metadata request is answered (librdkafka has no probe of its connections; the
+        request is sent only while the brokers are thought down, so an idle topic does not
+        keep the daemon unready after the broker is back)."""
+        if self.consumer is None:
+            return False
+        if self._all_down:
+            try:
+                self.consumer.list_topics(timeout=PROBE_TIMEOUT_S)
+                self._all_down = False
+            except KafkaException:
+                pass
+        return not self._all_down
 
 
 def columns_of(msgs: Sequence[Any], pipeline: str = "") -> dict[TopicPartition, RecordColumns]:

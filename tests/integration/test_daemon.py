@@ -582,7 +582,8 @@ def test_group_rebalance_hands_state_over_through_checkpoints(
     assert _alert_ids(kafka, f"{pair}-alerts") == _alert_ids(kafka, f"{ref}-alerts")
 
 
-def test_broker_outage_is_shown_not_fatal(model_path: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_broker_outage_is_shown_not_fatal(model_path: Path, tmp_path: Path, client: str) -> None:
     """The broker going away and coming back: broker_up 0, /readyz 503, /healthz still
     200, then up again, and SIGTERM exits 0. Every state change is one line of the
     daemon's own (connected, assigned, broker lost, broker back); kafka-python's
@@ -596,7 +597,8 @@ def test_broker_outage_is_shown_not_fatal(model_path: Path, tmp_path: Path) -> N
         own.create_topics({"ev": 1, "out-alerts": 1, "out-dlq": 1})
         records = [(0, k, v) for _, k, v in _records(_fleet(n_streams=4, n_steps=50))]
         _produce(bs, "ev", records)
-        d = Daemon(_config(tmp_path, bs, model_path, "ev", "out", 0), 0, tmp_path / "d.log")
+        cfg = _config(tmp_path, bs, model_path, "ev", "out", 0, client=client)
+        d = Daemon(cfg, 0, tmp_path / "d.log")
         d.wait_for(lambda: d.processed() >= len(records), what="records")
         d.wait_for(lambda: d.metric("streamlstm_broker_up") == 1, timeout=10, what="up")
         port = own.port
