@@ -34,28 +34,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from itertools import chain, repeat
-from operator import is_
 from typing import Any
 
 import confluent_kafka  # type: ignore[import-untyped]
-import numpy as np
 from confluent_kafka import (  # type: ignore[import-untyped]
     OFFSET_BEGINNING,
     OFFSET_END,
     OFFSET_INVALID,
     Consumer,
     KafkaException,
-    Message,
 )
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import TopicPartition as RdTopicPartition
 from kafka import TopicPartition  # type: ignore[import-untyped]
-from kafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from streamlstm.io.records import RecordColumns
 from streamlstm.kafka.config import KafkaConfig, SourceConfig
 from streamlstm.kafka.confluent_config import consumer_conf
+from streamlstm.kafka.confluent_records import columns_of, wrap_error
 from streamlstm.kafka.source import (
     METADATA_TIMEOUT_S,
     BrokerUnavailable,
@@ -73,16 +69,6 @@ LIBRDKAFKA_LOG = logging.getLogger("kafka.librdkafka")
 CALL_TIMEOUT_S = 10.0
 # The liveness probe while every broker is down: short, it runs on the loop's thread.
 PROBE_TIMEOUT_S = 0.5
-
-
-class ConfluentError(KafkaError):  # type: ignore[misc]
-    """A librdkafka error, as the loop's KafkaError (it retries, counts, backs off)."""
-
-    retriable = True
-
-
-def _wrap(what: str, exc: Any) -> ConfluentError:
-    return ConfluentError(f"confluent-kafka {what}: {exc}")
 
 
 class ConfluentSource:
@@ -239,7 +225,7 @@ class ConfluentSource:
                 timeout=self.source.poll_timeout_ms / 1000,
             )
         except KafkaException as exc:
-            raise _wrap("consume", exc) from exc
+            raise wrap_error("consume", exc) from exc
         except RuntimeError as exc:  # "Consumer closed"
             raise SourceError(f"pipeline={self.pipeline} consume: {exc}") from exc
         if not msgs:
@@ -266,7 +252,7 @@ class ConfluentSource:
             try:
                 self._c.seek(RdTopicPartition(tp.topic, tp.partition, where))
             except KafkaException as exc:
-                raise _wrap("seek", exc) from exc
+                raise wrap_error("seek", exc) from exc
         return offset
 
     def committed(self, tp: TopicPartition) -> int | None:
@@ -275,7 +261,7 @@ class ConfluentSource:
                 [RdTopicPartition(tp.topic, tp.partition)], timeout=CALL_TIMEOUT_S
             )
         except KafkaException as exc:
-            raise _wrap("committed", exc) from exc
+            raise wrap_error("committed", exc) from exc
         return None if got.offset < 0 else int(got.offset)
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
@@ -295,10 +281,10 @@ class ConfluentSource:
         try:
             done = self._c.commit(offsets=tps, asynchronous=asynchronous)
         except KafkaException as exc:
-            raise _wrap("commit", exc) from exc
+            raise wrap_error("commit", exc) from exc
         failed = [p for p in done or () if p.error is not None]
         if failed:
-            raise _wrap("commit", failed[0].error)
+            raise wrap_error("commit", failed[0].error)
 
     def highwater(self, tp: TopicPartition) -> int | None:
         """The partition's end as of the last fetch (no request), like kafka-python's."""
@@ -324,91 +310,3 @@ class ConfluentSource:
             except KafkaException:
                 pass
         return not self._all_down
-
-
-def columns_of(msgs: Sequence[Any], pipeline: str = "") -> dict[TopicPartition, RecordColumns]:
-    """``consume``'s messages as columns per partition, in offset order.
-
-    The cheap way: each field read by one ``map`` over the messages (a C call per
-    message and field, no Python loop body), keys then values joined into one buffer,
-    spans from cumulative lengths. Headers stay on the messages until a record object
-    is made (:class:`_Headers`). Error events (no record) are logged and dropped; a
-    fatal one raises.
-    """
-    errs = list(map(Message.error, msgs))
-    # is_, not ==: confluent-kafka's KafkaError compared with None leaves a Python error set.
-    if sum(map(is_, errs, repeat(None))) != len(errs):
-        for e in errs:
-            if e is None:
-                continue
-            if e.fatal():
-                raise _wrap("consume (fatal)", e)
-            log.warning("pipeline=%s confluent-kafka: %s", pipeline, e)
-        msgs = [m for m, e in zip(msgs, errs, strict=True) if e is None]
-        if not msgs:
-            return {}
-    topics: list[Any] = list(map(Message.topic, msgs))
-    parts: list[Any] = list(map(Message.partition, msgs))
-    groups: dict[tuple[Any, Any], list[Any]]
-    if topics.count(topics[0]) == len(topics) and parts.count(parts[0]) == len(parts):
-        groups = {(topics[0], parts[0]): list(msgs)}
-    else:
-        groups = {}
-        for m, t, p in zip(msgs, topics, parts, strict=True):
-            g = groups.get((t, p))
-            if g is None:
-                g = groups[(t, p)] = []
-            g.append(m)
-    return {
-        TopicPartition(t, p): _columns(t, p, g)
-        for (t, p), g in groups.items()  # fmt: skip
-    }
-
-
-def _lengths(blobs: list[Any]) -> np.ndarray:
-    if None in blobs:
-        return np.array([-1 if b is None else len(b) for b in blobs], np.int64)
-    return np.array(list(map(len, blobs)), np.int64)
-
-
-def _spans(lengths: np.ndarray, base: int) -> np.ndarray:
-    out = np.empty((lengths.shape[0], 2), np.int64)
-    sizes = np.maximum(lengths, 0)
-    out[:, 0] = base + np.cumsum(sizes) - sizes
-    out[:, 1] = lengths
-    return out
-
-
-def _columns(topic: str, partition: int, msgs: list[Any]) -> RecordColumns:
-    n = len(msgs)
-    keys = list(map(Message.key, msgs))
-    values = list(map(Message.value, msgs))
-    klen, vlen = _lengths(keys), _lengths(values)
-    klen_total = int(np.maximum(klen, 0).sum())
-    stamps = [ts for _, ts in map(Message.timestamp, msgs)]
-    return RecordColumns(
-        topic=topic,
-        partition=partition,
-        data=b"".join(chain(filter(None, keys), filter(None, values))),  # None, b"": nothing
-        offsets=np.array(list(map(Message.offset, msgs)), np.int64),
-        timestamps=np.array(stamps, np.int64),  # librdkafka: -1 when there is none
-        keys=_spans(klen, 0),
-        values=_spans(vlen, klen_total),
-        headers=np.zeros((n, 2), np.int64),
-        header_lists=_Headers(msgs),
-    )
-
-
-class _Headers(Sequence[list[tuple[str, bytes | None]]]):
-    """Per record its headers, read from the message only when asked (dead letters)."""
-
-    def __init__(self, msgs: list[Any]) -> None:
-        self._msgs = msgs
-
-    def __len__(self) -> int:
-        return len(self._msgs)
-
-    def __getitem__(self, i: Any) -> Any:
-        if isinstance(i, slice):
-            return [list(m.headers() or ()) for m in self._msgs[i]]
-        return list(self._msgs[i].headers() or ())

@@ -17,7 +17,7 @@ from kafka.errors import KafkaError
 from streamlstm.io.records import RecordColumns
 from streamlstm.kafka.config import FETCH_MAX_WAIT_MS, KafkaConfig, SourceConfig
 from streamlstm.kafka.confluent_config import consumer_conf, unmapped_consumer_keys
-from streamlstm.kafka.confluent_source import columns_of
+from streamlstm.kafka.confluent_records import columns_of
 from streamlstm.kafka.source import KafkaSource, source_class
 
 SEED = 5
