@@ -7,8 +7,11 @@ failures of the client come out as kafka-python's ``KafkaError`` (the loop's one
 error vocabulary), an unreachable broker at connect as :class:`BrokerUnavailable`.
 
 Why it exists: librdkafka fetches and parses records in C on its own threads; a bare
-consumer reads ~4-9x the records per second of a bare kafka-python one on one core
-(benchmarks/RESULTS-e2e.md). Optional: ``pip install 'streamlstm[confluent]'``.
+consumer reads ~6-9x the records per second of a bare kafka-python one on one core.
+In the daemon the gain is small (0.98-1.13x end to end, benchmarks/RESULTS-e2e.md):
+the bulk reader over kafka-python costs as little an event, and the rest is the
+daemon's own work. It is for deployments that run librdkafka anyway (its security
+and networking behaviour, its tooling). Optional: ``pip install 'streamlstm[confluent]'``.
 
 Where partitions start and when the loop hears of them:
 
