@@ -4,11 +4,16 @@ Measures, in one run on the same broker:
 
 1. raw consume rate: a bare kafka-python consumer (assign + poll, C crc32c)
    reading the whole events topic, records/s; and the same with the daemon's
-   BulkKafkaConsumer (records as columns, streamlstm.kafka.bulk);
+   BulkKafkaConsumer (records as columns, streamlstm.kafka.bulk); and a bare
+   confluent-kafka (librdkafka) consumer (assign + consume(num_messages=...)),
+   installed for the benchmark only (``pip install confluent-kafka``; without it
+   that column is skipped with a message);
 2. end-to-end rate: the daemon's pipeline loop (poll -> decode -> detector ->
    alerts/dead letters -> metrics -> checkpoints) over the same topic, with an
    LSTM of hidden 64, events/s, its ratio to the bare kafka-python consumer of
-   (1), and where an event's time goes (µs: poll, decode, detector, the rest;
+   (1) (the issue's target: >= 1.5x) and to the bare confluent-kafka one; the same
+   with ``kafka.client: confluent`` when confluent-kafka is installed; and
+   where an event's time goes (µs: poll, decode, detector, the rest;
    "own" = the daemon's CPU time outside the Kafka client's poll);
 3. latency from produce to alert (p50/p99) and from produce to scored, at a
    steady load (default 10k events/s) with the daemon running alongside;
@@ -101,22 +106,63 @@ def raw_consume(bootstrap: str, topic: str, n: int, bulk: bool = False) -> float
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     c.assign(tps)
     c.seek_to_beginning(*tps)
-    got = 0
-    t0 = time.perf_counter()
+    got, t0 = 0, 0.0
     while got < n:
         for recs in c.poll(100, max_records=2000).values():
+            if not got:  # the clock starts at the first records (see FIRST_RECORDS)
+                t0, first = time.perf_counter(), sum(map(len, recs)) if bulk else len(recs)
             got += sum(map(len, recs)) if bulk else len(recs)
-    rate = got / (time.perf_counter() - t0)
+    rate = (got - first) / (time.perf_counter() - t0)
+    c.close()
+    return rate
+
+
+# FIRST_RECORDS: a bare consumer's clock starts when its first records arrive, as the
+# daemon's starts after it connected: librdkafka connects and looks offsets up lazily, and
+# that start-up (~0.5 s here) was over half of a one-second read of 1M records.
+CONFLUENT_MISSING = (
+    "confluent-kafka is not installed: the bare confluent-kafka column is skipped "
+    "(install it for the benchmark with `pip install confluent-kafka`)"
+)
+
+
+def have_confluent() -> bool:
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def raw_consume_confluent(bootstrap: str, topic: str, n: int) -> float:
+    """A bare confluent-kafka (librdkafka) consumer reading the topic: assign +
+    ``consume(num_messages=2000)``, each message's error checked, nothing else done."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    c = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": "bench-bare-confluent",
+        "enable.auto.commit": False, "auto.offset.reset": "earliest",
+    })  # fmt: skip
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    got, t0, first = 0, 0.0, 0
+    while got < n:
+        msgs = c.consume(num_messages=2000, timeout=0.1)
+        ok = sum(1 for m in msgs if m.error() is None)
+        if ok and not got:  # the clock starts at the first records (see FIRST_RECORDS)
+            t0, first = time.perf_counter(), ok
+        got += ok
+    rate = (got - first) / (time.perf_counter() - t0)
     c.close()
     return rate
 
 
 def pipeline_config(
     bootstrap: str, topic: str, model_path: Path, ckpt: Path, name: str,
-    fetch_max_wait_ms: int | None = None,
+    fetch_max_wait_ms: int | None = None, client: str = "kafka-python",
 ) -> Any:  # fmt: skip
     kafka: dict[str, Any] = {
         "bootstrap_servers": [bootstrap], "assignment": "static", "group_id": name,
+        "client": client,
     }  # fmt: skip
     if fetch_max_wait_ms is not None:
         kafka["extra"] = {"fetch_max_wait_ms": fetch_max_wait_ms}
@@ -395,11 +441,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"producing {len(records)} events ({args.streams} streams) ...", flush=True)
         res["produce_per_s"] = produce(bs, "events", records)
         print(f"  produce {res['produce_per_s']:,.0f}/s", flush=True)
+        # The benchmark's own millions of objects (the events, the fleet) out of the
+        # collector's sight: a client that makes an object per record (confluent-kafka's
+        # Message, kafka-python's records) otherwise pays full collections of this heap,
+        # which a daemon does not hold (bare confluent-kafka: 144k records/s with it, the
+        # same client ~0.9M/s in a small process).
+        gc.collect()
+        gc.freeze()
         res["raw_consume_per_s"] = raw_consume(bs, "events", len(records))
         raw = res["raw_consume_per_s"]
         print(f"  bare kafka-python consumer {raw:,.0f} records/s", flush=True)
         bulk = res["bulk_consume_per_s"] = raw_consume(bs, "events", len(records), bulk=True)
         print(f"  bare bulk consumer (BulkKafkaConsumer) {bulk:,.0f} records/s", flush=True)
+        if have_confluent():
+            ck = res["confluent_consume_per_s"] = raw_consume_confluent(bs, "events", len(records))
+            print(f"  bare confluent-kafka consumer {ck:,.0f} records/s", flush=True)
+        else:
+            res["confluent_consume_per_s"] = None
+            print(f"  {CONFLUENT_MISSING}", flush=True)
         cfg = pipeline_config(bs, "events", model_path, tmp / "ckpt", "e2e")
         rate, extra = run_e2e(cfg, model, len(records))
         res["e2e_per_s"] = rate
@@ -407,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
         res.update(extra)
         print(f"  end to end {rate:,.0f} events/s = {res['e2e_over_raw']:.2f}x the bare "
               f"kafka-python consumer, {extra['alerts']} alerts opened", flush=True)  # fmt: skip
+        if res["confluent_consume_per_s"]:
+            res["e2e_over_confluent"] = rate / res["confluent_consume_per_s"]
+            print(f"  end to end / bare confluent-kafka consumer {res['e2e_over_confluent']:.2f}x",
+                  flush=True)  # fmt: skip
         print("  µs per event: " + ", ".join(
             f"{k} {v:.2f}" for k, v in extra["us_per_event"].items()), flush=True)  # fmt: skip
         by_thread = extra["thread_cpu_us_per_event"].items()
@@ -420,6 +483,26 @@ def main(argv: list[str] | None = None) -> int:
             f"events/s; bulk / objects {rate / res['e2e_objects_per_s']:.2f}x",
             flush=True,
         )
+        if res["confluent_consume_per_s"]:
+            # The daemon on kafka.client: confluent (librdkafka's threads are not Python
+            # threads: their CPU is in process_cpu, not in the by-thread line).
+            ccfg = pipeline_config(bs, "events", model_path, tmp / "ckpt-confluent",
+                                   "e2e-confluent", client="confluent")  # fmt: skip
+            broker.create_topics({"e2e-confluent-alerts": 1, "e2e-confluent-dlq": 1})
+            crate, res["confluent"] = run_e2e(ccfg, model, len(records))
+            res["e2e_confluent_per_s"] = crate
+            res["e2e_confluent_over_confluent"] = crate / res["confluent_consume_per_s"]
+            res["e2e_confluent_over_raw"] = crate / raw
+            print(
+                f"  end to end with kafka.client: confluent {crate:,.0f} events/s = "
+                f"{res['e2e_confluent_over_confluent']:.2f}x the bare confluent-kafka consumer, "
+                f"{res['e2e_confluent_over_raw']:.2f}x the bare kafka-python one, "
+                f"{res['confluent']['alerts']} alerts opened",
+                flush=True,
+            )
+            per = res["confluent"]["us_per_event"].items()
+            print("  µs per event (confluent): " + ", ".join(
+                f"{k} {v:.2f}" for k, v in per), flush=True)  # fmt: skip
         del records
         if args.latency_s > 0:
             n_lat = int(args.latency_rate * args.latency_s)

@@ -15,6 +15,10 @@ from typing import Any
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 ASSIGNMENTS = ("group", "static")
+# The consumer's client library (``kafka.client``): kafka-python, the default and a
+# dependency; or confluent-kafka (librdkafka), an optional extra
+# (``pip install 'streamlstm[confluent]'``). The producer is kafka-python's either way.
+CLIENTS = ("kafka-python", "confluent")
 STARTS = ("earliest", "latest")
 MASK = "***"
 # How long a fetch may wait on the broker for data (kafka-python's default: 500 ms). The
@@ -43,13 +47,16 @@ class KafkaConfig:
     a static member (KIP-345): a replica that restarts within ``session_timeout_ms``
     gets its partitions back without a rebalance of the group; one id per replica,
     e.g. ``${POD_NAME}``. ``extra`` is passed to kafka-python as is (consumer keys
-    to the consumer, producer keys to the producer).
+    to the consumer, producer keys to the producer). ``client`` picks the consumer's
+    library (:data:`CLIENTS`); with "confluent" the consumer's settings are mapped to
+    librdkafka's names (:mod:`streamlstm.kafka.confluent_config`).
     """
 
     bootstrap_servers: tuple[str, ...]
     client_id: str = "streamlstm"
     group_id: str = "streamlstm"
     assignment: str = "group"
+    client: str = "kafka-python"
     partitions: tuple[int, ...] | None = None
     group_instance_id: str | None = None
     security_protocol: str = "PLAINTEXT"

@@ -223,3 +223,14 @@ class KafkaSource:
             return any(conn.connected() for conn in list(conns.values()))
         except Exception:  # pragma: no cover - private API changed: do not claim an outage
             return True
+
+
+def source_class(client: str) -> Callable[..., Any]:
+    """The source for ``kafka.client``: :class:`KafkaSource` (kafka-python), or
+    :class:`~streamlstm.kafka.confluent_source.ConfluentSource` (imported only then:
+    confluent-kafka is an optional extra)."""
+    if client == "confluent":
+        from streamlstm.kafka.confluent_source import ConfluentSource
+
+        return ConfluentSource
+    return KafkaSource

@@ -62,7 +62,7 @@ from streamlstm.errors import CheckpointError, ModelError, StreamlstmError
 from streamlstm.io.decode import Decoder
 from streamlstm.io.records import RecordColumns
 from streamlstm.kafka.sink import AlertSink, alert_record
-from streamlstm.kafka.source import BrokerUnavailable, KafkaSource
+from streamlstm.kafka.source import BrokerUnavailable, KafkaSource, source_class
 from streamlstm.model import Model, weights_sha256
 from streamlstm.service.backoff import Backoff
 from streamlstm.service.changelog_store import StateStoreUnavailable, open_store
@@ -110,7 +110,7 @@ class PipelineLoop:
         model: Model | None = None,
         reload: threading.Event | None = None,
         alert_listeners: Sequence[Callable[[dict[str, Any]], None]] = (),
-        source_factory: Callable[..., KafkaSource] = KafkaSource,
+        source_factory: Callable[..., KafkaSource] | None = None,
         sink_factory: Callable[..., AlertSink] = AlertSink,
     ) -> None:
         self.cfg = cfg
@@ -126,7 +126,9 @@ class PipelineLoop:
         self.store: StateStore = open_store(cfg)  # checkpoint.store: local files or Kafka
         self._delta = DeltaTracker(self.detector.table, cfg.checkpoint.full_every)
         self.topics: tuple[str, ...] = tuple(cfg.source.topics)
-        self.source = source_factory(cfg.kafka, cfg.source, self, pipeline=cfg.name)
+        # kafka.client picks the source (kafka-python's or confluent-kafka's): one interface.
+        factory = source_factory or source_class(cfg.kafka.client)
+        self.source = factory(cfg.kafka, cfg.source, self, pipeline=cfg.name)
         self.sink = sink_factory(cfg.kafka, cfg.sinks, cfg.name, listeners=alert_listeners)
         self.assigned: set[TopicPartition] = set()
         self.next_offset: dict[TopicPartition, int] = {}

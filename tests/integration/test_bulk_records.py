@@ -10,8 +10,9 @@ headers, big values, events out of order. Then:
    all; the same records (offset, timestamp, key, value, headers) and the same
    decode of each poll, for read_committed and read_uncommitted;
 2. daemon level: the pipeline loop runs over it once with kafka-python's
-   records (its objects turned into columns) and once with the bulk reader:
-   the same scores, stream states, alert ids and dead letters.
+   records (its objects turned into columns), once with the bulk reader and once
+   with the confluent-kafka client (``kafka.client: confluent``): the same
+   scores, stream states, alert ids and dead letters.
 """
 
 from __future__ import annotations
@@ -201,9 +202,12 @@ def test_same_records_and_decodes_as_kafka_pythons_objects(
 
 
 # -- the daemon, both ways ----------------------------------------------------------------
-def _config(bootstrap: str, topic: str, model: Path, ckpt: Path, out: str, dk: dict) -> Any:
+def _config(
+    bootstrap: str, topic: str, model: Path, ckpt: Path, out: str, dk: dict, client: str
+) -> Any:
     doc = {
         "kafka": {"bootstrap_servers": [bootstrap], "assignment": "static", "group_id": out,
+                  "client": client,
                   "extra": {"isolation_level": "read_committed",
                             "max_partition_fetch_bytes": 300_000}},
         "metrics": {"port": 0},
@@ -220,18 +224,31 @@ def _config(bootstrap: str, topic: str, model: Path, ckpt: Path, out: str, dk: d
     return parse_config(doc, source="<test>").pipelines[0]
 
 
-def _run(cfg: Any, consumer: type, ends: dict[TopicPartition, int]) -> dict[str, Any]:
+def _position(consumer: Any, tp: TopicPartition) -> int:
+    if isinstance(consumer, KafkaConsumer):
+        return int(consumer.position(tp))
+    from confluent_kafka import TopicPartition as RdTopicPartition
+
+    (got,) = consumer.position([RdTopicPartition(tp.topic, tp.partition)])
+    return int(got.offset)
+
+
+def _run(cfg: Any, consumer: type | None, ends: dict[TopicPartition, int]) -> dict[str, Any]:
+    """The loop over the topic: kafka-python's source with ``consumer``, or with None the
+    source ``kafka.client`` picks."""
+
     def source(*a: Any, **kw: Any) -> KafkaSource:
         return KafkaSource(*a, **kw, consumer_factory=consumer)
 
     loop = PipelineLoop(cfg, Metrics(CollectorRegistry()), threading.Event(),
-                        source_factory=source)  # fmt: skip
-    scores: list[np.ndarray] = []
+                        source_factory=source if consumer else None)  # fmt: skip
+    # Per partition (group), in order: clients batch partitions differently.
+    scores: dict[int, list[np.ndarray]] = {}
     process = loop.detector.process_many
 
     def keep(*a: Any, **kw: Any) -> Any:
         res = process(*a, **kw)
-        scores.append(res.score.copy())
+        scores.setdefault(kw["group"], []).append(res.score.copy())
         return res
 
     loop.detector.process_many = keep  # type: ignore[method-assign]
@@ -239,7 +256,7 @@ def _run(cfg: Any, consumer: type, ends: dict[TopicPartition, int]) -> dict[str,
     assert loop._connect()
     c = loop.source.consumer
     deadline = time.monotonic() + 120
-    while any(c.position(tp) < end for tp, end in ends.items()):
+    while any(_position(c, tp) < end for tp, end in ends.items()):
         assert time.monotonic() < deadline, "the daemon did not read the topic to its end"
         loop.step()
     assert loop._checkpoint(final=True)
@@ -248,7 +265,8 @@ def _run(cfg: Any, consumer: type, ends: dict[TopicPartition, int]) -> dict[str,
         snap = loop.detector.table.snapshot(group=tp.partition)
         state[tp.partition] = {c: snap[c] for c in ("key_bytes", "key_len", *STATE_COLUMNS)}
     loop.close()
-    return {"scores": np.concatenate(scores), "state": state,
+    joined = np.concatenate([np.concatenate(scores[g]) for g in sorted(scores)])
+    return {"scores": joined, "state": state,
             "offsets": dict(loop.next_offset)}  # fmt: skip
 
 
@@ -267,6 +285,11 @@ def _read_back(bootstrap: str, topic: str) -> list[tuple[Any, ...]]:
     return out
 
 
+def _where(dead: tuple[Any, ...]) -> tuple[int, int]:
+    h = dict(dead[2])
+    return int(h["streamlstm.partition"]), int(h["streamlstm.offset"])
+
+
 @pytest.mark.parametrize("decode", sorted(DECODES))
 def test_daemon_same_scores_states_alerts_and_dead_letters(
     broker: Any, topic: str, tmp_path: Path, decode: str
@@ -275,26 +298,34 @@ def test_daemon_same_scores_states_alerts_and_dead_letters(
     model = persistence_model(clean.values).save(tmp_path / "m.npz")
     ends = _end_offsets(broker.bootstrap, topic)
     runs = {}
-    for how, consumer in (("objects", KafkaConsumer), ("bulk", BulkKafkaConsumer)):
+    clients = (
+        ("objects", KafkaConsumer, "kafka-python"),
+        ("bulk", BulkKafkaConsumer, "kafka-python"),
+        ("confluent", None, "confluent"),
+    )
+    for how, consumer, client in clients:  # fmt: skip
         out = f"{topic}-{decode}-{how}"
         broker.create_topics({f"{out}-alerts": 1, f"{out}-dlq": 1})
-        cfg = _config(broker.bootstrap, topic, model, tmp_path / how, out, DECODES[decode])
+        cfg = _config(broker.bootstrap, topic, model, tmp_path / how, out, DECODES[decode], client)
         runs[how] = _run(cfg, consumer, ends)
         runs[how]["alerts"] = [
             (orjson.loads(v)["id"], orjson.loads(v)["kind"], orjson.loads(v)["score"])
             for _, v, _ in _read_back(broker.bootstrap, f"{out}-alerts")
         ]
         runs[how]["dead"] = _read_back(broker.bootstrap, f"{out}-dlq")
-    a, b = runs["objects"], runs["bulk"]
-    assert a["scores"].tobytes() == b["scores"].tobytes()
+    a = runs["objects"]
     assert np.isfinite(a["scores"]).sum() > 1000
-    for p in range(PARTITIONS):
-        for col, arr in a["state"][p].items():
-            np.testing.assert_array_equal(arr, b["state"][p][col], err_msg=f"{p} {col}")
-    assert a["offsets"] == b["offsets"]
-    assert a["alerts"] == b["alerts"]
     assert a["alerts"], "no alert was raised: the comparison proves little"
-    assert a["dead"] == b["dead"]
+    for how in ("bulk", "confluent"):
+        b = runs[how]
+        assert a["scores"].tobytes() == b["scores"].tobytes(), how
+        for p in range(PARTITIONS):
+            for col, arr in a["state"][p].items():
+                np.testing.assert_array_equal(arr, b["state"][p][col], err_msg=f"{how} {p} {col}")
+        assert a["offsets"] == b["offsets"], how
+        # The output topics interleave partitions in the order the client fetched them.
+        assert sorted(a["alerts"]) == sorted(b["alerts"]), how
+        assert sorted(a["dead"], key=_where) == sorted(b["dead"], key=_where), how
     reasons = {dict(h)["streamlstm.reason"] for _, _, h in a["dead"]}
     assert {b"not_json", b"not_object", b"too_old"} <= reasons, reasons
     assert any(dict(h).get("trace") for _, _, h in a["dead"])  # the record's own headers

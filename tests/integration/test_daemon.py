@@ -127,6 +127,9 @@ def _free_port() -> int:
 
 # Group mode against tansu: the first join takes about session_timeout_ms / 2 (see
 # streamlstm.kafka.broker); these values are for tests only (Kafka's minimum is 6 s).
+# The consumer's client (kafka.client): the tests that run the source for real run with both.
+CLIENTS = ("kafka-python", "confluent")
+
 GROUP_TIMEOUTS = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500,
                   "max_poll_interval_ms": 10000}  # fmt: skip
 
@@ -134,9 +137,10 @@ GROUP_TIMEOUTS = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500,
 def _config(
     tmp: Path, bootstrap: str, model: Path, topic: str, name: str, port: int,
     group: str | None = None, ckpt_name: str | None = None, file_name: str | None = None,
-    **ckpt: Any,
+    client: str = "kafka-python", **ckpt: Any,
 ) -> Path:  # fmt: skip
-    kafka = {"bootstrap_servers": [bootstrap], "assignment": "static", "group_id": f"g-{name}"}
+    kafka = {"bootstrap_servers": [bootstrap], "assignment": "static", "group_id": f"g-{name}",
+             "client": client}  # fmt: skip
     if group is not None:
         kafka.update(assignment="group", group_id=group, **GROUP_TIMEOUTS)
     doc = {
@@ -318,8 +322,9 @@ def test_fleet_alerts_metrics_and_sigterm(kafka: str, model_path: Path, tmp_path
     assert set(a["features"]) == set(FEATURES) and a["top_features"]
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_kill_9_and_restart_equals_uninterrupted_run(
-    kafka: str, model_path: Path, tmp_path: Path
+    kafka: str, model_path: Path, tmp_path: Path, client: str
 ) -> None:
     run = uuid.uuid4().hex[:6]
     topic = f"t2-{run}-events"
@@ -335,7 +340,7 @@ def test_kill_9_and_restart_equals_uninterrupted_run(
     _produce(kafka, topic, records[:third])
     port = _free_port()
     # 5 s: the second third is processed and killed well before the next checkpoint.
-    cfg = _config(tmp_path, kafka, model_path, topic, killed, port, interval_s=5)
+    cfg = _config(tmp_path, kafka, model_path, topic, killed, port, client=client, interval_s=5)
     d = Daemon(cfg, port, tmp_path / "killed.log")
     d.wait_for(lambda: d.processed() >= third, what="first third")
     d.wait_for(
@@ -355,6 +360,8 @@ def test_kill_9_and_restart_equals_uninterrupted_run(
     # Replayed events count again: wait for everything after the checkpoint.
     d2.wait_for(lambda: d2.processed() >= len(records) - sum(at), what="the rest")
     assert d2.wait(signal.SIGTERM) == 0, d2.tail()
+    log_text = (tmp_path / "killed.log").read_text()
+    assert ("consumer: confluent-kafka" in log_text) == (client == "confluent")
 
     # The reference run: all events, never interrupted.
     port = _free_port()
@@ -374,8 +381,9 @@ def test_kill_9_and_restart_equals_uninterrupted_run(
     assert ids_killed == ids_ref
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_garbage_goes_to_dead_letters_and_good_records_are_scored(
-    kafka: str, model_path: Path, tmp_path: Path
+    kafka: str, model_path: Path, tmp_path: Path, client: str
 ) -> None:
     name = f"t3-{uuid.uuid4().hex[:6]}"
     topic = f"{name}-events"
@@ -410,11 +418,13 @@ def test_garbage_goes_to_dead_letters_and_good_records_are_scored(
     sent = good + [(0, k, v) for k, v, _ in garbage] + [(0, k, v) for _, k, v in extra]
     _produce(kafka, topic, sent)
     port = _free_port()
-    d = Daemon(_config(tmp_path, kafka, model_path, topic, name, port), port, tmp_path / "d.log")
+    cfg = _config(tmp_path, kafka, model_path, topic, name, port, client=client)
+    d = Daemon(cfg, port, tmp_path / "d.log")
     d.wait_for(lambda: d.processed() >= len(sent), what="all records")
     assert d.metric("streamlstm_events_total", outcome="ok") == len(good) + len(extra)
     assert d.get("/healthz")[0] == 200
     assert d.wait(signal.SIGTERM) == 0, d.tail()
+    assert ("consumer: confluent-kafka" in d.log.read_text()) == (client == "confluent")
 
     dead = _read_all(kafka, f"{name}-dlq")
     assert len(dead) == len(garbage)
@@ -518,8 +528,9 @@ def test_demo_prints_alerts_and_stops_cleanly(tmp_path: Path) -> None:
     assert list((tmp_path / "checkpoints").rglob("*.ckpt")), "no final checkpoint"
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_group_rebalance_hands_state_over_through_checkpoints(
-    kafka: str, model_path: Path, tmp_path: Path
+    kafka: str, model_path: Path, tmp_path: Path, client: str
 ) -> None:
     """Two replicas in one consumer group share a checkpoint dir: when the second joins,
     the first checkpoints what it gives up and the second restores it. The end state and
@@ -535,7 +546,7 @@ def test_group_rebalance_hands_state_over_through_checkpoints(
     ports = [_free_port(), _free_port()]
     cfgs = [
         _config(tmp_path, kafka, model_path, topic, pair, ports[i], group=f"g-{pair}",
-                file_name=f"{pair}-{i}")
+                file_name=f"{pair}-{i}", client=client)
         for i in range(2)
     ]  # fmt: skip
     a = Daemon(cfgs[0], ports[0], tmp_path / "a.log")
@@ -556,6 +567,7 @@ def test_group_rebalance_hands_state_over_through_checkpoints(
     assert b.wait(signal.SIGTERM) == 0, b.tail()
     assert a.wait(signal.SIGTERM) == 0, a.tail()
     assert "revoked" in a.tail()
+    assert ("consumer: confluent-kafka" in a.log.read_text()) == (client == "confluent")
 
     port = _free_port()
     r = Daemon(_config(tmp_path, kafka, model_path, topic, ref, port), port, tmp_path / "r.log")
@@ -570,7 +582,8 @@ def test_group_rebalance_hands_state_over_through_checkpoints(
     assert _alert_ids(kafka, f"{pair}-alerts") == _alert_ids(kafka, f"{ref}-alerts")
 
 
-def test_broker_outage_is_shown_not_fatal(model_path: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_broker_outage_is_shown_not_fatal(model_path: Path, tmp_path: Path, client: str) -> None:
     """The broker going away and coming back: broker_up 0, /readyz 503, /healthz still
     200, then up again, and SIGTERM exits 0. Every state change is one line of the
     daemon's own (connected, assigned, broker lost, broker back); kafka-python's
@@ -584,7 +597,8 @@ def test_broker_outage_is_shown_not_fatal(model_path: Path, tmp_path: Path) -> N
         own.create_topics({"ev": 1, "out-alerts": 1, "out-dlq": 1})
         records = [(0, k, v) for _, k, v in _records(_fleet(n_streams=4, n_steps=50))]
         _produce(bs, "ev", records)
-        d = Daemon(_config(tmp_path, bs, model_path, "ev", "out", 0), 0, tmp_path / "d.log")
+        cfg = _config(tmp_path, bs, model_path, "ev", "out", 0, client=client)
+        d = Daemon(cfg, 0, tmp_path / "d.log")
         d.wait_for(lambda: d.processed() >= len(records), what="records")
         d.wait_for(lambda: d.metric("streamlstm_broker_up") == 1, timeout=10, what="up")
         port = own.port

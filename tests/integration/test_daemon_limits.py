@@ -210,16 +210,17 @@ def test_a_partition_whose_checkpoint_is_on_another_disk_is_not_started_cold_sil
     assert "ERROR" in line and "checkpoint.store: kafka" in line
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 def test_unreadable_checkpoint_found_in_a_rebalance_stops_the_daemon(
-    kafka: str, model_path: Path, tmp_path: Path
+    kafka: str, model_path: Path, tmp_path: Path, client: str
 ) -> None:
-    """Group mode restores in kafka-python's rebalance callback, which wraps an exception
-    into a KafkaError that the loop would retry as a broker error, forever not ready. The
-    refusal reaches the loop thread and the daemon exits 2 all the same."""
+    """Group mode restores in the client's rebalance callback; kafka-python's wraps an
+    exception into a KafkaError that the loop would retry as a broker error, forever not
+    ready. The refusal reaches the loop thread and the daemon exits 2 all the same."""
     name = f"lostg-{uuid.uuid4().hex[:6]}"
     topic = f"{name}-events"
     _create_topics(kafka, {topic: 1, f"{name}-alerts": 1, f"{name}-dlq": 1})
-    cfg = _config(tmp_path, kafka, model_path, topic, name, 0, group=f"g-{name}")
+    cfg = _config(tmp_path, kafka, model_path, topic, name, 0, group=f"g-{name}", client=client)
     store = CheckpointStore(tmp_path / f"ckpt-{name}", "sensors")
     store.write(topic, 0, 0, {"format": np.array([1])}, {"format": 99})
     proc = subprocess.run(

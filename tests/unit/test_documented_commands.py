@@ -77,6 +77,10 @@ RUN_BY: dict[str, str] = {
 }
 
 NOT_RUN_HERE: dict[str, tuple[str, str]] = {
+    "pip install 'streamlstm[confluent]'": (
+        "the confluent extra's package is in the test extra .ci/run installs",
+        "tests/unit/test_documented_commands.py::test_the_confluent_extra_is_in_the_test_extra",
+    ),
     '.venv/bin/pip install -q -e ".[demo]"': (
         "the demo extra is a subset of the test extra .ci/run installs",
         "tests/unit/test_documented_commands.py::test_the_demo_extra_is_in_the_test_extra",
@@ -221,3 +225,18 @@ def test_the_demo_extra_is_in_the_test_extra() -> None:
         "optional-dependencies"
     ]
     assert set(extras["demo"]) <= set(extras["test"]), extras
+
+
+def test_the_confluent_extra_is_in_the_test_extra() -> None:
+    """kafka.client: confluent is tested in CI: the test extra installs what the
+    confluent extra does (at a release at least as new)."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    (want,) = extras["confluent"]
+    (got,) = [r for r in extras["test"] if r.startswith("confluent-kafka")]
+    assert want.startswith("confluent-kafka>=") and got.startswith("confluent-kafka>=")
+    as_tuple = [tuple(int(x) for x in r.split(">=")[1].split(".")) for r in (want, got)]
+    assert as_tuple[1] >= as_tuple[0], (want, got)

@@ -87,6 +87,26 @@ def test_only_the_kafka_wing_imports_kafka_python() -> None:
             assert not [i for i in imps if i == "kafka" or i.startswith("kafka.")], mod
 
 
+def test_only_the_kafka_wing_imports_confluent_kafka() -> None:
+    """confluent-kafka is an optional extra: only the modules of that client (imported on
+    ``kafka.client: confluent`` alone) and its config check may import it."""
+    for mod, imps in modules().items():
+        if any(i == "confluent_kafka" or i.startswith("confluent_kafka.") for i in imps):
+            assert mod.startswith("streamlstm.kafka.confluent_"), mod
+
+
+def test_the_daemon_imports_without_confluent_kafka() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['confluent_kafka'] = None\n"
+        "import streamlstm.cli, streamlstm.service.loop, streamlstm.service.app\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_the_top_level_holds_only_entry_points() -> None:
     top = {p.stem for p in PKG.glob("*.py")}
     assert top == {"__init__", "__main__", "errors"}, top

@@ -18,6 +18,11 @@ from streamlstm.kafka.config import (
     KafkaConfig,
     kafka_client_keys,
 )
+from streamlstm.kafka.confluent_config import (
+    CONSUMER_EXTRA,
+    confluent_missing,
+    unmapped_consumer_keys,
+)
 from streamlstm.service.config.keys import _KAFKA_KEYS, _SERVER_RE, KAFKA
 from streamlstm.service.config.yamlread import Invalid, Section, found
 
@@ -60,6 +65,7 @@ class KafkaSectionParser:
         client_id = get("client_id").read("client_id")
         group_id = get("group_id").read("group_id", f"streamlstm-{name}")
         assignment = get("assignment").read("assignment")
+        client = self.client(get("client"))
         parts_map = get("partitions")
         partitions = parts_map.seq("partitions", None)
         if partitions is not None:
@@ -164,6 +170,13 @@ class KafkaSectionParser:
         max_poll = get("max_poll_interval_ms").read("max_poll_interval_ms")
         request = get("request_timeout_ms").read("request_timeout_ms")
         extra = self.extra(get("extra"))
+        if client == "confluent" and (unmapped := unmapped_consumer_keys(extra)):
+            raise Invalid(
+                f"{get('extra').at('extra')}.{unmapped[0]}",
+                f"a kafka-python consumer setting that kafka.client: confluent does not map "
+                f"to librdkafka (mapped: {', '.join(sorted(CONSUMER_EXTRA))}); remove it or "
+                "use client: kafka-python",
+            )
         # kafka-python refuses to build a consumer otherwise; say so here, with the path.
         lo = extra.get("fetch_max_wait_ms", FETCH_MAX_WAIT_MS)
         hi = extra.get("connections_max_idle_ms", 540000)
@@ -178,6 +191,7 @@ class KafkaSectionParser:
             client_id=client_id,
             group_id=group_id,
             assignment=assignment,
+            client=client,
             partitions=partitions,
             group_instance_id=instance,
             security_protocol=protocol,
@@ -195,6 +209,20 @@ class KafkaSectionParser:
             request_timeout_ms=request,
             extra=extra,
         )  # fmt: skip
+
+    def client(self, m: Section) -> str:
+        """``kafka.client``; "confluent" only where confluent-kafka can be imported."""
+        client: str = m.read("client")
+        if client == "confluent":
+            missing = confluent_missing()
+            if missing:
+                raise Invalid(
+                    m.at("client"),
+                    f"confluent needs the confluent-kafka package, which is not installed "
+                    f"({missing}); pip install 'streamlstm[confluent]', or remove the key to "
+                    "use kafka-python",
+                )
+        return client
 
     def secret(self, get: Callable[[str], Section], name: str) -> str | None:
         """``<name>_env`` or ``<name>_file``; the literal ``<name>`` key is refused."""

@@ -21,6 +21,7 @@ from streamlstm.io.decode import TIME_UNITS, DecodeConfig
 from streamlstm.io.features import ROLES, TRANSFORMS
 from streamlstm.kafka.config import (
     ASSIGNMENTS,
+    CLIENTS,
     SASL_MECHANISMS,
     SECURITY_PROTOCOLS,
     STARTS,
@@ -117,6 +118,10 @@ KAFKA: dict[str, Key] = {
     "client_id": _text(_K.client_id),
     "group_id": _text(_Computed("streamlstm-<pipeline name>")),
     "assignment": _text(_K.assignment, choices=ASSIGNMENTS),
+    "client": _text(
+        _K.client, "the consumer's library: kafka-python, or confluent (confluent-kafka, "
+        "pip install 'streamlstm[confluent]')", choices=CLIENTS,
+    ),
     "partitions": Key(
         "array", None, "partition numbers (assignment: static only; null = all)",
         nullable=True, items=Key("integer", what="a partition number", lo=0), one_as_list=True,

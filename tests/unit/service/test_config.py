@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from streamlstm.detector import DetectorConfig
 from streamlstm.errors import ConfigError
@@ -531,3 +534,38 @@ def test_fetches_wait_briefly_by_default_and_extra_overrides_it():
     assert kw["fetch_max_wait_ms"] == FETCH_MAX_WAIT_MS <= 50
     cfg = parse(with_("kafka.extra", {"fetch_max_wait_ms": 200}))
     assert cfg.pipelines[0].kafka.consumer_kwargs()["fetch_max_wait_ms"] == 200
+
+
+# -- the consumer's client ------------------------------------------------------------------
+def test_client_defaults_to_kafka_python_and_confluent_is_chosen_by_name() -> None:
+    assert parse(minimal()).pipelines[0].kafka.client == "kafka-python"
+    assert parse(with_("kafka.client", "confluent")).pipelines[0].kafka.client == "confluent"
+    (msg,) = errors_of(with_("kafka.client", "librdkafka"))
+    assert msg.startswith("test.yaml: kafka.client: ") and "kafka-python, confluent" in msg
+
+
+def test_confluent_refuses_a_consumer_setting_it_cannot_map() -> None:
+    data = with_("kafka.client", "confluent")
+    data["kafka"]["extra"] = {"fetch_max_wait_ms": 20, "exclude_internal_topics": False}
+    (msg,) = errors_of(data)
+    assert msg.startswith("test.yaml: kafka.extra.exclude_internal_topics: "), msg
+    assert "client: confluent" in msg
+    # kafka-python takes it as before
+    data["kafka"]["client"] = "kafka-python"
+    assert parse(data).pipelines[0].kafka.extra["exclude_internal_topics"] is False
+
+
+def test_confluent_without_the_package_names_the_yaml_path(tmp_path: Path) -> None:
+    """A real missing package: the import is blocked in a fresh interpreter."""
+    cfg = tmp_path / "c.yaml"
+    data = with_(f"{P}.kafka.client", "confluent")
+    cfg.write_text(yaml.safe_dump(data))
+    code = (
+        "import sys; sys.modules['confluent_kafka'] = None\n"
+        "from streamlstm.service.config import load_config\n"
+        f"load_config({str(cfg)!r})\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert f"{P}.kafka.client: confluent needs the confluent-kafka package" in proc.stderr
+    assert "pip install 'streamlstm[confluent]'" in proc.stderr
