@@ -35,7 +35,6 @@ Where partitions start and when the loop hears of them:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,10 +55,10 @@ from streamlstm.kafka.config import KafkaConfig, SourceConfig
 from streamlstm.kafka.confluent_config import consumer_conf
 from streamlstm.kafka.confluent_records import columns_of, wrap_error
 from streamlstm.kafka.source import (
-    METADATA_TIMEOUT_S,
     BrokerUnavailable,
     PartitionHandler,
     SourceError,
+    static_partitions,
 )
 
 log = logging.getLogger(__name__)
@@ -121,7 +120,10 @@ class ConfluentSource:
         """Assign (static; ``on_assigned`` runs now) or subscribe (group)."""
         c = self._c
         if self.kafka.assignment == "static":
-            self._assign(self._static_partitions(), c.assign)
+            self._assign(
+                static_partitions(self.kafka, self.source, self.pipeline, self._partitions_of),
+                c.assign,
+            )
         else:
             inst = self.kafka.group_instance_id
             log.info(
@@ -135,25 +137,6 @@ class ConfluentSource:
                 on_revoke=self._on_revoke,
                 on_lost=self._on_revoke,
             )
-
-    def _static_partitions(self) -> list[TopicPartition]:
-        out: list[TopicPartition] = []
-        for topic in self.source.topics:
-            wanted = self.kafka.partitions
-            if wanted is None:
-                deadline = time.monotonic() + METADATA_TIMEOUT_S
-                parts = self._partitions_of(topic)
-                while not parts and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                    parts = self._partitions_of(topic)
-                if not parts:
-                    raise BrokerUnavailable(
-                        f"pipeline={self.pipeline} topic {topic!r} has no partitions in the "
-                        "broker's metadata (does it exist?)"
-                    )
-                wanted = tuple(sorted(parts))
-            out.extend(TopicPartition(topic, int(p)) for p in wanted)
-        return out
 
     def _partitions_of(self, topic: str) -> list[int]:
         try:

@@ -69,6 +69,34 @@ class _Listener(ConsumerRebalanceListener):
         self.handler.on_assigned(sorted(assigned))
 
 
+def static_partitions(
+    kafka: KafkaConfig,
+    source: SourceConfig,
+    pipeline: str,
+    partitions_of: Callable[[str], Any],
+) -> list[TopicPartition]:
+    """Static mode's partitions: the configured ones, else every partition of each topic
+    as ``partitions_of(topic)`` reports them (waiting up to METADATA_TIMEOUT_S for a topic
+    created a moment ago). Both clients' sources use it."""
+    out: list[TopicPartition] = []
+    for topic in source.topics:
+        wanted = kafka.partitions
+        if wanted is None:
+            deadline = time.monotonic() + METADATA_TIMEOUT_S
+            parts = partitions_of(topic)
+            while not parts and time.monotonic() < deadline:
+                time.sleep(0.2)
+                parts = partitions_of(topic)
+            if not parts:
+                raise BrokerUnavailable(
+                    f"pipeline={pipeline} topic {topic!r} has no partitions in the "
+                    "broker's metadata (does it exist?)"
+                )
+            wanted = tuple(sorted(parts))
+        out.extend(TopicPartition(topic, int(p)) for p in wanted)
+    return out
+
+
 class KafkaSource:
     """Consumer wrapper: connect, assign/subscribe, poll, seek, commit, lag."""
 
@@ -103,7 +131,9 @@ class KafkaSource:
         """Assign (static) or subscribe (group); static mode calls ``on_assigned`` now."""
         c = self._c
         if self.kafka.assignment == "static":
-            tps = self._static_partitions()
+            tps = static_partitions(
+                self.kafka, self.source, self.pipeline, lambda t: c.partitions_for_topic(t)
+            )
             c.assign(tps)
             self.handler.on_assigned(tps)
         else:
@@ -113,26 +143,6 @@ class KafkaSource:
                 f"static member {inst}" if inst else "a dynamic member",
             )  # fmt: skip
             c.subscribe(topics=list(self.source.topics), listener=_Listener(self.handler))
-
-    def _static_partitions(self) -> list[TopicPartition]:
-        c = self._c
-        out: list[TopicPartition] = []
-        for topic in self.source.topics:
-            wanted = self.kafka.partitions
-            if wanted is None:
-                deadline = time.monotonic() + METADATA_TIMEOUT_S
-                parts = c.partitions_for_topic(topic)
-                while not parts and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                    parts = c.partitions_for_topic(topic)
-                if not parts:
-                    raise BrokerUnavailable(
-                        f"pipeline={self.pipeline} topic {topic!r} has no partitions in the "
-                        "broker's metadata (does it exist?)"
-                    )
-                wanted = tuple(sorted(parts))
-            out.extend(TopicPartition(topic, int(p)) for p in wanted)
-        return out
 
     def close(self) -> None:
         if self.consumer is not None:
