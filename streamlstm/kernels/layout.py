@@ -123,7 +123,13 @@ SS_CMM = 24  # relation: normal mean of m_f ** 2
 SS_RE = 25  # relation: short level of e_f = z_f - beta_f m_f
 SS_REM = 26  # relation: normal mean of SS_RE
 SS_REV = 27  # relation: normal variance of SS_RE
-N_SSTAT = 28
+SS_HI = 28  # range: the highest normal short level (decaying toward the baseline)
+SS_LO = 29  # range: the lowest normal short level
+SS_XC = 30  # range: signed count of the short level's crossings of its baseline
+SS_HIP = 31  # range: peak of the short level's excursion above SS_HI under way
+SS_LOP = 32  # range: trough of the excursion below SS_LO under way
+SS_QD = 33  # range: decaying maximum depth of the normal excursions beyond it (widths)
+N_SSTAT = 34
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32
 # elements, each a multiple of WEIGHT_ALIGN) of the six weight arrays in the
