@@ -175,7 +175,7 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
         cands = [f for f in fetch_by_p.get(p, []) if f[0] <= o]
         if cands:
             _, d["fetch_sent"], d["fetched"] = max(cands, key=lambda f: (f[0], f[2]))
-        for t0, t1, rng in polls:
+        for _t0, t1, rng in polls:
             r = rng.get(p)
             if r is not None and r[0] <= o <= r[1]:
                 d["polled"] = t1
@@ -203,7 +203,7 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
     chain = ("send", "acked", "fetched", "polled", "to_sink", "alert_acked", "read")
     out["slowest_5pct_mean_ms"] = {
         f"{a} -> {b}": round(float(np.mean([d[b] - d[a] for d in slow])) * 1000, 2)
-        for a, b in zip(chain, chain[1:])
+        for a, b in zip(chain, chain[1:], strict=False)
     }
     sizes = np.array([sum(r[1] - r[0] + 1 for r in rng.values()) for _, _, rng in polls if rng])
     rtt = np.array([t_done - t_sent for t_done, t_sent, _ in fetches]) * 1000
@@ -247,8 +247,9 @@ def probe_broker(
     for w in waits:
         topic = f"probe-{w}"
         broker.create_topics({topic: 1})
-        c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=w,
-                          request_timeout_ms=max(30000, 2 * w + 1000))  # fmt: skip
+        c = KafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=w
+        )
         tp = TopicPartition(topic, 0)
         c.assign([tp])
         c.seek_to_beginning(tp)
