@@ -159,13 +159,15 @@ def raw_consume_confluent(bootstrap: str, topic: str, n: int) -> float:
 def pipeline_config(
     bootstrap: str, topic: str, model_path: Path, ckpt: Path, name: str,
     fetch_max_wait_ms: int | None = None, client: str = "kafka-python",
+    extra: dict[str, Any] | None = None,
 ) -> Any:  # fmt: skip
     kafka: dict[str, Any] = {
         "bootstrap_servers": [bootstrap], "assignment": "static", "group_id": name,
         "client": client,
     }  # fmt: skip
+    kafka["extra"] = dict(extra or {})
     if fetch_max_wait_ms is not None:
-        kafka["extra"] = {"fetch_max_wait_ms": fetch_max_wait_ms}
+        kafka["extra"]["fetch_max_wait_ms"] = fetch_max_wait_ms
     doc = {
         "kafka": kafka,
         "metrics": {"port": 0},
@@ -422,6 +424,11 @@ def main(argv: list[str] | None = None) -> int:
         help="kafka.extra fetch_max_wait_ms for the latency run (default: the daemon's, 10 ms; "
         "kafka-python's own is 500)",
     )  # fmt: skip
+    ap.add_argument(
+        "--latency-baseline", type=json.loads, default=None, metavar="JSON",
+        help="also run the latency phase first under this kafka.extra (e.g. the settings "
+        'before a change: \'{"linger_ms": 5}\'), then under the defaults',
+    )  # fmt: skip
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--only-rss", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -517,14 +524,21 @@ def main(argv: list[str] | None = None) -> int:
                 kinds=("spike", "level_shift"), start_time=1_800_000_000.0,
             ))  # fmt: skip
             lrec = encode(lfleet)
-            broker.create_topics({"lat": PARTITIONS, "lat-alerts": 1, "lat-dlq": 1})
-            lcfg = pipeline_config(
-                bs, "lat", model_path, tmp / "lat-ckpt", "lat", args.fetch_max_wait_ms
-            )
-            res["latency"] = run_latency(
-                bs, lcfg, model, lrec, args.latency_rate, args.latency_s, "lat-alerts"
-            )
-            print(f"  latency at {args.latency_rate:,.0f}/s: {res['latency']}", flush=True)
+            # With --latency-baseline: the same run under the given kafka.extra first (the
+            # settings before a change), then under the defaults, on fresh topics.
+            runs = [("latency_baseline", args.latency_baseline)] if args.latency_baseline else []
+            for key, extra in [*runs, ("latency", None)]:
+                name = "lat-base" if extra is not None else "lat"
+                broker.create_topics({name: PARTITIONS, f"{name}-alerts": 1, f"{name}-dlq": 1})
+                lcfg = pipeline_config(bs, name, model_path, tmp / f"{name}-ckpt", name,
+                                       args.fetch_max_wait_ms, extra=extra)  # fmt: skip
+                load = os.getloadavg()[0]
+                res[key] = run_latency(
+                    bs, lcfg, model, lrec, args.latency_rate, args.latency_s, f"{name}-alerts"
+                )
+                res[key]["load_average"] = load
+                res[key]["kafka_extra"] = extra or {}
+                print(f"  {key} at {args.latency_rate:,.0f}/s: {res[key]}", flush=True)
     if args.streams_rss > 0:
         # A fresh process, so the RSS is that of the state and not of the stages above.
         import subprocess

@@ -53,7 +53,8 @@ STAGES = ("send", "acked", "fetch_sent", "fetched", "polled", "to_sink", "alert_
 
 
 def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]], rate: float,
-        seconds: float, alerts_topic: str, reader_wait_ms: int) -> dict[str, Any]:  # fmt: skip
+        seconds: float, alerts_topic: str, reader_wait_ms: int, load_process: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.consumer import fetcher as kf
     from prometheus_client import CollectorRegistry
@@ -97,6 +98,33 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
         return out
 
     loop.source.poll = poll  # type: ignore[method-assign]
+    # Wall time of the loop's other parts (a long one holds every event behind it).
+    parts: dict[str, list[float]] = {
+        k: []
+        for k in ("process", "decode", "detector", "alert", "checkpoint", "publish",
+                  "ckpt_flush", "ckpt_write", "ckpt_commit")  # fmt: skip
+    }
+
+    def timed(name: str, fn: Any) -> Any:
+        def inner(*a: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                parts[name].append((time.perf_counter() - t0) * 1000)
+
+        return inner
+
+    loop.process = timed("process", loop.process)  # type: ignore[method-assign]
+    loop._checkpoint = timed("checkpoint", loop._checkpoint)  # type: ignore[method-assign]
+    loop._publish = timed("publish", loop._publish)  # type: ignore[method-assign]
+    loop.decoder.decode = timed("decode", loop.decoder.decode)  # type: ignore[method-assign]
+    det = loop.detector
+    det.process_many = timed("detector", det.process_many)  # type: ignore[method-assign]
+    loop.sink.alert = timed("alert", loop.sink.alert)  # type: ignore[method-assign]
+    loop.sink.flush = timed("ckpt_flush", loop.sink.flush)  # type: ignore[method-assign]
+    loop.store.write = timed("ckpt_write", loop.store.write)  # type: ignore[method-assign]
+    loop.source.commit = timed("ckpt_commit", loop.source.commit)  # type: ignore[method-assign]
     sink = loop.sink
     orig_send_raw = sink._send_raw
 
@@ -115,6 +143,9 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
     sent: dict[tuple[int, int], tuple[float, float]] = {}
 
     def producer() -> None:
+        if load_process:
+            _producer_process(bootstrap, topic, records[:n_total], rate, sent)
+            return
         prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
         t_next = time.monotonic()
         chunk = max(1, int(rate / 200))
@@ -209,7 +240,52 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
     rtt = np.array([t_done - t_sent for t_done, t_sent, _ in fetches]) * 1000
     out["poll_records"] = _pct(sizes.astype(float))
     out["daemon_fetch_round_trip_ms"] = _pct(rtt)
+    out["loop_parts_ms"] = {k: {"n": len(v), **_pct(np.array(v))} for k, v in parts.items()}
     return out
+
+
+_LOAD = """
+import pickle, sys, time
+import numpy as np
+from kafka import KafkaProducer
+bootstrap, topic, path, out = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[5]
+rate = float(sys.argv[4])
+records = pickle.load(open(path, "rb"))
+prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
+rows = []
+t_next = time.monotonic()
+chunk = max(1, int(rate / 200))
+for i in range(0, len(records), chunk):
+    for k, v in records[i : i + chunk]:
+        t = time.time()
+        fut = prod.send(topic, key=k, value=v)
+        fut.add_callback(lambda md, t=t: rows.append((md.partition, md.offset, t, time.time())))
+    t_next += chunk / rate
+    d = t_next - time.monotonic()
+    if d > 0:
+        time.sleep(d)
+prod.flush()
+prod.close()
+np.save(out, np.array(rows, dtype=np.float64))
+"""
+
+
+def _producer_process(
+    bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], rate: float,
+    sent: dict[tuple[int, int], tuple[float, float]],
+) -> None:  # fmt: skip
+    """The load producer in a process of its own (same code, same pacing): it does not
+    share the daemon's interpreter lock. Its send and ack times come back in a file."""
+    import pickle
+
+    d = Path(tempfile.mkdtemp(prefix="lat-load-"))
+    (d / "rec.pkl").write_bytes(pickle.dumps(records))
+    subprocess.run(
+        [sys.executable, "-c", _LOAD, bootstrap, topic, str(d / "rec.pkl"), str(rate),
+         str(d / "sent.npy")], check=True,
+    )  # fmt: skip
+    for p, o, t, ta in np.load(d / "sent.npy").tolist():
+        sent[(int(p), int(o))] = (t, ta)
 
 
 def _pct(x: np.ndarray) -> dict[str, float]:
@@ -283,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         help="kafka.extra for the daemon, JSON, e.g. '{\"linger_ms\": 0}'",
     )
     ap.add_argument("--switch-interval-ms", type=float, default=None)
+    ap.add_argument("--load-process", action="store_true",
+                    help="the load producer in a process of its own")  # fmt: skip
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="lat-stages-"))
     res: dict[str, Any] = {"load_average": os.getloadavg()}
@@ -315,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.setswitchinterval(args.switch_interval_ms / 1000)
         res["settings"] = {"extra": args.extra, "switch_interval_s": sys.getswitchinterval()}
         res.update(run(bs, cfg, model, records, args.rate, args.seconds, "lat-alerts",
-                       args.reader_fetch_max_wait_ms))  # fmt: skip
+                       args.reader_fetch_max_wait_ms, args.load_process))  # fmt: skip
     res["load_average_after"] = os.getloadavg()
     print(json.dumps(res, indent=1))
     return 0
