@@ -99,11 +99,8 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
 
     loop.source.poll = poll  # type: ignore[method-assign]
     # Wall time of the loop's other parts (a long one holds every event behind it).
-    parts: dict[str, list[float]] = {
-        k: []
-        for k in ("process", "decode", "detector", "alert", "checkpoint", "publish",
-                  "ckpt_flush", "ckpt_write", "ckpt_commit")  # fmt: skip
-    }
+    names = "process decode detector alert checkpoint publish ckpt_flush ckpt_write ckpt_commit"
+    parts: dict[str, list[float]] = {k: [] for k in names.split()}
 
     def timed(name: str, fn: Any) -> Any:
         def inner(*a: Any, **kw: Any) -> Any:
