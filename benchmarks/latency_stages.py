@@ -28,6 +28,7 @@ clients and the loop's objects; nothing in ``streamlstm`` changes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -60,7 +61,16 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
     from prometheus_client import CollectorRegistry
 
     stop = threading.Event()
-    loop = PipelineLoop(cfg.pipelines[0], Metrics(CollectorRegistry()), stop, model=model)
+    metrics = Metrics(CollectorRegistry())
+    scored: list[np.ndarray] = []
+    observe = metrics.latency.observe_many
+
+    def keep(labels: Any, values: np.ndarray) -> None:  # as bench_e2e: exact values
+        scored.append(np.asarray(values, np.float64).copy())
+        observe(labels, values)
+
+    metrics.latency.observe_many = keep  # type: ignore[method-assign]
+    loop = PipelineLoop(cfg.pipelines[0], metrics, stop, model=model)
     loop.warm_up()
     assert loop._connect()
     topic = cfg.pipelines[0].source.topics[0]
@@ -137,7 +147,12 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
 
     sink._send_raw = send_raw  # type: ignore[method-assign]
     n_total = int(rate * seconds)
-    sent: dict[tuple[int, int], tuple[float, float]] = {}
+    # (partition, offset) -> send and ack time, in arrays (as bench_e2e: a dict of 100k+
+    # tuples would be the collector's work in the daemon's process).
+    sent = np.full((B.PARTITIONS, n_total + 1, 2), np.nan)
+
+    def on_ack(t: float, md: Any) -> None:
+        sent[md.partition, md.offset] = (t, time.time())
 
     def producer() -> None:
         if load_process:
@@ -150,9 +165,7 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
             for k, v in records[i : i + chunk]:
                 t = time.time()
                 fut = prod.send(topic, key=k, value=v)
-                fut.add_callback(
-                    lambda md, t=t: sent.__setitem__((md.partition, md.offset), (t, time.time()))
-                )
+                fut.add_callback(on_ack, t)
             t_next += chunk / rate
             d = t_next - time.monotonic()
             if d > 0:
@@ -176,20 +189,38 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
                         at(a["partition"], a["offset"])["read"] = now
         c.close()
 
+    import gc
+
+    gc_ms: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    gc_t0 = [0.0]
+
+    def gc_cb(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_t0[0] = time.perf_counter()
+        else:
+            gc_ms[info["generation"]].append((time.perf_counter() - gc_t0[0]) * 1000)
+
     t_ready = time.monotonic() + 2.0
     while time.monotonic() < t_ready:
         loop.step()
     threads = [threading.Thread(target=producer), threading.Thread(target=reader)]
     for t in threads:
         t.start()
+    gc.callbacks.append(gc_cb)  # while events flow
     while B.processed(loop) < n_total:
         loop.step()
+    gc.callbacks.remove(gc_cb)
     loop._checkpoint(final=True)
     threads[0].join()
     time.sleep(1.0)
     stop.set()
     threads[1].join()
     loop.close()
+    if os.environ.get("LAT_GC_TYPES"):  # what the collector still walks (not frozen)
+        import collections
+
+        types = collections.Counter(type(o).__name__ for o in gc.get_objects())
+        print("unfrozen objects", sum(types.values()), types.most_common(12), file=sys.stderr)
     kf.Fetcher._handle_fetch_response = orig_handle
     # Fetch and poll stages of each alert's event, from the logs.
     fetch_by_p: dict[int, list[tuple[int, float, float]]] = {}
@@ -197,8 +228,8 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
         for p, o in offs.items():
             fetch_by_p.setdefault(p, []).append((o, t_sent, t_done))
     for (p, o), d in ev.items():
-        if (p, o) in sent:
-            d["send"], d["acked"] = sent[(p, o)]
+        if not np.isnan(sent[p, o, 0]):
+            d["send"], d["acked"] = sent[p, o].tolist()
         # The fetch that returned offset o: the last one sent from an offset <= o.
         cands = [f for f in fetch_by_p.get(p, []) if f[0] <= o]
         if cands:
@@ -210,6 +241,8 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
                 break
     full = [d for d in ev.values() if all(s in d for s in STAGES)]
     out: dict[str, Any] = {"events": n_total, "alerts": len(full), "stages_ms": {}}
+    out["scored_ms"] = _pct(np.concatenate(scored) * 1000)
+    out["gc_pauses_ms"] = {g: {"n": len(v), **_pct(np.array(v))} for g, v in gc_ms.items()}
     prev = "send"
     for s in ("acked", "fetched", "polled", "to_sink", "alert_acked", "read"):
         x = np.array([d[s] - d[prev] for d in full]) * 1000
@@ -269,7 +302,7 @@ np.save(out, np.array(rows, dtype=np.float64))
 
 def _producer_process(
     bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], rate: float,
-    sent: dict[tuple[int, int], tuple[float, float]],
+    sent: np.ndarray,
 ) -> None:  # fmt: skip
     """The load producer in a process of its own (same code, same pacing): it does not
     share the daemon's interpreter lock. Its send and ack times come back in a file."""
@@ -281,8 +314,8 @@ def _producer_process(
         [sys.executable, "-c", _LOAD, bootstrap, topic, str(d / "rec.pkl"), str(rate),
          str(d / "sent.npy")], check=True,
     )  # fmt: skip
-    for p, o, t, ta in np.load(d / "sent.npy").tolist():
-        sent[(int(p), int(o))] = (t, ta)
+    rows = np.load(d / "sent.npy")
+    sent[rows[:, 0].astype(int), rows[:, 1].astype(int)] = rows[:, 2:4]
 
 
 def _pct(x: np.ndarray) -> dict[str, float]:
@@ -356,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         help="kafka.extra for the daemon, JSON, e.g. '{\"linger_ms\": 0}'",
     )
     ap.add_argument("--switch-interval-ms", type=float, default=None)
+    ap.add_argument("--checkpoint-interval-s", type=float, default=None)
     ap.add_argument("--load-process", action="store_true",
                     help="the load producer in a process of its own")  # fmt: skip
     args = ap.parse_args(argv)
@@ -380,11 +414,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg = B.pipeline_config(bs, "lat", model_path, tmp / "ckpt", "lat")
         if args.extra:
             doc = cfg.pipelines[0].kafka
-            import dataclasses
 
             kafka = dataclasses.replace(doc, extra={**doc.extra, **args.extra})
             cfg = dataclasses.replace(
                 cfg, pipelines=[dataclasses.replace(cfg.pipelines[0], kafka=kafka)]
+            )
+        if args.checkpoint_interval_s is not None:
+            ck = dataclasses.replace(
+                cfg.pipelines[0].checkpoint, interval_s=args.checkpoint_interval_s
+            )
+            cfg = dataclasses.replace(
+                cfg, pipelines=[dataclasses.replace(cfg.pipelines[0], checkpoint=ck)]
             )
         if args.switch_interval_ms is not None:
             sys.setswitchinterval(args.switch_interval_ms / 1000)
