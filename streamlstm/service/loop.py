@@ -46,6 +46,7 @@ metrics already live beside it.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -88,6 +89,20 @@ CONFLICT_WARN_EVERY_S = 60.0
 # partition, so two topics' partition 0 never share streams. Kafka partitions are
 # int32 but no cluster has 65536 partitions in one topic.
 GROUP_STRIDE = 65536
+
+
+def freeze_startup_objects() -> None:
+    """Move every object alive now (numba's compiler, numpy, the kernels' dispatchers,
+    kafka-python: ~125k objects the collector tracks) to the permanent generation.
+
+    Python's cyclic collector walks all tracked objects at each full collection, with
+    the loop stopped: 40-80 ms here, four times in 20 s at 10k events/s, each one an
+    event (and an alert) late by as much (benchmarks/RESULTS-e2e.md, latency). Frozen,
+    they are never walked again; what the loop creates later is still collected, and
+    garbage now is collected first. Process-wide and idempotent (``gc.freeze``).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def group_of(topic_index: int, partition: int) -> int:
@@ -172,6 +187,7 @@ class PipelineLoop:
         scratch.process_many(["w0", "w1", "w0", "w1"], [0.0, 0.0, 1.0, 1.0], x, group=0)
         self.health.compiled = True
         log.info("pipeline=%s kernels ready in %.2fs", self.name, time.perf_counter() - t0)
+        freeze_startup_objects()
 
     def run(self) -> None:
         self._publish(force=True)  # not ready, broker not up: visible during compilation
@@ -213,6 +229,7 @@ class PipelineLoop:
                 self._broker_state(True)
                 self._backoff.reset()
                 self._publish(force=True)
+                gc.freeze()  # the Kafka clients' start-up objects too (see warm_up)
                 return True
             except (BrokerUnavailable, KafkaError, StateStoreUnavailable) as exc:
                 self.metrics.broker_errors.labels(self.name, "connect").inc()
