@@ -167,6 +167,8 @@ class PipelineLoop:
         self._digest = ""
         self._digest_of: Model | None = None
         self._fatal: StreamlstmError | None = None  # raised in a rebalance callback
+        # Failed asynchronous commits, appended by the client's thread, handled by step().
+        self._commit_errors: list[BaseException] = []
         self._conflict_warned_at = -np.inf
         self._conflicts_unwarned = 0
         # kafka-python 3 calls rebalance listeners on its IO thread. This lock keeps a
@@ -270,13 +272,22 @@ class PipelineLoop:
             polled = {}
         if self._fatal is not None:
             raise self._fatal
+        if self._commit_errors:
+            failed = self._commit_errors[:]
+            del self._commit_errors[: len(failed)]  # one appended meanwhile stays
+            for exc in failed:
+                self.metrics.commit_failures.labels(self.name).inc()
+                self._broker_error("commit", exc)
         if self._recall:
             self._recall_outputs()
         if polled:
             self.process(polled)
         now = time.monotonic()
         if now - self._last_ckpt_mono >= self.cfg.checkpoint.interval_s and now >= self._retry_at:
-            self._checkpoint()
+            # The commit is sent once the checkpoint is durable, but not waited for: its
+            # answer changes nothing the loop does next (the checkpoint wins over the
+            # committed offset), and waiting stopped every event for 2-19 ms a checkpoint.
+            self._checkpoint(commit=False)
         self._publish()
 
     def process(self, polled: Mapping[TopicPartition, RecordColumns | list[Any]]) -> None:
@@ -377,8 +388,10 @@ class PipelineLoop:
     ) -> bool:
         """Flush, persist the dirty partitions' checkpoints, commit; False if it must wait.
 
-        ``commit=False`` (rebalance callbacks, on kafka-python's IO thread) commits
-        asynchronously instead: a blocking commit there would deadlock.
+        ``commit=False`` commits asynchronously: in rebalance callbacks (on kafka-python's
+        IO thread a blocking commit would deadlock) and in the periodic checkpoint (see
+        step). The commit is still sent only after the checkpoint is durable; a failure
+        comes back through ``_commit_errors`` and counts as a synchronous one does.
         """
         self._last_ckpt_mono = time.monotonic()
         with self._lock:
@@ -390,13 +403,17 @@ class PipelineLoop:
                 if commit:
                     self.source.commit(offsets)
                 else:
-                    self.source.commit_async(offsets)
+                    self.source.commit_async(offsets, on_error=self._commit_failed)
                 self._backoff.reset()
             except KafkaError as exc:
                 # Not fatal: the checkpoint is durable and wins over the committed offset.
                 self.metrics.commit_failures.labels(self.name).inc()
                 self._broker_error("commit", exc)
         return True
+
+    def _commit_failed(self, exc: BaseException) -> None:
+        """An asynchronous commit failed (called on the client's thread): for step()."""
+        self._commit_errors.append(exc)
 
     def _persist(
         self, partitions: Sequence[TopicPartition] | None, final: bool
