@@ -95,6 +95,7 @@ class ConfluentSource:
         self._revoking = False
         self._all_down = False
         self._commit_error: Callable[[BaseException], None] | None = None
+        self._async_commits = 0  # asynchronous commits not answered yet
 
     # -- lifecycle ---------------------------------------------------------------
     def connect(self) -> None:
@@ -269,10 +270,16 @@ class ConfluentSource:
         if offsets:
             if on_error is not None:
                 self._commit_error = on_error
+            if not self._revoking:
+                self._async_commits += 1
             self._commit(offsets, asynchronous=not self._revoking)
 
     def _on_commit(self, err: Any, partitions: Any) -> None:
-        """librdkafka's answer to an asynchronous commit (served by ``consume``)."""
+        """librdkafka's answer to an asynchronous commit (served by ``consume``); answers
+        to synchronous commits (``commit`` raises their failure) are not counted."""
+        if self._async_commits <= 0:
+            return
+        self._async_commits -= 1
         failed = (
             err
             if err is not None
