@@ -207,8 +207,21 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
     for t in threads:
         t.start()
     gc.callbacks.append(gc_cb)  # while events flow
+    prof = None
+    if os.environ.get("LAT_PROFILE"):
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
     while B.processed(loop) < n_total:
         loop.step()
+    if prof is not None:
+        import pstats
+
+        prof.disable()
+        st = pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime")
+        st.print_stats(25)
+        st.print_callers("socket.socket|_thread.lock")
     gc.callbacks.remove(gc_cb)
     loop._checkpoint(final=True)
     threads[0].join()
@@ -409,6 +422,13 @@ def main(argv: list[str] | None = None) -> int:
         ))  # fmt: skip
         records = B.encode(fleet)
         model = B.make_model(64, fleet)
+        del fleet
+        # The events to send out of the collector's sight, as in bench_e2e (a daemon's
+        # process does not hold them).
+        import gc
+
+        gc.collect()
+        gc.freeze()
         model_path = model.save(tmp / "model.npz")
         broker.create_topics({"lat": B.PARTITIONS, "lat-alerts": 1, "lat-dlq": 1})
         cfg = B.pipeline_config(bs, "lat", model_path, tmp / "ckpt", "lat")
