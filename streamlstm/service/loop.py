@@ -275,9 +275,9 @@ class PipelineLoop:
         if self._commit_errors:
             failed = self._commit_errors[:]
             del self._commit_errors[: len(failed)]  # one appended meanwhile stays
-            for exc in failed:
+            for err in failed:
                 self.metrics.commit_failures.labels(self.name).inc()
-                self._broker_error("commit", exc)
+                self._broker_error("commit", err)
         if self._recall:
             self._recall_outputs()
         if polled:
