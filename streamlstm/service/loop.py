@@ -35,6 +35,9 @@ Decisions:
   one array compare per batch) and a WARNING names the stream and both
   partitions, at most once a minute; so are the streams of a restored
   checkpoint already live on another partition (the checkpoint's state wins).
+- The periodic checkpoint does not wait for its offset commit's answer (the
+  commit is sent only once the checkpoint is durable; a failure is counted and
+  backed off on the next turn); the final one, at shutdown, waits.
 - Idle-TTL eviction runs at checkpoint time with "now" = the newest event
   time seen; like LRU eviction, it is the one thing a replay after a crash
   may do at a different point than the original run.
@@ -92,14 +95,18 @@ GROUP_STRIDE = 65536
 
 
 def freeze_startup_objects() -> None:
-    """Move every object alive now (numba's compiler, numpy, the kernels' dispatchers,
-    kafka-python: ~125k objects the collector tracks) to the permanent generation.
+    """Move every object alive now (modules, numba's compiler, numpy, the kernels'
+    dispatchers: ~125k objects the collector tracks) to the permanent generation.
 
     Python's cyclic collector walks all tracked objects at each full collection, with
-    the loop stopped: 40-80 ms here, four times in 20 s at 10k events/s, each one an
-    event (and an alert) late by as much (benchmarks/RESULTS-e2e.md, latency). Frozen,
-    they are never walked again; what the loop creates later is still collected, and
-    garbage now is collected first. Process-wide and idempotent (``gc.freeze``).
+    the loop stopped: 40-43 ms for these alone, and 27-47 ms nine times in 20 s at 10k
+    events/s in benchmarks/latency_stages.py; each one makes the events (and alerts)
+    behind it late by as much (benchmarks/RESULTS-e2e.md, latency). Frozen, they are
+    never walked again. Garbage now is collected first; what is created later (the Kafka
+    clients, which a broker outage may replace) is collected as before. A frozen object
+    is still freed when its last reference goes; only a frozen reference cycle would
+    stay, so this runs once the start-up objects are the long-lived ones.
+    Process-wide and idempotent (``gc.freeze``).
     """
     gc.collect()
     gc.freeze()
@@ -187,6 +194,7 @@ class PipelineLoop:
         scratch = Detector(self.model, self.cfg.detector)
         x = np.zeros((4, self.model.n_features))
         scratch.process_many(["w0", "w1", "w0", "w1"], [0.0, 0.0, 1.0, 1.0], x, group=0)
+        del scratch  # garbage, not frozen
         self.health.compiled = True
         log.info("pipeline=%s kernels ready in %.2fs", self.name, time.perf_counter() - t0)
         freeze_startup_objects()
@@ -231,7 +239,6 @@ class PipelineLoop:
                 self._broker_state(True)
                 self._backoff.reset()
                 self._publish(force=True)
-                gc.freeze()  # the Kafka clients' start-up objects too (see warm_up)
                 return True
             except (BrokerUnavailable, KafkaError, StateStoreUnavailable) as exc:
                 self.metrics.broker_errors.labels(self.name, "connect").inc()
