@@ -159,13 +159,15 @@ def raw_consume_confluent(bootstrap: str, topic: str, n: int) -> float:
 def pipeline_config(
     bootstrap: str, topic: str, model_path: Path, ckpt: Path, name: str,
     fetch_max_wait_ms: int | None = None, client: str = "kafka-python",
+    extra: dict[str, Any] | None = None,
 ) -> Any:  # fmt: skip
     kafka: dict[str, Any] = {
         "bootstrap_servers": [bootstrap], "assignment": "static", "group_id": name,
         "client": client,
     }  # fmt: skip
+    kafka["extra"] = dict(extra or {})
     if fetch_max_wait_ms is not None:
-        kafka["extra"] = {"fetch_max_wait_ms": fetch_max_wait_ms}
+        kafka["extra"]["fetch_max_wait_ms"] = fetch_max_wait_ms
     doc = {
         "kafka": kafka,
         "metrics": {"port": 0},
@@ -303,9 +305,15 @@ def run_latency(
     loop = PipelineLoop(cfg.pipelines[0], metrics, stop, model=model)
     loop.warm_up()
     assert loop._connect()
-    sent_at: dict[tuple[int, int], float] = {}
     n_total = int(rate * seconds)
     topic = cfg.pipelines[0].source.topics[0]
+    # Send times by (partition, offset) in an array, not a dict: a dict of 200k tuples in
+    # the daemon's process is work for its cyclic collector (full collections walk it
+    # with the loop stopped) that a daemon does not have: the benchmark's own cost.
+    sent_at = np.full((PARTITIONS, n_total + 1), np.nan)
+
+    def sent(t: float, md: Any) -> None:  # kafka-python: callback(*args, metadata)
+        sent_at[md.partition, md.offset] = t
 
     def producer() -> None:
         prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
@@ -315,7 +323,7 @@ def run_latency(
             for k, v in fleet_records[i : i + chunk]:
                 t = time.time()
                 fut = prod.send(topic, key=k, value=v)
-                fut.add_callback(lambda md, t=t: sent_at.__setitem__((md.partition, md.offset), t))
+                fut.add_callback(sent, t)
             t_next += chunk / rate
             d = t_next - time.monotonic()
             if d > 0:
@@ -339,10 +347,19 @@ def run_latency(
                     a = orjson.loads(r.value)
                     if a["kind"] != "opened":
                         continue
-                    t = sent_at.get((a["partition"], a["offset"]))
-                    if t is not None:
+                    t = sent_at[a["partition"], a["offset"]]
+                    if not np.isnan(t):
                         alert_lat.append(now - t)
         c.close()
+
+    gc_pauses: list[tuple[int, float]] = []  # (generation, ms) of each collection
+    gc_t0 = [0.0]
+
+    def gc_cb(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_t0[0] = time.perf_counter()
+        else:
+            gc_pauses.append((info["generation"], (time.perf_counter() - gc_t0[0]) * 1000))
 
     # Start-up (assignment, the read-back of the output topics) before the first event is
     # sent, as in the throughput run: else the first second of events waits for it and
@@ -353,8 +370,10 @@ def run_latency(
     threads = [threading.Thread(target=producer), threading.Thread(target=alert_reader)]
     for t in threads:
         t.start()
+    gc.callbacks.append(gc_cb)
     while processed(loop) < n_total:
         loop.step()
+    gc.callbacks.remove(gc_cb)
     loop._checkpoint(final=True)
     threads[0].join()
     time.sleep(1.0)
@@ -371,6 +390,9 @@ def run_latency(
         "alert_p99_ms": float(np.percentile(a, 99)) if len(a) else float("nan"),
         "scored_p50_ms": float(np.percentile(sc, 50)),
         "scored_p99_ms": float(np.percentile(sc, 99)),
+        # Full collections (generation 2) while events flowed: count and longest pause.
+        "gc_full": sum(1 for g, _ in gc_pauses if g == 2),
+        "gc_full_max_ms": max((ms for g, ms in gc_pauses if g == 2), default=0.0),
     }
 
 
@@ -421,6 +443,11 @@ def main(argv: list[str] | None = None) -> int:
         "--fetch-max-wait-ms", type=int, default=None,
         help="kafka.extra fetch_max_wait_ms for the latency run (default: the daemon's, 10 ms; "
         "kafka-python's own is 500)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--latency-baseline", type=json.loads, default=None, metavar="JSON",
+        help="also run the latency phase first under this kafka.extra (e.g. the settings "
+        'before a change: \'{"linger_ms": 5}\'), then under the defaults',
     )  # fmt: skip
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--only-rss", action="store_true", help=argparse.SUPPRESS)
@@ -517,14 +544,26 @@ def main(argv: list[str] | None = None) -> int:
                 kinds=("spike", "level_shift"), start_time=1_800_000_000.0,
             ))  # fmt: skip
             lrec = encode(lfleet)
-            broker.create_topics({"lat": PARTITIONS, "lat-alerts": 1, "lat-dlq": 1})
-            lcfg = pipeline_config(
-                bs, "lat", model_path, tmp / "lat-ckpt", "lat", args.fetch_max_wait_ms
-            )
-            res["latency"] = run_latency(
-                bs, lcfg, model, lrec, args.latency_rate, args.latency_s, "lat-alerts"
-            )
-            print(f"  latency at {args.latency_rate:,.0f}/s: {res['latency']}", flush=True)
+            # The events to send (200k tuples) out of the collector's sight, like the
+            # throughput stage's: the daemon's process would not hold them.
+            del lfleet
+            gc.collect()
+            gc.freeze()
+            # With --latency-baseline: the same run under the given kafka.extra first (the
+            # settings before a change), then under the defaults, on fresh topics.
+            runs = [("latency_baseline", args.latency_baseline)] if args.latency_baseline else []
+            for key, extra in [*runs, ("latency", None)]:
+                name = "lat-base" if extra is not None else "lat"
+                broker.create_topics({name: PARTITIONS, f"{name}-alerts": 1, f"{name}-dlq": 1})
+                lcfg = pipeline_config(bs, name, model_path, tmp / f"{name}-ckpt", name,
+                                       args.fetch_max_wait_ms, extra=extra)  # fmt: skip
+                load = os.getloadavg()[0]
+                res[key] = run_latency(
+                    bs, lcfg, model, lrec, args.latency_rate, args.latency_s, f"{name}-alerts"
+                )
+                res[key]["load_average"] = load
+                res[key]["kafka_extra"] = extra or {}
+                print(f"  {key} at {args.latency_rate:,.0f}/s: {res[key]}", flush=True)
     if args.streams_rss > 0:
         # A fresh process, so the RSS is that of the state and not of the stages above.
         import subprocess

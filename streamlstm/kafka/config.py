@@ -25,7 +25,10 @@ MASK = "***"
 # daemon polls in a loop; at the default, an event that arrives while a fetch is parked
 # waits up to half a second before it is scored (produce -> alert p99 463 ms at 10k
 # events/s, benchmarks/RESULTS-e2e.md). An idle daemon sends ~100 fetches a second per
-# broker instead of 2. ``kafka.extra.fetch_max_wait_ms`` overrides it.
+# broker instead of 2. ``kafka.extra.fetch_max_wait_ms`` overrides it. Apache Kafka answers
+# a parked fetch as soon as a record arrives; the local tansu broker re-reads the log at
+# W/2, 3W/4, ... of the wait, so there a record waits up to 5 ms more (5 and 2 gained
+# nothing clear at 10k events/s: benchmarks/latency_stages.py --probe-broker, RESULTS-e2e).
 FETCH_MAX_WAIT_MS = 10
 
 

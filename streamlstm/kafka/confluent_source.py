@@ -35,7 +35,7 @@ Where partitions start and when the loop hears of them:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import confluent_kafka  # type: ignore[import-untyped]
@@ -94,6 +94,8 @@ class ConfluentSource:
         self._closing = False
         self._revoking = False
         self._all_down = False
+        self._commit_error: Callable[[BaseException], None] | None = None
+        self._async_commits = 0  # asynchronous commits not answered yet
 
     # -- lifecycle ---------------------------------------------------------------
     def connect(self) -> None:
@@ -101,6 +103,7 @@ class ConfluentSource:
         :class:`BrokerUnavailable` when no broker answers (librdkafka connects lazily)."""
         conf = consumer_conf(self.kafka, self.source, logger=LIBRDKAFKA_LOG)
         conf["error_cb"] = self._on_error
+        conf["on_commit"] = self._on_commit
         try:
             self.consumer = Consumer(conf)
             self.consumer.list_topics(timeout=CALL_TIMEOUT_S)
@@ -255,12 +258,35 @@ class ConfluentSource:
         if offsets:
             self._commit(offsets, asynchronous=False)
 
-    def commit_async(self, offsets: dict[TopicPartition, int]) -> None:
+    def commit_async(
+        self,
+        offsets: dict[TopicPartition, int],
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
         """Commit without waiting for the answer; during a revocation it waits: librdkafka
         runs the callback on the loop's thread, where waiting is safe, and the partitions'
-        next owner then finds the commit (kafka-python's IO thread cannot wait)."""
+        next owner then finds the commit (kafka-python's IO thread cannot wait). A failed
+        asynchronous commit is given to ``on_error`` (from a later ``consume``)."""
         if offsets:
+            if on_error is not None:
+                self._commit_error = on_error
+            if not self._revoking:
+                self._async_commits += 1
             self._commit(offsets, asynchronous=not self._revoking)
+
+    def _on_commit(self, err: Any, partitions: Any) -> None:
+        """librdkafka's answer to an asynchronous commit (served by ``consume``); answers
+        to synchronous commits (``commit`` raises their failure) are not counted."""
+        if self._async_commits <= 0:
+            return
+        self._async_commits -= 1
+        failed = (
+            err
+            if err is not None
+            else next((p.error for p in partitions or () if p.error is not None), None)
+        )
+        if failed is not None and self._commit_error is not None:
+            self._commit_error(wrap_error("commit", failed))
 
     def _commit(self, offsets: dict[TopicPartition, int], asynchronous: bool) -> None:
         tps = [RdTopicPartition(tp.topic, tp.partition, int(o)) for tp, o in offsets.items()]

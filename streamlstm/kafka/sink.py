@@ -155,9 +155,13 @@ class AlertSink:
         # without it a lost answer becomes a duplicate record. kafka-python 3 defaults
         # to it; said here so that an older client or an edited default cannot undo it.
         kw.setdefault("enable_idempotence", True)
-        # A few ms of batching costs nothing next to the flush before each checkpoint
-        # and keeps a burst of dead letters from becoming one request per record.
-        kw.setdefault("linger_ms", 5)
+        # No linger: an alert goes to the broker as soon as the sender thread runs. At 5 ms
+        # every alert waited 5 ms (produce -> alert p50 +5 ms at 10k events/s,
+        # benchmarks/RESULTS-e2e.md). A burst of dead letters still leaves in few requests:
+        # the loop holds the interpreter lock while it appends, so they pile up in the
+        # accumulator meanwhile (20k dead letters: 20-23k/s at 5 ms and at 0,
+        # benchmarks/bench_sink_burst.py). ``kafka.extra.linger_ms`` overrides it.
+        kw.setdefault("linger_ms", 0)
         # A send into a full buffer blocks up to max_block_ms (60 s by default) while the
         # broker is away: longer than the liveness window. Fail fast; flush re-sends.
         kw.setdefault("max_block_ms", 5000)

@@ -206,12 +206,26 @@ class KafkaSource:
         if offsets:
             self._c.commit({tp: OffsetAndMetadata(int(o), "", -1) for tp, o in offsets.items()})
 
-    def commit_async(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit without waiting (safe from the rebalance listener)."""
-        if offsets:
-            self._c.commit_async(
-                {tp: OffsetAndMetadata(int(o), "", -1) for tp, o in offsets.items()}
-            )
+    def commit_async(
+        self,
+        offsets: dict[TopicPartition, int],
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        """Commit without waiting (safe from the rebalance listener); a failure is given to
+        ``on_error`` (called on kafka-python's thread: it must only record it)."""
+        if not offsets:
+            return
+        callback = None
+        if on_error is not None:
+
+            def callback(_offsets: Any, response: Any) -> None:
+                if isinstance(response, BaseException):
+                    on_error(response)
+
+        self._c.commit_async(
+            {tp: OffsetAndMetadata(int(o), "", -1) for tp, o in offsets.items()},
+            callback=callback,
+        )
 
     def highwater(self, tp: TopicPartition) -> int | None:
         return self._c.highwater(tp)

@@ -35,6 +35,9 @@ Decisions:
   one array compare per batch) and a WARNING names the stream and both
   partitions, at most once a minute; so are the streams of a restored
   checkpoint already live on another partition (the checkpoint's state wins).
+- The periodic checkpoint does not wait for its offset commit's answer (the
+  commit is sent only once the checkpoint is durable; a failure is counted and
+  backed off on the next turn); the final one, at shutdown, waits.
 - Idle-TTL eviction runs at checkpoint time with "now" = the newest event
   time seen; like LRU eviction, it is the one thing a replay after a crash
   may do at a different point than the original run.
@@ -46,6 +49,7 @@ metrics already live beside it.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -88,6 +92,24 @@ CONFLICT_WARN_EVERY_S = 60.0
 # partition, so two topics' partition 0 never share streams. Kafka partitions are
 # int32 but no cluster has 65536 partitions in one topic.
 GROUP_STRIDE = 65536
+
+
+def freeze_startup_objects() -> None:
+    """Move every object alive now (modules, numba's compiler, numpy, the kernels'
+    dispatchers: ~125k objects the collector tracks) to the permanent generation.
+
+    Python's cyclic collector walks all tracked objects at each full collection, with
+    the loop stopped: 40-43 ms for these alone, and 27-47 ms nine times in 20 s at 10k
+    events/s in benchmarks/latency_stages.py; each one makes the events (and alerts)
+    behind it late by as much (benchmarks/RESULTS-e2e.md, latency). Frozen, they are
+    never walked again. Garbage now is collected first; what is created later (the Kafka
+    clients, which a broker outage may replace) is collected as before. A frozen object
+    is still freed when its last reference goes; only a frozen reference cycle would
+    stay, so this runs once the start-up objects are the long-lived ones.
+    Process-wide and idempotent (``gc.freeze``).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def group_of(topic_index: int, partition: int) -> int:
@@ -152,6 +174,8 @@ class PipelineLoop:
         self._digest = ""
         self._digest_of: Model | None = None
         self._fatal: StreamlstmError | None = None  # raised in a rebalance callback
+        # Failed asynchronous commits, appended by the client's thread, handled by step().
+        self._commit_errors: list[BaseException] = []
         self._conflict_warned_at = -np.inf
         self._conflicts_unwarned = 0
         # kafka-python 3 calls rebalance listeners on its IO thread. This lock keeps a
@@ -170,8 +194,10 @@ class PipelineLoop:
         scratch = Detector(self.model, self.cfg.detector)
         x = np.zeros((4, self.model.n_features))
         scratch.process_many(["w0", "w1", "w0", "w1"], [0.0, 0.0, 1.0, 1.0], x, group=0)
+        del scratch  # garbage, not frozen
         self.health.compiled = True
         log.info("pipeline=%s kernels ready in %.2fs", self.name, time.perf_counter() - t0)
+        freeze_startup_objects()
 
     def run(self) -> None:
         self._publish(force=True)  # not ready, broker not up: visible during compilation
@@ -253,13 +279,22 @@ class PipelineLoop:
             polled = {}
         if self._fatal is not None:
             raise self._fatal
+        if self._commit_errors:
+            failed = self._commit_errors[:]
+            del self._commit_errors[: len(failed)]  # one appended meanwhile stays
+            for err in failed:
+                self.metrics.commit_failures.labels(self.name).inc()
+                self._broker_error("commit", err)
         if self._recall:
             self._recall_outputs()
         if polled:
             self.process(polled)
         now = time.monotonic()
         if now - self._last_ckpt_mono >= self.cfg.checkpoint.interval_s and now >= self._retry_at:
-            self._checkpoint()
+            # The commit is sent once the checkpoint is durable, but not waited for: its
+            # answer changes nothing the loop does next (the checkpoint wins over the
+            # committed offset), and waiting stopped every event for 2-19 ms a checkpoint.
+            self._checkpoint(commit=False)
         self._publish()
 
     def process(self, polled: Mapping[TopicPartition, RecordColumns | list[Any]]) -> None:
@@ -360,8 +395,10 @@ class PipelineLoop:
     ) -> bool:
         """Flush, persist the dirty partitions' checkpoints, commit; False if it must wait.
 
-        ``commit=False`` (rebalance callbacks, on kafka-python's IO thread) commits
-        asynchronously instead: a blocking commit there would deadlock.
+        ``commit=False`` commits asynchronously: in rebalance callbacks (on kafka-python's
+        IO thread a blocking commit would deadlock) and in the periodic checkpoint (see
+        step). The commit is still sent only after the checkpoint is durable; a failure
+        comes back through ``_commit_errors`` and counts as a synchronous one does.
         """
         self._last_ckpt_mono = time.monotonic()
         with self._lock:
@@ -373,13 +410,17 @@ class PipelineLoop:
                 if commit:
                     self.source.commit(offsets)
                 else:
-                    self.source.commit_async(offsets)
+                    self.source.commit_async(offsets, on_error=self._commit_failed)
                 self._backoff.reset()
             except KafkaError as exc:
                 # Not fatal: the checkpoint is durable and wins over the committed offset.
                 self.metrics.commit_failures.labels(self.name).inc()
                 self._broker_error("commit", exc)
         return True
+
+    def _commit_failed(self, exc: BaseException) -> None:
+        """An asynchronous commit failed (called on the client's thread): for step()."""
+        self._commit_errors.append(exc)
 
     def _persist(
         self, partitions: Sequence[TopicPartition] | None, final: bool

@@ -5,6 +5,7 @@ the daemon with both clients."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -153,3 +154,19 @@ def test_the_client_picks_the_source() -> None:
 
     assert source_class("kafka-python") is KafkaSource
     assert source_class("confluent") is ConfluentSource
+
+
+def test_a_failed_asynchronous_commit_reaches_on_error_a_synchronous_ones_answer_not() -> None:
+    from confluent_kafka import TopicPartition as RdTopicPartition
+
+    from streamlstm.kafka.confluent_source import ConfluentSource
+
+    src = ConfluentSource(KafkaConfig(bootstrap_servers=("x:9092",)),
+                          SourceConfig(topics=("t",)), handler=None)  # fmt: skip
+    got: list[BaseException] = []
+    src._commit_error, src._async_commits = got.append, 2  # two sent by commit_async
+    src._on_commit(None, [RdTopicPartition("t", 0, 5)])  # the first: committed
+    failed = SimpleNamespace(error=RdKafkaError(RdKafkaError._TIMED_OUT))  # as librdkafka's
+    src._on_commit(None, [failed])  # the second: a partition failed
+    src._on_commit(RdKafkaError(RdKafkaError._TIMED_OUT), [])  # a synchronous commit's
+    assert len(got) == 1 and isinstance(got[0], KafkaError) and "commit" in str(got[0])

@@ -99,3 +99,25 @@ def test_the_alert_record_has_every_documented_field_and_its_schema_version() ->
         documented |= set(re.findall(r"`([a-z_]+)`", cell))
     assert set(rec) == documented
     assert rec["schema"] == ALERT_SCHEMA and f"schema version {ALERT_SCHEMA}" in doc
+
+
+class KwProducer(Producer):
+    """Keeps the keyword arguments the sink built its producer with."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.kw = kw
+
+
+def test_the_producer_sends_at_once_acks_all_idempotent_unless_kafka_extra_says() -> None:
+    # linger_ms 0: an alert is not held back for a batch (it cost every alert 5 ms).
+    sinks = SinksConfig(alerts_topic="alerts", dead_letter_topic="dlq")
+    sink = AlertSink(KafkaConfig(bootstrap_servers=("x:9092",)), sinks, "p",
+                     producer_factory=KwProducer)  # fmt: skip
+    sink.connect()
+    kw = sink.producer.kw  # type: ignore[union-attr]
+    assert (kw["linger_ms"], kw["acks"], kw["enable_idempotence"]) == (0, "all", True)
+    kafka = KafkaConfig(bootstrap_servers=("x:9092",), extra={"linger_ms": 5})
+    sink = AlertSink(kafka, sinks, "p", producer_factory=KwProducer)
+    sink.connect()
+    assert sink.producer.kw["linger_ms"] == 5  # type: ignore[union-attr]

@@ -3,6 +3,7 @@ model reload, broker errors. The real broker is in tests/integration/test_daemon
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from pathlib import Path
@@ -56,8 +57,11 @@ class FakeSource:
         self.log.append("commit")
         self.committed_offsets.update(offsets)
 
-    def commit_async(self, offsets: dict[TopicPartition, int]) -> None:
+    def commit_async(self, offsets: dict[TopicPartition, int], on_error: Any = None) -> None:
         self.log.append("commit_async")
+        if self.fail_commit and on_error is not None:  # as the client: the answer, later
+            on_error(KafkaTimeoutError("broker gone"))
+            return
         self.committed_offsets.update(offsets)
 
     def highwater(self, tp: TopicPartition) -> int | None:
@@ -220,6 +224,31 @@ def test_revoke_checkpoints_and_drops_reassign_restores(loop: PipelineLoop) -> N
         np.testing.assert_array_equal(before[name], after[name])
 
 
+def test_the_periodic_checkpoint_commits_after_it_without_waiting(loop: PipelineLoop) -> None:
+    # Waiting for the commit's answer stopped every event for 2-19 ms a checkpoint.
+    tp0 = TopicPartition(TOPIC, 0)
+    loop.source.queue.append({tp0: _records(0, 0, _docs(5))})  # type: ignore[attr-defined]
+    loop._last_ckpt_mono -= 2 * loop.cfg.checkpoint.interval_s  # the interval has passed
+    loop.step()
+    assert loop.source.log == ["flush", "checkpoint p0", "commit_async"]  # type: ignore[attr-defined]
+    assert loop.source.committed_offsets == {tp0: 5}  # type: ignore[attr-defined]
+    assert loop.store.read(TOPIC, 0).next_offset == 5  # type: ignore[union-attr]
+
+
+def test_a_failed_asynchronous_commit_counts_as_a_failed_commit(loop: PipelineLoop) -> None:
+    tp0 = TopicPartition(TOPIC, 0)
+    loop.source.fail_commit = True  # type: ignore[attr-defined]
+    loop.source.queue.append({tp0: _records(0, 0, _docs(4))})  # type: ignore[attr-defined]
+    loop._last_ckpt_mono -= 2 * loop.cfg.checkpoint.interval_s
+    loop.step()  # checkpoint durable, commit sent; its failure is handled by the next turn
+    assert loop.store.read(TOPIC, 0).next_offset == 4  # type: ignore[union-attr]
+    loop.step()
+    assert not loop.health.broker_up
+    reg = loop.metrics.registry
+    assert reg.get_sample_value("streamlstm_commit_failures_total", {"pipeline": "p"}) == 1
+    assert loop.source.committed_offsets == {}  # type: ignore[attr-defined]
+
+
 def test_commit_failure_is_retried_not_fatal(loop: PipelineLoop) -> None:
     tp0 = TopicPartition(TOPIC, 0)
     loop.source.fail_commit = True  # type: ignore[attr-defined]
@@ -351,3 +380,13 @@ def test_a_restored_partition_recalls_its_outputs_before_it_replays(loop: Pipeli
     assert order[0] == f"recall {[((TOPIC, 0), (60, written))]}"
     assert order.count(order[0]) == 1
     assert "alert" in order  # the replay did emit, after the recall
+
+
+def test_warm_up_freezes_the_start_up_objects_out_of_the_collector(loop: PipelineLoop) -> None:
+    # A full collection walked numba's and kafka-python's ~125k start-up objects with the
+    # loop stopped (40-80 ms). Frozen, it walks only what the loop made since.
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    loop.warm_up()
+    assert gc.get_freeze_count() > 1000
+    assert loop.health.compiled
