@@ -129,7 +129,8 @@ SS_XC = 30  # range: signed count of the short level's crossings of its baseline
 SS_HIP = 31  # range: peak of the short level's excursion above SS_HI under way
 SS_LOP = 32  # range: trough of the excursion below SS_LO under way
 SS_QD = 33  # range: decaying maximum depth of the normal excursions beyond it (widths)
-N_SSTAT = 34
+SS_RGN = 34  # range: consecutive events the short level has been past the range's margin
+N_SSTAT = 35
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32
 # elements, each a multiple of WEIGHT_ALIGN) of the six weight arrays in the
