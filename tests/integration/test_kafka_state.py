@@ -154,14 +154,18 @@ def test_a_killed_daemons_state_resumes_on_another_with_no_shared_disk(
     assert _alert_ids(kafka, f"{name}-alerts") == ids
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 def test_group_replicas_hand_partitions_over_through_the_changelog(
     kafka: str,
     model_path: Path,
     tmp_path: Path,
+    client: str,
 ) -> None:
     """Two replicas of one consumer group, each with its own empty directory: B joins
     and takes a partition A checkpointed (restored in the rebalance callback), then A
-    leaves and B takes the other one back from the changelog as well."""
+    leaves and B takes the other one back from the changelog as well. With both
+    clients: their rebalance callbacks differ (kafka-python's listener, librdkafka's
+    on_assign/on_revoke served by the loop's poll)."""
     run = uuid.uuid4().hex[:6]
     name, topic, state = f"kg-{run}", f"kg-{run}-events", f"kg-{run}-state"
     _create_topics(kafka, {topic: PARTITIONS, f"{name}-alerts": 1, f"{name}-dlq": 1})
@@ -170,7 +174,8 @@ def test_group_replicas_hand_partitions_over_through_the_changelog(
     ports = [_free_port(), _free_port()]
     cfgs = [
         _kafka_store(_config(tmp_path, kafka, model_path, topic, name, ports[i],
-                             group=f"g-{name}", ckpt_name=f"r{i}", file_name=f"r{i}"), topic=state)
+                             group=f"g-{name}", ckpt_name=f"r{i}", file_name=f"r{i}",
+                             client=client), topic=state)
         for i in range(2)
     ]  # fmt: skip
     _produce(kafka, topic, records[:half])
@@ -196,6 +201,8 @@ def test_group_replicas_hand_partitions_over_through_the_changelog(
     assert b.wait(signal.SIGTERM) == 0, b.tail()
     assert "revoked" in a.tail()
     assert "resuming from checkpoint" in b.tail()
+    for d in (a, b):
+        assert ("consumer: confluent-kafka" in d.log.read_text()) == (client == "confluent")
     assert not list(tmp_path.glob("ckpt-*/**/*.ckpt"))
 
     got, _ = _changelog_state(kafka, state, topic, f"g-{name}")
