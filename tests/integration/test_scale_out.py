@@ -6,7 +6,8 @@ chunks between the steps: scale 1 -> 3 -> 2 (start one, add two, stop one with
 SIGTERM), a rolling restart of every replica (SIGTERM, then the same replica starts
 again, one at a time), a kill -9 of one. At the end, compared with one uninterrupted
 single-daemon run of the same input: per-stream state bit-identical, the same set of
-alert ids, and each (alert id, kind) exactly once on the alerts topic.
+alert ids, and each (alert id, kind) exactly once on the alerts topic. With both
+consumer clients (``kafka.client``: kafka-python, confluent).
 
 Dynamic members (no ``kafka.group_instance_id``): with three static members the local
 tansu broker does not converge (after the second join a member's id is "not
@@ -129,8 +130,9 @@ def _settled(live: list[Daemon]) -> bool:
     )
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 def test_scale_1_3_2_rolling_restart_and_kill_keep_state_and_alerts_exact(
-    kafka: str, model_path: Path, tmp_path: Path
+    kafka: str, model_path: Path, tmp_path: Path, client: str
 ) -> None:
     run = uuid.uuid4().hex[:6]
     name, topic, state = f"so-{run}", f"so-{run}-events", f"so-{run}-state"
@@ -153,7 +155,7 @@ def test_scale_1_3_2_rolling_restart_and_kill_keep_state_and_alerts_exact(
         work = tmp_path / f"r{r}"
         work.mkdir(exist_ok=True)
         cfg = _kafka_store(_config(work, kafka, model_path, topic, name, port, group=group,
-                                   ckpt_name=f"r{r}", file_name=f"r{r}"),
+                                   ckpt_name=f"r{r}", file_name=f"r{r}", client=client),
                            topic=state, interval_s=interval_s)  # fmt: skip
         return Daemon(cfg, port, tmp_path / f"r{r}.log")
 
@@ -225,6 +227,8 @@ def test_scale_1_3_2_rolling_restart_and_kill_keep_state_and_alerts_exact(
     # Partitions did move between replicas through the changelog.
     assert sum(log.count("resuming from checkpoint") for log in logs.values()) >= PARTS
     assert "revoked" in logs[0]
+    assert all(("consumer: confluent-kafka" in log) == (client == "confluent")
+               for log in logs.values())  # fmt: skip
     # No replica wrote a file: the state is in Kafka only.
     assert not [p for p in tmp_path.glob("r*/**/*") if p.is_file() and p.suffix != ".yaml"]
 
