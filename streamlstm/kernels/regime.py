@@ -130,7 +130,7 @@ import math
 import numpy as np
 from numba import njit
 
-from streamlstm.kernels.config import NJIT
+from streamlstm.kernels.config import NJIT, NJIT_INLINE
 from streamlstm.kernels.layout import (
     F_EPEAK,
     F_EREF,
@@ -442,7 +442,7 @@ def _regime_step(
     return u / (1.0 + u), hold_d / (1.0 + hold_d)
 
 
-@njit(**NJIT)
+@njit(**NJIT_INLINE)
 def _log_level_distance(
     sstat, s, f, i_mean, i_var, i_tail, value, both_ways
 ):  # pragma: no cover - compiled
@@ -459,7 +459,7 @@ def _log_level_distance(
     return 0.0
 
 
-@njit(**NJIT)
+@njit(**NJIT_INLINE)
 def _learn_log_level(
     sstat, s, f, i_mean, i_var, i_tail, value, n_le, wu, learn
 ):  # pragma: no cover - compiled
@@ -488,7 +488,7 @@ def _learn_log_level(
         sstat[s, i_tail, f] -= ENERGY_STEP / SPIKE_TAIL
 
 
-@njit(**NJIT)
+@njit(**NJIT_INLINE)
 def _regime_learn(s, xv, scored, sstat, istat, dist, a_s):  # pragma: no cover - compiled
     """After scoring: teach the statistics (see the module doc for what learns when).
 
@@ -604,7 +604,7 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s):  # pragma: no cover -
         sstat[s, SS_N, f] = nf + 1.0
 
 
-@njit(**NJIT)
+@njit(**NJIT_INLINE)
 def _learn_range(sstat, s, f, wu, fl, nf):  # pragma: no cover - compiled
     """Teach the range view of feature ``f`` from its short level (normal events only).
 
