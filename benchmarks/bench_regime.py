@@ -63,6 +63,11 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--warm", type=int, default=-1,
+        help="events each stream has seen before timing (default: past the baseline; "
+        "`streamlstm bench` streams have seen a few: try 2)",
+    )  # fmt: skip
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     nf, ns = args.features, args.streams
@@ -74,7 +79,7 @@ def main() -> None:
     scored = np.ones(nf, np.bool_)
     xs = rng.standard_normal((4096, nf))
     fcs = xs * 0.0 + rng.standard_normal((4096, nf)) * 0.1  # a forecast near 0
-    warm = R.BASELINE_EVENTS + 64
+    warm = R.BASELINE_EVENTS + 64 if args.warm < 0 else args.warm
     # warm 64 streams, then copy their state over the table
     base = 64
     for k in range(warm):

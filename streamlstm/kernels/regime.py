@@ -304,20 +304,15 @@ def _regime_step(
         sd = math.sqrt(sstat[s, SS_VAR, f])
         fl = FLOOR_REL * sd + 1e-9 * (abs(mu) + 1.0)
         s_eff = max(sstat[s, SS_SR, f], fl)
-        z_sp = abs(r) / (1.25 * s_eff)
         es_n = sstat[s, SS_ES, f] + a_s * (r * r - sstat[s, SS_ES, f])
         f2 = (1.25 * fl) ** 2
         le = math.log(es_n + f2)
         dist[4, f] = le
-        z_en = _log_level_distance(sstat, s, f, SS_LE, SS_LV, SS_QLE, le, True)
         dm_ = x - sstat[s, SS_M, f]
         if sstat[s, SS_N, f] >= CLIP_AFTER:
             lim_m = LEVEL_CLIP * 1.25 * s_eff
             dm_ = min(max(dm_, -lim_m), lim_m)
         m_n = sstat[s, SS_M, f] + a_s * dm_
-        z_lv = abs(m_n - sstat[s, SS_B, f]) / math.sqrt(
-            sstat[s, SS_VD, f] + (0.25 * fl) ** 2 + 1e-300
-        )
         # spread: the short mean square of x about its short level (an oscillation the
         # forecast follows shows here and not in the residuals), upward only
         dx = x - m_n
@@ -325,6 +320,24 @@ def _regime_step(
         dist[3, f] = xs_n
         lx = math.log(xs_n + f2)
         dist[5, f] = lx
+        z_f = dist[6, f]
+        rel = zn >= 2 and not math.isnan(z_f)
+        e_n = 0.0
+        if rel:
+            mo = (zsum - z_f) / (zn - 1)
+            beta = sstat[s, SS_CZM, f] / max(sstat[s, SS_CMM, f], 1e-6)
+            e_n = sstat[s, SS_RE, f] + a_s * (z_f - beta * mo - sstat[s, SS_RE, f])
+            dist[7, f] = mo
+            dist[8, f] = e_n
+        if not warm:
+            # The views judge from EARLY_EVENTS on: before, only what the learning
+            # reads (above) is needed, and the distances below are not computed.
+            continue
+        z_sp = abs(r) / (1.25 * s_eff)
+        z_en = _log_level_distance(sstat, s, f, SS_LE, SS_LV, SS_QLE, le, True)
+        z_lv = abs(m_n - sstat[s, SS_B, f]) / math.sqrt(
+            sstat[s, SS_VD, f] + (0.25 * fl) ** 2 + 1e-300
+        )
         z_x = _log_level_distance(sstat, s, f, SS_LX, SS_LXV, SS_QLX, lx, False)
         run = sstat[s, SS_RUN, f] + 1.0 if abs(x - prev) <= 1e-7 * (abs(x) + sd + 1e-12) else 0.0
         z_st = 0.0
@@ -335,12 +348,7 @@ def _regime_step(
                 lim_r = max(lim_r, STUCK_K / nl)
             z_st = run / lim_r if lim_r > 0.0 else 0.0
         z_rel = 0.0
-        if zn >= 2 and not math.isnan(dist[6, f]):
-            mo = (zsum - dist[6, f]) / (zn - 1)
-            beta = sstat[s, SS_CZM, f] / max(sstat[s, SS_CMM, f], 1e-6)
-            e_n = sstat[s, SS_RE, f] + a_s * (dist[6, f] - beta * mo - sstat[s, SS_RE, f])
-            dist[7, f] = mo
-            dist[8, f] = e_n
+        if rel:
             z_rel = abs(e_n - sstat[s, SS_REM, f]) / max(math.sqrt(sstat[s, SS_REV, f]), REL_SD_MIN)
         z_rg = 0.0  # range: the short level beyond the stream's range of normal levels
         if sstat[s, SS_N, f] >= BASELINE_EVENTS and abs(sstat[s, SS_XC, f]) >= RNG_CROSS:
@@ -356,7 +364,18 @@ def _regime_step(
             else:
                 sstat[s, SS_RGN, f] = 0.0
         z_lvl = max(z_lv / LEVEL_K, max(z_st, z_rg))  # level, flat line, range
-        h = max(max(z_en, z_x) / ENERGY_K, max(z_lvl, z_rel / REL_K)) / widen
+        h = max(max(z_en, z_x) / ENERGY_K, max(z_lvl, z_rel / REL_K))
+        sp = z_sp / max(SPIKE_K, SPIKE_GAMMA * sstat[s, SS_QSP, f])
+        # When some channels move, the relation of the others moves too (their
+        # reference is the mean of the rest): the alert names by the channels' own
+        # views, the relation breaking ties.
+        own = max(max(z_en, z_x) / ENERGY_K, z_lvl)
+        rel_name = 0.25 * z_rel / REL_K
+        if widen != 1.0:  # x / 1.0 is x: divided only while the views are widened
+            h = h / widen
+            sp = sp / widen
+            own = own / widen
+            rel_name = rel_name / widen
         h_open = h
         r0 = sstat[s, SS_R0, f]
         if sstat[s, SS_R0F, f] >= REST_MIN and abs(x - r0) <= 1e-7 * (abs(x) + sd + 1e-12):
@@ -365,20 +384,15 @@ def _regime_step(
             # of event-driven streams. The spike view still judges the arrival, and an
             # open episode still holds there (a fault that sits at the rest value).
             h_open = 0.0
-        d = max(z_sp / max(SPIKE_K, SPIKE_GAMMA * sstat[s, SS_QSP, f]) / widen, h_open)
-        if warm:
-            # When some channels move, the relation of the others moves too (their
-            # reference is the mean of the rest): the alert names by the channels' own
-            # views, the relation breaking ties.
-            own = max(max(z_en, z_x) / ENERGY_K, z_lvl) / widen
-            if h_open < h:
-                own = 0.0
-            own = max(own, z_sp / max(SPIKE_K, SPIKE_GAMMA * sstat[s, SS_QSP, f]) / widen)
-            dist[9, f] = own + 0.25 * z_rel / REL_K / widen
-            dist[0, f] = d
-            dist[1, f] = h
-            d_max = max(d_max, d)
-            h_all = max(h_all, h)
+        d = max(sp, h_open)
+        if h_open < h:
+            own = 0.0
+        own = max(own, sp)
+        dist[9, f] = own + rel_name
+        dist[0, f] = d
+        dist[1, f] = h
+        d_max = max(d_max, d)
+        h_all = max(h_all, h)
     if not any_prev:
         for f in range(n_feat):
             contrib[e, f] = 0.0
@@ -503,7 +517,7 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s):  # pragma: no cover -
             continue
         nf = sstat[s, SS_N, f]
         wu = nf < BASELINE_EVENTS
-        aw = 1.0 / (nf + 1.0)
+        aw = 1.0 / (nf + 1.0) if wu else 0.0  # read only in the warm-up
         learn = sstat[s, SS_MASK, f] < 0.5 or released or wu
         mu = sstat[s, SS_MU, f]
         var = sstat[s, SS_VAR, f]
