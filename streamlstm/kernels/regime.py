@@ -634,30 +634,33 @@ def _learn_range(sstat, s, f, wu, fl, nf):  # pragma: no cover - compiled
     has seen: its maturity."""
     bb = sstat[s, SS_B, f]
     mm = sstat[s, SS_M, f]
+    xc = sstat[s, SS_XC, f]
     # forgotten over RNG_FORGET crossings (at least RNG_FORGET_MIN events): a week's
     # extremes are remembered by a stream that swings once a day
-    dec = 1.0 - min(abs(sstat[s, SS_XC, f]) / (RNG_FORGET * max(nf, 1.0)), 1.0 / RNG_FORGET_MIN)
+    dec = 1.0 - min(abs(xc) / (RNG_FORGET * max(nf, 1.0)), 1.0 / RNG_FORGET_MIN)
     hi = bb + (sstat[s, SS_HI, f] - bb) * dec
     lo = bb + (sstat[s, SS_LO, f] - bb) * dec
     w_o = hi - lo + fl
-    if mm > hi:
-        sstat[s, SS_HIP, f] = max(sstat[s, SS_HIP, f], mm)
-    else:
-        if sstat[s, SS_HIP, f] > hi and not wu:
-            sstat[s, SS_QD, f] = max(sstat[s, SS_QD, f], (sstat[s, SS_HIP, f] - hi) / w_o)
-        sstat[s, SS_HIP, f] = hi
-    if mm < lo:
-        sstat[s, SS_LOP, f] = min(sstat[s, SS_LOP, f], mm)
-    else:
-        if sstat[s, SS_LOP, f] < lo and not wu:
-            sstat[s, SS_QD, f] = max(sstat[s, SS_QD, f], (lo - sstat[s, SS_LOP, f]) / w_o)
-        sstat[s, SS_LOP, f] = lo
-    sstat[s, SS_QD, f] *= dec
+    # Each state cell read once and written once; the depths are divided whether or
+    # not they count, so the data-dependent ends of excursions select, not branch.
+    hip = sstat[s, SS_HIP, f]
+    lop = sstat[s, SS_LOP, f]
+    qd = sstat[s, SS_QD, f]
+    q_hi = (hip - hi) / w_o
+    q_lo = (lo - lop) / w_o
+    above = mm > hi
+    if not above and hip > hi and not wu:
+        qd = np.float32(max(qd, q_hi))
+    below = mm < lo
+    if not below and lop < lo and not wu:
+        qd = np.float32(max(qd, q_lo))
+    sstat[s, SS_HIP, f] = max(hip, mm) if above else hi
+    sstat[s, SS_LOP, f] = min(lop, mm) if below else lo
+    sstat[s, SS_QD, f] = qd * dec
     a_g = 1.0 if wu else RNG_RATE
     sstat[s, SS_HI, f] = hi + a_g * max(mm - hi, 0.0)
     sstat[s, SS_LO, f] = lo + a_g * min(mm - lo, 0.0)
     hy = RNG_HYST * math.sqrt(sstat[s, SS_VD, f])
-    xc = sstat[s, SS_XC, f]
     if mm - bb > hy and xc <= 0.0:
         sstat[s, SS_XC, f] = -xc + 1.0
     elif mm - bb < -hy and xc >= 0.0:
