@@ -103,6 +103,8 @@ def main() -> None:
     print(f"package: {R.__file__}")
     print(f"F={nf}: " + ", ".join(f"{k} {v:.0f} ns" for k, v in rows.items()))
     print(f"per feature: hot {rows['hot'] / nf:.1f} ns")
+    tiny = np.abs(sstat[0]) < np.finfo(np.float32).tiny
+    print(f"hot slot: {int((tiny & (sstat[0] != 0)).sum())} subnormal state values")
 
 
 if __name__ == "__main__":
