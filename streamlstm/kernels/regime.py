@@ -646,14 +646,15 @@ def _learn_range(sstat, s, f, wu, fl, nf):  # pragma: no cover - compiled
     hip = sstat[s, SS_HIP, f]
     lop = sstat[s, SS_LOP, f]
     qd = sstat[s, SS_QD, f]
-    q_hi = (hip - hi) / w_o
-    q_lo = (lo - lop) / w_o
     above = mm > hi
-    if not above and hip > hi and not wu:
-        qd = np.float32(max(qd, q_hi))
     below = mm < lo
-    if not below and lop < lo and not wu:
-        qd = np.float32(max(qd, q_lo))
+    if not wu:  # the depths of excursions count after the warm-up
+        q_hi = (hip - hi) / w_o
+        q_lo = (lo - lop) / w_o
+        if not above and hip > hi:
+            qd = np.float32(max(qd, q_hi))
+        if not below and lop < lo:
+            qd = np.float32(max(qd, q_lo))
     sstat[s, SS_HIP, f] = max(hip, mm) if above else hi
     sstat[s, SS_LOP, f] = min(lop, mm) if below else lo
     sstat[s, SS_QD, f] = qd * dec
