@@ -244,7 +244,8 @@ def compare(ref: dict[str, Any], new: dict[str, Any]) -> int:
             problems.append(f"{len(r['calls'])} kernel calls vs {len(n['calls'])}")
         else:
             for j, (rc, nc) in enumerate(zip(r["calls"], n["calls"], strict=True)):
-                for label, a, b in zip(("ev", "out_code", "out_val", "n_trans"), rc, nc):
+                labels = ("ev", "out_code", "out_val", "n_trans")
+                for label, a, b in zip(labels, rc, nc, strict=True):
                     eq, same_bytes = _same(a, b)
                     if not same_bytes:
                         where = np.flatnonzero(a.ravel() != b.ravel())[:5] if eq is False else []
