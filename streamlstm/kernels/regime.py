@@ -641,8 +641,9 @@ def _learn_range(sstat, s, f, wu, fl, nf):  # pragma: no cover - compiled
     hi = bb + (sstat[s, SS_HI, f] - bb) * dec
     lo = bb + (sstat[s, SS_LO, f] - bb) * dec
     w_o = hi - lo + fl
-    # Each state cell read once and written once; the depths are divided whether or
-    # not they count, so the data-dependent ends of excursions select, not branch.
+    # Each state cell read once and written once; after the warm-up the depths are
+    # divided whether or not they count, so the data-dependent end of an excursion
+    # selects a value instead of branching around a division.
     hip = sstat[s, SS_HIP, f]
     lop = sstat[s, SS_LOP, f]
     qd = sstat[s, SS_QD, f]
