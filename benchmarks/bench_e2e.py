@@ -94,6 +94,30 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> f
     return len(records) / (time.perf_counter() - t0)
 
 
+def paced_send(
+    bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], rate: float,
+    on_ack: Any,
+) -> None:  # fmt: skip
+    """Send ``records`` at a steady ``rate`` a second, in bursts of 5 ms of events (the
+    latency runs' load); ``on_ack(send_time, metadata)`` for each acknowledged record."""
+    from kafka import KafkaProducer
+
+    prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
+    t_next = time.monotonic()
+    chunk = max(1, int(rate / 200))
+    for i in range(0, len(records), chunk):
+        for k, v in records[i : i + chunk]:
+            t = time.time()
+            fut = prod.send(topic, key=k, value=v)
+            fut.add_callback(on_ack, t)
+        t_next += chunk / rate
+        d = t_next - time.monotonic()
+        if d > 0:
+            time.sleep(d)
+    prod.flush()
+    prod.close()
+
+
 def raw_consume(bootstrap: str, topic: str, n: int, bulk: bool = False) -> float:
     """A bare consumer reading the topic (assign + poll, nothing done with the records):
     kafka-python's own, or with ``bulk`` the daemon's BulkKafkaConsumer (columns)."""
@@ -289,7 +313,7 @@ def run_latency(
     rate: float, seconds: float, alerts_topic: str,
 ) -> dict[str, float]:  # fmt: skip
     """Steady ``rate`` events/s into the topic while the loop runs; latencies in ms."""
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import KafkaConsumer, TopicPartition
     from prometheus_client import CollectorRegistry
 
     stop = threading.Event()
@@ -316,20 +340,7 @@ def run_latency(
         sent_at[md.partition, md.offset] = t
 
     def producer() -> None:
-        prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
-        t_next = time.monotonic()
-        chunk = max(1, int(rate / 200))  # 5 ms of events per burst
-        for i in range(0, n_total, chunk):
-            for k, v in fleet_records[i : i + chunk]:
-                t = time.time()
-                fut = prod.send(topic, key=k, value=v)
-                fut.add_callback(sent, t)
-            t_next += chunk / rate
-            d = t_next - time.monotonic()
-            if d > 0:
-                time.sleep(d)
-        prod.flush()
-        prod.close()
+        paced_send(bootstrap, topic, fleet_records[:n_total], rate, sent)
 
     alert_lat: list[float] = []
 

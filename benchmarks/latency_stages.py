@@ -56,7 +56,7 @@ STAGES = ("send", "acked", "fetch_sent", "fetched", "polled", "to_sink", "alert_
 def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]], rate: float,
         seconds: float, alerts_topic: str, reader_wait_ms: int, load_process: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import KafkaConsumer, TopicPartition
     from kafka.consumer import fetcher as kf
     from prometheus_client import CollectorRegistry
 
@@ -158,20 +158,7 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
         if load_process:
             _producer_process(bootstrap, topic, records[:n_total], rate, sent)
             return
-        prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
-        t_next = time.monotonic()
-        chunk = max(1, int(rate / 200))
-        for i in range(0, n_total, chunk):
-            for k, v in records[i : i + chunk]:
-                t = time.time()
-                fut = prod.send(topic, key=k, value=v)
-                fut.add_callback(on_ack, t)
-            t_next += chunk / rate
-            d = t_next - time.monotonic()
-            if d > 0:
-                time.sleep(d)
-        prod.flush()
-        prod.close()
+        B.paced_send(bootstrap, topic, records[:n_total], rate, on_ack)
 
     def reader() -> None:
         c = KafkaConsumer(
@@ -290,25 +277,12 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
 _LOAD = """
 import pickle, sys, time
 import numpy as np
-from kafka import KafkaProducer
+sys.path.insert(0, sys.argv[6])
+from bench_e2e import paced_send
 bootstrap, topic, path, out = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[5]
-rate = float(sys.argv[4])
-records = pickle.load(open(path, "rb"))
-prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
 rows = []
-t_next = time.monotonic()
-chunk = max(1, int(rate / 200))
-for i in range(0, len(records), chunk):
-    for k, v in records[i : i + chunk]:
-        t = time.time()
-        fut = prod.send(topic, key=k, value=v)
-        fut.add_callback(lambda md, t=t: rows.append((md.partition, md.offset, t, time.time())))
-    t_next += chunk / rate
-    d = t_next - time.monotonic()
-    if d > 0:
-        time.sleep(d)
-prod.flush()
-prod.close()
+paced_send(bootstrap, topic, pickle.load(open(path, "rb")), float(sys.argv[4]),
+           lambda t, md: rows.append((md.partition, md.offset, t, time.time())))
 np.save(out, np.array(rows, dtype=np.float64))
 """
 
@@ -325,7 +299,7 @@ def _producer_process(
     (d / "rec.pkl").write_bytes(pickle.dumps(records))
     subprocess.run(
         [sys.executable, "-c", _LOAD, bootstrap, topic, str(d / "rec.pkl"), str(rate),
-         str(d / "sent.npy")], check=True,
+         str(d / "sent.npy"), str(Path(__file__).parent)], check=True,
     )  # fmt: skip
     rows = np.load(d / "sent.npy")
     sent[rows[:, 0].astype(int), rows[:, 1].astype(int)] = rows[:, 2:4]
