@@ -25,9 +25,9 @@ the present with them through seven views, each a distance where 1 means
   down: the channel went quiet. Against its own distribution, not against
   the long-run mean square: on a bursty stream the short energy is usually
   far below the mean (which the bursts make), and is not "quiet" for that.
-- **spread** (upward only, with the energy's constants): the log of the short
-  mean square of ``x`` about its short level against its own normal mean,
-  spread and running 1-in-``SPIKE_TAIL`` level. A fast oscillation or a ramp
+- **spread** (upward only, with the energy's constants but ``SPREAD_GAMMA``): the
+  log of the short mean square of ``x`` about its short level against its own normal
+  mean, spread and running 1-in-``SPIKE_TAIL`` level. A fast oscillation or a ramp
   that the forecast follows (so the residuals stay small) shows here.
 - **level**: ``|m - b| / sqrt(v_d)`` over ``LEVEL_K``: the short level ``m``
   (its steps clipped at ``LEVEL_CLIP`` residual scales, so a spike, which the
@@ -196,6 +196,11 @@ SPIKE_TAIL = 256.0
 SPIKE_STEP = 0.05  # ln q up per exceedance
 ENERGY_K = 4.0  # standard deviations of ln(short energy) = distance 1
 ENERGY_GAMMA = 1.3  # up: beyond 1.3x the stream's 1-in-SPIKE_TAIL excess of ln energy
+# The spread view's: its short level and spread move slowly, so one excursion past its
+# 1-in-256 level lasts many events and 1.3x of it was passed once in ~26 days of a clean
+# one-minute stream (the 17 false openings of benchmarks/quality_quiet.py's 444
+# stream-days were all the spread's); at 1.6x, 3.
+SPREAD_GAMMA = 1.6
 ENERGY_STEP = 0.05  # ln units per exceedance of that level
 ENERGY_SD_MIN = 0.5  # floor of that spread: x7.4 or /7.4 on a Gaussian stream (sd ~0.35)
 LEVEL_K = 4.0
@@ -343,11 +348,11 @@ def _regime_step(
             # reads (above) is needed, and the distances below are not computed.
             continue
         z_sp = abs(r) / (1.25 * s_eff)
-        z_en = _log_level_distance(sstat, s, f, SS_LE, SS_LV, SS_QLE, le, True)
+        z_en = _log_level_distance(sstat, s, f, SS_LE, SS_LV, SS_QLE, le, True, ENERGY_GAMMA)
         z_lv = abs(m_n - sstat[s, SS_B, f]) / math.sqrt(
             sstat[s, SS_VD, f] + (0.25 * fl) ** 2 + 1e-300
         )
-        z_x = _log_level_distance(sstat, s, f, SS_LX, SS_LXV, SS_QLX, lx, False)
+        z_x = _log_level_distance(sstat, s, f, SS_LX, SS_LXV, SS_QLX, lx, False, SPREAD_GAMMA)
         run = sstat[s, SS_RUN, f] + 1.0 if abs(x - prev) <= 1e-7 * (abs(x) + sd + 1e-12) else 0.0
         z_st = 0.0
         if run > 0.0:
@@ -472,15 +477,15 @@ def _regime_step(
 
 @njit(**NJIT_INLINE)
 def _log_level_distance(
-    sstat, s, f, i_mean, i_var, i_tail, value, both_ways
+    sstat, s, f, i_mean, i_var, i_tail, value, both_ways, gamma
 ):  # pragma: no cover - compiled
     """How far a log level (ln short energy, ln short spread) is from its normal, in
-    spreads: upward beyond the band and beyond ENERGY_GAMMA times the stream's running
+    spreads: upward beyond the band and beyond ``gamma`` times the stream's running
     1-in-SPIKE_TAIL excess (its usual bursts); downward (``both_ways``) beyond the band."""
     d = value - sstat[s, i_mean, f]
     if d > 0.0:
         sd = max(math.sqrt(sstat[s, i_var, f]), ENERGY_SD_MIN)
-        burst = ENERGY_GAMMA * (sstat[s, i_tail, f] - sstat[s, i_mean, f]) / ENERGY_K
+        burst = gamma * (sstat[s, i_tail, f] - sstat[s, i_mean, f]) / ENERGY_K
         return d / max(sd, burst)
     if both_ways:
         return -d / max(math.sqrt(sstat[s, i_var, f]), ENERGY_SD_MIN)

@@ -318,12 +318,14 @@ def test_a_range_seen_over_few_swings_judges_nothing():
 
 def test_weeks_of_a_clean_seasonal_fleet_stay_quiet():
     # 28 days of one event a minute with daily, 12-hour and weekly seasonality and slow
-    # AR(1) swings, no anomaly (benchmarks/quality_quiet.py on two streams): the range
-    # view judges after a few days, and must remember last week's extremes. Forgotten
-    # over 8k events, it paged each week's new high (14 false openings here).
+    # AR(1) swings, no anomaly (benchmarks/quality_quiet.py on four streams): the range
+    # view judges after a few days, and must remember last week's extremes (forgotten
+    # over 8k events, it paged each week's new high: 14 false openings on two of these
+    # streams); the spread view's slow excursions past its 1-in-256 level must not page
+    # (at SPREAD_GAMMA 1.3, as the energy view: 6 false openings here).
     from streamlstm.examples.synth import FleetSpec, generate_fleet
 
-    spec = FleetSpec(n_streams=2, n_steps=40000, anomaly_rate=0.0, seed=12)
+    spec = FleetSpec(n_streams=4, n_steps=40000, anomaly_rate=0.0, seed=12)
     fleet = generate_fleet(spec)
     v = fleet.values
     fleet.values = ((v - v.mean(1, keepdims=True)) / v.std(1, keepdims=True)).astype(np.float32)
@@ -331,7 +333,7 @@ def test_weeks_of_a_clean_seasonal_fleet_stay_quiet():
     n = len(spec.features)
     model = last_value_model(list(spec.features), np.zeros(n), np.ones(n))
     res = Detector(model, DetectorConfig()).process_many(list(k), t, x.astype(np.float64))
-    assert len(opened(res)) <= 2, opened(res)
+    assert len(opened(res)) <= 1, opened(res)
 
 
 def test_bursts_of_a_quantised_channel_are_not_a_new_level():
