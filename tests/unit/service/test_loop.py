@@ -373,7 +373,8 @@ def test_a_checkpoint_of_another_model_names_its_yaml_keys(
 
 def test_a_restored_partition_recalls_its_outputs_before_it_replays(loop: PipelineLoop) -> None:
     """The sink learns what an earlier life sent (from the checkpoint's offset and the
-    time its state was taken) before the first batch after the restore is processed; cold partitions too."""
+    time its state was taken) before the first batch after the restore is processed;
+    cold partitions too."""
     tp0, tp1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
     loop.source.queue.append({tp0: _records(0, 0, _docs(60))})  # type: ignore[attr-defined]
     loop.step()
