@@ -109,7 +109,11 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
 
     loop.source.poll = poll  # type: ignore[method-assign]
     # Wall time of the loop's other parts (a long one holds every event behind it).
-    names = "process decode detector alert checkpoint publish ckpt_flush ckpt_write ckpt_commit"
+    # step: one whole turn of the loop (what stops every event behind it, whatever part
+    # of the turn it is); ckpt_start: the periodic checkpoint's part on the loop's thread
+    # where the checkpoint is written on a writer thread (its ckpt_write is on that thread).
+    names = ("step process decode detector alert checkpoint ckpt_start publish ckpt_flush "
+             "ckpt_write ckpt_commit ckpt_commit_async")  # fmt: skip
     parts: dict[str, list[float]] = {k: [] for k in names.split()}
 
     def timed(name: str, fn: Any) -> Any:
@@ -124,6 +128,8 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
 
     loop.process = timed("process", loop.process)  # type: ignore[method-assign]
     loop._checkpoint = timed("checkpoint", loop._checkpoint)  # type: ignore[method-assign]
+    if hasattr(loop, "_start_checkpoint"):  # absent before the writer thread
+        loop._start_checkpoint = timed("ckpt_start", loop._start_checkpoint)
     loop._publish = timed("publish", loop._publish)  # type: ignore[method-assign]
     loop.decoder.decode = timed("decode", loop.decoder.decode)  # type: ignore[method-assign]
     det = loop.detector
@@ -132,6 +138,7 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
     loop.sink.flush = timed("ckpt_flush", loop.sink.flush)  # type: ignore[method-assign]
     loop.store.write = timed("ckpt_write", loop.store.write)  # type: ignore[method-assign]
     loop.source.commit = timed("ckpt_commit", loop.source.commit)  # type: ignore[method-assign]
+    loop.source.commit_async = timed("ckpt_commit_async", loop.source.commit_async)  # type: ignore[method-assign]
     sink = loop.sink
     orig_send_raw = sink._send_raw
 
@@ -200,8 +207,9 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
 
         prof = cProfile.Profile()
         prof.enable()
+    step = timed("step", loop.step)
     while B.processed(loop) < n_total:
-        loop.step()
+        step()
     if prof is not None:
         import pstats
 
@@ -271,6 +279,8 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
     out["poll_records"] = _pct(sizes.astype(float))
     out["daemon_fetch_round_trip_ms"] = _pct(rtt)
     out["loop_parts_ms"] = {k: {"n": len(v), **_pct(np.array(v))} for k, v in parts.items()}
+    turns = np.array(parts["step"])
+    out["loop_turns_over_ms"] = {f">={t}": int((turns >= t).sum()) for t in (5, 10, 20)}
     return out
 
 
@@ -381,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the load producer in a process of its own")  # fmt: skip
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="lat-stages-"))
-    res: dict[str, Any] = {"load_average": os.getloadavg()}
+    import streamlstm
+
+    res: dict[str, Any] = {"load_average": os.getloadavg(), "code": streamlstm.__file__}
     with LocalBroker() as broker:
         if hasattr(os, "sched_setaffinity") and not args.no_pin:
             os.sched_setaffinity(0, {0})  # as bench_e2e: the broker keeps the other core
