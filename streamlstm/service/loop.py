@@ -492,6 +492,26 @@ class PipelineLoop:
     def _finish(self, job: Job, commit: bool) -> bool:
         """A written job back on the loop's thread: record what is durable, then commit
         its offsets, or handle its error as a write on this thread would be."""
+        with self._lock:  # the bookkeeping, not the commit (see _lock)
+            offsets = self._record(job)
+        if offsets is None:
+            return False
+        if offsets:
+            try:
+                if commit:
+                    self.source.commit(offsets)
+                else:
+                    self.source.commit_async(offsets, on_error=self._commit_failed)
+                self._backoff.reset()
+            except KafkaError as exc:
+                # Not fatal: the checkpoint is durable and wins over the committed offset.
+                self.metrics.commit_failures.labels(self.name).inc()
+                self._broker_error("commit", exc)
+        return True
+
+    def _record(self, job: Job) -> dict[TopicPartition, int] | None:
+        """What ``job`` made durable; its offsets to commit, None if the changelog could
+        not be reached (retried later); raises on any other write error."""
         for part in job.parts[: len(job.written)]:
             self._delta.written(part.group)  # durable, whatever happened after it
         if job.error is not None:
@@ -500,7 +520,7 @@ class PipelineLoop:
             exc = job.error
             if isinstance(exc, StateStoreUnavailable):  # the changelog's broker: wait
                 self._broker_error("checkpoint", exc)
-                return False
+                return None
             self.metrics.checkpoint_failures.labels(self.name).inc()
             log.error("pipeline=%s checkpoint failing, stopping: %s", self.name, exc)
             if isinstance(exc, CheckpointError):
@@ -514,19 +534,7 @@ class PipelineLoop:
             "pipeline=%s checkpoint of %d partitions, %d bytes in %.3fs",
             self.name, len(job.parts), size, job.seconds,
         )  # fmt: skip
-        offsets = {p.tp: p.next_offset for p in job.parts if p.tp in self.assigned}
-        if offsets:
-            try:
-                if commit:
-                    self.source.commit(offsets)
-                else:
-                    self.source.commit_async(offsets, on_error=self._commit_failed)
-                self._backoff.reset()
-            except KafkaError as exc:
-                # Not fatal: the checkpoint is durable and wins over the committed offset.
-                self.metrics.commit_failures.labels(self.name).inc()
-                self._broker_error("commit", exc)
-        return True
+        return {p.tp: p.next_offset for p in job.parts if p.tp in self.assigned}
 
     def _commit_failed(self, exc: BaseException) -> None:
         """An asynchronous commit failed (called on the client's thread): for step()."""
