@@ -83,6 +83,7 @@ class CheckpointWriter:
     >>> job = w.take(timeout=10.0); job.error, job.written[0].size > 0, w.busy
     (None, True, False)
     >>> w.close()
+    True
     """
 
     def __init__(self, store: StateStore, pipeline: str) -> None:
