@@ -55,6 +55,7 @@ STAGES = ("send", "acked", "fetch_sent", "fetched", "polled", "to_sink", "alert_
 
 def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]], rate: float,
         seconds: float, alerts_topic: str, reader_wait_ms: int, load_process: bool = False,
+        checkpoint_inline: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     from kafka import KafkaConsumer, TopicPartition
     from kafka.consumer import fetcher as kf
@@ -130,7 +131,9 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
 
     loop.process = timed("process", loop.process)  # type: ignore[method-assign]
     loop._checkpoint = timed("checkpoint", loop._checkpoint)  # type: ignore[method-assign]
-    if hasattr(loop, "_start_checkpoint"):  # absent before the writer thread
+    if checkpoint_inline:  # the periodic checkpoint written on the loop's thread, as before
+        loop._start_checkpoint = lambda: loop._checkpoint(commit=False)  # type: ignore[method-assign]
+    elif hasattr(loop, "_start_checkpoint"):  # absent before the writer thread
         loop._start_checkpoint = timed("ckpt_start", loop._start_checkpoint)
     loop._expire = timed("ckpt_expire", loop._expire)  # type: ignore[method-assign]
     loop._delta.snapshot = timed("ckpt_snapshot", loop._delta.snapshot)  # type: ignore[method-assign]
@@ -394,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--switch-interval-ms", type=float, default=None)
     ap.add_argument("--checkpoint-interval-s", type=float, default=None)
+    ap.add_argument("--checkpoint-inline", action="store_true",
+                    help="write the periodic checkpoint on the loop's thread (as before the "
+                         "writer thread), the rest of the code the same")  # fmt: skip
     ap.add_argument("--load-process", action="store_true",
                     help="the load producer in a process of its own")  # fmt: skip
     args = ap.parse_args(argv)
@@ -443,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.setswitchinterval(args.switch_interval_ms / 1000)
         res["settings"] = {"extra": args.extra, "switch_interval_s": sys.getswitchinterval()}
         res.update(run(bs, cfg, model, records, args.rate, args.seconds, "lat-alerts",
-                       args.reader_fetch_max_wait_ms, args.load_process))  # fmt: skip
+                       args.reader_fetch_max_wait_ms, args.load_process,
+                       args.checkpoint_inline))  # fmt: skip
     res["load_average_after"] = os.getloadavg()
     print(json.dumps(res, indent=1))
     return 0
