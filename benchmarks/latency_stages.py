@@ -55,6 +55,7 @@ STAGES = ("send", "acked", "fetch_sent", "fetched", "polled", "to_sink", "alert_
 
 def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]], rate: float,
         seconds: float, alerts_topic: str, reader_wait_ms: int, load_process: bool = False,
+        checkpoint_inline: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     from kafka import KafkaConsumer, TopicPartition
     from kafka.consumer import fetcher as kf
@@ -109,7 +110,13 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
 
     loop.source.poll = poll  # type: ignore[method-assign]
     # Wall time of the loop's other parts (a long one holds every event behind it).
-    names = "process decode detector alert checkpoint publish ckpt_flush ckpt_write ckpt_commit"
+    # turn: one turn of the loop less the wait in its poll (the loop's own work, which
+    # every event fetched meanwhile waits for, whatever part of the turn it is);
+    # ckpt_start: the periodic checkpoint's part on the loop's thread where it is written
+    # on a writer thread (ckpt_write is then on that thread); ckpt_expire, ckpt_snapshot:
+    # the idle-stream expiry and the state copy of a checkpoint.
+    names = ("turn process decode detector alert checkpoint ckpt_start publish ckpt_flush "
+             "ckpt_expire ckpt_snapshot ckpt_write ckpt_commit ckpt_commit_async")  # fmt: skip
     parts: dict[str, list[float]] = {k: [] for k in names.split()}
 
     def timed(name: str, fn: Any) -> Any:
@@ -124,6 +131,12 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
 
     loop.process = timed("process", loop.process)  # type: ignore[method-assign]
     loop._checkpoint = timed("checkpoint", loop._checkpoint)  # type: ignore[method-assign]
+    if checkpoint_inline:  # the periodic checkpoint written on the loop's thread, as before
+        loop._start_checkpoint = lambda: loop._checkpoint(commit=False)  # type: ignore[method-assign]
+    elif hasattr(loop, "_start_checkpoint"):  # absent before the writer thread
+        loop._start_checkpoint = timed("ckpt_start", loop._start_checkpoint)
+    loop._expire = timed("ckpt_expire", loop._expire)  # type: ignore[method-assign]
+    loop._delta.snapshot = timed("ckpt_snapshot", loop._delta.snapshot)  # type: ignore[method-assign]
     loop._publish = timed("publish", loop._publish)  # type: ignore[method-assign]
     loop.decoder.decode = timed("decode", loop.decoder.decode)  # type: ignore[method-assign]
     det = loop.detector
@@ -132,6 +145,7 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
     loop.sink.flush = timed("ckpt_flush", loop.sink.flush)  # type: ignore[method-assign]
     loop.store.write = timed("ckpt_write", loop.store.write)  # type: ignore[method-assign]
     loop.source.commit = timed("ckpt_commit", loop.source.commit)  # type: ignore[method-assign]
+    loop.source.commit_async = timed("ckpt_commit_async", loop.source.commit_async)  # type: ignore[method-assign]
     sink = loop.sink
     orig_send_raw = sink._send_raw
 
@@ -201,7 +215,11 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
         prof = cProfile.Profile()
         prof.enable()
     while B.processed(loop) < n_total:
+        t0 = time.perf_counter()
+        n_polls = len(polls)
         loop.step()
+        waited = polls[-1][1] - polls[-1][0] if len(polls) > n_polls else 0.0
+        parts["turn"].append((time.perf_counter() - t0 - waited) * 1000)
     if prof is not None:
         import pstats
 
@@ -271,6 +289,8 @@ def run(bootstrap: str, cfg: Any, model: Any, records: list[tuple[bytes, bytes]]
     out["poll_records"] = _pct(sizes.astype(float))
     out["daemon_fetch_round_trip_ms"] = _pct(rtt)
     out["loop_parts_ms"] = {k: {"n": len(v), **_pct(np.array(v))} for k, v in parts.items()}
+    turns = np.array(parts["turn"])
+    out["loop_turns_over_ms"] = {f">={t}": int((turns >= t).sum()) for t in (5, 10, 20)}
     return out
 
 
@@ -377,11 +397,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--switch-interval-ms", type=float, default=None)
     ap.add_argument("--checkpoint-interval-s", type=float, default=None)
+    ap.add_argument("--checkpoint-inline", action="store_true",
+                    help="write the periodic checkpoint on the loop's thread (as before the "
+                         "writer thread), the rest of the code the same")  # fmt: skip
     ap.add_argument("--load-process", action="store_true",
                     help="the load producer in a process of its own")  # fmt: skip
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="lat-stages-"))
-    res: dict[str, Any] = {"load_average": os.getloadavg()}
+    import streamlstm
+
+    res: dict[str, Any] = {"load_average": os.getloadavg(), "code": streamlstm.__file__}
     with LocalBroker() as broker:
         if hasattr(os, "sched_setaffinity") and not args.no_pin:
             os.sched_setaffinity(0, {0})  # as bench_e2e: the broker keeps the other core
@@ -424,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.setswitchinterval(args.switch_interval_ms / 1000)
         res["settings"] = {"extra": args.extra, "switch_interval_s": sys.getswitchinterval()}
         res.update(run(bs, cfg, model, records, args.rate, args.seconds, "lat-alerts",
-                       args.reader_fetch_max_wait_ms, args.load_process))  # fmt: skip
+                       args.reader_fetch_max_wait_ms, args.load_process,
+                       args.checkpoint_inline))  # fmt: skip
     res["load_average_after"] = os.getloadavg()
     print(json.dumps(res, indent=1))
     return 0

@@ -89,14 +89,16 @@ class DeltaTracker:
         self._since: dict[int, int] = {}  # group -> table seq at its last generation
         self._chain: dict[int, int] = {}  # group -> generations since its last full
         self._removed: dict[int, list[str]] = {}
-        self._pending: tuple[int, int] | None = None  # (group, seq) of the last snapshot
+        # group -> table seq of its snapshot not yet durable (a checkpoint's partitions
+        # are snapshot together, then written on the writer's thread)
+        self._pending: dict[int, int] = {}
 
     def snapshot(self, group: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         t = self.table
         for key, g in t.take_released():
             if g in self._since:
                 self._removed.setdefault(g, []).append(key)
-        self._pending = (group, t.seq)
+        self._pending[group] = t.seq
         n = self._chain.get(group)
         if self.full_every <= 1 or n is None or n + 1 >= self.full_every:
             return t.snapshot(group=group), {"kind": "full"}
@@ -105,17 +107,17 @@ class DeltaTracker:
         return snap, {"kind": "delta"}
 
     def written(self, group: int) -> None:
-        """The snapshot of ``group`` just built is durable."""
-        assert self._pending is not None and self._pending[0] == group
+        """The last snapshot built of ``group`` is durable."""
+        seq = self._pending.pop(group)
         n = self._chain.get(group)
         full = self.full_every <= 1 or n is None or n + 1 >= self.full_every
         self._chain[group] = 0 if full else n + 1  # type: ignore[operator]
-        self._since[group] = self._pending[1]
+        self._since[group] = seq
         self._removed.pop(group, None)
-        self._pending = None
 
     def forget(self, group: int) -> None:
         """``group`` was assigned or revoked: its next checkpoint is full."""
         self._since.pop(group, None)
         self._chain.pop(group, None)
         self._removed.pop(group, None)
+        self._pending.pop(group, None)

@@ -2,7 +2,11 @@
 
 Each turn: **poll -> decode -> process -> emit alerts and dead letters**, and
 when the checkpoint interval has passed (or on revoke / shutdown): **flush
-the producer -> persist the checkpoint -> commit offsets**. Flushing first is
+the producer -> persist the checkpoint -> commit offsets**. The periodic
+checkpoint's writes run on one writer thread (:mod:`.checkpoint_writer`): the
+loop flushes and takes the snapshot (state rows + the offsets they belong to),
+goes on with events, and commits those offsets on the turn after the writer
+says they are durable. Flushing first is
 what makes a crash safe: every alert of the events a checkpoint covers is in
 Kafka before the checkpoint exists, and alerts of events after it are
 re-emitted on replay with the same ids; before the replay the sink reads back
@@ -35,9 +39,13 @@ Decisions:
   one array compare per batch) and a WARNING names the stream and both
   partitions, at most once a minute; so are the streams of a restored
   checkpoint already live on another partition (the checkpoint's state wins).
-- The periodic checkpoint does not wait for its offset commit's answer (the
-  commit is sent only once the checkpoint is durable; a failure is counted and
-  backed off on the next turn); the final one, at shutdown, waits.
+- The periodic checkpoint does not wait for its writes (on the writer's thread;
+  at most one in flight: one falling due meanwhile waits for it) nor for its
+  offset commit's answer (the commit is sent only once the checkpoint is
+  durable; a failure is counted and backed off on the next turn). Assignment,
+  revocation and shutdown first wait for the write in flight and commit it;
+  the revoked partitions' and the final checkpoint are written on the loop's
+  thread, and the final one's commit is waited for.
 - Idle-TTL eviction runs at checkpoint time with "now" = the newest event
   time seen; like LRU eviction, it is the one thing a replay after a crash
   may do at a different point than the original run.
@@ -71,6 +79,7 @@ from streamlstm.model import Model, weights_sha256
 from streamlstm.service.backoff import Backoff
 from streamlstm.service.changelog_store import StateStoreUnavailable, open_store
 from streamlstm.service.checkpoint_store import Checkpoint, CheckpointLost, StateStore
+from streamlstm.service.checkpoint_writer import CheckpointWriter, Job, Part, write_parts
 from streamlstm.service.config.types import PipelineConfig, with_roles
 from streamlstm.service.incremental import DeltaTracker
 from streamlstm.service.metrics import InAlert, Metrics, PipelineStatus
@@ -86,6 +95,9 @@ _REJECTED_CODES = np.array(sorted(REJECTED), np.int8)
 # A stream seen on two partitions is logged at most this often per pipeline: a producer
 # that does not key by stream makes nearly every batch conflict, and the log would flood.
 CONFLICT_WARN_EVERY_S = 60.0
+# How long a stopping loop waits for the checkpoint writer's thread before it closes
+# the store: longer than a changelog write's own IO timeout would never help.
+WRITER_CLOSE_S = 35.0
 
 
 # A detector group per (topic, partition) of a pipeline: topic_index * GROUP_STRIDE +
@@ -147,6 +159,7 @@ class PipelineLoop:
         self.decoder = Decoder(cfg.decode, self.model.features)
         self.store: StateStore = open_store(cfg)  # checkpoint.store: local files or Kafka
         self._delta = DeltaTracker(self.detector.table, cfg.checkpoint.full_every)
+        self._writer = CheckpointWriter(self.store, cfg.name)  # the periodic checkpoints
         self.topics: tuple[str, ...] = tuple(cfg.source.topics)
         # kafka.client picks the source (kafka-python's or confluent-kafka's): one interface.
         factory = source_factory or source_class(cfg.kafka.client)
@@ -215,6 +228,7 @@ class PipelineLoop:
                     self.name,
                 )
         finally:
+            self._close_writer()
             self.sink.close()
             self.source.close()
             self.store.close()
@@ -260,9 +274,20 @@ class PipelineLoop:
         return False
 
     def close(self) -> None:
+        self._close_writer()
         self.sink.close()
         self.source.close()
         self.store.close()
+
+    def _close_writer(self) -> None:
+        """Stop the writer's thread before the store closes under it. A job still in
+        flight here (a fatal error stopped the loop) is not committed: its partitions
+        replay from the checkpoint before it, as after a crash."""
+        if not self._writer.close(timeout=WRITER_CLOSE_S):
+            log.warning(
+                "pipeline=%s checkpoint writer still busy after %.0fs; closing the store",
+                self.name, WRITER_CLOSE_S,
+            )  # fmt: skip
 
     # -- one turn -----------------------------------------------------------------
     def step(self) -> None:
@@ -279,6 +304,9 @@ class PipelineLoop:
             polled = {}
         if self._fatal is not None:
             raise self._fatal
+        done = self._writer.take()  # the periodic checkpoint, once durable: commit it
+        if done is not None:
+            self._finish(done, commit=False)
         if self._commit_errors:
             failed = self._commit_errors[:]
             del self._commit_errors[: len(failed)]  # one appended meanwhile stays
@@ -290,11 +318,11 @@ class PipelineLoop:
         if polled:
             self.process(polled)
         now = time.monotonic()
-        if now - self._last_ckpt_mono >= self.cfg.checkpoint.interval_s and now >= self._retry_at:
-            # The commit is sent once the checkpoint is durable, but not waited for: its
-            # answer changes nothing the loop does next (the checkpoint wins over the
-            # committed offset), and waiting stopped every event for 2-19 ms a checkpoint.
-            self._checkpoint(commit=False)
+        due = now - self._last_ckpt_mono >= self.cfg.checkpoint.interval_s
+        # Due while the previous one is still being written: it starts once that one is
+        # taken back (the dirty partitions wait; nothing queues up).
+        if due and now >= self._retry_at and not self._writer.busy:
+            self._start_checkpoint()
         self._publish()
 
     def process(self, polled: Mapping[TopicPartition, RecordColumns | list[Any]]) -> None:
@@ -395,14 +423,77 @@ class PipelineLoop:
     ) -> bool:
         """Flush, persist the dirty partitions' checkpoints, commit; False if it must wait.
 
+        Synchronous, on the calling thread: after the writer's job in flight (if any) is
+        written and finished. For the final checkpoint, revocations and tools; the
+        periodic one is written on the writer's thread (:meth:`_start_checkpoint`).
         ``commit=False`` commits asynchronously: in rebalance callbacks (on kafka-python's
-        IO thread a blocking commit would deadlock) and in the periodic checkpoint (see
-        step). The commit is still sent only after the checkpoint is durable; a failure
-        comes back through ``_commit_errors`` and counts as a synchronous one does.
+        IO thread a blocking commit would deadlock). The commit is still sent only after
+        the checkpoint is durable; a failure comes back through ``_commit_errors`` and
+        counts as a synchronous one does.
         """
         self._last_ckpt_mono = time.monotonic()
+        self._settle(commit)
         with self._lock:
-            offsets = self._persist(partitions, final)
+            job = self._snapshot(partitions, final)
+        if job is None:
+            return False
+        if not job.parts:
+            return True
+        write_parts(self.store, job)
+        return self._finish(job, commit)
+
+    def _start_checkpoint(self) -> None:
+        """The periodic checkpoint: snapshot here, write on the writer's thread; step()
+        commits once it is durable. The commit is not waited for either: its answer
+        changes nothing the loop does next (the checkpoint wins over the committed
+        offset), and waiting stopped every event for 2-19 ms a checkpoint."""
+        self._last_ckpt_mono = time.monotonic()
+        with self._lock:
+            job = self._snapshot(None, final=False)
+        if job is not None and job.parts:
+            self._writer.submit(job)
+
+    def _settle(self, commit: bool) -> None:
+        """Wait for the writer's job in flight and finish it (commit its offsets), so the
+        caller may use the store and the partitions' state itself."""
+        job = self._writer.take(timeout=None)
+        if job is not None:
+            self._finish(job, commit)
+
+    def _snapshot(self, partitions: Sequence[TopicPartition] | None, final: bool) -> Job | None:
+        """Flush, then copy the dirty partitions' state rows with their next offsets (a
+        job for the writer); None if delivery failed."""
+        self._expire()
+        todo = [tp for tp in (partitions or sorted(self.assigned)) if tp in self.dirty]
+        if not todo:
+            return Job([])
+        timeout = min(10.0, self.cfg.checkpoint.interval_s) if not final else 10.0
+        delivered = self.sink.flush(timeout)
+        self._count_sink()
+        if not delivered:
+            self._broker_error("produce", "undelivered records after flush")
+            return None
+        meta: dict[str, Any] = {
+            "model_sha256": self._model_digest(),
+            "model": self.model.describe(),
+            # When the state was taken: every output of the events after it was sent
+            # later (the restore's read-back of the output topics starts here). The
+            # store's written_at comes later, once the writer got to it.
+            "snapshot_at": time.time(),
+        }
+        parts = []
+        for tp in todo:
+            g = group_of(self.topics.index(tp.topic), tp.partition)
+            snap, how = self._delta.snapshot(g)  # full, or changed streams only
+            parts.append(Part(tp, g, self.next_offset[tp], snap, meta | how))
+            self.dirty.discard(tp)  # events from now on make it dirty again
+        return Job(parts)
+
+    def _finish(self, job: Job, commit: bool) -> bool:
+        """A written job back on the loop's thread: record what is durable, then commit
+        its offsets, or handle its error as a write on this thread would be."""
+        with self._lock:  # the bookkeeping, not the commit (see _lock)
+            offsets = self._record(job)
         if offsets is None:
             return False
         if offsets:
@@ -418,56 +509,36 @@ class PipelineLoop:
                 self._broker_error("commit", exc)
         return True
 
-    def _commit_failed(self, exc: BaseException) -> None:
-        """An asynchronous commit failed (called on the client's thread): for step()."""
-        self._commit_errors.append(exc)
-
-    def _persist(
-        self, partitions: Sequence[TopicPartition] | None, final: bool
-    ) -> dict[TopicPartition, int] | None:
-        """Flush + write checkpoints; the offsets to commit, or None if delivery failed."""
-        self._expire()
-        todo = [tp for tp in (partitions or sorted(self.assigned)) if tp in self.dirty]
-        if not todo:
-            return {}
-        timeout = min(10.0, self.cfg.checkpoint.interval_s) if not final else 10.0
-        delivered = self.sink.flush(timeout)
-        self._count_sink()
-        if not delivered:
-            self._broker_error("produce", "undelivered records after flush")
-            return None
-        t0 = time.perf_counter()
-        size = 0
-        meta: dict[str, Any] = {
-            "model_sha256": self._model_digest(),
-            "model": self.model.describe(),
-        }
-        for tp in todo:
-            g = group_of(self.topics.index(tp.topic), tp.partition)
-            snap, how = self._delta.snapshot(g)  # full, or changed streams only
-            try:
-                info = self.store.write(tp.topic, tp.partition, self.next_offset[tp], snap,
-                                        meta | how)  # fmt: skip
-                self._delta.written(g)
-            except StateStoreUnavailable as exc:  # the changelog's broker: wait, as for alerts
+    def _record(self, job: Job) -> dict[TopicPartition, int] | None:
+        """What ``job`` made durable; its offsets to commit, None if the changelog could
+        not be reached (retried later); raises on any other write error."""
+        for part in job.parts[: len(job.written)]:
+            self._delta.written(part.group)  # durable, whatever happened after it
+        if job.error is not None:
+            # Not committed: every partition of the job is checkpointed again next time.
+            self.dirty.update(p.tp for p in job.parts if p.tp in self.assigned)
+            exc = job.error
+            if isinstance(exc, StateStoreUnavailable):  # the changelog's broker: wait
                 self._broker_error("checkpoint", exc)
                 return None
-            except CheckpointError as exc:
-                self.metrics.checkpoint_failures.labels(self.name).inc()
-                log.error("pipeline=%s checkpoint failing, stopping: %s", self.name, exc)
+            self.metrics.checkpoint_failures.labels(self.name).inc()
+            log.error("pipeline=%s checkpoint failing, stopping: %s", self.name, exc)
+            if isinstance(exc, CheckpointError):
                 raise CheckpointError(f"{self.cfg.path}.checkpoint.dir: {exc}") from exc
-            size += info.size
-        elapsed = time.perf_counter() - t0
-        self.metrics.checkpoint_seconds.labels(self.name).observe(elapsed)
+            raise exc
+        size = sum(info.size for info in job.written)
+        self.metrics.checkpoint_seconds.labels(self.name).observe(job.seconds)
         self.metrics.checkpoint_bytes.labels(self.name).set(size)
         self.last_checkpoint = time.time()
         log.debug(
             "pipeline=%s checkpoint of %d partitions, %d bytes in %.3fs",
-            self.name, len(todo), size, elapsed,
+            self.name, len(job.parts), size, job.seconds,
         )  # fmt: skip
-        for tp in todo:
-            self.dirty.discard(tp)
-        return {tp: self.next_offset[tp] for tp in todo}
+        return {p.tp: p.next_offset for p in job.parts if p.tp in self.assigned}
+
+    def _commit_failed(self, exc: BaseException) -> None:
+        """An asynchronous commit failed (called on the client's thread): for step()."""
+        self._commit_errors.append(exc)
 
     def _count_sink(self) -> None:
         """The sink's own counts (refused, deduplicated records) into metrics."""
@@ -540,6 +611,7 @@ class PipelineLoop:
                 raise
 
     def _on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        self._settle(commit=False)  # the store is the writer's while it writes
         self.health.restored = False
         for tp in partitions:
             if tp.topic not in self.topics:
@@ -562,7 +634,8 @@ class PipelineLoop:
                     ) from exc
                 self.source.seek(tp, ckpt.next_offset)
                 self.next_offset[tp] = ckpt.next_offset
-                written = ckpt.meta.get("written_at")
+                # When its state was taken (before snapshot_at: when it was written).
+                written = ckpt.meta.get("snapshot_at", ckpt.meta.get("written_at"))
                 self._recall[(tp.topic, tp.partition)] = (
                     ckpt.next_offset,
                     float(written) if written is not None else None,

@@ -185,9 +185,16 @@ def _no_leftover_daemons() -> Iterator[None]:
 
 
 class Daemon:
-    """``streamlstm run`` as a subprocess, with its metrics port."""
+    """``streamlstm run`` as a subprocess, with its metrics port. ``python_args``: what
+    runs the CLI (``-c <script> ...`` for a test that wraps one of its parts)."""
 
-    def __init__(self, config: Path, port: int, log: Path) -> None:
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        log: Path,
+        python_args: tuple[str, ...] = ("-m", "streamlstm"),
+    ) -> None:
         # The daemon binds any free port (--metrics-port 0) and logs it: no race with
         # other processes for a port picked in advance. ``port`` is what the YAML says.
         self.port: int | None = None
@@ -196,7 +203,7 @@ class Daemon:
         self._fh = open(log, "ab")  # noqa: SIM115 - closed in wait()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [PY, "-m", "streamlstm", "run", "--config", str(config), "--metrics-port", "0"],
+            [PY, *python_args, "run", "--config", str(config), "--metrics-port", "0"],
             stdout=self._fh, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
         _RUNNING.append(self.proc)

@@ -27,6 +27,9 @@ from streamlstm.service.metrics import Metrics
 
 FEATURES = ("a", "b")
 TOPIC = "events"
+# A bound on waiting for the checkpoint writer's thread, so a broken test fails instead of
+# hanging; never reached when the code works (the writes are a few ms).
+WAIT_S = 60.0
 
 
 class FakeSource:
@@ -36,6 +39,7 @@ class FakeSource:
         self.log: list[str] = []
         self.seeks: dict[TopicPartition, int | None] = {}
         self.committed_offsets: dict[TopicPartition, int] = {}
+        self.commits: list[dict[TopicPartition, int]] = []  # every commit sent, in order
         self.consumer = object()
         self.fail_commit = False
 
@@ -55,6 +59,7 @@ class FakeSource:
         if self.fail_commit:
             raise KafkaTimeoutError("broker gone")
         self.log.append("commit")
+        self.commits.append(dict(offsets))
         self.committed_offsets.update(offsets)
 
     def commit_async(self, offsets: dict[TopicPartition, int], on_error: Any = None) -> None:
@@ -62,6 +67,7 @@ class FakeSource:
         if self.fail_commit and on_error is not None:  # as the client: the answer, later
             on_error(KafkaTimeoutError("broker gone"))
             return
+        self.commits.append(dict(offsets))
         self.committed_offsets.update(offsets)
 
     def highwater(self, tp: TopicPartition) -> int | None:
@@ -225,10 +231,15 @@ def test_revoke_checkpoints_and_drops_reassign_restores(loop: PipelineLoop) -> N
 
 
 def test_the_periodic_checkpoint_commits_after_it_without_waiting(loop: PipelineLoop) -> None:
-    # Waiting for the commit's answer stopped every event for 2-19 ms a checkpoint.
+    # Waiting for the commit's answer stopped every event for 2-19 ms a checkpoint; and
+    # the write itself runs on the writer's thread: the commit goes out on the turn after
+    # it is durable.
     tp0 = TopicPartition(TOPIC, 0)
     loop.source.queue.append({tp0: _records(0, 0, _docs(5))})  # type: ignore[attr-defined]
     loop._last_ckpt_mono -= 2 * loop.cfg.checkpoint.interval_s  # the interval has passed
+    loop.step()
+    assert loop._writer.wait(WAIT_S)
+    assert loop.source.log == ["flush", "checkpoint p0"]  # type: ignore[attr-defined]
     loop.step()
     assert loop.source.log == ["flush", "checkpoint p0", "commit_async"]  # type: ignore[attr-defined]
     assert loop.source.committed_offsets == {tp0: 5}  # type: ignore[attr-defined]
@@ -240,9 +251,10 @@ def test_a_failed_asynchronous_commit_counts_as_a_failed_commit(loop: PipelineLo
     loop.source.fail_commit = True  # type: ignore[attr-defined]
     loop.source.queue.append({tp0: _records(0, 0, _docs(4))})  # type: ignore[attr-defined]
     loop._last_ckpt_mono -= 2 * loop.cfg.checkpoint.interval_s
-    loop.step()  # checkpoint durable, commit sent; its failure is handled by the next turn
+    loop.step()  # snapshot taken, written on the writer's thread
+    assert loop._writer.wait(WAIT_S)
     assert loop.store.read(TOPIC, 0).next_offset == 4  # type: ignore[union-attr]
-    loop.step()
+    loop.step()  # the commit sent, and its failure handled in the same turn
     assert not loop.health.broker_up
     reg = loop.metrics.registry
     assert reg.get_sample_value("streamlstm_commit_failures_total", {"pipeline": "p"}) == 1
@@ -360,8 +372,9 @@ def test_a_checkpoint_of_another_model_names_its_yaml_keys(
 
 
 def test_a_restored_partition_recalls_its_outputs_before_it_replays(loop: PipelineLoop) -> None:
-    """The sink learns what an earlier life sent (from the checkpoint's offset and write
-    time) before the first batch after the restore is processed; cold partitions too."""
+    """The sink learns what an earlier life sent (from the checkpoint's offset and the
+    time its state was taken) before the first batch after the restore is processed;
+    cold partitions too."""
     tp0, tp1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
     loop.source.queue.append({tp0: _records(0, 0, _docs(60))})  # type: ignore[attr-defined]
     loop.step()
@@ -373,7 +386,11 @@ def test_a_restored_partition_recalls_its_outputs_before_it_replays(loop: Pipeli
     sink.alert = lambda rec: order.append("alert") or True
     loop.on_revoked([tp0, tp1])
     loop.on_assigned([tp0])
-    written = loop.store.read(TOPIC, 0).meta["written_at"]  # type: ignore[union-attr]
+    # From when its state was taken: the writer may write it later, after outputs of
+    # events beyond its offset were sent.
+    meta = loop.store.read(TOPIC, 0).meta  # type: ignore[union-attr]
+    written = meta["snapshot_at"]
+    assert written <= meta["written_at"]
     spike = [{"k": "s", "t": 60.0 + i, "a": 20.0, "b": 1.0} for i in range(10)]
     loop.source.queue.append({tp0: _records(0, 60, spike)})  # type: ignore[attr-defined]
     loop.step()
@@ -390,3 +407,151 @@ def test_warm_up_freezes_the_start_up_objects_out_of_the_collector(loop: Pipelin
     loop.warm_up()
     assert gc.get_freeze_count() > 1000
     assert loop.health.compiled
+
+
+# -- the periodic checkpoint on the writer's thread ---------------------------------------
+def _hold_writes(loop: PipelineLoop) -> tuple[threading.Event, threading.Event]:
+    """Make the store's writes wait for ``release`` (each sets ``entered`` first). The
+    real write runs after it: only its start is delayed, as by a slow disk."""
+    entered, release = threading.Event(), threading.Event()
+    real = loop.store.write
+
+    def write(*a: Any, **k: Any) -> Any:
+        entered.set()
+        assert release.wait(WAIT_S), "the test never released the write"
+        return real(*a, **k)
+
+    loop.store.write = write  # type: ignore[method-assign]
+    return entered, release
+
+
+def test_a_slow_checkpoint_write_does_not_stop_events_nor_commit_ahead_of_it(
+    loop: PipelineLoop,
+) -> None:
+    tp0 = TopicPartition(TOPIC, 0)
+    src: Any = loop.source
+    entered, release = _hold_writes(loop)
+    try:
+        src.queue.append({tp0: _records(0, 0, _docs(5))})
+        loop._last_ckpt_mono -= 2 * loop.cfg.checkpoint.interval_s
+        loop.step()  # snapshot of offset 5 taken; its write is held
+        assert entered.wait(WAIT_S) and loop._writer.busy
+        # Events go on while it is held ...
+        src.queue.append({tp0: _records(0, 5, _docs(5, t0=5.0))})
+        loop.step()
+        assert loop.next_offset[tp0] == 10 and loop.detector.table.last_time.max() == 9.0
+        # ... a checkpoint falling due meanwhile is not started (nothing queues up) ...
+        loop._last_ckpt_mono -= 2 * loop.cfg.checkpoint.interval_s
+        loop.step()
+        assert src.log == ["flush"]
+        # ... and nothing is committed before the write is durable.
+        assert src.commits == [] and loop.store.read(TOPIC, 0) is None
+    finally:
+        release.set()
+    assert loop._writer.wait(WAIT_S)
+    loop.step()  # takes the written job back: its offsets, not the newer ones
+    assert src.commits == [{tp0: 5}]
+    loop.step()  # the checkpoint that was due now starts
+    assert loop._writer.wait(WAIT_S)
+    loop.step()
+    assert src.commits == [{tp0: 5}, {tp0: 10}]
+    assert src.log == ["flush", "checkpoint p0", "commit_async"] * 2
+    assert loop.store.read(TOPIC, 0).next_offset == 10  # type: ignore[union-attr]
+
+
+def test_revoke_and_shutdown_finish_the_write_in_flight_first(loop: PipelineLoop) -> None:
+    """A revoked partition's snapshot is written after the write in flight is durable and
+    committed, never before it (else the older generation would be the newest)."""
+    tp0, tp1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+    src: Any = loop.source
+    entered, release = _hold_writes(loop)
+    src.queue.append({tp0: _records(0, 0, _docs(5)), tp1: _records(1, 0, _docs(3, key="y"))})
+    loop._last_ckpt_mono -= 2 * loop.cfg.checkpoint.interval_s
+    loop.step()
+    assert entered.wait(WAIT_S)
+    src.queue.append({tp0: _records(0, 5, _docs(4, t0=5.0))})
+    loop.step()
+    # As kafka-python does: the listener runs on another thread, and waits for the write.
+    revoke = threading.Thread(target=loop.on_revoked, args=([tp0],))
+    revoke.start()
+    release.set()
+    revoke.join(WAIT_S)
+    assert not revoke.is_alive()
+    assert src.commits == [{tp0: 5, tp1: 3}, {tp0: 9}]
+    assert loop.store.read(TOPIC, 0).next_offset == 9  # type: ignore[union-attr]
+    assert "s" not in loop.detector.table and tp0 not in loop.assigned
+    # Shutdown: the final checkpoint also waits for a write in flight, and its commit.
+    entered.clear()
+    release.clear()
+    src.queue.append({tp1: _records(1, 3, _docs(2, key="y", t0=3.0))})
+    loop._last_ckpt_mono -= 2 * loop.cfg.checkpoint.interval_s
+    loop.step()
+    assert entered.wait(WAIT_S)
+    src.queue.append({tp1: _records(1, 5, _docs(2, key="y", t0=5.0))})
+    loop.step()
+    final = threading.Thread(target=loop._checkpoint, kwargs={"final": True})
+    final.start()
+    release.set()
+    final.join(WAIT_S)
+    assert src.commits[2:] == [{tp1: 5}, {tp1: 7}]
+    assert src.log[-2:] == ["checkpoint p1", "commit"]  # the final one waits for its answer
+    assert loop.store.read(TOPIC, 1).next_offset == 7  # type: ignore[union-attr]
+
+
+def test_a_failing_background_write_is_one_line_of_ours_then_fatal(
+    loop: PipelineLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streamlstm.errors import CheckpointError
+
+    def broken(*a: Any, **k: Any) -> Any:
+        raise CheckpointError("cannot write checkpoint /x: No space left on device")
+
+    loop.store.write = broken  # type: ignore[method-assign]
+    tp0 = TopicPartition(TOPIC, 0)
+    loop.source.queue.append({tp0: _records(0, 0, _docs(4))})  # type: ignore[attr-defined]
+    loop._last_ckpt_mono -= 2 * loop.cfg.checkpoint.interval_s
+    loop.step()
+    assert loop._writer.wait(WAIT_S)
+    with (
+        caplog.at_level("INFO", logger="streamlstm"),
+        pytest.raises(CheckpointError, match=r"^pipelines\[0\]\.checkpoint\.dir: cannot write"),
+    ):
+        loop.step()
+    (line,) = [r for r in caplog.records if "checkpoint failing" in r.getMessage()]
+    assert line.levelname == "ERROR" and line.name == "streamlstm.service.loop"
+    reg = loop.metrics.registry
+    assert reg.get_sample_value("streamlstm_checkpoint_failures_total", {"pipeline": "p"}) == 1
+    assert loop.source.commits == []  # type: ignore[attr-defined]
+    assert tp0 in loop.dirty  # not durable: it would be written again
+
+
+def test_an_unreachable_changelog_in_the_background_waits_and_retries(loop: PipelineLoop) -> None:
+    from streamlstm.service.changelog_store import StateStoreUnavailable
+
+    real = loop.store.write
+    calls = []
+
+    def flaky(*a: Any, **k: Any) -> Any:
+        calls.append(a[1])
+        if len(calls) == 1:
+            raise StateStoreUnavailable("cannot write checkpoint chunks: broker gone")
+        return real(*a, **k)
+
+    loop.store.write = flaky  # type: ignore[method-assign]
+    tp0 = TopicPartition(TOPIC, 0)
+    src: Any = loop.source
+    src.queue.append({tp0: _records(0, 0, _docs(4))})
+    loop._last_ckpt_mono -= 2 * loop.cfg.checkpoint.interval_s
+    loop.step()
+    assert loop._writer.wait(WAIT_S)
+    loop.step()
+    assert not loop.health.broker_up and src.commits == [] and tp0 in loop.dirty
+    reg = loop.metrics.registry
+    labels = {"pipeline": "p", "op": "checkpoint"}
+    assert reg.get_sample_value("streamlstm_broker_errors_total", labels) == 1
+    loop._retry_at = 0.0  # the backoff has passed
+    loop._last_ckpt_mono -= 2 * loop.cfg.checkpoint.interval_s
+    loop.step()
+    assert loop._writer.wait(WAIT_S)
+    loop.step()
+    assert src.commits == [{tp0: 4}] and calls == [0, 0]
