@@ -37,8 +37,23 @@ from streamlstm.kernels.cells import _prefetch_row  # noqa: E402
 AHEAD = 8
 
 
+if R._regime_step.py_func.__code__.co_argcount == 13:  # with the per-feature view (why)
+
+    @njit(cache=False)
+    def _step(s, x, fc, n_events, scored, sstat, fstat, istat, dist, contrib, why):
+        return R._regime_step(s, x, fc, n_events, scored, sstat, fstat, istat, dist, contrib,
+                              why, 0, 1)  # fmt: skip
+
+else:  # a copy of the package from before the why output (PYTHONPATH)
+
+    @njit(cache=False)
+    def _step(s, x, fc, n_events, scored, sstat, fstat, istat, dist, contrib, why):
+        return R._regime_step(s, x, fc, n_events, scored, sstat, fstat, istat, dist, contrib,
+                              0, 1)  # fmt: skip
+
+
 @njit(cache=False)
-def _loop(slots, xs, fcs, n_events, scored, sstat, fstat, istat, dist, contrib, prefetch):
+def _loop(slots, xs, fcs, n_events, scored, sstat, fstat, istat, dist, contrib, why, prefetch):
     acc = 0.0
     n = slots.shape[0]
     for i in range(n):
@@ -49,9 +64,7 @@ def _loop(slots, xs, fcs, n_events, scored, sstat, fstat, istat, dist, contrib, 
             _prefetch_row(istat, p)
         s = slots[i]
         j = i % xs.shape[0]
-        sc, hd = R._regime_step(
-            s, xs[j], fcs[j], n_events, scored, sstat, fstat, istat, dist, contrib, 0, 1
-        )
+        sc, hd = _step(s, xs[j], fcs[j], n_events, scored, sstat, fstat, istat, dist, contrib, why)
         acc += sc
     return acc
 
@@ -74,8 +87,9 @@ def main() -> None:
     sstat = np.zeros((ns, KL.N_SSTAT, nf), np.float32)
     fstat = np.zeros((ns, KL.N_FSTAT), np.float64)
     istat = np.zeros((ns, KL.N_ISTAT), np.int64)
-    dist = np.empty((10, nf), np.float64)
+    dist = np.empty((11, nf), np.float64)
     contrib = np.zeros((1, nf), np.float32)
+    why = np.zeros((1, nf), np.float32)
     scored = np.ones(nf, np.bool_)
     xs = rng.standard_normal((4096, nf))
     fcs = xs * 0.0 + rng.standard_normal((4096, nf)) * 0.1  # a forecast near 0
@@ -84,7 +98,7 @@ def main() -> None:
     base = 64
     for k in range(warm):
         _loop(np.arange(base, dtype=np.int64), xs[k : k + 1], fcs[k : k + 1], k,
-              scored, sstat, fstat, istat, dist, contrib, False)  # fmt: skip
+              scored, sstat, fstat, istat, dist, contrib, why, False)  # fmt: skip
     for a in (sstat, fstat, istat):
         a[base:] = np.resize(a[:base], a[base:].shape)
     n_ev = warm
@@ -97,7 +111,7 @@ def main() -> None:
             else:
                 slots = rng.integers(0, ns, args.calls).astype(np.int64)
             t0 = time.thread_time()
-            _loop(slots, xs, fcs, n_ev, scored, sstat, fstat, istat, dist, contrib, prefetch)
+            _loop(slots, xs, fcs, n_ev, scored, sstat, fstat, istat, dist, contrib, why, prefetch)
             best = min(best, (time.thread_time() - t0) / args.calls)
         rows[label] = best * 1e9
     print(f"package: {R.__file__}")

@@ -328,7 +328,10 @@ def _announce(service: Any, duration: float, stop: threading.Event) -> None:
 
 
 def _print_alert(rec: dict[str, Any]) -> None:
-    top = ", ".join(f"{c['feature']} {100 * c['share']:.0f}%" for c in rec["top_features"])
+    top = ", ".join(
+        f"{c['feature']} {100 * c['share']:.0f}%" + (f" ({c['view']})" if c.get("view") else "")
+        for c in rec["top_features"]
+    )
     when = rec["event_time_iso"]
     if rec["kind"] == "opened":
         print(

@@ -314,7 +314,11 @@ def print_summary(s: ScoreSummary, src: str, out: str, fh: IO[str]) -> None:
             file=fh,
         )
         for a in listed:
-            top = ", ".join(f"{f} {share:.0%}" for f, share in a.top if share >= 0.05)
+            top = ", ".join(
+                f"{f} {share:.0%}" + (f" ({a.views[f]})" if f in a.views else "")
+                for f, share in a.top
+                if share >= 0.05
+            )
             closed = a.closed if a.closed is not None else "(still open)"
             p(f"  {a.key:<{w}}  {a.opened:<{tw}}  {closed:<{tw}}  {a.peak:9.6f}  {top}", file=fh)
         if len(s.alerts) > len(listed):

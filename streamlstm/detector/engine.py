@@ -32,6 +32,7 @@ from streamlstm.errors import InputError, ModelError
 from streamlstm.kernels import alerts as KA
 from streamlstm.kernels import detect as K
 from streamlstm.kernels import norm as KN
+from streamlstm.kernels.regime import VIEW_NAMES
 from streamlstm.model import Model
 from streamlstm.state import Column, StreamTable
 
@@ -275,6 +276,8 @@ class Transition:
     values: dict[str, float]
     forecast: dict[str, float]
     contributions: list[tuple[str, float]]  # (feature, share of the distance), largest first
+    # the view behind each feature with a share (regime.VIEW_NAMES: "spike", "level", ...)
+    views: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -495,7 +498,7 @@ class Detector:
             self.outcome_totals += np.bincount(outcome, minlength=len(OUTCOME_NAMES))
         # out_val: score, (n, F) blocks, hold, contributions (split_out_val / _extra).
         score, _, _, forecast = K.split_out_val(out_val, n, n_feat)
-        hold, contrib = K.split_out_extra(out_val, n, n_feat)
+        hold, contrib, why = K.split_out_extra(out_val, n, n_feat)
         trans = out_code[K.OC_TRANS]
         # out_code's alert row holds 0 / 1: viewed as bool, no copy.
         alert = out_code[K.OC_ALERT].view(np.bool_)
@@ -503,7 +506,14 @@ class Detector:
         if n_trans:
             result.transitions = [
                 self._transition(
-                    int(i), keys, times, xr, contrib[i], int(ev[K.EV_OPEN_REF, i]), result
+                    int(i),
+                    keys,
+                    times,
+                    xr,
+                    contrib[i],
+                    why[i],
+                    int(ev[K.EV_OPEN_REF, i]),
+                    result,
                 )
                 for i in np.flatnonzero(trans)
             ]
@@ -546,6 +556,7 @@ class Detector:
         times: np.ndarray,
         xr: np.ndarray,
         part: np.ndarray,
+        why: np.ndarray,
         ref: int,
         res: BatchResult,
     ) -> Transition:
@@ -582,6 +593,11 @@ class Detector:
             values={f: float(xr[i, j]) for j, f in enumerate(feats)},
             forecast={f: float(res.forecast[i, j]) for j, f in enumerate(feats)},
             contributions=contrib,
+            views={
+                feats[f]: VIEW_NAMES[int(why[f])]
+                for f in range(len(feats))
+                if part[f] > 0 and np.isfinite(why[f])
+            },
         )
 
     # -- housekeeping ------------------------------------------------------------------

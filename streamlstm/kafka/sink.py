@@ -88,7 +88,10 @@ def alert_record(
         "event_time_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t.time)),
         "features": t.values,
         "forecast": t.forecast,
-        "top_features": [{"feature": f, "share": s} for f, s in t.contributions[:TOP_FEATURES]],
+        "top_features": [
+            {"feature": f, "share": s, "view": t.views.get(f)}
+            for f, s in t.contributions[:TOP_FEATURES]
+        ],
     }
 
 
@@ -181,7 +184,10 @@ class AlertSink:
         for fn in self.listeners:
             fn(dict(record))
         if self.sinks.log_alerts:
-            top = ", ".join(f"{c['feature']}={c['share']:.2f}" for c in record["top_features"])
+            top = ", ".join(
+                f"{c['feature']}={c['share']:.2f}" + (f"/{c['view']}" if c.get("view") else "")
+                for c in record["top_features"]
+            )
             log.info(
                 "pipeline=%s partition=%s offset=%s alert %s %s stream=%s score=%.5f top: %s",
                 self.pipeline, record["partition"], record["offset"], record["id"],

@@ -186,7 +186,7 @@ from streamlstm.kernels.norm import (
     _norm_scale,
     _norm_sd,
 )
-from streamlstm.kernels.regime import _regime_reset, _regime_step
+from streamlstm.kernels.regime import VIEW_FORECAST, _regime_reset, _regime_step
 
 # Events per chunk of a wave. A wave's rows are independent, so cutting it
 # changes no result; a chunk's state rows and scratch stay in L1/L2 from the
@@ -370,7 +370,7 @@ def _weight_views(weights, layout):  # pragma: no cover - compiled
 
 def out_val_size(n: int, n_feat: int) -> int:
     """Length of ``_detect_batch``'s ``out_val`` for n events of n_feat features."""
-    return n * (2 + 4 * n_feat)
+    return n * (2 + 5 * n_feat)
 
 
 def split_out_val(
@@ -387,12 +387,20 @@ def split_out_val(
     )
 
 
-def split_out_extra(out_val: np.ndarray, n: int, n_feat: int) -> tuple[np.ndarray, np.ndarray]:
-    """Views (hold (n,), contributions (n, F)) of ``out_val``: the hold score the alert
-    machine closes on, and each feature's part in the score (the regime scorer's
-    distances; the forecast scorer's squared normalised errors)."""
+def split_out_extra(
+    out_val: np.ndarray, n: int, n_feat: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views (hold (n,), contributions (n, F), why (n, F)) of ``out_val``: the hold score
+    the alert machine closes on, each feature's part in the score (the regime scorer's
+    distances; the forecast scorer's squared normalised errors), and the view behind it
+    (an index in ``regime.VIEW_NAMES``; NaN where the feature was not judged)."""
     o = n + 3 * n * n_feat
-    return out_val[o : o + n], out_val[o + n : o + n + n * n_feat].reshape(n, n_feat)
+    nf = n * n_feat
+    return (
+        out_val[o : o + n],
+        out_val[o + n : o + n + nf].reshape(n, n_feat),
+        out_val[o + n + nf : o + n + 2 * nf].reshape(n, n_feat),
+    )
 
 
 @njit(**NJIT)
@@ -451,13 +459,14 @@ def _detect_batch(
     out_raw = _view(out_val, n + 2 * nf, (n, n_feat))
     out_hold = out_val[n + 3 * nf : n + 3 * nf + n]
     out_contrib = _view(out_val, 2 * n + 3 * nf, (n, n_feat))
+    out_why = _view(out_val, 2 * n + 4 * nf, (n, n_feat))
     pf = N_PARAMS
     resid_scale = params[pf + PF_RESID * n_feat : pf + (PF_RESID + 1) * n_feat]
     scored = params[pf + PF_SCORED * n_feat : pf + (PF_SCORED + 1) * n_feat] > 0.5
     regime = np.int64(params[P_SCORER]) == SCORER_REGIME
     r_x = np.empty(n_feat, np.float64)  # the regime scorer's inputs
     r_fc = np.empty(n_feat, np.float64)
-    dist = np.empty((10, n_feat), np.float64)
+    dist = np.empty((11, n_feat), np.float64)
     norm_mean = params[pf + PF_MEAN * n_feat : pf + (PF_MEAN + 1) * n_feat]
     norm_std = params[pf + PF_STD * n_feat : pf + (PF_STD + 1) * n_feat]
     cell = layout[WL_CELL]
@@ -572,6 +581,7 @@ def _detect_batch(
                 out_hold[e] = nan32
                 for f in range(n_feat):
                     out_contrib[e, f] = 0.0
+                    out_why[e, f] = nan32
                 out_alert[e] = istat[s, I_IN_ALERT]
                 continue
             out_outcome[e] = IMPUTED if n_missing > 0 else OK
@@ -617,8 +627,8 @@ def _detect_batch(
                     r_x[f] = np.float64(v)
                     r_fc[f] = np.float64(fvv)
                 score, hold = _regime_step(
-                    s, r_x, r_fc, n_events, scored, sstat, fstat, istat, dist, out_contrib, e,
-                    min_run,
+                    s, r_x, r_fc, n_events, scored, sstat, fstat, istat, dist, out_contrib,
+                    out_why, e, min_run,
                 )  # fmt: skip
             elif has_fc:
                 e_sum = 0.0
@@ -632,10 +642,12 @@ def _detect_batch(
                             fv = _norm_restate(nstat, s, f, fv, nscr)
                         r = (np.float64(v) - np.float64(fv)) / resid_scale[f]
                         out_contrib[e, f] = np.float32(r * r)
+                        out_why[e, f] = np.float32(VIEW_FORECAST)
                         e_sum += r * r
                         k += 1
                     else:
                         out_contrib[e, f] = 0.0
+                        out_why[e, f] = nan32
                 e_val = e_sum / k
                 if istat[s, I_SCORED] == 0:
                     fstat[s, F_SMOOTH] = e_val
@@ -672,6 +684,7 @@ def _detect_batch(
             else:
                 for f in range(n_feat):
                     out_contrib[e, f] = 0.0
+                    out_why[e, f] = nan32
             out_score[e] = np.float32(score)
             out_hold[e] = np.float32(hold)
 

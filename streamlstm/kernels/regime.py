@@ -238,6 +238,10 @@ RNG_GAMMA = 1.2  # ... and this times the depth of the stream's recent normal ex
 RNG_FORGET = 250.0  # crossings over which the range and that depth are forgotten
 RNG_FORGET_MIN = 8192.0  # ... and at least these many events (a noisy stream's range)
 NOVELTY_TAU = 64.0  # events: decay of the recent maximum of D (the score's reference)
+# Which view put each feature where it is (``why``, written every event): the view with
+# the largest distance as the feature's naming share counts it. Alert records name it.
+VIEW_NAMES = ("spike", "energy", "spread", "level", "flat_line", "range", "relation", "forecast")
+VIEW_FORECAST = 7.0  # the forecast scorer's only view: its squared normalised error
 _SPIKE_UP = math.exp(SPIKE_STEP)  # compile-time constants
 _SPIKE_DOWN = math.exp(-SPIKE_STEP / SPIKE_TAIL)
 _NOVELTY_DECAY = math.exp(-1.0 / NOVELTY_TAU)
@@ -256,7 +260,7 @@ def _regime_reset(s, sstat, fstat, istat):  # pragma: no cover - compiled
 
 @njit(**NJIT)
 def _regime_step(
-    s, xv, fv, n_events, scored, sstat, fstat, istat, dist, contrib, e, min_run
+    s, xv, fv, n_events, scored, sstat, fstat, istat, dist, contrib, why, e, min_run
 ):  # pragma: no cover - compiled
     """Score one event of slot ``s`` and learn from it; returns ``(score, hold)``.
 
@@ -269,8 +273,10 @@ def _regime_step(
     fv : (F,) float64 the forecast in the same units (NaN = none: the previous
     value stands in). n_events : the stream's accepted events before this one.
     scored : (F,) bool. sstat : (n_slots, N_SSTAT, F) float32; fstat, istat :
-    the slot's scalar rows. dist : (10, F) float64 scratch. contrib : (n, F)
-    float32, row ``e`` gets each feature's squared distance ``D_f ** 2``. min_run : the
+    the slot's scalar rows. dist : (11, F) float64 scratch. contrib : (n, F)
+    float32, row ``e`` gets each feature's squared distance ``D_f ** 2``; why : (n, F)
+    float32, row ``e`` the index in VIEW_NAMES of each feature's largest view (NaN when
+    not judged). min_run : the
     alert machine's events in a row to open (an episode's first ``min_run`` scores are
     never capped). Score is NaN (and nothing is scored) for a stream's first event.
     """
@@ -301,6 +307,7 @@ def _regime_step(
     for f in range(n_feat):
         dist[0, f] = 0.0  # D_f
         dist[9, f] = 0.0  # D_f for naming: the relation view counts a quarter
+        dist[10, f] = math.nan  # which view is largest (VIEW_NAMES), as named
         dist[1, f] = 0.0  # H_f
         dist[2, f] = math.nan  # r (NaN: the feature does not learn from this event)
         dist[3, f] = math.nan  # the short spread of x after this event
@@ -389,6 +396,48 @@ def _regime_step(
         # views, the relation breaking ties.
         own = max(z_nrg, z_lvl)
         rel_name = 0.25 * z_rl
+        # The view named: of the views at distance 1 or more, the plainest explanation
+        # (a spike, a flat line, a level out of range, a level shift, more noise, more
+        # swing, a broken relation); below 1, the largest. A spike moves the energy and
+        # the spread too, and is a spike; at the rest value only the spike and the
+        # relation name (below).
+        e_n_ = z_en / ENERGY_K
+        x_n_ = z_x / ENERGY_K
+        l_n_ = z_lv / LEVEL_K
+        if sp >= widen:
+            vw = 0.0
+        elif z_st >= widen:
+            vw = 4.0
+        elif z_rg >= widen:
+            vw = 5.0
+        elif l_n_ >= widen:
+            vw = 3.0
+        elif e_n_ >= widen:
+            vw = 1.0
+        elif x_n_ >= widen:
+            vw = 2.0
+        elif rel_name >= widen:
+            vw = 6.0
+        else:
+            vw = 0.0
+            vb = sp
+            if e_n_ > vb:
+                vw = 1.0
+                vb = e_n_
+            if x_n_ > vb:
+                vw = 2.0
+                vb = x_n_
+            if l_n_ > vb:
+                vw = 3.0
+                vb = l_n_
+            if z_st > vb:
+                vw = 4.0
+                vb = z_st
+            if z_rg > vb:
+                vw = 5.0
+                vb = z_rg
+            if rel_name > vb:
+                vw = 6.0
         if widen != 1.0:  # x / 1.0 is x: divided only while the views are widened
             h = h / widen
             h_open = h_open / widen
@@ -403,9 +452,11 @@ def _regime_step(
             # open episode still holds there (a fault that sits at the rest value).
             h_open = 0.0
             own = 0.0
+            vw = 6.0 if rel_name > sp else 0.0
         d = max(sp, h_open)
         own = max(own, sp)
         dist[9, f] = own + rel_name
+        dist[10, f] = vw
         dist[0, f] = d
         dist[1, f] = h
         d_max = max(d_max, d)
@@ -413,6 +464,7 @@ def _regime_step(
     if not any_prev:
         for f in range(n_feat):
             contrib[e, f] = 0.0
+            why[e, f] = np.float32(math.nan)
         _regime_learn(s, xv, scored, sstat, istat, dist, a_s)
         return math.nan, math.nan
 
@@ -471,6 +523,7 @@ def _regime_step(
                 sstat[s, SS_MASK, f] = 0.0
     for f in range(n_feat):
         contrib[e, f] = np.float32(dist[9, f] * dist[9, f])
+        why[e, f] = np.float32(dist[10, f])
     _regime_learn(s, xv, scored, sstat, istat, dist, a_s)
     return u / (1.0 + u), hold_d / (1.0 + hold_d)
 

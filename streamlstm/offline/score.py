@@ -45,6 +45,7 @@ class AlertSpan:
     closed_t: float | None = None
     peak: float = 0.0
     top: list[tuple[str, float]] = field(default_factory=list)  # (feature, share) at opening
+    views: dict[str, str] = field(default_factory=dict)  # the view behind each, at opening
 
 
 class AlertTracker:
@@ -64,7 +65,11 @@ class AlertTracker:
             if tr == OPENED:
                 t = by_index[i]
                 span = AlertSpan(
-                    key, ev.time_text[lo + i], float(ev.times[lo + i]), top=t.contributions[:3]
+                    key,
+                    ev.time_text[lo + i],
+                    float(ev.times[lo + i]),
+                    top=t.contributions[:3],
+                    views=t.views,
                 )
                 self.spans.append(span)
                 self._open[key] = span

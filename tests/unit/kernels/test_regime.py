@@ -139,6 +139,8 @@ def test_the_forecast_scorer_is_still_there():
     res = run(x, cfg=DetectorConfig(scorer="forecast"))
     assert START in opened(res)
     np.testing.assert_array_equal(res.hold, res.score)  # it closes on its score
+    first = next(t for t in res.transitions if t.kind == "opened")
+    assert first.views and set(first.views.values()) == {"forecast"}
 
 
 def test_scorer_state_is_reset_with_the_stream():
@@ -377,3 +379,29 @@ def test_the_level_view_holds_what_another_view_opened():
     res = run(x)
     assert opened(res) and START <= opened(res)[0] <= START + 4
     assert held(res) >= 0.9 and closed(res) and END <= closed(res)[0] <= END + 40
+
+
+@pytest.mark.parametrize(
+    ("kind", "views"),
+    [("spike", {"spike"}), ("stuck", {"flat_line"}), ("step", {"range", "level"})],
+)
+def test_the_alert_names_the_view_that_saw_it(kind, views):
+    # An operator reads why as well as where: the opening names, for its top feature,
+    # the plainest view at distance 1 (a spike moves the energy and spread views too).
+    x = noise()
+    if kind == "spike":
+        x[START, 1] += 12.0
+    elif kind == "stuck":
+        x[START:END, 1] = x[START - 1, 1]
+    else:
+        x[START:END, 1] += 3.0
+    res = run(x)
+    first = next(t for t in res.transitions if t.kind == "opened")
+    assert first.contributions[0][0] == "b"
+    assert first.views["b"] in views, first.views
+    assert set(first.views) <= set(FEATS)
+    # the alert record carries it beside each top feature's share
+    from streamlstm.kafka.sink import alert_record
+
+    top = alert_record("p", "in", 0, first.ref, first)["top_features"]
+    assert top[0]["feature"] == "b" and top[0]["view"] == first.views["b"]
