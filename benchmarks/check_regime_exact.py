@@ -19,6 +19,9 @@ stretches, a rest value with bursts, slow trends and daily swings, NaN gaps, an 
 out-of-order times, at 1 and 8 features (two of them context inputs), streams
 interleaved in random micro-batch sizes (1 to 1000); and one run with per-stream
 normalisation, gap decay and gap resets. Exit status 0 when everything is equal.
+
+A reference from before ff8c79b has no per-feature view block (``why``) in ``out_val``:
+its calls differ in size from this package's, so compare packages of one format.
 """
 
 from __future__ import annotations
