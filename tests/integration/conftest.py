@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from streamlstm.cli.demo import persistence_model
+from streamlstm.examples.synth import FleetSpec, generate_fleet
 from streamlstm.kafka.broker import LocalBroker, resolve_tansu
 from streamlstm.kafka.errors import BrokerNotInstalledError
+from tests.conftest import SEED
 
 _HERE = Path(__file__).parent
 
@@ -46,3 +49,17 @@ def broker() -> Iterator[LocalBroker]:
         yield b
     finally:
         b.stop()
+
+
+@pytest.fixture(scope="module")
+def kafka(broker: LocalBroker) -> str:
+    """Bootstrap address ``host:port`` of the session's broker."""
+    return str(broker.bootstrap)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A last-value model file of the daemon tests' four features (a clean fleet's
+    normalisation): what the daemons in this folder score with."""
+    clean = generate_fleet(FleetSpec(n_streams=20, n_steps=800, anomaly_rate=0.0, seed=SEED + 1))
+    return persistence_model(clean.values).save(tmp_path_factory.mktemp("model") / "m.npz")

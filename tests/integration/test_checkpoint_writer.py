@@ -19,10 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
-from streamlstm.cli.demo import persistence_model
-from streamlstm.examples.synth import FleetSpec, generate_fleet
 from streamlstm.service.checkpoint_store import CheckpointStore
 from tests.integration.test_daemon import (  # noqa: F401 - _no_leftover_daemons: autouse
     PARTITIONS,
@@ -67,17 +64,6 @@ sys.exit(main(sys.argv[3:]))
 """
 
 CKPT_COUNT = "streamlstm_checkpoint_duration_seconds_count"
-
-
-@pytest.fixture(scope="module")
-def kafka(broker: Any) -> str:
-    return str(broker.bootstrap)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    clean = generate_fleet(FleetSpec(n_streams=20, n_steps=800, anomaly_rate=0.0, seed=SEED + 1))
-    return persistence_model(clean.values).save(tmp_path_factory.mktemp("model") / "m.npz")
 
 
 def _committed(bootstrap: str, group: str, topic: str) -> list[int | None]:

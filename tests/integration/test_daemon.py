@@ -26,7 +26,6 @@ import numpy as np
 import pytest
 import yaml
 
-from streamlstm.cli.demo import persistence_model
 from streamlstm.detector import Detector, DetectorConfig
 from streamlstm.examples.synth import FleetSpec, generate_fleet
 from streamlstm.service.checkpoint_store import CheckpointStore
@@ -44,12 +43,6 @@ PY = sys.executable
 
 
 # -- broker -------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def kafka(broker: Any) -> str:
-    """Bootstrap address ``host:port`` of the session's broker (tests/integration/conftest.py)."""
-    return str(broker.bootstrap)
-
-
 def _create_topics(bootstrap: str, topics: dict[str, int]) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
 
@@ -109,12 +102,6 @@ def _records(fleet: Any) -> list[tuple[int, bytes, bytes]]:
         doc = {"sensor": k, "ts": t, **dict(zip(FEATURES, row, strict=True))}
         out.append((index[k] % PARTITIONS, k.encode(), json.dumps(doc).encode()))
     return out
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    clean = generate_fleet(FleetSpec(n_streams=20, n_steps=800, anomaly_rate=0.0, seed=SEED + 1))
-    return persistence_model(clean.values).save(tmp_path_factory.mktemp("model") / "m.npz")
 
 
 def _free_port() -> int:

@@ -17,12 +17,9 @@ import numpy as np
 import pytest
 import yaml
 
-from streamlstm.cli.demo import persistence_model
-from streamlstm.examples.synth import FleetSpec, generate_fleet
 from streamlstm.service.checkpoint_store import CheckpointStore
 from tests.integration.test_daemon import (
     _RUNNING,
-    SEED,
     Daemon,
     _config,
     _create_topics,
@@ -31,17 +28,6 @@ from tests.integration.test_daemon import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def kafka(broker: Any) -> str:
-    return str(broker.bootstrap)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    clean = generate_fleet(FleetSpec(n_streams=20, n_steps=800, anomaly_rate=0.0, seed=SEED + 1))
-    return persistence_model(clean.values).save(tmp_path_factory.mktemp("model") / "m.npz")
 
 
 @pytest.fixture(autouse=True)

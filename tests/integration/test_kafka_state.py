@@ -17,13 +17,10 @@ import numpy as np
 import pytest
 import yaml
 
-from streamlstm.cli.demo import persistence_model
-from streamlstm.examples.synth import FleetSpec, generate_fleet
 from streamlstm.kafka.config import KafkaConfig
 from streamlstm.service.changelog_store import KafkaCheckpointStore
 from tests.integration.test_daemon import (
     PARTITIONS,
-    SEED,
     STATE_COLUMNS,
     Daemon,
     _alert_ids,
@@ -35,17 +32,6 @@ from tests.integration.test_daemon import (
     _produce,
     _records,
 )
-
-
-@pytest.fixture(scope="module")
-def kafka(broker: Any) -> str:
-    return str(broker.bootstrap)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    clean = generate_fleet(FleetSpec(n_streams=20, n_steps=800, anomaly_rate=0.0, seed=SEED + 1))
-    return persistence_model(clean.values).save(tmp_path_factory.mktemp("model") / "m.npz")
 
 
 def _kafka_store(cfg: Path, **ckpt: Any) -> Path:

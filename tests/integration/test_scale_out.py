@@ -31,14 +31,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamlstm.cli.demo import persistence_model
-from streamlstm.examples.synth import FleetSpec, generate_fleet
 from streamlstm.kafka.config import KafkaConfig
 from streamlstm.service.changelog_store import KafkaCheckpointStore
 from streamlstm.service.checkpoint_store import CheckpointStore
 from tests.integration.test_daemon import (
     FEATURES,
-    SEED,
     STATE_COLUMNS,
     Daemon,
     _alert_records,
@@ -54,17 +51,6 @@ PARTS = 5  # the source topic's partitions: more than replicas, not a multiple o
 CHUNKS = 7  # the input arrives in this many pieces, one before each step
 
 State = dict[str, dict[str, np.ndarray]]
-
-
-@pytest.fixture(scope="module")
-def kafka(broker: Any) -> str:
-    return str(broker.bootstrap)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    clean = generate_fleet(FleetSpec(n_streams=20, n_steps=800, anomaly_rate=0.0, seed=SEED + 1))
-    return persistence_model(clean.values).save(tmp_path_factory.mktemp("model") / "m.npz")
 
 
 def _records(fleet: Any) -> list[tuple[int, bytes, bytes]]:

@@ -303,9 +303,9 @@ def test_a_second_topics_group_maps_back_to_its_kafka_partition() -> None:
     assert partition_of(group_of(1, 3)) == 3 and partition_of(group_of(0, 7)) == 7
 
 
-def test_a_failing_checkpoint_is_one_line_of_ours_then_fatal(
-    loop: PipelineLoop, caplog: pytest.LogCaptureFixture
-) -> None:
+def _full_disk(loop: PipelineLoop) -> TopicPartition:
+    """A store whose every write fails as a full disk does, and 4 events queued on
+    partition 0 (returned) to make it dirty."""
     from streamlstm.errors import CheckpointError
 
     def broken(*a: Any, **k: Any) -> Any:
@@ -314,6 +314,15 @@ def test_a_failing_checkpoint_is_one_line_of_ours_then_fatal(
     loop.store.write = broken  # type: ignore[method-assign]
     tp0 = TopicPartition(TOPIC, 0)
     loop.source.queue.append({tp0: _records(0, 0, _docs(4))})  # type: ignore[attr-defined]
+    return tp0
+
+
+def test_a_failing_checkpoint_is_one_line_of_ours_then_fatal(
+    loop: PipelineLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streamlstm.errors import CheckpointError
+
+    _full_disk(loop)
     loop.step()
     with (
         caplog.at_level("INFO", logger="streamlstm"),
@@ -503,12 +512,7 @@ def test_a_failing_background_write_is_one_line_of_ours_then_fatal(
 ) -> None:
     from streamlstm.errors import CheckpointError
 
-    def broken(*a: Any, **k: Any) -> Any:
-        raise CheckpointError("cannot write checkpoint /x: No space left on device")
-
-    loop.store.write = broken  # type: ignore[method-assign]
-    tp0 = TopicPartition(TOPIC, 0)
-    loop.source.queue.append({tp0: _records(0, 0, _docs(4))})  # type: ignore[attr-defined]
+    tp0 = _full_disk(loop)
     loop._last_ckpt_mono -= 2 * loop.cfg.checkpoint.interval_s
     loop.step()
     assert loop._writer.wait(WAIT_S)
