@@ -87,7 +87,7 @@ def main() -> None:
     sstat = np.zeros((ns, KL.N_SSTAT, nf), np.float32)
     fstat = np.zeros((ns, KL.N_FSTAT), np.float64)
     istat = np.zeros((ns, KL.N_ISTAT), np.int64)
-    dist = np.empty((11, nf), np.float64)
+    dist = np.empty((getattr(R, "N_DIST", 11), nf), np.float64)
     contrib = np.zeros((1, nf), np.float32)
     why = np.zeros((1, nf), np.float32)
     scored = np.ones(nf, np.bool_)

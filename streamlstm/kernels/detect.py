@@ -186,7 +186,7 @@ from streamlstm.kernels.norm import (
     _norm_scale,
     _norm_sd,
 )
-from streamlstm.kernels.regime import VIEW_FORECAST, _regime_reset, _regime_step
+from streamlstm.kernels.regime import N_DIST, VIEW_FORECAST, _regime_reset, _regime_step
 
 # Events per chunk of a wave. A wave's rows are independent, so cutting it
 # changes no result; a chunk's state rows and scratch stay in L1/L2 from the
@@ -466,7 +466,7 @@ def _detect_batch(
     regime = np.int64(params[P_SCORER]) == SCORER_REGIME
     r_x = np.empty(n_feat, np.float64)  # the regime scorer's inputs
     r_fc = np.empty(n_feat, np.float64)
-    dist = np.empty((11, n_feat), np.float64)
+    dist = np.empty((N_DIST, n_feat), np.float64)
     norm_mean = params[pf + PF_MEAN * n_feat : pf + (PF_MEAN + 1) * n_feat]
     norm_std = params[pf + PF_STD * n_feat : pf + (PF_STD + 1) * n_feat]
     cell = layout[WL_CELL]

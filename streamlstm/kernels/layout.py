@@ -130,7 +130,9 @@ SS_HIP = 31  # range: peak of the short level's excursion above SS_HI under way
 SS_LOP = 32  # range: trough of the excursion below SS_LO under way
 SS_QD = 33  # range: decaying maximum depth of the normal excursions beyond it (widths)
 SS_RGN = 34  # range: consecutive events the short level has been past the range's margin
-N_SSTAT = 35
+SS_ESC = 35  # SS_ES from residuals clipped at HOLD_CLIP scales: the hold's upward energy
+SS_XSC = 36  # SS_XS from deviations clipped the same way: the hold's spread
+N_SSTAT = 37
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32
 # elements, each a multiple of WEIGHT_ALIGN) of the six weight arrays in the

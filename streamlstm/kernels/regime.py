@@ -91,6 +91,14 @@ spike view still judges the arrival, and an open episode still holds there
 (a fault that sits at the rest value). A continuous signal has no rest
 value, so a stuck channel is still seen within two events.
 
+**The hold's energy and spread** count each residual (each deviation from the short
+level) at most ``HOLD_CLIP`` residual scales (two more state rows, ``SS_ESC`` and
+``SS_XSC``): the square of one outlier, which the spike view judges, no longer
+holds the episode for the ~40 events its energy takes to decay after the stream is
+back (a glitch on a flat channel held its alert ~150 events; the synthetic fleet's
+spikes 35 events past their end, now 17). A rise in energy holds only as far as the
+clipped residuals carry it; a fall (the channel went quiet) holds as before.
+
 Distance ``D`` = the largest view over the scored features (the spread view
 counts with energy, level, range and flat line in the hold ``H``). An **episode**
 starts at ``D >= 1`` (after ``BASELINE_EVENTS`` events, and not within
@@ -145,6 +153,7 @@ from streamlstm.kernels.layout import (
     SS_CMM,
     SS_CZM,
     SS_ES,
+    SS_ESC,
     SS_HI,
     SS_HIP,
     SS_LE,
@@ -176,6 +185,7 @@ from streamlstm.kernels.layout import (
     SS_XC,
     SS_XPREV,
     SS_XS,
+    SS_XSC,
 )
 
 # Events a stream learns its normal from (a spread from 256 values is within ~4% of
@@ -188,6 +198,10 @@ BASE_TAU = 256.0  # the slow baseline follows a trend with this lag (events)
 RESID_RATE = 1.0 / 256  # after the warm-up, the residual scale and energy learn this slowly
 REPEAT_RATE = 1.0 / 1024
 FLOOR_REL = 0.05  # residual scale floor: 5% of the feature's own spread (quiet streams)
+# ... and never below this share of its level: above float32's resolution (1.2e-7), in
+# which the state is kept (at 1e-9 a channel constant at 5.0 held an alert for good
+# after one outlier: its short level cannot move by less than an ulp)
+FLOOR_LEVEL = 1e-6
 CLIP = 4.0  # deviations teach at most CLIP scales (from the 16th value on)
 CLIP_AFTER = 16
 SPIKE_K = 6.0
@@ -201,6 +215,11 @@ ENERGY_GAMMA = 1.3  # up: beyond 1.3x the stream's 1-in-SPIKE_TAIL excess of ln 
 # one-minute stream (the 17 false openings of benchmarks/quality_quiet.py's 444
 # stream-days were all the spread's); at 1.6x, 3.
 SPREAD_GAMMA = 1.6
+# The hold's energy and spread count a residual (a deviation) at most HOLD_CLIP residual
+# scales (8 scales ~ 8 sd of a Gaussian stream's residual: only outliers are clipped);
+# the clipped logs are taken when clipping lowered the short mean square by over 1%.
+HOLD_CLIP = 8.0
+HOLD_CLIP_SIG = 0.99
 ENERGY_STEP = 0.05  # ln units per exceedance of that level
 ENERGY_SD_MIN = 0.5  # floor of that spread: x7.4 or /7.4 on a Gaussian stream (sd ~0.35)
 LEVEL_K = 4.0
@@ -237,6 +256,7 @@ RNG_K = 0.25  # least margin beyond the range, in widths, for distance 1
 RNG_GAMMA = 1.2  # ... and this times the depth of the stream's recent normal excursions
 RNG_FORGET = 250.0  # crossings over which the range and that depth are forgotten
 RNG_FORGET_MIN = 8192.0  # ... and at least these many events (a noisy stream's range)
+N_DIST = 13  # rows of _regime_step's dist scratch (one (N_DIST, F) float64 array)
 NOVELTY_TAU = 64.0  # events: decay of the recent maximum of D (the score's reference)
 # Which view put each feature where it is (``why``, written every event): the view with
 # the largest distance as the feature's naming share counts it. Alert records name it.
@@ -273,7 +293,7 @@ def _regime_step(
     fv : (F,) float64 the forecast in the same units (NaN = none: the previous
     value stands in). n_events : the stream's accepted events before this one.
     scored : (F,) bool. sstat : (n_slots, N_SSTAT, F) float32; fstat, istat :
-    the slot's scalar rows. dist : (11, F) float64 scratch. contrib : (n, F)
+    the slot's scalar rows. dist : (N_DIST, F) float64 scratch. contrib : (n, F)
     float32, row ``e`` gets each feature's squared distance ``D_f ** 2``; why : (n, F)
     float32, row ``e`` the index in VIEW_NAMES of each feature's largest view (NaN when
     not judged). min_run : the
@@ -313,6 +333,8 @@ def _regime_step(
         dist[3, f] = math.nan  # the short spread of x after this event
         dist[4, f] = math.nan  # L = ln(short energy) after this event
         dist[5, f] = math.nan  # ln(short spread)
+        dist[11, f] = math.nan  # the hold's short energy (residuals clipped) after this event
+        dist[12, f] = math.nan  # the hold's short spread (deviations clipped)
         x = xv[f]
         prev = sstat[s, SS_XPREV, f]
         if not scored[f] or math.isnan(x) or sstat[s, SS_N, f] == 0.0:
@@ -323,7 +345,7 @@ def _regime_step(
         dist[2, f] = r
         mu = sstat[s, SS_MU, f]
         sd = math.sqrt(sstat[s, SS_VAR, f])
-        fl = FLOOR_REL * sd + 1e-9 * (abs(mu) + 1.0)
+        fl = FLOOR_REL * sd + FLOOR_LEVEL * (abs(mu) + 1.0)
         s_eff = max(sstat[s, SS_SR, f], fl)
         es_n = sstat[s, SS_ES, f] + a_s * (r * r - sstat[s, SS_ES, f])
         f2 = (1.25 * fl) ** 2
@@ -341,6 +363,14 @@ def _regime_step(
         dist[3, f] = xs_n
         lx = math.log(xs_n + f2)
         dist[5, f] = lx
+        # the hold's energy and spread: an outlier counts at most HOLD_CLIP scales
+        lim_h = HOLD_CLIP * 1.25 * s_eff if sstat[s, SS_N, f] >= CLIP_AFTER else math.inf
+        rc_h = min(abs(r), lim_h)
+        esc_n = sstat[s, SS_ESC, f] + a_s * (rc_h * rc_h - sstat[s, SS_ESC, f])
+        dist[11, f] = esc_n
+        dxc = min(abs(dx), lim_h)
+        xsc_n = sstat[s, SS_XSC, f] + a_s * (dxc * dxc - sstat[s, SS_XSC, f])
+        dist[12, f] = xsc_n
         z_f = dist[6, f]
         rel = zn >= 2 and not math.isnan(z_f)
         e_n = 0.0
@@ -386,12 +416,26 @@ def _regime_step(
                 sstat[s, SS_RGN, f] = 0.0
         e_n_ = z_en / ENERGY_K
         x_n_ = z_x / ENERGY_K
+        # What holds: more energy or spread only from residuals within HOLD_CLIP scales
+        # (a single outlier is the spike view's; its square would hold the episode for
+        # ~40 events after the stream is back), less energy as the opening view sees it.
+        # The clipped logs are taken only when clipping changed the short mean square.
+        e_hold = e_n_
+        if esc_n < HOLD_CLIP_SIG * es_n and le > sstat[s, SS_LE, f]:
+            lec = math.log(esc_n + f2)
+            z_eh = _log_level_distance(sstat, s, f, SS_LE, SS_LV, SS_QLE, lec, False, ENERGY_GAMMA)
+            e_hold = z_eh / ENERGY_K
+        x_hold = x_n_
+        if xsc_n < HOLD_CLIP_SIG * xs_n:
+            lxc = math.log(xsc_n + f2)
+            z_xh = _log_level_distance(sstat, s, f, SS_LX, SS_LXV, SS_QLX, lxc, False, SPREAD_GAMMA)
+            x_hold = z_xh / ENERGY_K
         l_n_ = z_lv / LEVEL_K
         z_fr = max(z_st, z_rg)  # flat line, range
         z_lvl = max(l_n_, z_fr)  # ... and level
         z_nrg = max(e_n_, x_n_)
         z_rl = z_rel / REL_K
-        h = max(z_nrg, max(z_lvl, z_rl))
+        h = max(max(e_hold, x_hold), max(z_lvl, z_rl))
         h_open = max(z_nrg, max(max(z_lv / (LEVEL_K * LEVEL_OPEN), z_fr), z_rl))
         sp = z_sp / max(SPIKE_K, SPIKE_GAMMA * sstat[s, SS_QSP, f])
         # When some channels move, the relation of the others moves too (their
@@ -602,7 +646,7 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s):  # pragma: no cover -
         mu = sstat[s, SS_MU, f]
         var = sstat[s, SS_VAR, f]
         sd = math.sqrt(var)
-        fl = FLOOR_REL * sd + 1e-9 * (abs(mu) + 1.0)
+        fl = FLOOR_REL * sd + FLOOR_LEVEL * (abs(mu) + 1.0)
         clip = nf >= CLIP_AFTER
         if wu:  # the level and spread of the warm-up: the floor's reference
             d = x - mu
@@ -653,6 +697,9 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s):  # pragma: no cover -
                 dx = x - sstat[s, SS_M, f]
                 xs_n = sstat[s, SS_XS, f] + a_s * (dx * dx - sstat[s, SS_XS, f])
             sstat[s, SS_XS, f] = xs_n
+            if not math.isnan(dist[11, f]):
+                sstat[s, SS_ESC, f] = dist[11, f]
+                sstat[s, SS_XSC, f] = dist[12, f]
             _learn_log_level(sstat, s, f, SS_LX, SS_LXV, SS_QLX, dist[5, f], n_le, wu, learn)
             e_n = dist[8, f]
             if not math.isnan(e_n):

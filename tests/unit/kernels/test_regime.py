@@ -106,6 +106,24 @@ def test_a_spike_opens_a_short_alert_naming_its_feature():
     assert closed(res) and closed(res)[0] < START + 40
 
 
+@pytest.mark.parametrize("level", [0.0, 5.0])
+def test_one_outlier_does_not_hold_its_alert_after_the_stream_is_back(level):
+    # The hold counts a residual at most HOLD_CLIP scales: a huge outlier's square
+    # held the alert ~40 events after a noisy stream was back (here 60 sd: closed 40
+    # events on), and a channel constant at 5.0, whose residual floor was below
+    # float32's resolution there, held it for good.
+    x = noise()
+    x[START, 2] += 60.0
+    res = run(x)
+    assert opened(res) == [START] and closed(res) and closed(res)[0] < START + 30
+    x = noise() * 0.01 + level
+    x[:, 2] = level
+    x[START, 2] = level + 45.0
+    res = run(x)
+    assert opened(res) == [START] and closed(res) and closed(res)[0] < START + 30
+    assert not res.alert[START + 30 :].any()
+
+
 def test_context_features_are_forecast_but_never_scored(tmp_path):
     x = noise()
     x[START:END, 0] += 50.0  # a command channel switches: not an incident
