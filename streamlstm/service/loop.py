@@ -199,11 +199,19 @@ class PipelineLoop:
 
     # -- lifecycle ----------------------------------------------------------------
     def warm_up(self) -> None:
-        """Compile the kernels on a scratch detector so the first real batch is fast."""
+        """Compile (or load from Numba's cache) every kernel the loop may call, then run
+        this pipeline's model on a scratch detector, so the first real batch is fast.
+
+        Every kernel, not only the detector's: the JSON scanner, the bulk record reader
+        and the key map's growth and eviction paths otherwise compiled on the first
+        batch or the first eviction (~6 s of stopped loop with a cold cache, after
+        the daemon had reported itself ready)."""
         from streamlstm.kernels import config as kernel_config
+        from streamlstm.service.warmup import warmup as warm_all_kernels
 
         kernel_config.log_notes(log)
         t0 = time.perf_counter()
+        warm_all_kernels()
         scratch = Detector(self.model, self.cfg.detector)
         x = np.zeros((4, self.model.n_features))
         scratch.process_many(["w0", "w1", "w0", "w1"], [0.0, 0.0, 1.0, 1.0], x, group=0)

@@ -4,6 +4,8 @@ model reload, broker errors. The real broker is in tests/integration/test_daemon
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -559,3 +561,36 @@ def test_an_unreachable_changelog_in_the_background_waits_and_retries(loop: Pipe
     assert loop._writer.wait(WAIT_S)
     loop.step()
     assert src.commits == [{tp0: 4}] and calls == [0, 0]
+
+
+_WARM_CHECK = """
+import sys, tempfile, threading
+from pathlib import Path
+from prometheus_client import CollectorRegistry
+from streamlstm.kernels import jsonscan, kafkarecords, keymap
+from streamlstm.model import Model
+from streamlstm.service.loop import PipelineLoop
+from streamlstm.service.metrics import Metrics
+from tests.unit.service.test_loop import FEATURES, FakeSink, FakeSource, _cfg
+tmp = Path(tempfile.mkdtemp())
+path = Model.random(FEATURES, hidden=4, seed=3).save(tmp / "m.npz")
+lp = PipelineLoop(_cfg(tmp, path), Metrics(CollectorRegistry()), threading.Event(),
+                  source_factory=FakeSource, sink_factory=FakeSink)
+entry = [(jsonscan, "_scan"), (kafkarecords, "_walk_batches"), (kafkarecords, "_parse_records")]
+entry += [(keymap, n) for n in ("_find", "_insert", "_release", "_rebuild", "_compact", "_gather")]
+assert all(not getattr(m, n).signatures for m, n in entry), "not a fresh process"
+lp.warm_up()
+print(" ".join(f"{m.__name__}.{n}" for m, n in entry if not getattr(m, n).signatures))
+"""
+
+
+def test_warm_up_compiles_every_kernel_the_loop_may_call():
+    # In a fresh process (this one has compiled them all by now): the JSON scanner, the
+    # bulk record reader and the key map's growth and eviction paths compiled on the
+    # first batch or the first eviction, ~6 s of stopped loop with a cold Numba cache.
+    root = Path(__file__).resolve().parents[3]
+    out = subprocess.run(
+        [sys.executable, "-c", _WARM_CHECK], cwd=root, capture_output=True, text=True,
+        timeout=600, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip() == "", f"compiled only on first use: {out.stdout}"
