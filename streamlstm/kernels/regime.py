@@ -99,6 +99,17 @@ back (a glitch on a flat channel held its alert ~150 events; the synthetic fleet
 spikes 35 events past their end, now 17). A rise in energy holds only as far as the
 clipped residuals carry it; a fall (the channel went quiet) holds as before.
 
+**An incident teaches the energy and spread tails for its first** ``TAIL_EPISODE``
+**events only.** Their running 1-in-``SPIKE_TAIL`` levels learn from every event, so a
+stream that bursts often is not paged for each burst; but they rise ``ENERGY_STEP`` per
+exceedance and fall ``ENERGY_STEP / SPIKE_TAIL`` per event, so every event of a long
+incident raised them and they took days to come back (a 56-event variance change
+lifted a synthetic stream's energy tail by 1.6 ln units, ~8,000 events to decay): the
+stream was blind to its next incident of the same kind. A masked feature's tails now
+learn from an episode's first ``TAIL_EPISODE`` events (a burst is learnt as the
+stream's burstiness) and again once it is released (``MAX_HOLD``). The spike level
+still learns from every event (NAB's rogue_agent bursts need it).
+
 Distance ``D`` = the largest view over the scored features (the spread view
 counts with energy, level, range and flat line in the hold ``H``). An **episode**
 starts at ``D >= 1`` (after ``BASELINE_EVENTS`` events, and not within
@@ -220,6 +231,10 @@ SPREAD_GAMMA = 1.6
 # the clipped logs are taken when clipping lowered the short mean square by over 1%.
 HOLD_CLIP = 8.0
 HOLD_CLIP_SIG = 0.99
+# An episode's events teach the energy and spread tails (their 1-in-SPIKE_TAIL levels)
+# for this many events: a burst is learnt, a long incident does not blind the stream to
+# the next (see the module doc)
+TAIL_EPISODE = 16
 ENERGY_STEP = 0.05  # ln units per exceedance of that level
 ENERGY_SD_MIN = 0.5  # floor of that spread: x7.4 or /7.4 on a Gaussian stream (sd ~0.35)
 LEVEL_K = 4.0
@@ -599,13 +614,13 @@ def _log_level_distance(
 
 @njit(**NJIT_INLINE)
 def _learn_log_level(
-    sstat, s, f, i_mean, i_var, i_tail, value, n_le, wu, learn
+    sstat, s, f, i_mean, i_var, i_tail, value, n_le, wu, learn, tail
 ):  # pragma: no cover - compiled
     """Teach a log-level statistic (ln short energy, ln short spread) of feature ``f``:
     its normal mean and variance (1/n over the warm-up, then slowly; deviations clipped
     at CLIP spreads, so an incident's onset does not widen the band it is judged by;
     only while the feature is not in an episode), and its running 1-in-SPIKE_TAIL
-    level (from every event)."""
+    level (when ``tail``: outside episodes and in their first TAIL_EPISODE events)."""
     if math.isnan(value) or n_le < 0.0:
         return
     if learn or n_le < 1.0:
@@ -620,6 +635,8 @@ def _learn_log_level(
         sstat[s, i_var, f] = (1.0 - a_l) * (v + a_l * dl * dl)
     if n_le < 1.0:
         sstat[s, i_tail, f] = value
+    elif not tail:
+        return
     elif value > sstat[s, i_tail, f]:
         sstat[s, i_tail, f] += ENERGY_STEP
     else:
@@ -643,6 +660,7 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s):  # pragma: no cover -
         wu = nf < BASELINE_EVENTS
         aw = 1.0 / (nf + 1.0) if wu else 0.0  # read only in the warm-up
         learn = sstat[s, SS_MASK, f] < 0.5 or released or wu
+        tail = learn or istat[s, I_EP_HELD] <= TAIL_EPISODE
         mu = sstat[s, SS_MU, f]
         var = sstat[s, SS_VAR, f]
         sd = math.sqrt(var)
@@ -686,7 +704,7 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s):  # pragma: no cover -
             sstat[s, SS_ES, f] = es + a_s * (r * r - es)
             le = dist[4, f]
             n_le = nf - CLIP_AFTER  # the short energy is warm from the 16th value on
-            _learn_log_level(sstat, s, f, SS_LE, SS_LV, SS_QLE, le, n_le, wu, learn)
+            _learn_log_level(sstat, s, f, SS_LE, SS_LV, SS_QLE, le, n_le, wu, learn, tail)
             dm_ = x - sstat[s, SS_M, f]
             if clip:
                 lim_m = LEVEL_CLIP * 1.25 * s_eff
@@ -700,7 +718,7 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s):  # pragma: no cover -
             if not math.isnan(dist[11, f]):
                 sstat[s, SS_ESC, f] = dist[11, f]
                 sstat[s, SS_XSC, f] = dist[12, f]
-            _learn_log_level(sstat, s, f, SS_LX, SS_LXV, SS_QLX, dist[5, f], n_le, wu, learn)
+            _learn_log_level(sstat, s, f, SS_LX, SS_LXV, SS_QLX, dist[5, f], n_le, wu, learn, tail)
             e_n = dist[8, f]
             if not math.isnan(e_n):
                 if learn:

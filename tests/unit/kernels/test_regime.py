@@ -124,6 +124,28 @@ def test_one_outlier_does_not_hold_its_alert_after_the_stream_is_back(level):
     assert not res.alert[START + 30 :].any()
 
 
+def test_a_long_incident_does_not_blind_the_stream_to_the_next_one():
+    # The energy tail learnt from every event of a 300-event variance change and took
+    # ~8,000 events to come back: a second one 1,500 events later was caught in 4 of
+    # these 10 seeds (alert open 28% of it). Now the tail learns from an episode's
+    # first TAIL_EPISODE events only.
+    first, second, n = 2000, 3800, 6000
+    caught, share = 0, []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        x = np.zeros(n)
+        e = rng.normal(size=n)
+        for i in range(1, n):
+            x[i] = 0.9 * x[i - 1] + 0.3 * e[i]
+        x[first : first + 300] += 1.2 * rng.normal(size=300)
+        x[second : second + 60] += 1.2 * rng.normal(size=60)
+        res = run_one(x[:, None])
+        assert any(first <= i < first + 300 for i in opened(res))
+        caught += any(second <= i < second + 60 for i in opened(res))
+        share.append(res.alert[second : second + 60].mean())
+    assert caught == 10 and np.mean(share) > 0.8, (caught, share)
+
+
 def test_context_features_are_forecast_but_never_scored(tmp_path):
     x = noise()
     x[START:END, 0] += 50.0  # a command channel switches: not an incident
