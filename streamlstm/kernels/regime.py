@@ -113,7 +113,10 @@ still learns from every event (NAB's rogue_agent bursts need it).
 Distance ``D`` = the largest view over the scored features (the spread view
 counts with energy, level, range and flat line in the hold ``H``). An **episode**
 starts at ``D >= 1`` (after ``BASELINE_EVENTS`` events, and not within
-``EPISODE_COOLDOWN`` events of the last one); the features at ``D_f >= 1``
+``EPISODE_COOLDOWN`` events of the last one unless a feature that was not in the
+last one is at ``D_f >= 1``: one incident opens once, but another channel breaking
+soon after is another incident; the last episode's features are marked ``-1`` in
+``SS_MASK``); the features at ``D_f >= 1``
 or ``H_f >= 1`` while it lasts form its mask. The episode **holds** while ``H``, the largest
 level / range / energy / flat-line / relation view of the masked features, stays at or above
 ``EPISODE_CLOSE``, and ends after ``EPISODE_CLOSE_RUN`` events below. The
@@ -252,7 +255,7 @@ LEVEL_CLIP = 4.0
 REPEAT_P_MIN = 1e-3  # a continuous signal's repeats are never taken as rarer than this
 EPISODE_CLOSE = 0.5
 EPISODE_CLOSE_RUN = 4
-EPISODE_COOLDOWN = 32  # events after an episode before the next may start
+EPISODE_COOLDOWN = 32  # events after an episode before its features may open the next
 REST_MIN = 0.2  # a value a stream spends this share of its events at is where it rests
 REST_RATE = 1.0 / 1024  # after the warm-up, the rest share learns this slowly
 REST_SWITCH = 0.05  # a repeated value replaces a rest value held less often than this
@@ -493,7 +496,14 @@ def _regime_step(
     # -- score: a rise above the recent past ranks above its plateau ------------------
     ref = max(fstat[s, F_SCALE], 1.0)
     u = max(d_max / ref, 1.0) if d_max >= 1.0 else 0.999 * d_max
-    if istat[s, I_EP_COOL] > 0 and istat[s, I_EPISODE] == 0:
+    # The cooldown after an episode holds back its own features, not the others (a
+    # feature that was in the last episode is marked -1 in SS_MASK until the next).
+    cool = istat[s, I_EP_COOL] > 0 and istat[s, I_EPISODE] == 0
+    if cool:
+        for f in range(n_feat):
+            if dist[0, f] >= 1.0 and sstat[s, SS_MASK, f] > -0.5:
+                cool = False
+    if cool:
         u = min(u, 0.99)  # one incident, one opening
     if istat[s, I_EPISODE] == 1:
         # An open episode's events rank below its opening (a threshold sweep counts every
@@ -510,7 +520,7 @@ def _regime_step(
     # -- the episode: which features broke, and whether they are still away -----------
     hold_d = h_all
     if istat[s, I_EPISODE] == 0:
-        if warm and istat[s, I_EP_COOL] <= 0 and d_max >= 1.0:
+        if warm and not cool and d_max >= 1.0:
             istat[s, I_EPISODE] = 1
             istat[s, I_EP_BELOW] = 0
             fstat[s, F_EPEAK] = d_max
@@ -542,7 +552,7 @@ def _regime_step(
             istat[s, I_EP_HELD] = 0
             istat[s, I_EP_COOL] = EPISODE_COOLDOWN
             for f in range(n_feat):
-                sstat[s, SS_MASK, f] = 0.0
+                sstat[s, SS_MASK, f] = -1.0 if sstat[s, SS_MASK, f] > 0.5 else 0.0
     for f in range(n_feat):
         contrib[e, f] = np.float32(dist[9, f] * dist[9, f])
         why[e, f] = np.float32(dist[10, f])

@@ -106,6 +106,23 @@ def test_a_spike_opens_a_short_alert_naming_its_feature():
     assert closed(res) and closed(res)[0] < START + 40
 
 
+def test_the_cooldown_holds_back_the_last_incidents_features_not_the_others():
+    # One incident opens once: its channel spiking again within EPISODE_COOLDOWN
+    # events of its close opens nothing. Another channel breaking then is another
+    # incident, and opens (before, the cooldown held back every feature).
+    x = noise()
+    x[START, 2] += 15.0
+    end = closed(run(x))[0]
+    again, other = x.copy(), x.copy()
+    again[end + 5, 2] += 15.0
+    other[end + 5, 1] += 15.0
+    assert opened(run(again)) == [START]
+    res = run(other)
+    assert opened(res) == [START, end + 5]
+    second = [t for t in res.transitions if t.kind == "opened"][1]
+    assert second.contributions[0][0] == "b"
+
+
 @pytest.mark.parametrize("level", [0.0, 5.0])
 def test_one_outlier_does_not_hold_its_alert_after_the_stream_is_back(level):
     # The hold counts a residual at most HOLD_CLIP scales: a huge outlier's square
