@@ -84,7 +84,7 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     nf, ns = args.features, args.streams
-    sstat = np.zeros((ns, KL.N_SSTAT, nf), np.float32)
+    sstat = np.zeros((ns, KL.n_sstat_rows(nf), nf), np.float32)
     fstat = np.zeros((ns, KL.N_FSTAT), np.float64)
     istat = np.zeros((ns, KL.N_ISTAT), np.int64)
     dist = np.empty((getattr(R, "N_DIST", 11), nf), np.float64)

@@ -369,7 +369,9 @@ class Detector:
             "fstat": Column((K.N_FSTAT,), "float64", grows=True),
             "istat": Column((K.N_ISTAT,), "int64"),
             # rows appended by later versions are zero = not learnt yet (state.table)
-            "sstat": Column((K.N_SSTAT, model.n_features), "float32", grows=True),
+            "sstat": Column(
+                (K.n_sstat_rows(model.n_features), model.n_features), "float32", grows=True
+            ),
         }
         if stream_norm != "off":
             cols["nstat"] = Column((KN.N_NSTAT, model.n_features), "float64")

@@ -177,6 +177,7 @@ from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
     WL_W_HEAD,
     WL_W_HH,
     WL_W_IH,
+    n_sstat_rows,
 )
 from streamlstm.kernels.norm import (
     MODE_OFF,

@@ -132,7 +132,19 @@ SS_QD = 33  # range: decaying maximum depth of the normal excursions beyond it (
 SS_RGN = 34  # range: consecutive events the short level has been past the range's margin
 SS_ESC = 35  # SS_ES from residuals clipped at HOLD_CLIP scales: the hold's upward energy
 SS_XSC = 36  # SS_XS from deviations clipped the same way: the hold's spread
-N_SSTAT = 37
+SS_RN = 37  # regression: events it learnt from (its warm-up; 0 in older checkpoints)
+SS_QE = 38  # regression: short level of q_f = z_f - (z_f's regression on the other z)
+SS_QM = 39  # regression: normal mean of SS_QE
+SS_QV = 40  # regression: normal variance of SS_QE
+N_SSTAT = 41  # rows of fixed meaning; then 2 F rows of the regression on the others:
+# rows SS_COV + g (SS_COV = N_SSTAT): the normal covariance of z_g and z_f (column f),
+# rows N_SSTAT + F + g: the weight of z_g in the regression of z_f on the others
+
+
+def n_sstat_rows(n_features: int) -> int:
+    """sstat rows of a model with ``n_features`` features."""
+    return N_SSTAT + 2 * n_features
+
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32
 # elements, each a multiple of WEIGHT_ALIGN) of the six weight arrays in the

@@ -54,10 +54,28 @@ the present with them through seven views, each a distance where 1 means
   own swing. Counted in the hold. Naming: when some channels move, the
   others' relation moves too (the movers are in their reference), so the
   alert names features by their own views and the relation counts a quarter.
-  At ``REL_K`` 5 it paged SKAB's normal rows (FAR 1.4% -> 14.8%). Known gap:
-  channels that move against each other (loadings of both signs) cancel in
-  the mean of the others; aligning each by the sign of its learnt relation
-  paged SKAB the same way, so it is not done.
+  At ``REL_K`` 5 it paged SKAB's normal rows (FAR 1.4% -> 14.8%). It is
+  loose on purpose: channels that move against each other (loadings of both
+  signs) cancel in the mean of the others.
+
+  **The regression** (a second relation residual; opens an episode, never holds
+  or joins one): ``q_f = z_f - sum_g w_gf z_g``, ``z_f``'s best linear prediction
+  from all the other channels, with weights read off the inverse of the stream's
+  running covariance of the z's (``C + REL_RIDGE I``; rows ``N_SSTAT ..`` of
+  ``sstat``, solved every ``REL_REFRESH`` events by :func:`_learn_relation`); its
+  short level against its own normal mean and spread, over ``REL_K``, judged once
+  it has learnt from ``EARLY_EVENTS`` events (``SS_RN``: a checkpoint from before
+  it restores zeros, and the regression learns again). It sees a channel leave its
+  relation whatever the loadings' signs and however the shared parts mix (a
+  synthetic channel drifting 4 sds inside the stream's daily cycle: the mean of
+  the others did not see it). It learns nothing while an episode is open (every
+  residual reads the other channels, so a broken one would teach the rest; the
+  covariance learns only from events all its channels learn from, so it stays
+  positive definite). Why it does not hold: on SKAB a pump's temperature keeps
+  rising through a valve fault and cools for minutes after it, so every channel
+  whose regression reads the temperature stays off its relation after the fault;
+  holding (or joining the mask) by the regression held SKAB's alerts past the
+  faults' ends (FAR 7.7% -> 14.8%). The loose relation above holds.
 
 - **range** (counted in the hold, like the level): the short level beyond the
   stream's range of normal short levels, over the larger of ``RNG_K`` of the
@@ -163,6 +181,7 @@ from streamlstm.kernels.layout import (
     I_EP_COOL,
     I_EP_HELD,
     I_EPISODE,
+    N_SSTAT,
     SS_B,
     SS_CMM,
     SS_CZM,
@@ -183,15 +202,19 @@ from streamlstm.kernels.layout import (
     SS_N,
     SS_PREP,
     SS_QD,
+    SS_QE,
     SS_QLE,
     SS_QLX,
+    SS_QM,
     SS_QSP,
+    SS_QV,
     SS_R0,
     SS_R0F,
     SS_RE,
     SS_REM,
     SS_REV,
     SS_RGN,
+    SS_RN,
     SS_RUN,
     SS_SR,
     SS_VAR,
@@ -261,6 +284,8 @@ REST_RATE = 1.0 / 1024  # after the warm-up, the rest share learns this slowly
 REST_SWITCH = 0.05  # a repeated value replaces a rest value held less often than this
 REL_SD_MIN = 0.05  # floor of the relation residual's spread (z units)
 REL_K = 6.0  # relation residual spreads = distance 1 (5 paged SKAB's normal rows)
+REL_RIDGE = 0.05  # ridge of the regression on the others (z units: 5% of a variance)
+REL_REFRESH = 16  # events between solves of the regression (every event in its warm-up)
 MAX_HOLD = 2048  # events of an episode after which its features learn again
 ESCALATION = 3.0  # an open episode's distance at this multiple of its peak ranks again
 # The range view (see the module doc). Its maturity is counted in crossings of the
@@ -274,7 +299,7 @@ RNG_K = 0.25  # least margin beyond the range, in widths, for distance 1
 RNG_GAMMA = 1.2  # ... and this times the depth of the stream's recent normal excursions
 RNG_FORGET = 250.0  # crossings over which the range and that depth are forgotten
 RNG_FORGET_MIN = 8192.0  # ... and at least these many events (a noisy stream's range)
-N_DIST = 13  # rows of _regime_step's dist scratch (one (N_DIST, F) float64 array)
+N_DIST = 16  # rows of _regime_step's dist scratch (one (N_DIST, F) float64 array)
 NOVELTY_TAU = 64.0  # events: decay of the recent maximum of D (the score's reference)
 # Which view put each feature where it is (``why``, written every event): the view with
 # the largest distance as the feature's naming share counts it. Alert records name it.
@@ -319,6 +344,7 @@ def _regime_step(
     never capped). Score is NaN (and nothing is scored) for a stream's first event.
     """
     n_feat = xv.shape[0]
+    i_w = N_SSTAT + n_feat  # rows of the relation's regression weights
     a_s = 2.0 / (SHORT_SPAN + 1.0)
     warm = n_events >= EARLY_EVENTS
     # Before BASELINE_EVENTS the statistics come from fewer events: every view is
@@ -344,6 +370,7 @@ def _regime_step(
     # -- distances, from the state before this event ---------------------------------
     for f in range(n_feat):
         dist[0, f] = 0.0  # D_f
+        dist[14, f] = 0.0
         dist[9, f] = 0.0  # D_f for naming: the relation view counts a quarter
         dist[10, f] = math.nan  # which view is largest (VIEW_NAMES), as named
         dist[1, f] = 0.0  # H_f
@@ -392,12 +419,22 @@ def _regime_step(
         z_f = dist[6, f]
         rel = zn >= 2 and not math.isnan(z_f)
         e_n = 0.0
+        q_n = 0.0
+        dist[15, f] = math.nan
         if rel:
             mo = (zsum - z_f) / (zn - 1)
             beta = sstat[s, SS_CZM, f] / max(sstat[s, SS_CMM, f], 1e-6)
             e_n = sstat[s, SS_RE, f] + a_s * (z_f - beta * mo - sstat[s, SS_RE, f])
             dist[7, f] = mo
             dist[8, f] = e_n
+            # z_f against its regression on the others' z (a missing one counts at its
+            # mean, 0)
+            pred = 0.0
+            for g in range(n_feat):
+                if g != f and not math.isnan(dist[6, g]):
+                    pred += sstat[s, i_w + g, f] * dist[6, g]
+            q_n = sstat[s, SS_QE, f] + a_s * (z_f - pred - sstat[s, SS_QE, f])
+            dist[15, f] = q_n
         if not warm:
             # The views judge from EARLY_EVENTS on: before, only what the learning
             # reads (above) is needed, and the distances below are not computed.
@@ -417,8 +454,11 @@ def _regime_step(
                 lim_r = max(lim_r, STUCK_K / nl)
             z_st = run / lim_r if lim_r > 0.0 else 0.0
         z_rel = 0.0
+        z_q = 0.0
         if rel:
             z_rel = abs(e_n - sstat[s, SS_REM, f]) / max(math.sqrt(sstat[s, SS_REV, f]), REL_SD_MIN)
+            if sstat[s, SS_RN, f] >= EARLY_EVENTS:
+                z_q = abs(q_n - sstat[s, SS_QM, f]) / max(math.sqrt(sstat[s, SS_QV, f]), REL_SD_MIN)
         z_rg = 0.0  # range: the short level beyond the stream's range of normal levels
         if sstat[s, SS_N, f] >= BASELINE_EVENTS and abs(sstat[s, SS_XC, f]) >= RNG_CROSS:
             w_rg = sstat[s, SS_HI, f] - sstat[s, SS_LO, f] + fl
@@ -453,19 +493,22 @@ def _regime_step(
         z_lvl = max(l_n_, z_fr)  # ... and level
         z_nrg = max(e_n_, x_n_)
         z_rl = z_rel / REL_K
+        z_ql = z_q / REL_K
         h = max(max(e_hold, x_hold), max(z_lvl, z_rl))
-        h_open = max(z_nrg, max(max(z_lv / (LEVEL_K * LEVEL_OPEN), z_fr), z_rl))
+        h_open0 = max(z_nrg, max(max(z_lv / (LEVEL_K * LEVEL_OPEN), z_fr), z_rl))
+        h_open = max(h_open0, z_ql)
         sp = z_sp / max(SPIKE_K, SPIKE_GAMMA * sstat[s, SS_QSP, f])
         # When some channels move, the relation of the others moves too (their
         # reference is the mean of the rest): the alert names by the channels' own
         # views, the relation breaking ties.
         own = max(z_nrg, z_lvl)
-        rel_name = 0.25 * z_rl
+        rel_name = 0.25 * max(z_rl, z_ql)
         # The view named (VIEW_NAMES' order): see _named_view.
         vw = _named_view((sp, e_n_, x_n_, l_n_, z_st, z_rg, rel_name), widen)
         if widen != 1.0:  # x / 1.0 is x: divided only while the views are widened
             h = h / widen
             h_open = h_open / widen
+            h_open0 = h_open0 / widen
             sp = sp / widen
             own = own / widen
             rel_name = rel_name / widen
@@ -476,9 +519,11 @@ def _regime_step(
             # of event-driven streams. The spike view still judges the arrival, and an
             # open episode still holds there (a fault that sits at the rest value).
             h_open = 0.0
+            h_open0 = 0.0
             own = 0.0
             vw = 6.0 if rel_name > sp else 0.0
         d = max(sp, h_open)
+        dist[14, f] = max(sp, h_open0)
         own = max(own, sp)
         dist[9, f] = own + rel_name
         dist[10, f] = vw
@@ -490,7 +535,7 @@ def _regime_step(
         for f in range(n_feat):
             contrib[e, f] = 0.0
             why[e, f] = np.float32(math.nan)
-        _regime_learn(s, xv, scored, sstat, istat, dist, a_s)
+        _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events)
         return math.nan, math.nan
 
     # -- score: a rise above the recent past ranks above its plateau ------------------
@@ -534,7 +579,7 @@ def _regime_step(
         # a feature joins the episode when any of its views reaches 1, the level's
         # holding distance included (LEVEL_OPEN)
         for f in range(n_feat):
-            if dist[0, f] >= 1.0 or dist[1, f] >= 1.0:
+            if dist[14, f] >= 1.0 or dist[1, f] >= 1.0:
                 sstat[s, SS_MASK, f] = 1.0
     if istat[s, I_EPISODE] == 1:
         hold_d = 0.0
@@ -556,7 +601,7 @@ def _regime_step(
     for f in range(n_feat):
         contrib[e, f] = np.float32(dist[9, f] * dist[9, f])
         why[e, f] = np.float32(dist[10, f])
-    _regime_learn(s, xv, scored, sstat, istat, dist, a_s)
+    _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events)
     return u / (1.0 + u), hold_d / (1.0 + hold_d)
 
 
@@ -654,13 +699,14 @@ def _learn_log_level(
 
 
 @njit(**NJIT_INLINE)
-def _regime_learn(s, xv, scored, sstat, istat, dist, a_s):  # pragma: no cover - compiled
+def _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events):  # pragma: no cover - compiled
     """After scoring: teach the statistics (see the module doc for what learns when).
 
     Why one function of ~100 lines: one pass over the features updates every
     statistic of a feature from the same event, in the order the views read them."""
     n_feat = xv.shape[0]
     released = istat[s, I_EP_HELD] > MAX_HOLD
+    quiet = istat[s, I_EPISODE] == 0 or released
     a_b = 1.0 / BASE_TAU
     for f in range(n_feat):
         x = xv[f]
@@ -744,6 +790,19 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s):  # pragma: no cover -
                     sstat[s, SS_REM, f] += a_c * de
                     sstat[s, SS_REV, f] = (1.0 - a_c) * (sstat[s, SS_REV, f] + a_c * de * de)
                 sstat[s, SS_RE, f] = e_n
+                q_n = dist[15, f]
+                # the regression learns nothing while an episode is open: a feature's
+                # residual reads the others, so the broken ones would teach the rest
+                if learn and (quiet or wu):
+                    rn = sstat[s, SS_RN, f]
+                    a_q = 1.0 / (rn + 1.0) if rn < BASELINE_EVENTS else a_b
+                    dq = q_n - sstat[s, SS_QM, f]
+                    if rn >= CLIP_AFTER:
+                        lim_q = CLIP * max(math.sqrt(sstat[s, SS_QV, f]), REL_SD_MIN)
+                        dq = min(max(dq, -lim_q), lim_q)
+                    sstat[s, SS_QM, f] += a_q * dq
+                    sstat[s, SS_QV, f] = (1.0 - a_q) * (sstat[s, SS_QV, f] + a_q * dq * dq)
+                sstat[s, SS_QE, f] = q_n
             if learn:
                 a_r = aw if wu else RESID_RATE
                 sstat[s, SS_SR, f] += a_r * (rc - sstat[s, SS_SR, f])
@@ -771,6 +830,7 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s):  # pragma: no cover -
                     sstat[s, SS_QSP, f] = q * _SPIKE_DOWN
         sstat[s, SS_XPREV, f] = x
         sstat[s, SS_N, f] = nf + 1.0
+    _learn_relation(s, scored, sstat, istat, dist, n_events)
 
 
 @njit(**NJIT_INLINE)
@@ -822,3 +882,76 @@ def _learn_range(sstat, s, f, wu, fl, nf):  # pragma: no cover - compiled
         sstat[s, SS_XC, f] = -xc + 1.0
     elif mm - bb < -hy and xc >= 0.0:
         sstat[s, SS_XC, f] = -(xc + 1.0)
+
+
+@njit(**NJIT_INLINE)
+def _learn_relation(s, scored, sstat, istat, dist, n_events):  # pragma: no cover - compiled
+    """Teach the relation's regression of each scored feature's z on the others'.
+
+    The covariance of the warm-up z-scores (rows ``N_SSTAT + g``) learns from the
+    pairs of features that both learn from this event (not in an episode; 1/n over a
+    feature's first BASELINE_EVENTS relation events, then 1/BASE_TAU). Every
+    REL_REFRESH events (every event while a feature is in its warm-up) the covariance
+    plus REL_RIDGE is inverted (Gauss-Jordan, in place in the weight rows) and each
+    feature's weights read off the precision matrix ``P``: ``w_gf = -P_gf / P_ff``, the
+    coefficients of the best linear prediction of z_f from all the other z. A feature
+    with no relation to the others gets weights near 0 (its residual is its own z)."""
+    n_feat = dist.shape[1]
+    i_c = N_SSTAT
+    i_w = N_SSTAT + n_feat
+    quiet = istat[s, I_EPISODE] == 0 or istat[s, I_EP_HELD] > MAX_HOLD
+    zn = 0
+    for f in range(n_feat):
+        # dist[13]: 1 where feature f learns the relation from this event
+        ok = scored[f] and not math.isnan(dist[6, f])
+        if ok:
+            zn += 1
+        dist[13, f] = 0.0
+        if ok and (quiet or sstat[s, SS_N, f] <= BASELINE_EVENTS):
+            dist[13, f] = 1.0
+    if zn < 2:
+        return
+    warm_up = False
+    for f in range(n_feat):
+        if dist[13, f] == 0.0:
+            continue
+        rf = sstat[s, SS_RN, f]
+        for g in range(f, n_feat):
+            if dist[13, g] == 0.0:
+                continue
+            rn = min(rf, sstat[s, SS_RN, g])
+            a = 1.0 / (rn + 1.0) if rn < BASELINE_EVENTS else 1.0 / BASE_TAU
+            c = sstat[s, i_c + g, f] + a * (dist[6, f] * dist[6, g] - sstat[s, i_c + g, f])
+            sstat[s, i_c + g, f] = c
+            sstat[s, i_c + f, g] = c
+    for f in range(n_feat):
+        if dist[13, f] == 1.0:
+            sstat[s, SS_RN, f] += 1.0
+            if sstat[s, SS_RN, f] <= BASELINE_EVENTS:
+                warm_up = True
+    if not warm_up and n_events % REL_REFRESH != 0:
+        return
+    # P = (C + ridge I)^-1 in the weight rows, then w_gf = -P_gf / P_ff column by column
+    for f in range(n_feat):
+        for g in range(n_feat):
+            sstat[s, i_w + g, f] = sstat[s, i_c + g, f] + (REL_RIDGE if g == f else 0.0)
+    for k in range(n_feat):
+        p = sstat[s, i_w + k, k]
+        if not p > 1e-6:  # not positive definite (missing values learnt apart): no relation
+            for f in range(n_feat):
+                for g in range(n_feat):
+                    sstat[s, i_w + g, f] = 0.0
+            return
+        sstat[s, i_w + k, k] = 1.0
+        for j in range(n_feat):
+            sstat[s, i_w + k, j] /= p
+        for i in range(n_feat):
+            if i != k:
+                q = sstat[s, i_w + i, k]
+                sstat[s, i_w + i, k] = 0.0
+                for j in range(n_feat):
+                    sstat[s, i_w + i, j] -= q * sstat[s, i_w + k, j]
+    for f in range(n_feat):
+        d = sstat[s, i_w + f, f]
+        for g in range(n_feat):
+            sstat[s, i_w + g, f] = -sstat[s, i_w + g, f] / d if g != f else 0.0
