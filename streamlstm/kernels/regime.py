@@ -77,6 +77,15 @@ the present with them through seven views, each a distance where 1 means
   holding (or joining the mask) by the regression held SKAB's alerts past the
   faults' ends (FAR 7.7% -> 14.8%). The loose relation above holds.
 
+  It also **ends a level hold**: a broken feature's baseline is frozen while the
+  episode lasts, and the stream's own swing carries its short level away from
+  it, so the level view held alerts for hundreds of events after their
+  incident. When the feature's regression rests on channels outside the
+  episode (weights of at least ``REL_RELEASE`` on them in all) and says it is
+  back in its relation, its level view holds no more than the regression's
+  distance (a correlation break's alert held 322 events past its end, now
+  closes within 60, and the variance change that followed opens its own).
+
 - **range** (counted in the hold, like the level): the short level beyond the
   stream's range of normal short levels, over the larger of ``RNG_K`` of the
   range's width and ``RNG_GAMMA`` times the depth of the stream's recent normal
@@ -285,6 +294,7 @@ REST_SWITCH = 0.05  # a repeated value replaces a rest value held less often tha
 REL_SD_MIN = 0.05  # floor of the relation residual's spread (z units)
 REL_K = 6.0  # relation residual spreads = distance 1 (5 paged SKAB's normal rows)
 REL_RIDGE = 0.05  # ridge of the regression on the others (z units: 5% of a variance)
+REL_RELEASE = 0.5  # weight on unmasked channels from which the regression may end a level hold
 REL_REFRESH = 16  # events between solves of the regression (every event in its warm-up)
 MAX_HOLD = 2048  # events of an episode after which its features learn again
 ESCALATION = 3.0  # an open episode's distance at this multiple of its peak ranks again
@@ -494,7 +504,18 @@ def _regime_step(
         z_nrg = max(e_n_, x_n_)
         z_rl = z_rel / REL_K
         z_ql = z_q / REL_K
-        h = max(max(e_hold, x_hold), max(z_lvl, z_rl))
+        # A broken feature's baseline is frozen while the stream's own swing moves on:
+        # back where its regression on the unbroken channels puts it, its level no
+        # longer holds (when that regression rests on them enough to say so)
+        z_lh = z_lvl
+        if sstat[s, SS_MASK, f] > 0.5 and rel and sstat[s, SS_RN, f] >= EARLY_EVENTS:
+            lean_u = 0.0
+            for g in range(n_feat):
+                if g != f and sstat[s, SS_MASK, g] < 0.5 and not math.isnan(dist[6, g]):
+                    lean_u += abs(sstat[s, i_w + g, f])
+            if lean_u >= REL_RELEASE:
+                z_lh = max(min(l_n_, z_ql), z_fr)
+        h = max(max(e_hold, x_hold), max(z_lh, z_rl))
         h_open0 = max(z_nrg, max(max(z_lv / (LEVEL_K * LEVEL_OPEN), z_fr), z_rl))
         h_open = max(h_open0, z_ql)
         sp = z_sp / max(SPIKE_K, SPIKE_GAMMA * sstat[s, SS_QSP, f])

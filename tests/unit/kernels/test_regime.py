@@ -321,6 +321,40 @@ def test_one_channel_drifting_inside_a_shared_daily_cycle_is_caught_by_its_regre
     assert inside and inside[0].contributions[0][0] == "temp"
 
 
+def fleet_stream(seed: int, key: str):
+    """One stream of a synthetic fleet (streamlstm.examples.synth, rate 3: incidents
+    of every kind), standardised, with its incidents as event indices."""
+    feats = ("temp", "pressure", "flow", "vibration")
+    spec = FleetSpec(n_streams=8, n_steps=3000, anomaly_rate=3.0, seed=seed, features=feats)
+    fl = generate_fleet(spec)
+    v = fl.values[fl.keys.index(key)]
+    v = (v - v.mean(0)) / v.std(0)
+    at = [
+        (a.kind, a.features, *(int(np.searchsorted(fl.times, t)) for t in (a.start, a.end)))
+        for a in fl.anomalies
+        if a.key == key
+    ]
+    model = last_value_model(list(feats), np.zeros(4), np.ones(4))
+    return Detector(model, DetectorConfig()).process_many(["s"] * len(v), fl.times, v), at
+
+
+def test_a_broken_channel_back_in_its_relation_no_longer_holds_by_its_frozen_level():
+    # pressure decouples for 16 events; its baseline is frozen meanwhile, and the
+    # stream's daily swing then carries its level away from it: the level view held
+    # the alert 322 events past the break, over a variance change on the other
+    # channels. Back where its regression on temp and flow puts it, the level holds
+    # no more; the alert closes and the variance change opens its own.
+    res, at = fleet_stream(3, "sensor-0004")
+    brk = next(a for a in at if a[0] == "correlation_break")
+    var = next(a for a in at if a[0] == "variance_change")
+    assert var[2] > brk[3] + 150
+    opens = [t.index for t in res.transitions if t.kind == "opened"]
+    closes = [t.index for t in res.transitions if t.kind == "closed"]
+    assert [i for i in opens if brk[2] <= i <= brk[3]]
+    assert [i for i in closes if brk[3] < i < brk[3] + 100]
+    assert [i for i in opens if var[2] <= i <= var[3]]
+
+
 def test_the_relation_is_each_channels_regression_on_the_others():
     # The weights in the state are the ridge regression of each z on the other z's,
     # solved from the covariance the state learnt (refreshed on this event: 16 k + 1)
