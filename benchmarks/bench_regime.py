@@ -64,7 +64,10 @@ def _loop(slots, xs, fcs, n_events, scored, sstat, fstat, istat, dist, contrib, 
             _prefetch_row(istat, p)
         s = slots[i]
         j = i % xs.shape[0]
-        sc, hd = _step(s, xs[j], fcs[j], n_events, scored, sstat, fstat, istat, dist, contrib, why)
+        # each call is the next event of its stream (the scorer's periodic work, the
+        # relation's solve every REL_REFRESH events, falls on its share of the calls)
+        sc, hd = _step(s, xs[j], fcs[j], n_events + i, scored, sstat, fstat, istat, dist, contrib,
+                       why)  # fmt: skip
         acc += sc
     return acc
 
@@ -84,7 +87,9 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     nf, ns = args.features, args.streams
-    sstat = np.zeros((ns, KL.n_sstat_rows(nf), nf), np.float32)
+    # (a copy of the package from before the relation's regression: N_SSTAT rows only)
+    rows = KL.n_sstat_rows(nf) if hasattr(KL, "n_sstat_rows") else KL.N_SSTAT
+    sstat = np.zeros((ns, rows, nf), np.float32)
     fstat = np.zeros((ns, KL.N_FSTAT), np.float64)
     istat = np.zeros((ns, KL.N_ISTAT), np.int64)
     dist = np.empty((getattr(R, "N_DIST", 11), nf), np.float64)
