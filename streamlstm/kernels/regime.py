@@ -62,7 +62,8 @@ the present with them through seven views, each a distance where 1 means
   or joins one): ``q_f = z_f - sum_g w_gf z_g``, ``z_f``'s best linear prediction
   from all the other channels, with weights read off the inverse of the stream's
   running covariance of the z's (``C + REL_RIDGE I``; rows ``N_SSTAT ..`` of
-  ``sstat``, solved every ``REL_REFRESH`` events by :func:`_learn_relation`); its
+  ``sstat``, solved every ``REL_REFRESH`` events, every ``REL_REFRESH_WARM`` in its
+  warm-up, by :func:`_learn_relation`); its
   short level against its own normal mean and spread, over ``REL_K``, judged once
   it has learnt from ``EARLY_EVENTS`` events (``SS_RN``: a checkpoint from before
   it restores zeros, and the regression learns again). It sees a channel leave its
@@ -295,7 +296,8 @@ REL_SD_MIN = 0.05  # floor of the relation residual's spread (z units)
 REL_K = 6.0  # relation residual spreads = distance 1 (5 paged SKAB's normal rows)
 REL_RIDGE = 0.05  # ridge of the regression on the others (z units: 5% of a variance)
 REL_RELEASE = 0.5  # weight on unmasked channels from which the regression may end a level hold
-REL_REFRESH = 16  # events between solves of the regression (every event in its warm-up)
+REL_REFRESH = 16  # events between solves of the regression
+REL_REFRESH_WARM = 4  # ... while a feature is in its warm-up (F^3 work a solve)
 MAX_HOLD = 2048  # events of an episode after which its features learn again
 ESCALATION = 3.0  # an open episode's distance at this multiple of its peak ranks again
 # The range view (see the module doc). Its maturity is counted in crossings of the
@@ -912,7 +914,7 @@ def _learn_relation(s, scored, sstat, istat, dist, n_events):  # pragma: no cove
     The covariance of the warm-up z-scores (rows ``N_SSTAT + g``) learns from the
     pairs of features that both learn from this event (not in an episode; 1/n over a
     feature's first BASELINE_EVENTS relation events, then 1/BASE_TAU). Every
-    REL_REFRESH events (every event while a feature is in its warm-up) the covariance
+    REL_REFRESH events (every REL_REFRESH_WARM while a feature is in its warm-up) the covariance
     plus REL_RIDGE is inverted (Gauss-Jordan, in place in the weight rows) and each
     feature's weights read off the precision matrix ``P``: ``w_gf = -P_gf / P_ff``, the
     coefficients of the best linear prediction of z_f from all the other z. A feature
@@ -950,7 +952,7 @@ def _learn_relation(s, scored, sstat, istat, dist, n_events):  # pragma: no cove
             sstat[s, SS_RN, f] += 1.0
             if sstat[s, SS_RN, f] <= BASELINE_EVENTS:
                 warm_up = True
-    if not warm_up and n_events % REL_REFRESH != 0:
+    if n_events % (REL_REFRESH_WARM if warm_up else REL_REFRESH) != 0:
         return
     # P = (C + ridge I)^-1 in the weight rows, then w_gf = -P_gf / P_ff column by column
     for f in range(n_feat):
