@@ -806,12 +806,7 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events):  # pragma: 
                     mo = dist[7, f]
                     sstat[s, SS_CZM, f] += a_c * (z_f * mo - sstat[s, SS_CZM, f])
                     sstat[s, SS_CMM, f] += a_c * (mo * mo - sstat[s, SS_CMM, f])
-                    de = e_n - sstat[s, SS_REM, f]
-                    if clip:
-                        lim_e = CLIP * max(math.sqrt(sstat[s, SS_REV, f]), REL_SD_MIN)
-                        de = min(max(de, -lim_e), lim_e)
-                    sstat[s, SS_REM, f] += a_c * de
-                    sstat[s, SS_REV, f] = (1.0 - a_c) * (sstat[s, SS_REV, f] + a_c * de * de)
+                    _learn_band(sstat, s, f, SS_REM, SS_REV, e_n, a_c, clip)
                 sstat[s, SS_RE, f] = e_n
                 q_n = dist[15, f]
                 # the regression learns nothing while an episode is open: a feature's
@@ -819,12 +814,7 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events):  # pragma: 
                 if learn and (quiet or wu):
                     rn = sstat[s, SS_RN, f]
                     a_q = 1.0 / (rn + 1.0) if rn < BASELINE_EVENTS else a_b
-                    dq = q_n - sstat[s, SS_QM, f]
-                    if rn >= CLIP_AFTER:
-                        lim_q = CLIP * max(math.sqrt(sstat[s, SS_QV, f]), REL_SD_MIN)
-                        dq = min(max(dq, -lim_q), lim_q)
-                    sstat[s, SS_QM, f] += a_q * dq
-                    sstat[s, SS_QV, f] = (1.0 - a_q) * (sstat[s, SS_QV, f] + a_q * dq * dq)
+                    _learn_band(sstat, s, f, SS_QM, SS_QV, q_n, a_q, rn >= CLIP_AFTER)
                 sstat[s, SS_QE, f] = q_n
             if learn:
                 a_r = aw if wu else RESID_RATE
@@ -853,7 +843,7 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events):  # pragma: 
                     sstat[s, SS_QSP, f] = q * _SPIKE_DOWN
         sstat[s, SS_XPREV, f] = x
         sstat[s, SS_N, f] = nf + 1.0
-    _learn_relation(s, scored, sstat, istat, dist, n_events)
+    _learn_relation(s, scored, sstat, dist, n_events, quiet)
 
 
 @njit(**NJIT_INLINE)
@@ -908,7 +898,19 @@ def _learn_range(sstat, s, f, wu, fl, nf):  # pragma: no cover - compiled
 
 
 @njit(**NJIT_INLINE)
-def _learn_relation(s, scored, sstat, istat, dist, n_events):  # pragma: no cover - compiled
+def _learn_band(sstat, s, f, i_mean, i_var, value, a, clip):  # pragma: no cover - compiled
+    """Teach a relation residual's normal mean and variance (rows ``i_mean``,
+    ``i_var``) at rate ``a``; with ``clip`` a deviation teaches at most CLIP spreads."""
+    d = value - sstat[s, i_mean, f]
+    if clip:
+        lim = CLIP * max(math.sqrt(sstat[s, i_var, f]), REL_SD_MIN)
+        d = min(max(d, -lim), lim)
+    sstat[s, i_mean, f] += a * d
+    sstat[s, i_var, f] = (1.0 - a) * (sstat[s, i_var, f] + a * d * d)
+
+
+@njit(**NJIT_INLINE)
+def _learn_relation(s, scored, sstat, dist, n_events, quiet):  # pragma: no cover - compiled
     """Teach the relation's regression of each scored feature's z on the others'.
 
     The covariance of the warm-up z-scores (rows ``N_SSTAT + g``) learns from the
@@ -922,7 +924,6 @@ def _learn_relation(s, scored, sstat, istat, dist, n_events):  # pragma: no cove
     n_feat = dist.shape[1]
     i_c = N_SSTAT
     i_w = N_SSTAT + n_feat
-    quiet = istat[s, I_EPISODE] == 0 or istat[s, I_EP_HELD] > MAX_HOLD
     zn = 0
     for f in range(n_feat):
         # dist[13]: 1 where feature f learns the relation from this event
