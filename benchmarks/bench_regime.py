@@ -33,11 +33,22 @@ from numba import njit  # noqa: E402
 from streamlstm.kernels import layout as KL  # noqa: E402
 from streamlstm.kernels import regime as R  # noqa: E402
 from streamlstm.kernels.cells import _prefetch_row  # noqa: E402
+from streamlstm.kernels.layout import F_LAST_T  # noqa: E402
 
 AHEAD = 8
 
 
-if R._regime_step.py_func.__code__.co_argcount == 13:  # with the per-feature view (why)
+if R._regime_step.py_func.__code__.co_argcount == 14:  # with the event time (time of day)
+
+    @njit(cache=False)
+    def _step(s, x, fc, n_events, scored, sstat, fstat, istat, dist, contrib, why):
+        # one event a minute (a new hour every 60 events), the time kept as the detector does
+        out = R._regime_step(s, x, fc, n_events, 60.0 * n_events, scored, sstat, fstat,
+                             istat, dist, contrib, why, 0, 1)  # fmt: skip
+        fstat[s, F_LAST_T] = 60.0 * n_events
+        return out
+
+elif R._regime_step.py_func.__code__.co_argcount == 13:  # with the per-feature view (why)
 
     @njit(cache=False)
     def _step(s, x, fc, n_events, scored, sstat, fstat, istat, dist, contrib, why):

@@ -8,7 +8,9 @@ opening is a false alert except on ``const_glitch``, which has 20 injected
 glitches. Shapes: a random walk, piecewise-constant levels (a jump every 50
 events), a sawtooth (reset every 100), a constant with 20 glitches, Poisson
 counts (mean 3 and 0.1), a sine with and without noise, a heavy-tailed AR(1),
-a quantised random walk, white noise.
+a quantised random walk, white noise, and a daily square wave (one event a minute:
+two jumps a day at the same minutes, with and without noise; NAB's artificial daily
+series).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ def shapes(rng: np.random.Generator) -> dict[str, np.ndarray]:
     out["ar1_heavy"] = ar
     out["quantized_0.5"] = np.round(np.cumsum(rng.normal(0, 0.1, N)) * 2) / 2
     out["gauss"] = rng.normal(size=N)
+    day = np.where(np.arange(N) % 1440 < 720, 20.0, 80.0)
+    out["daily_square"] = day
+    out["daily_square_noise"] = day + rng.normal(0, 2, N)
     return out
 
 

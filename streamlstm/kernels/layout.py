@@ -138,11 +138,24 @@ SS_QM = 39  # regression: normal mean of SS_QE
 SS_QV = 40  # regression: normal variance of SS_QE
 N_SSTAT = 41  # rows of fixed meaning; then 2 F rows of the regression on the others:
 # rows SS_COV + g (SS_COV = N_SSTAT): the normal covariance of z_g and z_f (column f),
-# rows N_SSTAT + F + g: the weight of z_g in the regression of z_f on the others
+# rows N_SSTAT + F + g: the weight of z_g in the regression of z_f on the others;
+# then N_TOD rows from ss_tod(F): each two-hour stretch's largest opening distance at its
+# last two visits (rows + 2 b and + 2 b + 1) and the largest of the visit under way
+# (row + 2 TOD_BINS)
+
+
+TOD_BINS = 12  # the regime scorer's two-hour stretches of the day (its time-of-day memory)
+N_TOD = 2 * TOD_BINS + 1  # its rows: the last two visits of each stretch, the visit under way
 
 
 def n_sstat_rows(n_features: int) -> int:
     """sstat rows of a model with ``n_features`` features."""
+    return N_SSTAT + 2 * n_features + N_TOD
+
+
+def ss_tod(n_features: int) -> int:
+    """First row of the regime scorer's time-of-day memory: after the regression's rows
+    (appended, so a checkpoint from before it restores zeros there)."""
     return N_SSTAT + 2 * n_features
 
 

@@ -138,6 +138,21 @@ learn from an episode's first ``TAIL_EPISODE`` events (a burst is learnt as the
 stream's burstiness) and again once it is released (``MAX_HOLD``). The spike level
 still learns from every event (NAB's rogue_agent bursts need it).
 
+**The time of day**: a machine on a schedule jumps at the same minutes every day
+(NAB's artificial daily series; a batch job, business hours). The spike view's
+running level learns a jump 5% at a time, so each such jump opened an alert (a daily
+square wave: 26 false openings in 14 days, now 3, all in its first two days). Each
+feature keeps, for each of the day's ``TOD_BINS`` two-hour stretches (``TOD_SECONDS``,
+of the event time's clock), its largest opening distance at the stretch's last two
+visits (``N_TOD`` rows from ``layout.ss_tod(F)``, appended after the regression's, so a
+checkpoint from before restores zeros). An excursion the stream made at this time on
+each of its last two days, give or take a stretch, is its daily normal: the feature
+opens only at ``TOD_GAMMA`` (1.3) times the smaller of those two days' largest. Both
+days, not one: a one-off incident does not blind the same hours of the next day. A
+stream that does not repeat itself daily (or whose clock is not wall time) keeps both
+days' largest below 1/1.3 in every stretch and is judged as before: the synthetic
+fleet, NAB, SKAB and the clean 28-day fleet are unchanged.
+
 Distance ``D`` = the largest view over the scored features (the spread view
 counts with energy, level, range and flat line in the hold ``H``). An **episode**
 starts at ``D >= 1`` (after ``BASELINE_EVENTS`` events, and not within
@@ -186,6 +201,7 @@ from streamlstm.kernels.config import NJIT, NJIT_INLINE
 from streamlstm.kernels.layout import (
     F_EPEAK,
     F_EREF,
+    F_LAST_T,
     F_SCALE,
     I_EP_BELOW,
     I_EP_COOL,
@@ -233,6 +249,7 @@ from streamlstm.kernels.layout import (
     SS_XPREV,
     SS_XS,
     SS_XSC,
+    TOD_BINS,
 )
 
 # Events a stream learns its normal from (a spread from 256 values is within ~4% of
@@ -299,6 +316,10 @@ REL_RELEASE = 0.5  # weight on unmasked channels from which the regression may e
 REL_REFRESH = 16  # events between solves of the regression
 REL_REFRESH_WARM = 4  # ... while a feature is in its warm-up (F^3 work a solve)
 MAX_HOLD = 2048  # events of an episode after which its features learn again
+# The time-of-day memory (see the module doc): a stretch of the clock's largest opening
+# distance at its last two visits (a visit: the events in one stretch, 24 h apart)
+TOD_SECONDS = 7200.0  # TOD_BINS stretches a day
+TOD_GAMMA = 1.3  # an excursion must beat the one the stream made at this time by 30%
 ESCALATION = 3.0  # an open episode's distance at this multiple of its peak ranks again
 # The range view (see the module doc). Its maturity is counted in crossings of the
 # short level over its baseline (with a hysteresis of RNG_HYST of its spread), so a
@@ -335,7 +356,7 @@ def _regime_reset(s, sstat, fstat, istat):  # pragma: no cover - compiled
 
 @njit(**NJIT)
 def _regime_step(
-    s, xv, fv, n_events, scored, sstat, fstat, istat, dist, contrib, why, e, min_run
+    s, xv, fv, n_events, t, scored, sstat, fstat, istat, dist, contrib, why, e, min_run
 ):  # pragma: no cover - compiled
     """Score one event of slot ``s`` and learn from it; returns ``(score, hold)``.
 
@@ -357,6 +378,15 @@ def _regime_step(
     """
     n_feat = xv.shape[0]
     i_w = N_SSTAT + n_feat  # rows of the relation's regression weights
+    i_td = N_SSTAT + 2 * n_feat  # the time-of-day memory's rows
+    # the hour of the clock, and whether this event starts a new visit of an hour
+    hr = math.floor(t / TOD_SECONDS)
+    b_now = int(hr - TOD_BINS * math.floor(hr / TOD_BINS))
+    b_prev = -1
+    if n_events > 0:
+        hp = math.floor(fstat[s, F_LAST_T] / TOD_SECONDS)
+        if hp != hr:
+            b_prev = int(hp - TOD_BINS * math.floor(hp / TOD_BINS))
     a_s = 2.0 / (SHORT_SPAN + 1.0)
     warm = n_events >= EARLY_EVENTS
     # Before BASELINE_EVENTS the statistics come from fewer events: every view is
@@ -546,7 +576,27 @@ def _regime_step(
             own = 0.0
             vw = 6.0 if rel_name > sp else 0.0
         d = max(sp, h_open)
-        dist[14, f] = max(sp, h_open0)
+        d14 = max(sp, h_open0)
+        # An excursion the stream made at this time of its last two days (give or take
+        # two hours) is its daily normal: it opens only 30% beyond both
+        i_cur = i_td + 2 * TOD_BINS
+        if b_prev >= 0:  # the visit of the previous stretch is over: remembered
+            sstat[s, i_td + 2 * b_prev + 1, f] = sstat[s, i_td + 2 * b_prev, f]
+            sstat[s, i_td + 2 * b_prev, f] = sstat[s, i_cur, f]
+            sstat[s, i_cur, f] = 0.0
+        i_lo = i_td + 2 * ((b_now + TOD_BINS - 1) % TOD_BINS)
+        i_now = i_td + 2 * b_now
+        i_hi = i_td + 2 * ((b_now + 1) % TOD_BINS)
+        # yesterday: this stretch and the next (their last visits), the previous one's
+        # visit before today's; the day before: this stretch and the next
+        m_1 = max(max(sstat[s, i_now, f], sstat[s, i_hi, f]), sstat[s, i_lo + 1, f])
+        m_2 = max(sstat[s, i_now + 1, f], sstat[s, i_hi + 1, f])
+        known = TOD_GAMMA * min(m_1, m_2)
+        sstat[s, i_cur, f] = max(sstat[s, i_cur, f], d)
+        if known > 1.0:
+            d = d / known
+            d14 = d14 / known
+        dist[14, f] = d14
         own = max(own, sp)
         dist[9, f] = own + rel_name
         dist[10, f] = vw

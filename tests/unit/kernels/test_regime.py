@@ -542,3 +542,40 @@ def test_the_alert_names_the_view_that_saw_it(kind, views):
 
     top = alert_record("p", "in", 0, first.ref, first)["top_features"]
     assert top[0]["feature"] == "b" and top[0]["view"] == first.views["b"]
+
+
+DAY = 1440  # events a day at one a minute (run's clock)
+
+
+def daily_square(days: int = 14, seed: int = SEED) -> np.ndarray:
+    """Channel a switches between 20 and 80 twice a day at the same minutes (a machine on
+    a schedule; NAB's artificial daily series); b and c are noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(days * DAY)
+    x = rng.normal(size=(len(t), 3))
+    x[:, 0] = np.where(t % DAY < DAY // 2, 20.0, 80.0) + rng.normal(0, 0.5, len(t))
+    return x
+
+
+def test_a_jump_the_stream_makes_every_day_at_this_hour_pages_only_on_its_first_days():
+    # Before the time-of-day memory every jump of the square wave opened an alert
+    # (26 in 14 days, by the spike view: its running level learns a jump 5% at a time)
+    res = run(daily_square())
+    on_a = [t.index for t in res.transitions if t.kind == "opened" and t.contributions[0][0] == "a"]
+    assert on_a and max(on_a) < 3 * DAY, on_a
+
+
+@pytest.mark.parametrize("where", ["twice_as_high", "another_hour"])
+def test_what_the_stream_does_not_do_at_this_hour_still_pages(where):
+    x = daily_square()
+    d10 = 10 * DAY
+    if where == "twice_as_high":  # the usual jump, at its usual minute, twice as far
+        x[d10 + DAY // 2 : d10 + DAY // 2 + 120, 0] += 60.0
+        at = d10 + DAY // 2
+    else:  # the same jump at an hour it never happens, for two hours
+        x[d10 + 300 : d10 + 420, 0] += 60.0
+        at = d10 + 300
+    res = run(x)
+    got = [t for t in res.transitions if t.kind == "opened" and t.index >= 3 * DAY]
+    got = [t.index for t in got if t.contributions[0][0] == "a"]
+    assert [i for i in got if at <= i <= at + 3], got
