@@ -164,6 +164,7 @@ from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
     SS_XPREV,
     SS_XS,
     TOD_BINS,
+    TOD_DAYS,
     TOO_OLD,
     TRANSITION_NAMES,
     WEIGHT_ALIGN,
@@ -270,9 +271,9 @@ def _prefetch_sstat(sstat, s, t):  # pragma: no cover - compiled
         hr = math.floor(t / TOD_SECONDS)
         b = int(hr - TOD_BINS * math.floor(hr / TOD_BINS))
         for k in range(TOD_BINS - 1, TOD_BINS + 2):
-            i = i_td + 2 * ((b + k) % TOD_BINS)
+            i = i_td + TOD_DAYS * ((b + k) % TOD_BINS)
             _prefetch(sstat, base + i * rs)
-            _prefetch(sstat, base + (i + 2) * rs - 1)
+            _prefetch(sstat, base + (i + TOD_DAYS) * rs - 1)
     _prefetch(sstat, base + row - rs)
     _prefetch(sstat, base + row - 1)
 

@@ -140,12 +140,13 @@ N_SSTAT = 41  # rows of fixed meaning; then 2 F rows of the regression on the ot
 # rows SS_COV + g (SS_COV = N_SSTAT): the normal covariance of z_g and z_f (column f),
 # rows N_SSTAT + F + g: the weight of z_g in the regression of z_f on the others;
 # then N_TOD rows from ss_tod(F): each two-hour stretch's largest opening distance at its
-# last two visits (rows + 2 b and + 2 b + 1) and the largest of the visit under way
-# (row + 2 TOD_BINS)
+# last three visits (rows + 3 b, + 3 b + 1, + 3 b + 2, newest first) and the largest of
+# the visit under way (row + 3 TOD_BINS)
 
 
 TOD_BINS = 12  # the regime scorer's two-hour stretches of the day (its time-of-day memory)
-N_TOD = 2 * TOD_BINS + 1  # its rows: the last two visits of each stretch, the visit under way
+TOD_DAYS = 3  # visits it remembers of each stretch
+N_TOD = TOD_DAYS * TOD_BINS + 1  # its rows: those visits of each stretch, the visit under way
 
 
 def n_sstat_rows(n_features: int) -> int:

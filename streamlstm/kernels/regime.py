@@ -143,15 +143,19 @@ still learns from every event (NAB's rogue_agent bursts need it).
 running level learns a jump 5% at a time, so each such jump opened an alert (a daily
 square wave: 26 false openings in 14 days, now 3, all in its first two days). Each
 feature keeps, for each of the day's ``TOD_BINS`` two-hour stretches (``TOD_SECONDS``,
-of the event time's clock), its largest opening distance at the stretch's last two
-visits (``N_TOD`` rows from ``layout.ss_tod(F)``, appended after the regression's, so a
-checkpoint from before restores zeros). An excursion the stream made at this time on
-each of its last two days, give or take a stretch, is its daily normal: the feature
-opens only at ``TOD_GAMMA`` (1.3) times the smaller of those two days' largest. Both
-days, not one: a one-off incident does not blind the same hours of the next day. A
-stream that does not repeat itself daily (or whose clock is not wall time) keeps both
-days' largest below 1/1.3 in every stretch and is judged as before: the synthetic
-fleet, NAB, SKAB and the clean 28-day fleet are unchanged.
+of the event time's clock), its largest opening distance at the stretch's last
+``TOD_DAYS`` (3) visits (``N_TOD`` rows from ``layout.ss_tod(F)``, appended after the
+regression's, so a checkpoint from before restores zeros). An excursion the stream made
+at this time on two of its last three days, give or take a stretch, is its daily
+normal: the feature opens only at ``TOD_GAMMA`` (1.3) times the median of those days'
+largest. The median: a one-off incident does not blind the same hours of the next
+day, and one day without the jump (an incident of its own) does not make the next
+two days' jumps news. What it cannot see is a jump that fails to come or comes
+smaller (no memory of the level at each time of day). A stream that does not repeat
+itself daily (or whose clock is not wall time) keeps the median below 1/1.3 in every
+stretch and is judged as before: the synthetic fleet, NAB, SKAB and the clean 28-day
+fleet are unchanged; of 20 random glitches on a constant, one fell two days running
+near the time of day of a larger one and is not paged.
 
 Distance ``D`` = the largest view over the scored features (the spread view
 counts with energy, level, range and flat line in the hold ``H``). An **episode**
@@ -250,6 +254,7 @@ from streamlstm.kernels.layout import (
     SS_XS,
     SS_XSC,
     TOD_BINS,
+    TOD_DAYS,
 )
 
 # Events a stream learns its normal from (a spread from 256 values is within ~4% of
@@ -577,21 +582,24 @@ def _regime_step(
             vw = 6.0 if rel_name > sp else 0.0
         d = max(sp, h_open)
         d14 = max(sp, h_open0)
-        # An excursion the stream made at this time of its last two days (give or take
-        # two hours) is its daily normal: it opens only 30% beyond both
-        i_cur = i_td + 2 * TOD_BINS
+        # An excursion the stream made at this time on two of its last three days (give
+        # or take two hours) is its daily normal: it opens only 30% beyond it
+        i_cur = i_td + TOD_DAYS * TOD_BINS
         if b_prev >= 0:  # the visit of the previous stretch is over: remembered
-            sstat[s, i_td + 2 * b_prev + 1, f] = sstat[s, i_td + 2 * b_prev, f]
-            sstat[s, i_td + 2 * b_prev, f] = sstat[s, i_cur, f]
+            i_p = i_td + TOD_DAYS * b_prev
+            sstat[s, i_p + 2, f] = sstat[s, i_p + 1, f]
+            sstat[s, i_p + 1, f] = sstat[s, i_p, f]
+            sstat[s, i_p, f] = sstat[s, i_cur, f]
             sstat[s, i_cur, f] = 0.0
-        i_lo = i_td + 2 * ((b_now + TOD_BINS - 1) % TOD_BINS)
-        i_now = i_td + 2 * b_now
-        i_hi = i_td + 2 * ((b_now + 1) % TOD_BINS)
-        # yesterday: this stretch and the next (their last visits), the previous one's
-        # visit before today's; the day before: this stretch and the next
+        i_lo = i_td + TOD_DAYS * ((b_now + TOD_BINS - 1) % TOD_BINS)
+        i_now = i_td + TOD_DAYS * b_now
+        i_hi = i_td + TOD_DAYS * ((b_now + 1) % TOD_BINS)
+        # day k: this stretch and the next at their k-th last visits, the previous
+        # stretch's at its (k+1)-th (its last one is today's)
         m_1 = max(max(sstat[s, i_now, f], sstat[s, i_hi, f]), sstat[s, i_lo + 1, f])
-        m_2 = max(sstat[s, i_now + 1, f], sstat[s, i_hi + 1, f])
-        known = TOD_GAMMA * min(m_1, m_2)
+        m_2 = max(max(sstat[s, i_now + 1, f], sstat[s, i_hi + 1, f]), sstat[s, i_lo + 2, f])
+        m_3 = max(sstat[s, i_now + 2, f], sstat[s, i_hi + 2, f])
+        known = TOD_GAMMA * max(min(m_1, m_2), min(max(m_1, m_2), m_3))  # the median
         sstat[s, i_cur, f] = max(sstat[s, i_cur, f], d)
         if known > 1.0:
             d = d / known

@@ -559,10 +559,19 @@ def daily_square(days: int = 14, seed: int = SEED) -> np.ndarray:
 
 def test_a_jump_the_stream_makes_every_day_at_this_hour_pages_only_on_its_first_days():
     # Before the time-of-day memory every jump of the square wave opened an alert
-    # (26 in 14 days, by the spike view: its running level learns a jump 5% at a time)
+    # (by the spike view: its running level learns a jump 5% at a time)
     res = run(daily_square())
     on_a = [t.index for t in res.transitions if t.kind == "opened" and t.contributions[0][0] == "a"]
     assert on_a and max(on_a) < 3 * DAY, on_a
+
+
+def test_a_day_without_the_jump_does_not_make_the_next_days_jumps_news():
+    x = daily_square()
+    d10 = 10 * DAY
+    x[d10 + DAY // 2 : d10 + DAY, 0] -= 60.0  # day 10 stays low
+    res = run(x)
+    on_a = [t.index for t in res.transitions if t.kind == "opened" and t.contributions[0][0] == "a"]
+    assert not [i for i in on_a if i >= 3 * DAY], on_a
 
 
 @pytest.mark.parametrize("where", ["twice_as_high", "another_hour"])
