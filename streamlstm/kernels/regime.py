@@ -322,7 +322,7 @@ REL_REFRESH = 16  # events between solves of the regression
 REL_REFRESH_WARM = 4  # ... while a feature is in its warm-up (F^3 work a solve)
 MAX_HOLD = 2048  # events of an episode after which its features learn again
 # The time-of-day memory (see the module doc): a stretch of the clock's largest opening
-# distance at its last two visits (a visit: the events in one stretch, 24 h apart)
+# distance at its last TOD_DAYS visits (a visit: the events in one stretch, 24 h apart)
 TOD_SECONDS = 7200.0  # TOD_BINS stretches a day
 TOD_GAMMA = 1.3  # an excursion must beat the one the stream made at this time by 30%
 ESCALATION = 3.0  # an open episode's distance at this multiple of its peak ranks again
@@ -384,14 +384,16 @@ def _regime_step(
     n_feat = xv.shape[0]
     i_w = N_SSTAT + n_feat  # rows of the relation's regression weights
     i_td = N_SSTAT + 2 * n_feat  # the time-of-day memory's rows
-    # the hour of the clock, and whether this event starts a new visit of an hour
-    hr = math.floor(t / TOD_SECONDS)
-    b_now = int(hr - TOD_BINS * math.floor(hr / TOD_BINS))
+    # the stretch of the day's clock (TOD_SECONDS) the event falls in, and the previous
+    # event's when this one starts a new visit (another stretch, or the same a day on:
+    # stretches are counted from the epoch)
+    st = math.floor(t / TOD_SECONDS)
+    b_now = int(st - TOD_BINS * math.floor(st / TOD_BINS))
     b_prev = -1
     if n_events > 0:
-        hp = math.floor(fstat[s, F_LAST_T] / TOD_SECONDS)
-        if hp != hr:
-            b_prev = int(hp - TOD_BINS * math.floor(hp / TOD_BINS))
+        st_prev = math.floor(fstat[s, F_LAST_T] / TOD_SECONDS)
+        if st_prev != st:
+            b_prev = int(st_prev - TOD_BINS * math.floor(st_prev / TOD_BINS))
     a_s = 2.0 / (SHORT_SPAN + 1.0)
     warm = n_events >= EARLY_EVENTS
     # Before BASELINE_EVENTS the statistics come from fewer events: every view is
