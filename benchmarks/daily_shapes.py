@@ -27,10 +27,12 @@ def shapes(rng: np.random.Generator) -> dict[str, np.ndarray]:
     t = np.arange(N)
     square = np.where(t % DAY < DAY // 2, 20.0, 80.0)
     noise = rng.normal(0, 2, N)
+    weekday = (t // DAY + 1) % 7 < 5  # day 0 a Tuesday, as 2014-04-01 was
     out = {
         "square, no noise": square.copy(),
         "square": square + noise,
         "square, noise sd 10": square + rng.normal(0, 10, N),
+        "square on weekdays only": np.where(weekday, square, 20.0) + noise,
     }
     for name, level in (("jumps up to 120", 120.0), ("jumps only to 50", 50.0),
                         ("no jump", 20.0)):  # fmt: skip
