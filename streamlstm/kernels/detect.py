@@ -192,10 +192,10 @@ from streamlstm.kernels.norm import (
 )
 from streamlstm.kernels.regime import (
     N_DIST,
-    TOD_SECONDS,
     VIEW_FORECAST,
     _regime_reset,
     _regime_step,
+    tod_stretch,
 )
 
 # Events per chunk of a wave. A wave's rows are independent, so cutting it
@@ -268,8 +268,7 @@ def _prefetch_sstat(sstat, s, t):  # pragma: no cover - compiled
     for off in range(0, i_td * rs, 64 // sstat.itemsize):
         _prefetch(sstat, base + off)
     if math.isfinite(t):
-        hr = math.floor(t / TOD_SECONDS)
-        b = int(hr - TOD_BINS * math.floor(hr / TOD_BINS))
+        b = tod_stretch(t)
         for k in range(TOD_BINS - 1, TOD_BINS + 2):
             i = i_td + TOD_DAYS * ((b + k) % TOD_BINS)
             _prefetch(sstat, base + i * rs)

@@ -388,12 +388,14 @@ def _regime_step(
     # event's when this one starts a new visit (another stretch, or the same a day on:
     # stretches are counted from the epoch)
     st = math.floor(t / TOD_SECONDS)
-    b_now = int(st - TOD_BINS * math.floor(st / TOD_BINS))
-    b_prev = -1
-    if n_events > 0:
-        st_prev = math.floor(fstat[s, F_LAST_T] / TOD_SECONDS)
-        if st_prev != st:
-            b_prev = int(st_prev - TOD_BINS * math.floor(st_prev / TOD_BINS))
+    b_now = tod_stretch(t)
+    i_p = -1  # the previous stretch's rows, when its visit is over
+    if n_events > 0 and math.floor(fstat[s, F_LAST_T] / TOD_SECONDS) != st:
+        i_p = i_td + TOD_DAYS * tod_stretch(fstat[s, F_LAST_T])
+    i_cur = i_td + TOD_DAYS * TOD_BINS
+    i_lo = i_td + TOD_DAYS * ((b_now + TOD_BINS - 1) % TOD_BINS)
+    i_now = i_td + TOD_DAYS * b_now
+    i_hi = i_td + TOD_DAYS * ((b_now + 1) % TOD_BINS)
     a_s = 2.0 / (SHORT_SPAN + 1.0)
     warm = n_events >= EARLY_EVENTS
     # Before BASELINE_EVENTS the statistics come from fewer events: every view is
@@ -586,16 +588,11 @@ def _regime_step(
         d14 = max(sp, h_open0)
         # An excursion the stream made at this time on two of its last three days (give
         # or take two hours) is its daily normal: it opens only 30% beyond it
-        i_cur = i_td + TOD_DAYS * TOD_BINS
-        if b_prev >= 0:  # the visit of the previous stretch is over: remembered
-            i_p = i_td + TOD_DAYS * b_prev
+        if i_p >= 0:  # the visit of the previous stretch is over: remembered
             sstat[s, i_p + 2, f] = sstat[s, i_p + 1, f]
             sstat[s, i_p + 1, f] = sstat[s, i_p, f]
             sstat[s, i_p, f] = sstat[s, i_cur, f]
             sstat[s, i_cur, f] = 0.0
-        i_lo = i_td + TOD_DAYS * ((b_now + TOD_BINS - 1) % TOD_BINS)
-        i_now = i_td + TOD_DAYS * b_now
-        i_hi = i_td + TOD_DAYS * ((b_now + 1) % TOD_BINS)
         # day k: this stretch and the next at their k-th last visits, the previous
         # stretch's at its (k+1)-th (its last one is today's)
         m_1 = max(max(sstat[s, i_now, f], sstat[s, i_hi, f]), sstat[s, i_lo + 1, f])
@@ -686,6 +683,13 @@ def _regime_step(
         why[e, f] = np.float32(dist[10, f])
     _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events)
     return u / (1.0 + u), hold_d / (1.0 + hold_d)
+
+
+@njit(**NJIT_INLINE)
+def tod_stretch(t):  # pragma: no cover - compiled
+    """Which of the day's TOD_BINS stretches (of TOD_SECONDS, UTC) event time ``t`` is in."""
+    st = math.floor(t / TOD_SECONDS)
+    return int(st - TOD_BINS * math.floor(st / TOD_BINS))
 
 
 @njit(**NJIT_INLINE)
