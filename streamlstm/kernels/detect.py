@@ -258,9 +258,11 @@ def _prefetch_slot(
 
 @njit(**NJIT_INLINE)
 def _prefetch_sstat(sstat, s, t):  # pragma: no cover - compiled
-    """Prefetch the scorer's rows of slot ``s`` up to its time-of-day memory, and of that
-    the rows event time ``t`` reads (its stretch and the two beside it) and the visit under
-    way: the memory is a third of the slot's rows at 8 features and an event reads 7."""
+    """Prefetch the scorer's rows of slot ``s`` up to its time-of-day memory; of that the
+    rows event time ``t`` reads (its stretch and the two beside it) and the visit under way;
+    and the slot's last row (the recurrence memory's excursion under way, read every event;
+    its other rows only at an excursion's onset). The two memories are 48% of the slot's
+    rows at 8 features, and an event reads 8 of them."""
     row = sstat.strides[0] // sstat.itemsize
     rs = sstat.strides[1] // sstat.itemsize
     base = s * row
@@ -273,6 +275,9 @@ def _prefetch_sstat(sstat, s, t):  # pragma: no cover - compiled
             i = i_td + TOD_DAYS * ((b + k) % TOD_BINS)
             _prefetch(sstat, base + i * rs)
             _prefetch(sstat, base + (i + TOD_DAYS) * rs - 1)
+    i_cur = i_td + TOD_DAYS * TOD_BINS  # the visit under way
+    _prefetch(sstat, base + i_cur * rs)
+    _prefetch(sstat, base + (i_cur + 1) * rs - 1)
     _prefetch(sstat, base + row - rs)
     _prefetch(sstat, base + row - 1)
 

@@ -141,23 +141,34 @@ N_SSTAT = 41  # rows of fixed meaning; then 2 F rows of the regression on the ot
 # rows N_SSTAT + F + g: the weight of z_g in the regression of z_f on the others;
 # then N_TOD rows from ss_tod(F): each two-hour stretch's largest opening distance at its
 # last three visits (rows + 3 b, + 3 b + 1, + 3 b + 2, newest first) and the largest of
-# the visit under way (row + 3 TOD_BINS)
+# the visit under way (row + 3 TOD_BINS); then N_REC rows from ss_rec(F), the recurrence
+# memory: the times from the latest excursion's onset back to each of the last REC_K onsets
+# (rows + k), their sizes (rows + REC_K + k), the latest onset's time as two float32 (its
+# value, the remainder), and the recurrence factor of the excursion under way (0: none)
 
 
 TOD_BINS = 12  # the regime scorer's two-hour stretches of the day (its time-of-day memory)
 TOD_DAYS = 3  # visits it remembers of each stretch
 N_TOD = TOD_DAYS * TOD_BINS + 1  # its rows: those visits of each stretch, the visit under way
+REC_K = 6  # excursion onsets the recurrence memory keeps
+N_REC = 2 * REC_K + 3  # its rows (see above)
 
 
 def n_sstat_rows(n_features: int) -> int:
     """sstat rows of a model with ``n_features`` features."""
-    return N_SSTAT + 2 * n_features + N_TOD
+    return N_SSTAT + 2 * n_features + N_TOD + N_REC
 
 
 def ss_tod(n_features: int) -> int:
     """First row of the regime scorer's time-of-day memory: after the regression's rows
     (appended, so a checkpoint from before it restores zeros there)."""
     return N_SSTAT + 2 * n_features
+
+
+def ss_rec(n_features: int) -> int:
+    """First row of the regime scorer's recurrence memory: the slot's last rows (after the
+    time-of-day memory's, so a checkpoint from before it restores zeros there)."""
+    return ss_tod(n_features) + N_TOD
 
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32

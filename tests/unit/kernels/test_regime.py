@@ -588,3 +588,57 @@ def test_what_the_stream_does_not_do_at_this_hour_still_pages(where):
     got = [t for t in res.transitions if t.kind == "opened" and t.index >= 3 * DAY]
     got = [t.index for t in got if t.contributions[0][0] == "a"]
     assert [i for i in got if at <= i <= at + 3], got
+
+
+def schedule(n: int = 3000, period: int = 97, seed: int = SEED) -> np.ndarray:
+    """Channel a switches between 20 and 80 every ``period`` events (a job on a schedule
+    that is not daily, or a daily one whose clock is not in seconds); b and c are noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    x[:, 0] = np.where((np.arange(n) // period) % 2 == 0, 20.0, 80.0) + rng.normal(0, 0.5, n)
+    return x
+
+
+def run_at(x: np.ndarray, dt: float):
+    det = Detector(last_value_model(FEATS, np.zeros(len(FEATS)), np.ones(len(FEATS))))
+    return det.process_many(["s"] * x.shape[0], np.arange(x.shape[0]) * dt, x)
+
+
+def opened_on_a(res) -> list[int]:
+    return [t.index for t in res.transitions if t.kind == "opened" and t.contributions[0][0] == "a"]
+
+
+@pytest.mark.parametrize("dt", [0.3, 60.0])
+def test_a_jump_on_a_schedule_pages_only_its_first_times_whatever_the_clock(dt):
+    # 0.3: NAB's five minutes as pandas 3 and `astype("int64") / 1e9` give them (the
+    # time-of-day memory never sees a day); 60: a job every 97 minutes, not daily. Before
+    # the recurrence memory every jump opened an alert in both.
+    res = run_at(schedule(), dt)
+    on_a = opened_on_a(res)
+    assert on_a and max(on_a) < 4 * 97, on_a
+
+
+@pytest.mark.parametrize("where", ["twice_as_far", "off_schedule"])
+def test_what_the_schedule_does_not_do_still_pages(where):
+    x = schedule()
+    at = 21 * 97  # a jump of the schedule from 20 up to 80
+    if where == "twice_as_far":
+        x[at : at + 97, 0] += 60.0
+    else:  # the same jump 40 events into a low stretch
+        at = 20 * 97 + 40
+        x[at : at + 20, 0] += 60.0
+    on_a = opened_on_a(run_at(x, 0.3))
+    assert [i for i in on_a if at <= i <= at + 3], on_a
+
+
+def test_glitches_at_random_times_each_page():
+    # 12 glitches of one size at random times: each opens its alert (none is taken for
+    # the next term of a schedule by the others). One a second: at one a minute, three a
+    # day fall near each other's time of day, which the time-of-day memory learns
+    rng = np.random.default_rng(SEED)
+    x = rng.normal(size=(6000, 3)) * 0.1
+    at = np.sort(rng.choice(np.arange(400, 5900, 400), 12, replace=False))
+    at += rng.integers(0, 300, 12)
+    x[at, 0] += 10.0
+    on_a = opened_on_a(run_at(x, 1.0))
+    assert on_a == at.tolist(), (on_a, at.tolist())
