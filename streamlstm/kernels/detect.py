@@ -260,9 +260,9 @@ def _prefetch_slot(
 def _prefetch_sstat(sstat, s, t):  # pragma: no cover - compiled
     """Prefetch the scorer's rows of slot ``s`` up to its time-of-day memory; of that the
     rows event time ``t`` reads (its stretch and the two beside it) and the visit under way;
-    and the slot's last row (the recurrence memory's excursion under way, read every event;
-    its other rows only at an excursion's onset). The two memories are 48% of the slot's
-    rows at 8 features, and an event reads 8 of them."""
+    and the slot's last two rows (the recurrence memory's schedule and excursion under way,
+    read every event; its other rows only at an excursion's onset or a schedule's due
+    time). The two memories are 48% of the slot's rows at 8 features; an event reads 9."""
     row = sstat.strides[0] // sstat.itemsize
     rs = sstat.strides[1] // sstat.itemsize
     base = s * row
@@ -278,7 +278,7 @@ def _prefetch_sstat(sstat, s, t):  # pragma: no cover - compiled
     i_cur = i_td + TOD_DAYS * TOD_BINS  # the visit under way
     _prefetch(sstat, base + i_cur * rs)
     _prefetch(sstat, base + (i_cur + 1) * rs - 1)
-    _prefetch(sstat, base + row - rs)
+    _prefetch(sstat, base + row - 2 * rs)  # the schedule's step, the excursion under way
     _prefetch(sstat, base + row - 1)
 
 

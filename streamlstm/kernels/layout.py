@@ -144,14 +144,15 @@ N_SSTAT = 41  # rows of fixed meaning; then 2 F rows of the regression on the ot
 # the visit under way (row + 3 TOD_BINS); then N_REC rows from ss_rec(F), the recurrence
 # memory: the times from the latest excursion's onset back to each of the last REC_K onsets
 # (rows + k), their sizes (rows + REC_K + k), the latest onset's time as two float32 (its
-# value, the remainder), and the recurrence factor of the excursion under way (0: none)
+# value, the remainder), the step of the schedule the next onset is due on (0: none), and
+# the recurrence factor of the excursion under way (0: none)
 
 
 TOD_BINS = 12  # the regime scorer's two-hour stretches of the day (its time-of-day memory)
 TOD_DAYS = 3  # visits it remembers of each stretch
 N_TOD = TOD_DAYS * TOD_BINS + 1  # its rows: those visits of each stretch, the visit under way
 REC_K = 6  # excursion onsets the recurrence memory keeps
-N_REC = 2 * REC_K + 3  # its rows (see above)
+N_REC = 2 * REC_K + 4  # its rows (see above)
 
 
 def n_sstat_rows(n_features: int) -> int:

@@ -173,7 +173,14 @@ interval are not enough: the third is the first the memory knows. Times, not eve
 counts, so a stream that skips events keeps its schedule; the tolerance of about one
 event's gap, so random excursions rarely line up (of the 20 glitches on a constant, and
 rogue_agent's bursts in NAB, none did). A jump twice as high, or at another phase of
-the schedule, still pages.
+the schedule, still pages. A schedule seen four times (``t - 3 L`` too) with excursions
+of alike sizes (the smallest at least ``REC_ARM`` of the largest and ``REC_ARM_MIN``)
+expects its next onset at ``t + L`` (the earliest of the schedules a feature keeps):
+when none has come ``REC_LATE`` of ``L`` and a gap after (15 minutes of a 12-hour
+schedule), the feature's distance is ``REC_ARM_MIN``, once, named by the **schedule**
+view: the daily jump that did not come (NAB's art_daily_nojump). A smaller jump that
+still comes is not seen; a schedule that pauses (a weekday job on Saturday) pages once
+per pause.
 
 Distance ``D`` = the largest view over the scored features (the spread view
 counts with energy, level, range and flat line in the hold ``H``). An **episode**
@@ -349,6 +356,11 @@ TOD_GAMMA = 1.3  # an excursion must beat the one the stream made at this time b
 REC_GAMMA = 1.3  # ... and opens only 30% beyond the smaller of those two excursions
 REC_TOL_GAP = 1.0  # the progression's tolerance: the gap since the stream's last event
 REC_TOL_REL = 0.001  # ... and this share of its step
+# A schedule seen four times with excursions of alike sizes expects the next: missed when
+# none has come REC_LATE of its step (and a gap) after it was due
+REC_ARM = 0.5  # the four excursions' smallest at least this share of their largest
+REC_ARM_MIN = 2.0  # ... and at least this distance (a clear excursion, not one at the edge)
+REC_LATE = 0.02  # (15 minutes of a 12-hour schedule)
 ESCALATION = 3.0  # an open episode's distance at this multiple of its peak ranks again
 # The range view (see the module doc). Its maturity is counted in crossings of the
 # short level over its baseline (with a hysteresis of RNG_HYST of its spread), so a
@@ -365,7 +377,17 @@ N_DIST = 16  # rows of _regime_step's dist scratch (one (N_DIST, F) float64 arra
 NOVELTY_TAU = 64.0  # events: decay of the recent maximum of D (the score's reference)
 # Which view put each feature where it is (``why``, written every event): the view with
 # the largest distance as the feature's naming share counts it. Alert records name it.
-VIEW_NAMES = ("spike", "energy", "spread", "level", "flat_line", "range", "relation", "forecast")
+VIEW_NAMES = (
+    "spike",
+    "energy",
+    "spread",
+    "level",
+    "flat_line",
+    "range",
+    "relation",
+    "forecast",
+    "schedule",
+)
 VIEW_FORECAST = 7.0  # the forecast scorer's only view: its squared normalised error
 _SPIKE_UP = math.exp(SPIKE_STEP)  # compile-time constants
 _SPIKE_DOWN = math.exp(-SPIKE_STEP / SPIKE_TAIL)
@@ -625,10 +647,16 @@ def _regime_step(
         m_3 = max(sstat[s, i_now + 2, f], sstat[s, i_hi + 2, f])
         known = TOD_GAMMA * max(min(m_1, m_2), min(max(m_1, m_2), m_3))  # the median
         sstat[s, i_cur, f] = max(sstat[s, i_cur, f], d)
-        known = max(known, _recurrence(sstat, s, f, i_rc, d, t, t - fstat[s, F_LAST_T]))
+        k_rc = _recurrence(sstat, s, f, i_rc, d, t, t - fstat[s, F_LAST_T])
+        known = max(known, k_rc)
         if known > 1.0:
             d = d / known
             d14 = d14 / known
+        if k_rc < 0.0:  # a scheduled excursion that did not come: as far as it would have
+            d = max(d, -k_rc)
+            d14 = max(d14, -k_rc)
+            own = max(own, -k_rc)
+            vw = 8.0
         dist[14, f] = d14
         own = max(own, sp)
         dist[9, f] = own + rel_name
@@ -714,27 +742,43 @@ def _regime_step(
 @njit(**NJIT_INLINE)
 def _recurrence(sstat, s, f, i_rc, d, t, gap):  # pragma: no cover - compiled
     """The recurrence factor of feature ``f``'s opening distance ``d`` at time ``t`` (1 or
-    less: none), and the memory of its excursions' onsets learnt from it.
+    less: none; negative: minus the size of a scheduled excursion that did not come), and
+    the memory of its excursions' onsets learnt from it.
 
     An excursion (``d >= 1``) whose onset at ``t`` is the next term of an arithmetic
     progression of two of the stream's last REC_K onsets (at ``t - L`` and ``t - 2 L``,
     give or take the gap since the last event and REC_TOL_REL of ``L``) is a schedule:
     its factor is REC_GAMMA times the smaller of those two excursions' sizes, and it
-    holds for the excursion's events while ``d`` stays at 1 or more."""
-    i_run = i_rc + 2 * REC_K + 2
+    holds for the excursion's events while ``d`` stays at 1 or more. When a third one
+    lies at ``t - 3 L`` and the four sizes are alike (the smallest at least REC_ARM of
+    the largest, and at least REC_ARM_MIN), the next onset is due at ``t + L``: if none
+    has come by REC_LATE of ``L`` (and a gap) after, the excursion was missed, once."""
+    i_sz = i_rc + REC_K
+    i_step = i_sz + REC_K + 2
+    i_run = i_step + 1
     if not d >= 1.0:
         if sstat[s, i_run, f] != 0.0:
             sstat[s, i_run, f] = 0.0
+        if sstat[s, i_step, f] > 0.0:  # a schedule: is its next onset overdue?
+            t_0 = np.float64(sstat[s, i_sz + REC_K, f]) + np.float64(sstat[s, i_sz + REC_K + 1, f])
+            due = np.float64(sstat[s, i_step, f])
+            if t - t_0 > due * (1.0 + REC_LATE) + REC_TOL_GAP * gap:
+                sstat[s, i_step, f] = 0.0
+                return -REC_ARM_MIN
         return 0.0
-    i_sz = i_rc + REC_K
     if sstat[s, i_run, f] > 0.0:  # an excursion under way
         sstat[s, i_sz, f] = max(sstat[s, i_sz, f], d)
         return sstat[s, i_run, f]
     kr = 0.0
     age = 0.0
+    due = math.inf  # the next onset a schedule expects (of those seen four times)
     if sstat[s, i_sz, f] > 0.0:
         t_0 = np.float64(sstat[s, i_sz + REC_K, f]) + np.float64(sstat[s, i_sz + REC_K + 1, f])
         age = t - t_0
+        if sstat[s, i_step, f] > 0.0:  # the one expected: kept unless this is it
+            due_0 = t_0 + np.float64(sstat[s, i_step, f])
+            if due_0 - t > REC_TOL_GAP * gap + REC_TOL_REL * (due_0 - t_0):
+                due = due_0
         for i in range(REC_K):
             a_i = age + sstat[s, i_rc + i, f]
             if sstat[s, i_sz + i, f] <= 0.0 or a_i <= 0.0:
@@ -744,15 +788,25 @@ def _recurrence(sstat, s, f, i_rc, d, t, gap):  # pragma: no cover - compiled
                 if sstat[s, i_sz + j, f] > 0.0:
                     a_j = age + sstat[s, i_rc + j, f]
                     if abs(a_j - 2.0 * a_i) <= tol:
-                        kr = max(kr, min(sstat[s, i_sz + i, f], sstat[s, i_sz + j, f]))
+                        k_ij = min(sstat[s, i_sz + i, f], sstat[s, i_sz + j, f])
+                        kr = max(kr, k_ij)
+                        for k in range(j + 1, REC_K):
+                            a_k = age + sstat[s, i_rc + k, f]
+                            s_k = sstat[s, i_sz + k, f]
+                            if s_k > 0.0 and abs(a_k - 3.0 * a_i) <= tol:
+                                lo = min(min(k_ij, s_k), d)
+                                hi = max(max(sstat[s, i_sz + i, f], sstat[s, i_sz + j, f]), s_k)
+                                if lo >= REC_ARM_MIN and lo >= REC_ARM * max(hi, d):
+                                    due = min(due, t + a_i)
     for k in range(REC_K - 1, 0, -1):  # remembered, newest first
         sstat[s, i_rc + k, f] = np.float32(sstat[s, i_rc + k - 1, f] + age)
         sstat[s, i_sz + k, f] = sstat[s, i_sz + k - 1, f]
     sstat[s, i_rc, f] = 0.0
     sstat[s, i_sz, f] = d
-    hi = np.float32(t)
-    sstat[s, i_sz + REC_K, f] = hi
-    sstat[s, i_sz + REC_K + 1, f] = np.float32(t - np.float64(hi))
+    hi_t = np.float32(t)
+    sstat[s, i_sz + REC_K, f] = hi_t
+    sstat[s, i_sz + REC_K + 1, f] = np.float32(t - np.float64(hi_t))
+    sstat[s, i_step, f] = np.float32(due - t) if due < math.inf else 0.0
     kr = max(REC_GAMMA * kr, 1.0)
     sstat[s, i_run, f] = kr
     return kr
