@@ -151,7 +151,7 @@ N_SSTAT = 41  # rows of fixed meaning; then 2 F rows of the regression on the ot
 TOD_BINS = 12  # the regime scorer's two-hour stretches of the day (its time-of-day memory)
 TOD_DAYS = 3  # visits it remembers of each stretch
 N_TOD = TOD_DAYS * TOD_BINS + 1  # its rows: those visits of each stretch, the visit under way
-REC_K = 6  # excursion onsets the recurrence memory keeps
+REC_K = 8  # excursion onsets the recurrence memory keeps
 N_REC = 2 * REC_K + 4  # its rows (see above)
 
 

@@ -163,7 +163,7 @@ divides nanoseconds by 1e9 when the times are microseconds, which pandas 3 gives
 read that way has five minutes between events of 0.3 "seconds"), or whose schedule is
 not daily (a job every 90 minutes, a sawtooth reset every 100 events), jumped as often
 as before. Each feature also keeps the onsets (the first event at distance 1 or more
-after one below) of its last ``REC_K`` (6) excursions and their sizes (the largest
+after one below) of its last ``REC_K`` (8) excursions and their sizes (the largest
 distance of each; ``N_REC`` rows from ``layout.ss_rec(F)``, the slot's last, so a
 checkpoint from before restores zeros). An onset at ``t`` that is the next term of an
 arithmetic progression of two of them (at ``t - L`` and ``t - 2 L``, within the gap
