@@ -88,6 +88,25 @@ class Prepared:
     def n_features(self) -> int:
         return len(self.features)
 
+    def drop_targets(self, names: Sequence[str]) -> None:
+        """Make features ``names`` inputs only: their targets become missing, so the
+        training loss, the validation loss and the last-value baseline count the scored
+        features alone (a command channel's next pulse is not the model's to forecast,
+        and forecasting it took the loss: a synthetic telemetry channel driven by eight
+        command pulses trained to normalised MSE 0.79, nearly all of it the commands')."""
+        idx = [self.features.index(n) for n in names]
+        if not idx:
+            return
+        n_feat = self.n_features
+        for s in self.streams:
+            if s.yn is None:
+                yn = np.full((s.n, n_feat), np.nan, np.float32)
+                yn[:-1] = s.xn[1:, :n_feat]
+                s.yn = yn
+            else:
+                s.yn = s.yn.copy()
+            s.yn[:, idx] = np.nan
+
     @property
     def n_train_events(self) -> int:
         return sum(s.n_train for s in self.streams)

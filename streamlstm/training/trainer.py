@@ -590,9 +590,9 @@ def train_model(
     detector's ``nstat`` row) starts those streams' per-stream normalisation
     from the detector's statistics instead of from their first event here
     (fine-tuning on recent events). ``context`` names features that are inputs
-    only: the model forecasts them but they are not scored, in calibration or
-    in the daemon (recorded in the model file). Raises TrainingError when
-    training diverges and InputError on unusable data.
+    only: not in the training and validation losses (the model's forecast of them is
+    unused), not scored in calibration or in the daemon (recorded in the model file).
+    Raises TrainingError when training diverges and InputError on unusable data.
     """
     cfg = config or TrainConfig()
     norm = None
@@ -607,16 +607,18 @@ def train_model(
         stream_norm = (init.stream_norm, init.norm_window)
     else:
         stream_norm = (cfg.stream_norm, cfg.norm_window if cfg.stream_norm != "off" else 0)
+    unknown = [c for c in context if c not in features]
+    if unknown:
+        raise InputError(f"context features {unknown} are not among {list(features)}")
+    ctx = tuple(c for c in features if c in context) or (init.context if init else ())
+    if ctx and len(ctx) == len(features):
+        raise InputError("every feature is a context input: at least one must be scored")
     data = prepare(keys, times, x, features, cfg.val_fraction, time_input, norm, stream_norm,
                    stream_stats)  # fmt: skip
+    # context inputs are read, not forecast: the losses count the scored features only
+    data.drop_targets(ctx)
     model, report = fit(data, cfg, init=init, progress=progress)
-    if context or init is not None:
-        unknown = [c for c in context if c not in model.features]
-        if unknown:
-            raise InputError(f"context features {unknown} are not among {list(model.features)}")
-        ctx = tuple(c for c in model.features if c in context) or (init.context if init else ())
-        if len(ctx) == model.n_features:
-            raise InputError("every feature is a context input: at least one must be scored")
+    if ctx:
         model = model.with_context(ctx)
     if cfg.calibrate:
         from streamlstm.training.calibrate import calibrate

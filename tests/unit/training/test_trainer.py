@@ -340,3 +340,21 @@ def test_train_stream_norm_warmup_is_recorded_in_the_model(tmp_path):
                    "--stream-norm", "warmup"])  # fmt: skip
     assert rc == 0
     assert load(out).stream_norm == "warmup"
+
+
+def test_context_inputs_are_not_in_the_training_losses():
+    # A scored channel and a command channel of random 0/1 pulses (nothing can forecast
+    # them): with the command as a context input, the losses the trainer reports (and
+    # early-stops on) are the scored channel's alone, as if the command were not there
+    # (before: the pulses' squared errors were most of every loss).
+    rng = np.random.default_rng(SEED)
+    n = 1200
+    a = np.cumsum(rng.normal(0, 0.1, n)) + np.sin(np.arange(n) / 20.0)
+    cmd = (rng.random(n) < 0.05).astype(float)
+    keys, times = ["s"] * n, np.arange(n) * 60.0
+    cfg = replace(TINY, calibrate=False)
+    _, with_cmd = train_model(keys, times, np.c_[a, cmd], ("a", "cmd"), cfg, context=("cmd",))
+    _, alone = train_model(keys, times, a[:, None], ("a",), cfg)
+    assert with_cmd.last_value_loss == pytest.approx(alone.last_value_loss, rel=1e-6)
+    assert with_cmd.initial_val_loss is not None and alone.initial_val_loss is not None
+    assert with_cmd.last_value_loss < 0.5  # the pulses alone would be ~2 (normalised)
