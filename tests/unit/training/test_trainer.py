@@ -358,3 +358,21 @@ def test_context_inputs_are_not_in_the_training_losses():
     assert with_cmd.last_value_loss == pytest.approx(alone.last_value_loss, rel=1e-6)
     assert with_cmd.initial_val_loss is not None and alone.initial_val_loss is not None
     assert with_cmd.last_value_loss < 0.5  # the pulses alone would be ~2 (normalised)
+
+
+def test_a_model_barely_better_than_its_last_value_start_is_not_kept(monkeypatch):
+    # The same fleet as above, where training gains well over 5%; with a margin it
+    # cannot reach, the last-value start is kept and the summary says why.
+    feats = ("temp", "pressure", "flow", "vibration")
+    keys, times, x = fleet_events(6, 2000, standardise=True, features=feats)
+    cfg = TrainConfig(hidden=16, window=64, batch=8, epochs=20, patience=5, lr=1e-3, progress=False,
+                      false_alarms_per_week=None, seed=1)  # fmt: skip
+    trained, rep = train_model(keys, times, x, feats, cfg)
+    assert rep.best_epoch > 0 and rep.start_kept is None
+    monkeypatch.setattr(T, "_KEEP_MARGIN", 0.9)
+    kept, rep = train_model(keys, times, x, feats, cfg)
+    assert rep.best_epoch == 0 and rep.best_val_loss == rep.initial_val_loss
+    assert rep.start_kept and "last-value forecaster is kept" in rep.summary()
+    start = T.last_value_start(feats, hidden=16, layers=1, cell="lstm", seed=1, time_input=False)
+    for a, b in zip(kept.arrays().values(), start.arrays().values(), strict=True):
+        np.testing.assert_array_equal(a, b)
