@@ -167,7 +167,8 @@ after one below) of its last ``REC_K`` (8) excursions and their sizes (the large
 distance of each; ``N_REC`` rows from ``layout.ss_rec(F)``, the slot's last, so a
 checkpoint from before restores zeros). An onset at ``t`` that is the next term of an
 arithmetic progression of two of them (at ``t - L`` and ``t - 2 L``, within the gap
-since the stream's last event plus 0.1% of ``L``) is on a schedule: the excursion opens
+since the stream's last event, at most 5% of ``L`` after an outage, plus 0.1% of ``L``)
+is on a schedule: the excursion opens
 only at ``REC_GAMMA`` (1.3) times the smaller of those two. Two jumps at the same
 interval are not enough: the third is the first the memory knows. Times, not event
 counts, so a stream that skips events keeps its schedule; the tolerance of about one
@@ -356,6 +357,7 @@ TOD_GAMMA = 1.3  # an excursion must beat the one the stream made at this time b
 REC_GAMMA = 1.3  # ... and opens only 30% beyond the smaller of those two excursions
 REC_TOL_GAP = 1.0  # the progression's tolerance: the gap since the stream's last event
 REC_TOL_REL = 0.001  # ... and this share of its step
+REC_TOL_CAP = 0.05  # the gap counts at most this share of the step (after an outage)
 # A schedule seen four times with excursions of alike sizes expects the next: missed when
 # none has come REC_LATE of its step (and a gap) after it was due
 REC_ARM = 0.5  # the four excursions' smallest at least this share of their largest
@@ -742,17 +744,18 @@ def _regime_step(
 @njit(**NJIT_INLINE)
 def _recurrence(sstat, s, f, i_rc, d, t, gap):  # pragma: no cover - compiled
     """The recurrence factor of feature ``f``'s opening distance ``d`` at time ``t`` (1 or
-    less: none; negative: minus the size of a scheduled excursion that did not come), and
-    the memory of its excursions' onsets learnt from it.
+    less: none; negative: a scheduled excursion did not come, and minus the factor is the
+    distance it gets), and the memory of its excursions' onsets learnt from it.
 
     An excursion (``d >= 1``) whose onset at ``t`` is the next term of an arithmetic
     progression of two of the stream's last REC_K onsets (at ``t - L`` and ``t - 2 L``,
-    give or take the gap since the last event and REC_TOL_REL of ``L``) is a schedule:
-    its factor is REC_GAMMA times the smaller of those two excursions' sizes, and it
-    holds for the excursion's events while ``d`` stays at 1 or more. When a third one
-    lies at ``t - 3 L`` and the four sizes are alike (the smallest at least REC_ARM of
-    the largest, and at least REC_ARM_MIN), the next onset is due at ``t + L``: if none
-    has come by REC_LATE of ``L`` (and a gap) after, the excursion was missed, once."""
+    give or take the gap since the last event, at most REC_TOL_CAP of ``L``, and
+    REC_TOL_REL of ``L``) is on a schedule: its factor is REC_GAMMA times the smaller of
+    those two excursions' sizes, and it holds for the excursion's events while ``d``
+    stays at 1 or more. When a third one lies at ``t - 3 L`` and the four sizes are
+    alike (the smallest at least REC_ARM of the largest, and at least REC_ARM_MIN), the
+    next onset is due at ``t + L``: if none has come REC_LATE of ``L`` (and a gap) after,
+    the excursion was missed (distance REC_ARM_MIN), once."""
     i_sz = i_rc + REC_K
     i_step = i_sz + REC_K + 2
     i_run = i_step + 1
@@ -762,7 +765,7 @@ def _recurrence(sstat, s, f, i_rc, d, t, gap):  # pragma: no cover - compiled
         if sstat[s, i_step, f] > 0.0:  # a schedule: is its next onset overdue?
             t_0 = np.float64(sstat[s, i_sz + REC_K, f]) + np.float64(sstat[s, i_sz + REC_K + 1, f])
             due = np.float64(sstat[s, i_step, f])
-            if t - t_0 > due * (1.0 + REC_LATE) + REC_TOL_GAP * gap:
+            if t - t_0 > due * (1.0 + REC_LATE) + min(REC_TOL_GAP * gap, REC_TOL_CAP * due):
                 sstat[s, i_step, f] = 0.0
                 return -REC_ARM_MIN
         return 0.0
@@ -777,13 +780,14 @@ def _recurrence(sstat, s, f, i_rc, d, t, gap):  # pragma: no cover - compiled
         age = t - t_0
         if sstat[s, i_step, f] > 0.0:  # the one expected: kept unless this is it
             due_0 = t_0 + np.float64(sstat[s, i_step, f])
-            if due_0 - t > REC_TOL_GAP * gap + REC_TOL_REL * (due_0 - t_0):
+            step = due_0 - t_0
+            if due_0 - t > min(REC_TOL_GAP * gap, REC_TOL_CAP * step) + REC_TOL_REL * step:
                 due = due_0
         for i in range(REC_K):
             a_i = age + sstat[s, i_rc + i, f]
             if sstat[s, i_sz + i, f] <= 0.0 or a_i <= 0.0:
                 continue
-            tol = REC_TOL_GAP * gap + REC_TOL_REL * a_i
+            tol = min(REC_TOL_GAP * gap, REC_TOL_CAP * a_i) + REC_TOL_REL * a_i
             for j in range(i + 1, REC_K):
                 if sstat[s, i_sz + j, f] > 0.0:
                     a_j = age + sstat[s, i_rc + j, f]

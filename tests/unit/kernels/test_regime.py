@@ -659,3 +659,20 @@ def test_a_scheduled_jump_that_does_not_come_pages():
     got = [(t.index, t.views["a"]) for t in res.transitions if t.kind == "opened"]
     miss = [i for i, v in got if v == "schedule"]
     assert len(miss) == 1 and at < miss[0] <= at + 5, got
+
+
+def test_an_excursion_after_an_outage_is_not_taken_for_a_schedule():
+    # Glitches at random times, then the stream is silent for 3 hours; the first event
+    # after the outage is a glitch of the same size. A tolerance of one gap (3 hours)
+    # would let almost any two earlier glitches form a "schedule" with it.
+    rng = np.random.default_rng(SEED)
+    x = rng.normal(size=(3000, 3)) * 0.1
+    at = np.sort(rng.choice(np.arange(300, 2800, 150), 12, replace=False))
+    at += rng.integers(0, 100, 12)
+    x[at, 0] += 10.0
+    x[2900, 0] += 10.0
+    t = np.arange(3000) * 1.0
+    t[2900:] += 3 * 3600.0
+    det = Detector(last_value_model(FEATS, np.zeros(len(FEATS)), np.ones(len(FEATS))))
+    res = det.process_many(["s"] * 3000, t, x)
+    assert 2900 in opened_on_a(res), opened_on_a(res)
