@@ -234,6 +234,7 @@ class EventReader:
         self.time = time
         self.keep = tuple(keep)
         self.time_scale = TIME_UNITS[time_unit]
+        self.time_unit = time_unit
         self.chunk_rows = max(1, int(chunk_rows))
         self.format = _file_format(self.path, fmt)
         self.sep = sep

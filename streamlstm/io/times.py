@@ -67,3 +67,36 @@ def iso_fast(texts: list[str]) -> np.ndarray | None:
     if np.isnat(d).any():
         return None
     return d.astype(np.int64).astype(np.float64) / 1e9
+
+
+# Epoch seconds from 1970-01-02 to 1973-03-03: no real event stream's clock, but what
+# epoch times in another unit become when divided wrongly (pandas 3 parses datetimes to
+# microseconds; `astype("int64") / 1e9` then gives thousands of seconds: 2014 -> 1970-01-17)
+_IMPLAUSIBLE_EPOCH = (1e5, 1e8)
+
+
+def implausible_epoch(times: np.ndarray, unit: str = "s") -> str | None:
+    """A warning when numeric event times, read as epoch ``unit``, all fall between
+    1970-01-02 and 1973-03-03 (None otherwise, and for times starting near 0: relative
+    time is fine).
+
+    >>> implausible_epoch(np.array([1404677.4, 1404677.7])) is not None
+    True
+    >>> implausible_epoch(np.array([1404677400.0, 1404677700.0])), implausible_epoch(np.arange(9.0))
+    (None, None)
+    """
+    t = np.asarray(times, np.float64)
+    t = t[np.isfinite(t)]
+    if t.size == 0:
+        return None
+    lo, hi = float(t.min()), float(t.max())
+    if not (_IMPLAUSIBLE_EPOCH[0] <= lo and hi < _IMPLAUSIBLE_EPOCH[1]):
+        return None
+    day = _dt.datetime.fromtimestamp(lo, _dt.UTC).date().isoformat()
+    return (
+        f"the event times, read as epoch time in {unit} (--time-unit {unit}), put the events "
+        f"on {day} and the days after: epoch times in another unit? (pandas 3 datetimes are "
+        "microseconds, so `astype('int64') / 1e9` gives thousands of seconds: export seconds, "
+        "or give --time-unit ms/us/ns for those); the scorer's time-of-day memory and the "
+        "calibration's days read this clock. Times counted from some start are fine"
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import logging
 import math
 import sys
 import time
@@ -25,8 +26,10 @@ import orjson
 
 from streamlstm.detector import OUTCOME_NAMES, BatchResult, Detector, DetectorConfig
 from streamlstm.io.tabular import EventReader, Events
+from streamlstm.io.times import implausible_epoch
 from streamlstm.model import Model
 
+log = logging.getLogger(__name__)
 TRANSITION_NAMES = ("", "opened", "closed")
 OPENED = TRANSITION_NAMES.index("opened")
 CLOSED = TRANSITION_NAMES.index("closed")
@@ -251,6 +254,10 @@ def score_file(
     with _open_out(out) as fh:
         writer = ScoreWriter(fh, model.features, jsonl)
         for ev in reader:
+            if n == 0 and reader.time and ev.time_numeric:
+                odd = implausible_epoch(ev.times, reader.time_unit)
+                if odd:
+                    log.warning("%s: %s", reader.path, odd)
             ids = np.fromiter(
                 (stream_ids.setdefault(k, len(stream_ids)) for k in ev.keys), np.int64, len(ev)
             )

@@ -16,6 +16,7 @@ from streamlstm.cli import main
 from streamlstm.detector import OUTCOME_NAMES, BatchResult, Detector, DetectorConfig
 from streamlstm.examples.synth import FleetSpec, generate_fleet
 from streamlstm.model import Model
+from tests.conftest import SEED
 
 FEATURES = ("temp", "pressure")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -366,3 +367,24 @@ def test_without_matplotlib_plot_says_which_extra_and_scoring_still_works(
     assert main(_score(data, "--out", str(tmp_path / "b.csv"), "-q")) == 0
     rows = list(csv.DictReader((tmp_path / "b.csv").open()))
     _check_rows(rows, data, null="")
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-3])
+def test_epoch_times_in_thousands_of_seconds_are_warned_about(tmp_path, capsys, scale):
+    # 2014 as pandas 3 and `astype("int64") / 1e9` give it: 1.4e6 "seconds", 1970-01-17.
+    # train and score both say so (once each); epoch seconds say nothing.
+    n = 400
+    t = (1_404_677_400.0 + 300.0 * np.arange(n)) * scale
+    v = np.sin(np.arange(n) / 10.0) + np.random.default_rng(SEED).normal(0, 0.1, n)
+    path = tmp_path / "s.csv"
+    path.write_text(
+        "ts,value\n"
+        + "".join(f"{a!r},{b!r}\n" for a, b in zip(t.tolist(), v.tolist(), strict=True))
+    )
+    model = tmp_path / "m.npz"
+    assert main(["train", "--data", str(path), "--time", "ts", "--features", "value",
+                 "--out", str(model), "--quiet"]) == 0  # fmt: skip
+    assert main(["score", "--model", str(model), "--input", str(path), "--time", "ts",
+                 "--out", str(tmp_path / "o.csv"), "--quiet"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.count("1970-01-17") == (2 if scale != 1.0 else 0), err
