@@ -635,15 +635,22 @@ def test_what_the_schedule_does_not_do_still_pages(where):
     assert [i for i in on_a if at <= i <= at + 3], on_a
 
 
+def glitches(n: int, every: int, jitter: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noise on a, b, c with 12 glitches of 10 on a, one in each of 12 random slots of
+    ``every`` events (from ``every`` on), ``jitter`` events into it at random."""
+    rng = np.random.default_rng(SEED)
+    x = rng.normal(size=(n, 3)) * 0.1
+    at = np.sort(rng.choice(np.arange(every, n - every, every), 12, replace=False))
+    at += rng.integers(0, jitter, 12)
+    x[at, 0] += 10.0
+    return x, at
+
+
 def test_glitches_at_random_times_each_page():
     # 12 glitches of one size at random times: each opens its alert (none is taken for
     # the next term of a schedule by the others). One a second: at one a minute, three a
     # day fall near each other's time of day, which the time-of-day memory learns
-    rng = np.random.default_rng(SEED)
-    x = rng.normal(size=(6000, 3)) * 0.1
-    at = np.sort(rng.choice(np.arange(400, 5900, 400), 12, replace=False))
-    at += rng.integers(0, 300, 12)
-    x[at, 0] += 10.0
+    x, at = glitches(6000, 400, 300)
     on_a = opened_on_a(run_at(x, 1.0))
     assert on_a == at.tolist(), (on_a, at.tolist())
 
@@ -665,11 +672,8 @@ def test_an_excursion_after_an_outage_is_not_taken_for_a_schedule():
     # Glitches at random times, then the stream is silent for 3 hours; the first event
     # after the outage is a glitch of the same size. A tolerance of one gap (3 hours)
     # would let almost any two earlier glitches form a "schedule" with it.
-    rng = np.random.default_rng(SEED)
-    x = rng.normal(size=(3000, 3)) * 0.1
-    at = np.sort(rng.choice(np.arange(300, 2800, 150), 12, replace=False))
-    at += rng.integers(0, 100, 12)
-    x[at, 0] += 10.0
+    x, _ = glitches(2900, 150, 100)
+    x = np.r_[x, np.random.default_rng(SEED + 1).normal(size=(100, 3)) * 0.1]
     x[2900, 0] += 10.0
     t = np.arange(3000) * 1.0
     t[2900:] += 3 * 3600.0
