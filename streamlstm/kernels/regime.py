@@ -168,20 +168,19 @@ distance of each; ``N_REC`` rows from ``layout.ss_rec(F)``, the slot's last, so 
 checkpoint from before restores zeros). An onset at ``t`` that is the next term of an
 arithmetic progression of two of them (at ``t - L`` and ``t - 2 L``, within the gap
 since the stream's last event, at most 5% of ``L`` after an outage, plus 0.1% of ``L``)
-is on a schedule: the excursion opens
-only at ``REC_GAMMA`` (1.3) times the smaller of those two. Two jumps at the same
-interval are not enough: the third is the first the memory knows. Times, not event
-counts, so a stream that skips events keeps its schedule; the tolerance of about one
-event's gap, so random excursions rarely line up (of the 20 glitches on a constant, and
-rogue_agent's bursts in NAB, none did). A jump twice as high, or at another phase of
-the schedule, still pages. A schedule seen four times (``t - 3 L`` too) with excursions
-of alike sizes (the smallest at least ``REC_ARM`` of the largest and ``REC_ARM_MIN``)
-expects its next onset at ``t + L`` (the earliest of the schedules a feature keeps):
-when none has come ``REC_LATE`` of ``L`` and a gap after (15 minutes of a 12-hour
-schedule), the feature's distance is ``REC_ARM_MIN``, once, named by the **schedule**
-view: the daily jump that did not come (NAB's art_daily_nojump). A smaller jump that
-still comes is not seen; a schedule that pauses (a weekday job on Saturday) pages once
-per pause.
+is on a schedule: the excursion opens only at ``REC_GAMMA`` (1.3) times the smaller of
+those two. Two jumps at the same interval are not enough: the third is the first the
+memory knows. Times, not event counts, so a stream that skips events keeps its
+schedule; the tolerance of about one event's gap, so random excursions rarely line up
+(none of the 20 glitches on a constant did; in NAB, two of rogue_agent_key_updown's
+bursts did). A jump twice as high, or at another phase of the schedule, still pages.
+A schedule seen four times (``t - 3 L`` too) with excursions of alike sizes (the
+smallest at least ``REC_ARM`` of the largest and ``REC_ARM_MIN``) expects its next
+onset at ``t + L`` (the earliest of the schedules a feature keeps): when none has come
+``REC_LATE`` of ``L`` and a gap after (15 minutes of a 12-hour schedule), the feature's
+distance is ``REC_ARM_MIN``, once, named by the **schedule** view: the daily jump that
+did not come (NAB's art_daily_nojump). A smaller jump that still comes is not seen; a
+schedule that pauses (a weekday job on Saturday) pages once per pause.
 
 Distance ``D`` = the largest view over the scored features (the spread view
 counts with energy, level, range and flat line in the hold ``H``). An **episode**
