@@ -179,8 +179,11 @@ smallest at least ``REC_ARM`` of the largest and ``REC_ARM_MIN``) expects its ne
 onset at ``t + L`` (the earliest of the schedules a feature keeps): when none has come
 ``REC_LATE`` of ``L`` and a gap after (15 minutes of a 12-hour schedule), the feature's
 distance is ``REC_ARM_MIN``, once, named by the **schedule** view: the daily jump that
-did not come (NAB's art_daily_nojump). A smaller jump that still comes is not seen; a
-schedule that pauses (a weekday job on Saturday) pages once per pause.
+did not come (NAB's art_daily_nojump). One that comes on time at under ``REC_SMALL``
+(0.6) of the smallest of its last three, when those three were of one size (within
+``REC_SAME``), pages the same way (art_daily_jumpsdown: the day's jump half as high). A
+schedule that pauses (a weekday job on Saturday) pages once per pause; one that jumps
+between random levels on time pages now and then on a small jump after three alike.
 
 Distance ``D`` = the largest view over the scored features (the spread view
 counts with energy, level, range and flat line in the hold ``H``). An **episode**
@@ -362,6 +365,10 @@ REC_TOL_CAP = 0.05  # the gap counts at most this share of the step (after an ou
 REC_ARM = 0.5  # the four excursions' smallest at least this share of their largest
 REC_ARM_MIN = 2.0  # ... and at least this distance (a clear excursion, not one at the edge)
 REC_LATE = 0.02  # (15 minutes of a 12-hour schedule)
+# ... and one that comes on time at under REC_SMALL of the smallest of its last three,
+# when those three were within REC_SAME of each other (a schedule of one size), pages too
+REC_SMALL = 0.6  # (a jump of half the size: 0.51 of the distance, with the spike level)
+REC_SAME = 0.67
 ESCALATION = 3.0  # an open episode's distance at this multiple of its peak ranks again
 # The range view (see the module doc). Its maturity is counted in crossings of the
 # short level over its baseline (with a hysteresis of RNG_HYST of its spread), so a
@@ -754,7 +761,8 @@ def _recurrence(sstat, s, f, i_rc, d, t, gap):  # pragma: no cover - compiled
     stays at 1 or more. When a third one lies at ``t - 3 L`` and the four sizes are
     alike (the smallest at least REC_ARM of the largest, and at least REC_ARM_MIN), the
     next onset is due at ``t + L``: if none has come REC_LATE of ``L`` (and a gap) after,
-    the excursion was missed (distance REC_ARM_MIN), once."""
+    the excursion was missed (distance REC_ARM_MIN), once; an onset on time at under
+    REC_SMALL of the smallest of three alike ones (within REC_SAME) gets the same."""
     i_sz = i_rc + REC_K
     i_step = i_sz + REC_K + 2
     i_run = i_step + 1
@@ -774,6 +782,7 @@ def _recurrence(sstat, s, f, i_rc, d, t, gap):  # pragma: no cover - compiled
     kr = 0.0
     age = 0.0
     due = math.inf  # the next onset a schedule expects (of those seen four times)
+    small = False
     if sstat[s, i_sz, f] > 0.0:
         t_0 = np.float64(sstat[s, i_sz + REC_K, f]) + np.float64(sstat[s, i_sz + REC_K + 1, f])
         age = t - t_0
@@ -797,10 +806,13 @@ def _recurrence(sstat, s, f, i_rc, d, t, gap):  # pragma: no cover - compiled
                             a_k = age + sstat[s, i_rc + k, f]
                             s_k = sstat[s, i_sz + k, f]
                             if s_k > 0.0 and abs(a_k - 3.0 * a_i) <= tol:
-                                lo = min(min(k_ij, s_k), d)
+                                lo = min(k_ij, s_k)
                                 hi = max(max(sstat[s, i_sz + i, f], sstat[s, i_sz + j, f]), s_k)
-                                if lo >= REC_ARM_MIN and lo >= REC_ARM * max(hi, d):
-                                    due = min(due, t + a_i)
+                                if lo >= REC_ARM_MIN and lo >= REC_ARM * hi:
+                                    if d < REC_SMALL * lo and lo >= REC_SAME * hi:
+                                        small = True  # on time, at little over half its size
+                                    elif d >= REC_ARM * hi:
+                                        due = min(due, t + a_i)
     for k in range(REC_K - 1, 0, -1):  # remembered, newest first
         sstat[s, i_rc + k, f] = np.float32(sstat[s, i_rc + k - 1, f] + age)
         sstat[s, i_sz + k, f] = sstat[s, i_sz + k - 1, f]
@@ -811,6 +823,9 @@ def _recurrence(sstat, s, f, i_rc, d, t, gap):  # pragma: no cover - compiled
     sstat[s, i_sz + REC_K + 1, f] = np.float32(t - np.float64(hi_t))
     sstat[s, i_step, f] = np.float32(due - t) if due < math.inf else 0.0
     kr = max(REC_GAMMA * kr, 1.0)
+    if small:
+        sstat[s, i_run, f] = 1.0
+        return -REC_ARM_MIN
     sstat[s, i_run, f] = kr
     return kr
 
