@@ -655,19 +655,6 @@ def test_glitches_at_random_times_each_page():
     assert on_a == at.tolist(), (on_a, at.tolist())
 
 
-def test_a_scheduled_jump_that_does_not_come_pages():
-    # the schedule's jump up at 21 x 97 does not come (the level stays at 20): an alert
-    # opens a few events after it was due, named by the schedule view (0d80463 and
-    # da983af: none). Events 0.3 "seconds" apart: no clock of days needed.
-    x = schedule()
-    at = 21 * 97
-    x[at : at + 97, 0] -= 60.0
-    res = run_at(x, 0.3)
-    got = [(t.index, t.views["a"]) for t in res.transitions if t.kind == "opened"]
-    miss = [i for i, v in got if v == "schedule"]
-    assert len(miss) == 1 and at < miss[0] <= at + 5, got
-
-
 def test_an_excursion_after_an_outage_is_not_taken_for_a_schedule():
     # Glitches at random times, then the stream is silent for 3 hours; the first event
     # after the outage is a glitch of the same size. A tolerance of one gap (3 hours)
@@ -682,13 +669,16 @@ def test_an_excursion_after_an_outage_is_not_taken_for_a_schedule():
     assert 2900 in opened_on_a(res), opened_on_a(res)
 
 
-def test_a_scheduled_jump_at_half_its_size_pages():
-    # the schedule's jump up at 21 x 97 goes to 50 instead of 80: it comes on time, so
-    # before it was the schedule's and muted (0d80463 and 93b9767: no alert); now an alert
-    # opens at it, named by the schedule view
+@pytest.mark.parametrize(("drop", "late"), [(60.0, 5), (30.0, 0)])
+def test_a_scheduled_jump_that_does_not_come_or_comes_at_half_its_size_pages(drop, late):
+    # the schedule's jump up at 21 x 97 does not come (the level stays at 20) or goes to
+    # 50 instead of 80: an alert opens a few events after it was due, or at it, named by
+    # the schedule view (0d80463 and da983af: neither; 93b9767: only the missing one).
+    # Events 0.3 "seconds" apart: no clock of days needed.
     x = schedule()
     at = 21 * 97
-    x[at : at + 97, 0] -= 30.0
+    x[at : at + 97, 0] -= drop
     res = run_at(x, 0.3)
     got = [(t.index, t.views["a"]) for t in res.transitions if t.kind == "opened"]
-    assert (at, "schedule") in got, got
+    sched = [i for i, v in got if v == "schedule"]
+    assert sched and at <= sched[0] <= at + late, got
