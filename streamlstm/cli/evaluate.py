@@ -58,7 +58,6 @@ from streamlstm.detector import (
 from streamlstm.errors import InputError
 from streamlstm.evaluation.report import format_text, write_report
 from streamlstm.io.tabular import EventReader, sniff_separator, stream_name_for
-from streamlstm.io.times import implausible_epoch
 from streamlstm.model import load
 
 NAME = "evaluate"
@@ -327,9 +326,9 @@ def read_data(args: argparse.Namespace, model_features: tuple[str, ...] | None) 
         ev = reader.read_all()
         if reader.stats.bad_summary():
             log.warning("%s: non-numeric cells read as missing: %s", p, reader.stats.bad_summary())
-        odd = implausible_epoch(ev.times, args.time_unit) if time_col and ev.time_numeric else None
+        odd = reader.odd_times(ev)
         if odd:
-            log.warning("%s: %s", p, odd)
+            log.warning("%s", odd)
         keys += ev.keys
         times.append(ev.times)
         xs.append(ev.x)

@@ -29,7 +29,6 @@ from streamlstm.detector import DetectorConfig
 from streamlstm.errors import InputError
 from streamlstm.io.features import context_names
 from streamlstm.io.tabular import EventReader
-from streamlstm.io.times import implausible_epoch
 from streamlstm.training.data import flag_features
 from streamlstm.training.trainer import TrainConfig, TrainReport, train_model
 
@@ -292,12 +291,12 @@ def run(args: argparse.Namespace) -> int:
         ) as reader:  # fmt: skip
             events = reader.read_all()
             stats = reader.stats
+            odd = reader.odd_times(events)
         bad = stats.bad_summary()
         if bad:
             log.warning("%s: %s", args.data, bad)
-        odd = implausible_epoch(events.times, args.time_unit) if events.time_numeric else None
-        if odd and args.time:
-            log.warning("%s: %s", args.data, odd)
+        if odd:
+            log.warning("%s", odd)
         keys, times, x = events.keys, events.times, events.x
         if auto:
             context = flag_features(x, features)

@@ -60,7 +60,7 @@ import numpy as np
 import orjson
 
 from streamlstm.errors import InputError
-from streamlstm.io.times import iso_fast, iso_seconds
+from streamlstm.io.times import implausible_epoch, iso_fast, iso_seconds
 
 CHUNK_ROWS = 65_536
 CANDIDATE_SEPS = (",", ";", "\t", "|")
@@ -291,6 +291,14 @@ class EventReader:
                 + (" (only a header line)" if self.columns else "")
                 + "; expected at least one data row"
             )
+
+    def odd_times(self, ev: Events) -> str | None:
+        """A warning when ``ev``'s numeric times from the time column look like epoch
+        times in another unit (:func:`~streamlstm.io.times.implausible_epoch`), else None."""
+        if not self.time or not ev.time_numeric:
+            return None
+        odd = implausible_epoch(ev.times, self.time_unit)
+        return f"{self.path}: {odd}" if odd else None
 
     def read_all(self) -> Events:
         """Every event of the file in one :class:`Events` (small and medium files)."""

@@ -770,9 +770,9 @@ def _recurrence(sstat, s, f, i_rc, d, t, gap):  # pragma: no cover - compiled
         if sstat[s, i_run, f] != 0.0:
             sstat[s, i_run, f] = 0.0
         if sstat[s, i_step, f] > 0.0:  # a schedule: is its next onset overdue?
-            t_0 = np.float64(sstat[s, i_sz + REC_K, f]) + np.float64(sstat[s, i_sz + REC_K + 1, f])
+            t_0 = _rec_last_onset(sstat, s, f, i_sz)
             due = np.float64(sstat[s, i_step, f])
-            if t - t_0 > due * (1.0 + REC_LATE) + min(REC_TOL_GAP * gap, REC_TOL_CAP * due):
+            if t - t_0 > due * (1.0 + REC_LATE) + _rec_slack(gap, due):
                 sstat[s, i_step, f] = 0.0
                 return -REC_ARM_MIN
         return 0.0
@@ -784,18 +784,18 @@ def _recurrence(sstat, s, f, i_rc, d, t, gap):  # pragma: no cover - compiled
     due = math.inf  # the next onset a schedule expects (of those seen four times)
     small = False
     if sstat[s, i_sz, f] > 0.0:
-        t_0 = np.float64(sstat[s, i_sz + REC_K, f]) + np.float64(sstat[s, i_sz + REC_K + 1, f])
+        t_0 = _rec_last_onset(sstat, s, f, i_sz)
         age = t - t_0
         if sstat[s, i_step, f] > 0.0:  # the one expected: kept unless this is it
             due_0 = t_0 + np.float64(sstat[s, i_step, f])
             step = due_0 - t_0
-            if due_0 - t > min(REC_TOL_GAP * gap, REC_TOL_CAP * step) + REC_TOL_REL * step:
+            if due_0 - t > _rec_slack(gap, step) + REC_TOL_REL * step:
                 due = due_0
         for i in range(REC_K):
             a_i = age + sstat[s, i_rc + i, f]
             if sstat[s, i_sz + i, f] <= 0.0 or a_i <= 0.0:
                 continue
-            tol = min(REC_TOL_GAP * gap, REC_TOL_CAP * a_i) + REC_TOL_REL * a_i
+            tol = _rec_slack(gap, a_i) + REC_TOL_REL * a_i
             for j in range(i + 1, REC_K):
                 if sstat[s, i_sz + j, f] > 0.0:
                     a_j = age + sstat[s, i_rc + j, f]
@@ -828,6 +828,20 @@ def _recurrence(sstat, s, f, i_rc, d, t, gap):  # pragma: no cover - compiled
         return -REC_ARM_MIN
     sstat[s, i_run, f] = kr
     return kr
+
+
+@njit(**NJIT_INLINE)
+def _rec_last_onset(sstat, s, f, i_sz):  # pragma: no cover - compiled
+    """The time of feature ``f``'s latest excursion onset (kept as two float32 after its
+    REC_K sizes from row ``i_sz``: the value and the remainder)."""
+    return np.float64(sstat[s, i_sz + REC_K, f]) + np.float64(sstat[s, i_sz + REC_K + 1, f])
+
+
+@njit(**NJIT_INLINE)
+def _rec_slack(gap, step):  # pragma: no cover - compiled
+    """How far off a schedule of ``step`` an onset may be for the sampling: the gap since
+    the stream's last event, at most REC_TOL_CAP of the step (after an outage)."""
+    return min(REC_TOL_GAP * gap, REC_TOL_CAP * step)
 
 
 @njit(**NJIT_INLINE)

@@ -26,7 +26,6 @@ import orjson
 
 from streamlstm.detector import OUTCOME_NAMES, BatchResult, Detector, DetectorConfig
 from streamlstm.io.tabular import EventReader, Events
-from streamlstm.io.times import implausible_epoch
 from streamlstm.model import Model
 
 log = logging.getLogger(__name__)
@@ -254,10 +253,9 @@ def score_file(
     with _open_out(out) as fh:
         writer = ScoreWriter(fh, model.features, jsonl)
         for ev in reader:
-            if n == 0 and reader.time and ev.time_numeric:
-                odd = implausible_epoch(ev.times, reader.time_unit)
-                if odd:
-                    log.warning("%s: %s", reader.path, odd)
+            odd = reader.odd_times(ev) if n == 0 else None
+            if odd:
+                log.warning("%s", odd)
             ids = np.fromiter(
                 (stream_ids.setdefault(k, len(stream_ids)) for k in ev.keys), np.int64, len(ev)
             )
