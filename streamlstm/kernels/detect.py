@@ -104,6 +104,7 @@ from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
     N_OCODE,
     N_PARAMS,
     N_PFEAT,
+    N_REC,
     N_SSTAT,
     N_WLAYOUT,
     NON_FINITE,
@@ -260,9 +261,10 @@ def _prefetch_slot(
 def _prefetch_sstat(sstat, s, t):  # pragma: no cover - compiled
     """Prefetch the scorer's rows of slot ``s`` up to its time-of-day memory; of that the
     rows event time ``t`` reads (its stretch and the two beside it) and the visit under way;
-    and the slot's last two rows (the recurrence memory's schedule and excursion under way,
-    read every event; its other rows only at an excursion's onset or a schedule's due
-    time). The two memories are 48% of the slot's rows at 8 features; an event reads 9."""
+    the recurrence memory's last two rows (its schedule and excursion under way, read every
+    event; its other rows only at an excursion's onset or a schedule's due time); and the
+    rhythm view's rows, the slot's last. The two memories are 46% of the slot's rows at 8
+    features; an event reads 9 of them."""
     row = sstat.strides[0] // sstat.itemsize
     rs = sstat.strides[1] // sstat.itemsize
     base = s * row
@@ -278,7 +280,12 @@ def _prefetch_sstat(sstat, s, t):  # pragma: no cover - compiled
     i_cur = i_td + TOD_DAYS * TOD_BINS  # the visit under way
     _prefetch(sstat, base + i_cur * rs)
     _prefetch(sstat, base + (i_cur + 1) * rs - 1)
-    _prefetch(sstat, base + row - 2 * rs)  # the schedule's step, the excursion under way
+    # the recurrence memory's schedule step and excursion under way (its last two rows)
+    i_ac = i_cur + 1 + N_REC  # layout.ss_ac
+    _prefetch(sstat, base + (i_ac - 2) * rs)
+    _prefetch(sstat, base + i_ac * rs - 1)
+    for off in range(i_ac * rs, row, 64 // sstat.itemsize):  # the rhythm view's rows
+        _prefetch(sstat, base + off)
     _prefetch(sstat, base + row - 1)
 
 

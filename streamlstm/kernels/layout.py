@@ -145,7 +145,8 @@ N_SSTAT = 41  # rows of fixed meaning; then 2 F rows of the regression on the ot
 # memory: the times from the latest excursion's onset back to each of the last REC_K onsets
 # (rows + k), their sizes (rows + REC_K + k), the latest onset's time as two float32 (its
 # value, the remainder), the step of the schedule the next onset is due on (0: none), and
-# the recurrence factor of the excursion under way (0: none)
+# the recurrence factor of the excursion under way (0: none); then N_AC rows from ss_ac(F),
+# the residuals' autocorrelation (the rhythm view): rows + AC_PREV ... + AC_TAIL below
 
 
 TOD_BINS = 12  # the regime scorer's two-hour stretches of the day (its time-of-day memory)
@@ -153,11 +154,21 @@ TOD_DAYS = 3  # visits it remembers of each stretch
 N_TOD = TOD_DAYS * TOD_BINS + 1  # its rows: those visits of each stretch, the visit under way
 REC_K = 8  # excursion onsets the recurrence memory keeps
 N_REC = 2 * REC_K + 4  # its rows (see above)
+# The rhythm view's rows, from ss_ac(F): the previous residual (clipped), the short mean of
+# r_t r_(t-1) and of r_t^2, and the lag-1 autocorrelation's normal mean, variance and running
+# 1-in-256 level (in units of 1/10 of a correlation)
+AC_PREV = 0
+AC_CROSS = 1
+AC_SQ = 2
+AC_MEAN = 3
+AC_VAR = 4
+AC_TAIL = 5
+N_AC = 6
 
 
 def n_sstat_rows(n_features: int) -> int:
     """sstat rows of a model with ``n_features`` features."""
-    return N_SSTAT + 2 * n_features + N_TOD + N_REC
+    return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC
 
 
 def ss_tod(n_features: int) -> int:
@@ -167,9 +178,15 @@ def ss_tod(n_features: int) -> int:
 
 
 def ss_rec(n_features: int) -> int:
-    """First row of the regime scorer's recurrence memory: the slot's last rows (after the
-    time-of-day memory's, so a checkpoint from before it restores zeros there)."""
+    """First row of the regime scorer's recurrence memory: after the time-of-day memory's
+    (appended, so a checkpoint from before it restores zeros there)."""
     return ss_tod(n_features) + N_TOD
+
+
+def ss_ac(n_features: int) -> int:
+    """First row of the rhythm view's state: the slot's last rows (after the recurrence
+    memory's, so a checkpoint from before it restores zeros there)."""
+    return ss_rec(n_features) + N_REC
 
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32

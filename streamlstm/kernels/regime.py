@@ -5,7 +5,7 @@ the forecast catches up (SCORING.md's finding, measured again on SKAB: the
 forecast scorer closed its alerts while the valve fault lasted). This scorer
 keeps, per stream and per scored feature, a handful of running statistics
 (``sstat``, rows ``SS_*`` of :mod:`~streamlstm.kernels.layout`) and compares
-the present with them through seven views, each a distance where 1 means
+the present with them through eight views, each a distance where 1 means
 "anomalous":
 
 - **spike**: ``|r| / (1.25 s)`` over ``SPIKE_K``, where ``r = x - x̂`` is the
@@ -107,6 +107,21 @@ the present with them through seven views, each a distance where 1 means
   now 17). NAB realKnownCause 43.6 -> 63.1 (sweep 42.7 -> 62.8); SKAB valve2's
   false alarm rate 1.4% -> 7.7% (F1 0.948 -> 0.924); the synthetic fleet
   unchanged (85 caught, 9 false).
+
+- **rhythm** (opens an episode, never holds one): the lag-1 correlation of the
+  residuals (each clipped at ``CLIP`` scales) over ``AC_SPAN`` events, against its
+  own normal mean and spread (in tenths of a correlation, floor 0.05) and 1.3x its
+  running 1-in-``SPIKE_TAIL`` level, over ``AC_K``. A forecast that explains the
+  stream leaves errors that do not follow each other; a new oscillation about the
+  size of the channel's normal swing (the synthetic fleet's frequency change: its
+  seasonal part held, a fast one added) moves the errors' size by less than their
+  own spread, so energy and spread stayed at 0.5-0.8 of distance 1 for 55 events,
+  while the correlation went from ~-0.2 to ~+0.6 (6-10 spreads). Its band learns
+  only from events below ``AC_LEARN`` of distance 1 (a correlation rises slowly,
+  and a band learning from the rise widened faster than the view climbed); it does
+  not hold, since the correlation of ~32 events outlasts the oscillation by as many.
+  Judged from ``BASELINE_EVENTS``; rows from ``layout.ss_ac(F)`` (the slot's last,
+  so a checkpoint from before restores zeros and the view learns again).
 
 **Rest value**: event-driven streams (an idle counter at 0, a key-hold time
 between presses) spend much of their time at one exact value. A value a
@@ -231,6 +246,12 @@ from numba import njit
 
 from streamlstm.kernels.config import NJIT, NJIT_INLINE
 from streamlstm.kernels.layout import (
+    AC_CROSS,
+    AC_MEAN,
+    AC_PREV,
+    AC_SQ,
+    AC_TAIL,
+    AC_VAR,
     F_EPEAK,
     F_EREF,
     F_LAST_T,
@@ -239,7 +260,9 @@ from streamlstm.kernels.layout import (
     I_EP_COOL,
     I_EP_HELD,
     I_EPISODE,
+    N_REC,
     N_SSTAT,
+    N_TOD,
     REC_K,
     SS_B,
     SS_CMM,
@@ -381,7 +404,14 @@ RNG_K = 0.25  # least margin beyond the range, in widths, for distance 1
 RNG_GAMMA = 1.2  # ... and this times the depth of the stream's recent normal excursions
 RNG_FORGET = 250.0  # crossings over which the range and that depth are forgotten
 RNG_FORGET_MIN = 8192.0  # ... and at least these many events (a noisy stream's range)
-N_DIST = 16  # rows of _regime_step's dist scratch (one (N_DIST, F) float64 array)
+# The rhythm view (see the module doc): the lag-1 autocorrelation of the residuals
+AC_SPAN = 32.0  # span of its short means (a correlation from ~32 events: sd ~0.15)
+AC_SCALE = 10.0  # it is judged in tenths of a correlation (the band's floor: 0.05)
+AC_K = 5.5  # spreads of that correlation = distance 1
+AC_GAMMA = 1.3  # ... and beyond 1.3x the stream's running 1-in-SPIKE_TAIL level
+AC_WARM = 48  # its short means are warm from the feature's 48th value
+AC_LEARN = 0.5  # its band learns only from events below half its distance 1
+N_DIST = 18  # rows of _regime_step's dist scratch (one (N_DIST, F) float64 array)
 NOVELTY_TAU = 64.0  # events: decay of the recent maximum of D (the score's reference)
 # Which view put each feature where it is (``why``, written every event): the view with
 # the largest distance as the feature's naming share counts it. Alert records name it.
@@ -395,11 +425,13 @@ VIEW_NAMES = (
     "relation",
     "forecast",
     "schedule",
+    "rhythm",
 )
 VIEW_FORECAST = 7.0  # the forecast scorer's only view: its squared normalised error
 _SPIKE_UP = math.exp(SPIKE_STEP)  # compile-time constants
 _SPIKE_DOWN = math.exp(-SPIKE_STEP / SPIKE_TAIL)
 _NOVELTY_DECAY = math.exp(-1.0 / NOVELTY_TAU)
+_A_AC = 2.0 / (AC_SPAN + 1.0)
 
 
 @njit(**NJIT)
@@ -419,7 +451,7 @@ def _regime_step(
 ):  # pragma: no cover - compiled
     """Score one event of slot ``s`` and learn from it; returns ``(score, hold)``.
 
-    Why one function of ~170 lines: the seven views of every feature come from the
+    Why one function of ~180 lines: the eight views of every feature come from the
     same state row in one pass, and the episode logic between the distances and
     the learning needs all of them; the learning is the second pass
     (:func:`_regime_learn`).
@@ -451,6 +483,7 @@ def _regime_step(
     i_now = i_td + TOD_DAYS * b_now
     i_hi = i_td + TOD_DAYS * ((b_now + 1) % TOD_BINS)
     i_rc = i_td + TOD_DAYS * TOD_BINS + 1  # the recurrence memory's rows
+    i_ac = i_rc + N_REC  # the rhythm view's
     a_s = 2.0 / (SHORT_SPAN + 1.0)
     warm = n_events >= EARLY_EVENTS
     # Before BASELINE_EVENTS the statistics come from fewer events: every view is
@@ -486,6 +519,8 @@ def _regime_step(
         dist[5, f] = math.nan  # ln(short spread)
         dist[11, f] = math.nan  # the hold's short energy (residuals clipped) after this event
         dist[12, f] = math.nan  # the hold's short spread (deviations clipped)
+        dist[16, f] = math.nan  # the residuals' lag-1 autocorrelation (x AC_SCALE)
+        dist[17, f] = 0.0  # the rhythm view's distance
         x = xv[f]
         prev = sstat[s, SS_XPREV, f]
         if not scored[f] or math.isnan(x) or sstat[s, SS_N, f] == 0.0:
@@ -522,6 +557,20 @@ def _regime_step(
         dxc = min(abs(dx), lim_h)
         xsc_n = sstat[s, SS_XSC, f] + a_s * (dxc * dxc - sstat[s, SS_XSC, f])
         dist[12, f] = xsc_n
+        # the rhythm: the residuals' lag-1 autocorrelation over ~AC_SPAN events, its short
+        # means kept from every event; an outlier (beyond CLIP scales) counts as 0: a jump's
+        # residual times the next event's noise swung the correlation either way
+        lim_c = CLIP * 1.25 * s_eff if sstat[s, SS_N, f] >= CLIP_AFTER else math.inf
+        r_c = r if abs(r) <= lim_c else 0.0
+        ac_x = sstat[s, i_ac + AC_CROSS, f] + _A_AC * (
+            r_c * sstat[s, i_ac + AC_PREV, f] - sstat[s, i_ac + AC_CROSS, f]
+        )
+        ac_q = sstat[s, i_ac + AC_SQ, f] + _A_AC * (r_c * r_c - sstat[s, i_ac + AC_SQ, f])
+        sstat[s, i_ac + AC_PREV, f] = r_c
+        sstat[s, i_ac + AC_CROSS, f] = ac_x
+        sstat[s, i_ac + AC_SQ, f] = ac_q
+        y_ac = AC_SCALE * ac_x / (ac_q + f2)
+        dist[16, f] = y_ac
         z_f = dist[6, f]
         rel = zn >= 2 and not math.isnan(z_f)
         e_n = 0.0
@@ -580,6 +629,13 @@ def _regime_step(
                 sstat[s, SS_RGN, f] = 0.0
         e_n_ = z_en / ENERGY_K
         x_n_ = z_x / ENERGY_K
+        z_ac = 0.0
+        if sstat[s, SS_N, f] >= BASELINE_EVENTS:
+            z_ac = _log_level_distance(
+                sstat, s, f, i_ac + AC_MEAN, i_ac + AC_VAR, i_ac + AC_TAIL, y_ac, False, AC_GAMMA
+            )
+            z_ac = z_ac / AC_K
+            dist[17, f] = z_ac
         # What holds: more energy or spread only from residuals within HOLD_CLIP scales
         # (a single outlier is the spike view's; its square would hold the episode for
         # ~40 events after the stream is back), less energy as the opening view sees it.
@@ -612,16 +668,16 @@ def _regime_step(
             if lean_u >= REL_RELEASE:
                 z_lh = max(min(l_n_, z_ql), z_fr)
         h = max(max(e_hold, x_hold), max(z_lh, z_rl))
-        h_open0 = max(z_nrg, max(max(z_lv / (LEVEL_K * LEVEL_OPEN), z_fr), z_rl))
+        h_open0 = max(max(z_nrg, z_ac), max(max(z_lv / (LEVEL_K * LEVEL_OPEN), z_fr), z_rl))
         h_open = max(h_open0, z_ql)
         sp = z_sp / max(SPIKE_K, SPIKE_GAMMA * sstat[s, SS_QSP, f])
         # When some channels move, the relation of the others moves too (their
         # reference is the mean of the rest): the alert names by the channels' own
         # views, the relation breaking ties.
-        own = max(z_nrg, z_lvl)
+        own = max(max(z_nrg, z_lvl), z_ac)
         rel_name = 0.25 * max(z_rl, z_ql)
         # The view named (VIEW_NAMES' order): see _named_view.
-        vw = _named_view((sp, e_n_, x_n_, l_n_, z_st, z_rg, rel_name), widen)
+        vw = _named_view((sp, e_n_, x_n_, l_n_, z_st, z_rg, rel_name, z_ac), widen)
         if widen != 1.0:  # x / 1.0 is x: divided only while the views are widened
             h = h / widen
             h_open = h_open / widen
@@ -872,6 +928,8 @@ def _named_view(v, widen):  # pragma: no cover - compiled
         return 1.0
     if v[2] >= widen:
         return 2.0
+    if v[7] >= widen:
+        return 9.0
     if v[6] >= widen:
         return 6.0
     best = 0.0
@@ -893,6 +951,9 @@ def _named_view(v, widen):  # pragma: no cover - compiled
         vb = v[5]
     if v[6] > vb:
         best = 6.0
+        vb = v[6]
+    if v[7] > vb:
+        best = 9.0
     return best
 
 
@@ -1021,6 +1082,14 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events):  # pragma: 
                 sstat[s, SS_ESC, f] = dist[11, f]
                 sstat[s, SS_XSC, f] = dist[12, f]
             _learn_log_level(sstat, s, f, SS_LX, SS_LXV, SS_QLX, dist[5, f], n_le, wu, learn, tail)
+            i_ac = N_SSTAT + 2 * n_feat + N_TOD + N_REC
+            n_ac = nf - AC_WARM
+            # its band does not learn from a rhythm on its way to distance 1: a correlation
+            # is slow (span AC_SPAN), and a band learning from the rise widened faster than
+            # the view climbed
+            learn_ac = learn and dist[17, f] < AC_LEARN
+            i_m, i_v, i_q = i_ac + AC_MEAN, i_ac + AC_VAR, i_ac + AC_TAIL
+            _learn_log_level(sstat, s, f, i_m, i_v, i_q, dist[16, f], n_ac, wu, learn_ac, tail)
             e_n = dist[8, f]
             if not math.isnan(e_n):
                 if learn:

@@ -682,3 +682,32 @@ def test_a_scheduled_jump_that_does_not_come_or_comes_at_half_its_size_pages(dro
     got = [(t.index, t.views["a"]) for t in res.transitions if t.kind == "opened"]
     sched = [i for i, v in got if v == "schedule"]
     assert sched and at <= sched[0] <= at + late, got
+
+
+def smooth(seed: int = SEED) -> np.ndarray:
+    """Three slow AR(1) channels (phi 0.98) with a little white noise: a smooth sensor."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((N, len(FEATS)))
+    for f in range(len(FEATS)):
+        e = rng.normal(size=N) * 0.1
+        for t in range(1, N):
+            x[t, f] = 0.98 * x[t - 1, f] + e[t]
+    return x + 0.05 * rng.normal(size=x.shape)
+
+
+@pytest.mark.parametrize("period", [16, 20])
+def test_a_new_oscillation_within_the_streams_swing_is_caught_by_the_rhythm_view(period):
+    # A vibration that starts on a smooth channel, about its normal swing (sd 0.5): the
+    # forecast errors grow by ~1.5x (the energy view's band is 7x) and the short spread
+    # stays within the spread's, but the errors now follow each other (their lag-1
+    # correlation goes from ~-0.2 to ~+0.6): the forecast no longer explains the stream.
+    # Before the rhythm view nothing opened.
+    x = smooth()
+    assert not run(x).transitions
+    w = slice(START, START + 80)
+    x[w, 1] += np.sin(2 * np.pi * np.arange(80) / period)
+    res = run(x)
+    first = next(t for t in res.transitions if t.kind == "opened")
+    assert START <= first.index < START + 20, first.index
+    assert first.contributions[0][0] == "b" and first.views["b"] == "rhythm", first.views
+    assert res.alert[w].mean() >= 0.8
