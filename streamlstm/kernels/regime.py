@@ -411,6 +411,11 @@ AC_K = 5.5  # spreads of that correlation = distance 1
 AC_GAMMA = 1.3  # ... and beyond 1.3x the stream's running 1-in-SPIKE_TAIL level
 AC_WARM = 48  # its short means are warm from the feature's 48th value
 AC_LEARN = 0.5  # its band learns only from events below half its distance 1
+# ... and it judges only a correlation of at least this: errors that follow each other.
+# White noise forecast by its last value has errors correlated -0.5 and a tight band
+# (sd ~0.08), which a jump's error times the next event's noise moved to ~0 for a few
+# events: a noisy daily square wave paged at a jump
+AC_MIN = 0.2
 N_DIST = 18  # rows of _regime_step's dist scratch (one (N_DIST, F) float64 array)
 NOVELTY_TAU = 64.0  # events: decay of the recent maximum of D (the score's reference)
 # Which view put each feature where it is (``why``, written every event): the view with
@@ -630,7 +635,7 @@ def _regime_step(
         e_n_ = z_en / ENERGY_K
         x_n_ = z_x / ENERGY_K
         z_ac = 0.0
-        if sstat[s, SS_N, f] >= BASELINE_EVENTS:
+        if sstat[s, SS_N, f] >= BASELINE_EVENTS and y_ac >= AC_SCALE * AC_MIN:
             z_ac = _log_level_distance(
                 sstat, s, f, i_ac + AC_MEAN, i_ac + AC_VAR, i_ac + AC_TAIL, y_ac, False, AC_GAMMA
             )
