@@ -156,14 +156,16 @@ REC_K = 8  # excursion onsets the recurrence memory keeps
 N_REC = 2 * REC_K + 4  # its rows (see above)
 # The rhythm view's rows, from ss_ac(F): the previous residual (clipped), the short mean of
 # r_t r_(t-1) and of r_t^2, and the lag-1 autocorrelation's normal mean, variance and running
-# 1-in-256 level (in units of 1/10 of a correlation)
+# 1-in-256 level (in units of 1/10 of a correlation), and the errors it has seen (its own
+# count: a checkpoint from before restores zeros, and the view learns again from there)
 AC_PREV = 0
 AC_CROSS = 1
 AC_SQ = 2
 AC_MEAN = 3
 AC_VAR = 4
 AC_TAIL = 5
-N_AC = 6
+AC_N = 6
+N_AC = 7
 
 
 def n_sstat_rows(n_features: int) -> int:

@@ -120,8 +120,10 @@ the present with them through eight views, each a distance where 1 means
   only from events below ``AC_LEARN`` of distance 1 (a correlation rises slowly,
   and a band learning from the rise widened faster than the view climbed); it does
   not hold, since the correlation of ~32 events outlasts the oscillation by as many.
-  Judged from ``BASELINE_EVENTS``; rows from ``layout.ss_ac(F)`` (the slot's last,
-  so a checkpoint from before restores zeros and the view learns again).
+  Judged once it has seen ``BASELINE_EVENTS`` errors (its own count, ``AC_N``);
+  rows from ``layout.ss_ac(F)`` (the slot's last, so a checkpoint from before
+  restores zeros, the count too, and the view learns again before it judges: a
+  smooth swing's errors, correlated ~+0.95, against a zero band paged every event).
 
 **Rest value**: event-driven streams (an idle counter at 0, a key-hold time
 between presses) spend much of their time at one exact value. A value a
@@ -248,6 +250,7 @@ from streamlstm.kernels.config import NJIT, NJIT_INLINE
 from streamlstm.kernels.layout import (
     AC_CROSS,
     AC_MEAN,
+    AC_N,
     AC_PREV,
     AC_SQ,
     AC_TAIL,
@@ -574,6 +577,8 @@ def _regime_step(
         sstat[s, i_ac + AC_PREV, f] = r_c
         sstat[s, i_ac + AC_CROSS, f] = ac_x
         sstat[s, i_ac + AC_SQ, f] = ac_q
+        n_ac = sstat[s, i_ac + AC_N, f] + 1.0  # the errors it has seen, this one included
+        sstat[s, i_ac + AC_N, f] = n_ac
         y_ac = AC_SCALE * ac_x / (ac_q + f2)
         dist[16, f] = y_ac
         z_f = dist[6, f]
@@ -635,7 +640,7 @@ def _regime_step(
         e_n_ = z_en / ENERGY_K
         x_n_ = z_x / ENERGY_K
         z_ac = 0.0
-        if sstat[s, SS_N, f] >= BASELINE_EVENTS and y_ac >= AC_SCALE * AC_MIN:
+        if n_ac >= BASELINE_EVENTS and y_ac >= AC_SCALE * AC_MIN:
             z_ac = _log_level_distance(
                 sstat, s, f, i_ac + AC_MEAN, i_ac + AC_VAR, i_ac + AC_TAIL, y_ac, False, AC_GAMMA
             )
@@ -1088,13 +1093,15 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events):  # pragma: 
                 sstat[s, SS_XSC, f] = dist[12, f]
             _learn_log_level(sstat, s, f, SS_LX, SS_LXV, SS_QLX, dist[5, f], n_le, wu, learn, tail)
             i_ac = N_SSTAT + 2 * n_feat + N_TOD + N_REC
-            n_ac = nf - AC_WARM
+            n_ac = sstat[s, i_ac + AC_N, f]  # this event's included (the scoring pass)
             # its band does not learn from a rhythm on its way to distance 1: a correlation
             # is slow (span AC_SPAN), and a band learning from the rise widened faster than
             # the view climbed
             learn_ac = learn and dist[17, f] < AC_LEARN
             i_m, i_v, i_q = i_ac + AC_MEAN, i_ac + AC_VAR, i_ac + AC_TAIL
-            _learn_log_level(sstat, s, f, i_m, i_v, i_q, dist[16, f], n_ac, wu, learn_ac, tail)
+            wu_ac = n_ac < BASELINE_EVENTS
+            n_lac = n_ac - AC_WARM
+            _learn_log_level(sstat, s, f, i_m, i_v, i_q, dist[16, f], n_lac, wu_ac, learn_ac, tail)
             e_n = dist[8, f]
             if not math.isnan(e_n):
                 if learn:

@@ -711,3 +711,22 @@ def test_a_new_oscillation_within_the_streams_swing_is_caught_by_the_rhythm_view
     assert START <= first.index < START + 20, first.index
     assert first.contributions[0][0] == "b" and first.views["b"] == "rhythm", first.views
     assert res.alert[w].mean() >= 0.8
+
+
+def test_a_stream_whose_rhythm_state_is_new_relearns_it_quietly():
+    # A checkpoint of a version before the rhythm view restores its rows as zeros: its
+    # band then learns again from its first event and judges nothing before
+    # BASELINE_EVENTS of it. A smooth swing's errors are correlated ~+0.95 all the time:
+    # judged against a zero band, every event was a new rhythm.
+    t = np.arange(N)
+    rng = np.random.default_rng(SEED)
+    x = np.sin(2 * np.pi * t / 60)[:, None] * np.ones(len(FEATS)) + 0.002 * rng.normal(
+        size=(N, len(FEATS))
+    )
+    assert not run(x).transitions
+    model = last_value_model(FEATS, np.zeros(3), np.ones(3))
+    det = Detector(model, DetectorConfig())
+    det.process_many(["s"] * 600, t[:600] * 60.0, x[:600])
+    det.table.arrays["sstat"][:, KL.ss_ac(len(FEATS)) :] = 0.0
+    res = det.process_many(["s"] * (N - 600), t[600:] * 60.0, x[600:])
+    assert not res.transitions
