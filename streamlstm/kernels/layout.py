@@ -154,7 +154,7 @@ TOD_DAYS = 3  # visits it remembers of each stretch
 N_TOD = TOD_DAYS * TOD_BINS + 1  # its rows: those visits of each stretch, the visit under way
 REC_K = 8  # excursion onsets the recurrence memory keeps
 N_REC = 2 * REC_K + 4  # its rows (see above)
-# The rhythm view's rows, from ss_ac(F): the previous residual (clipped), the short mean of
+# The rhythm view's rows, from ss_ac(F): the previous residual (0 if an outlier), the mean of
 # r_t r_(t-1) and of r_t^2, and the lag-1 autocorrelation's normal mean, variance and running
 # 1-in-256 level (in units of 1/10 of a correlation), and the errors it has seen (its own
 # count: a checkpoint from before restores zeros, and the view learns again from there)

@@ -109,9 +109,11 @@ the present with them through eight views, each a distance where 1 means
   unchanged (85 caught, 9 false).
 
 - **rhythm** (opens an episode, never holds one): the lag-1 correlation of the
-  residuals (each clipped at ``CLIP`` scales) over ``AC_SPAN`` events, against its
+  residuals over ``AC_SPAN`` events (one beyond ``CLIP`` scales counts as 0: a
+  jump's residual times the next event's noise swung it either way), against its
   own normal mean and spread (in tenths of a correlation, floor 0.05) and 1.3x its
-  running 1-in-``SPIKE_TAIL`` level, over ``AC_K``. A forecast that explains the
+  running 1-in-``SPIKE_TAIL`` level, over ``AC_K``; only a correlation of at least
+  ``AC_MIN`` (0.2) is judged: errors that follow each other. A forecast that explains the
   stream leaves errors that do not follow each other; a new oscillation about the
   size of the channel's normal swing (the synthetic fleet's frequency change: its
   seasonal part held, a fast one added) moves the errors' size by less than their
@@ -922,7 +924,7 @@ def _named_view(v, widen):  # pragma: no cover - compiled
     """Index in VIEW_NAMES of the view to name, from a feature's views ``v`` (in that
     order, as the naming share counts them, not yet widened): of those at distance 1 or
     more the plainest explanation (a spike, a flat line, a level out of its range, a
-    level shift, more noise, more swing, a broken relation: a spike moves the energy
+    level shift, more noise, more swing, a new rhythm, a broken relation: a spike moves the energy
     and spread views too, and is a spike), below 1 the largest (ties: the first).
     Written out, not looped over an order tuple: it runs for every feature-event, and
     the loop cost the scorer ~12%."""
