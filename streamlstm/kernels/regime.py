@@ -215,7 +215,13 @@ or ``H_f >= 1`` while it lasts form its mask. The episode **holds** while ``H``,
 level / range / energy / flat-line / relation view of the masked features, stays at or above
 ``EPISODE_CLOSE``, and ends after ``EPISODE_CLOSE_RUN`` events below. The
 masked features learn nothing while it lasts (the incident must not teach the
-normal; after ``MAX_HOLD`` events a lasting change becomes the new normal);
+normal; after ``MAX_HOLD`` events a lasting change becomes the new normal), except
+that a masked feature held only weakly (``H_f < 1``) once the episode has lasted
+``THAW_AFTER`` events lets its baseline follow again at ``THAW_RATE``: when every
+channel of a stream is in the episode, no unbroken channel's regression can end the
+level hold, and the stream's own swing kept each short level ~0.7-1 band widths from
+its frozen baseline, so alerts stayed open up to 551 events after a level shift ended
+(a feature still at distance 1 or more stays frozen);
 the other features keep learning, so a temperature that drifts beside a
 broken flow neither holds the alert nor is frozen away from its present.
 
@@ -421,6 +427,10 @@ AC_LEARN = 0.5  # its band learns only from events below half its distance 1
 # (sd ~0.08), which a jump's error times the next event's noise moved to ~0 for a few
 # events: a noisy daily square wave paged at a jump
 AC_MIN = 0.2
+# A masked feature held only weakly (below distance 1) after the episode's first THAW_AFTER
+# events lets its baseline follow again at THAW_RATE an event (see the module doc)
+THAW_AFTER = 64
+THAW_RATE = 1.0 / 64
 N_DIST = 18  # rows of _regime_step's dist scratch (one (N_DIST, F) float64 array)
 NOVELTY_TAU = 64.0  # events: decay of the recent maximum of D (the score's reference)
 # Which view put each feature where it is (``why``, written every event): the view with
@@ -1135,6 +1145,9 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events):  # pragma: 
                 rep = 1.0 if repeat else 0.0
                 sstat[s, SS_PREP, f] += (aw if wu else REPEAT_RATE) * (rep - sstat[s, SS_PREP, f])
                 sstat[s, SS_MXRUN, f] *= _RUN_DECAY
+            elif dist[1, f] < 1.0 and istat[s, I_EP_HELD] > THAW_AFTER:
+                # held only weakly, late in the episode: the baseline follows again
+                sstat[s, SS_B, f] += THAW_RATE * (x - sstat[s, SS_B, f])
             if repeat:
                 sstat[s, SS_RUN, f] += 1.0
             else:
