@@ -104,7 +104,6 @@ from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
     N_OCODE,
     N_PARAMS,
     N_PFEAT,
-    N_REC,
     N_SSTAT,
     N_WLAYOUT,
     NON_FINITE,
@@ -196,6 +195,8 @@ from streamlstm.kernels.regime import (
     VIEW_FORECAST,
     _regime_reset,
     _regime_step,
+    _ss_ac,
+    _ss_tod,
     tod_stretch,
 )
 
@@ -268,7 +269,7 @@ def _prefetch_sstat(sstat, s, t):  # pragma: no cover - compiled
     row = sstat.strides[0] // sstat.itemsize
     rs = sstat.strides[1] // sstat.itemsize
     base = s * row
-    i_td = N_SSTAT + 2 * sstat.shape[2]  # layout.ss_tod
+    i_td = _ss_tod(sstat.shape[2])
     for off in range(0, i_td * rs, 64 // sstat.itemsize):
         _prefetch(sstat, base + off)
     if math.isfinite(t):
@@ -281,7 +282,7 @@ def _prefetch_sstat(sstat, s, t):  # pragma: no cover - compiled
     _prefetch(sstat, base + i_cur * rs)
     _prefetch(sstat, base + (i_cur + 1) * rs - 1)
     # the recurrence memory's schedule step and excursion under way (its last two rows)
-    i_ac = i_cur + 1 + N_REC  # layout.ss_ac
+    i_ac = _ss_ac(sstat.shape[2])
     _prefetch(sstat, base + (i_ac - 2) * rs)
     _prefetch(sstat, base + i_ac * rs - 1)
     for off in range(i_ac * rs, row, 64 // sstat.itemsize):  # the rhythm view's rows

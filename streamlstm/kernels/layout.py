@@ -168,6 +168,10 @@ AC_N = 6
 N_AC = 7
 
 
+# The row functions below are closed forms of the tables above (no calls between them), so
+# the kernels compile the same functions (streamlstm.kernels.regime) instead of re-typing them.
+
+
 def n_sstat_rows(n_features: int) -> int:
     """sstat rows of a model with ``n_features`` features."""
     return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC
@@ -182,13 +186,13 @@ def ss_tod(n_features: int) -> int:
 def ss_rec(n_features: int) -> int:
     """First row of the regime scorer's recurrence memory: after the time-of-day memory's
     (appended, so a checkpoint from before it restores zeros there)."""
-    return ss_tod(n_features) + N_TOD
+    return N_SSTAT + 2 * n_features + N_TOD
 
 
 def ss_ac(n_features: int) -> int:
     """First row of the rhythm view's state: the slot's last rows (after the recurrence
     memory's, so a checkpoint from before it restores zeros there)."""
-    return ss_rec(n_features) + N_REC
+    return N_SSTAT + 2 * n_features + N_TOD + N_REC
 
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32

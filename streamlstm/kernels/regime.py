@@ -183,7 +183,7 @@ read that way has five minutes between events of 0.3 "seconds"), or whose schedu
 not daily (a job every 90 minutes, a sawtooth reset every 100 events), jumped as often
 as before. Each feature also keeps the onsets (the first event at distance 1 or more
 after one below) of its last ``REC_K`` (8) excursions and their sizes (the largest
-distance of each; ``N_REC`` rows from ``layout.ss_rec(F)``, the slot's last, so a
+distance of each; ``N_REC`` rows from ``layout.ss_rec(F)``, appended, so a
 checkpoint from before restores zeros). An onset at ``t`` that is the next term of an
 arithmetic progression of two of them (at ``t - L`` and ``t - 2 L``, within the gap
 since the stream's last event, at most 5% of ``L`` after an outage, plus 0.1% of ``L``)
@@ -271,9 +271,7 @@ from streamlstm.kernels.layout import (
     I_EP_COOL,
     I_EP_HELD,
     I_EPISODE,
-    N_REC,
     N_SSTAT,
-    N_TOD,
     REC_K,
     SS_B,
     SS_CMM,
@@ -318,6 +316,9 @@ from streamlstm.kernels.layout import (
     SS_XSC,
     TOD_BINS,
     TOD_DAYS,
+    ss_ac,
+    ss_rec,
+    ss_tod,
 )
 
 # Events a stream learns its normal from (a spread from 256 values is within ~4% of
@@ -452,6 +453,11 @@ _SPIKE_UP = math.exp(SPIKE_STEP)  # compile-time constants
 _SPIKE_DOWN = math.exp(-SPIKE_STEP / SPIKE_TAIL)
 _NOVELTY_DECAY = math.exp(-1.0 / NOVELTY_TAU)
 _A_AC = 2.0 / (AC_SPAN + 1.0)
+# layout's first rows of the time-of-day memory, the recurrence memory and the rhythm view,
+# compiled (one definition for the kernels and the Python side)
+_ss_tod = njit(**NJIT_INLINE)(ss_tod)
+_ss_rec = njit(**NJIT_INLINE)(ss_rec)
+_ss_ac = njit(**NJIT_INLINE)(ss_ac)
 
 
 @njit(**NJIT)
@@ -489,7 +495,7 @@ def _regime_step(
     """
     n_feat = xv.shape[0]
     i_w = N_SSTAT + n_feat  # rows of the relation's regression weights
-    i_td = N_SSTAT + 2 * n_feat  # the time-of-day memory's rows
+    i_td = _ss_tod(n_feat)  # the time-of-day memory's rows
     # the stretch of the day's clock (TOD_SECONDS) the event falls in, and the previous
     # event's when this one starts a new visit (another stretch, or the same a day on:
     # stretches are counted from the epoch)
@@ -502,8 +508,8 @@ def _regime_step(
     i_lo = i_td + TOD_DAYS * ((b_now + TOD_BINS - 1) % TOD_BINS)
     i_now = i_td + TOD_DAYS * b_now
     i_hi = i_td + TOD_DAYS * ((b_now + 1) % TOD_BINS)
-    i_rc = i_td + TOD_DAYS * TOD_BINS + 1  # the recurrence memory's rows
-    i_ac = i_rc + N_REC  # the rhythm view's
+    i_rc = _ss_rec(n_feat)  # the recurrence memory's rows
+    i_ac = _ss_ac(n_feat)  # the rhythm view's
     a_s = 2.0 / (SHORT_SPAN + 1.0)
     warm = n_events >= EARLY_EVENTS
     # Before BASELINE_EVENTS the statistics come from fewer events: every view is
@@ -1104,7 +1110,7 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events):  # pragma: 
                 sstat[s, SS_ESC, f] = dist[11, f]
                 sstat[s, SS_XSC, f] = dist[12, f]
             _learn_log_level(sstat, s, f, SS_LX, SS_LXV, SS_QLX, dist[5, f], n_le, wu, learn, tail)
-            i_ac = N_SSTAT + 2 * n_feat + N_TOD + N_REC
+            i_ac = _ss_ac(n_feat)
             n_ac = sstat[s, i_ac + AC_N, f]  # this event's included (the scoring pass)
             # its band does not learn from a rhythm on its way to distance 1: a correlation
             # is slow (span AC_SPAN), and a band learning from the rise widened faster than
