@@ -98,6 +98,7 @@ from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
     I_TOP_MASK,
     IMPUTED,
     MISSING,
+    N_AC,
     N_EV,
     N_FSTAT,
     N_ISTAT,
@@ -139,6 +140,8 @@ from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
     PF_RESID,
     PF_SCORED,
     PF_STD,
+    PK_PART,
+    PK_VIEW,
     SCORER_FORECAST,
     SCORER_NAMES,
     SCORER_REGIME,
@@ -181,6 +184,7 @@ from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
     WL_W_HH,
     WL_W_IH,
     n_sstat_rows,
+    ss_pk,
 )
 from streamlstm.kernels.norm import (
     MODE_OFF,
@@ -264,7 +268,7 @@ def _prefetch_sstat(sstat, s, t):  # pragma: no cover - compiled
     rows event time ``t`` reads (its stretch and the two beside it) and the visit under way;
     the recurrence memory's last two rows (its schedule and excursion under way, read every
     event; its other rows only at an excursion's onset or a schedule's due time); and the
-    rhythm view's rows, the slot's last. The two memories are 46% of the slot's rows at 8
+    rhythm view's rows. The two memories are 46% of the slot's rows at 8
     features; an event reads 9 of them."""
     row = sstat.strides[0] // sstat.itemsize
     rs = sstat.strides[1] // sstat.itemsize
@@ -285,9 +289,35 @@ def _prefetch_sstat(sstat, s, t):  # pragma: no cover - compiled
     i_ac = _ss_ac(sstat.shape[2])
     _prefetch(sstat, base + (i_ac - 2) * rs)
     _prefetch(sstat, base + i_ac * rs - 1)
-    for off in range(i_ac * rs, row, 64 // sstat.itemsize):  # the rhythm view's rows
+    i_pk = i_ac + N_AC  # the pending alert's run's rows (read only in a run: not fetched)
+    for off in range(i_ac * rs, i_pk * rs, 64 // sstat.itemsize):  # the rhythm view's rows
         _prefetch(sstat, base + off)
-    _prefetch(sstat, base + row - 1)
+    _prefetch(sstat, base + i_pk * rs - 1)
+
+
+_ss_pk = njit(**NJIT_INLINE)(ss_pk)
+
+
+@njit(**NJIT_INLINE)
+def _run_names(s, e, trans, istat, sstat, contrib, why):  # pragma: no cover - compiled
+    """With ``min_run`` > 1 (after the alert step): the alert that a run of scores opens
+    names what started the run, each feature's part in the score and the view that gave
+    it on the run's first event, not on the event that completes the run (a spike of two
+    readings is seen on its first; the second, which opened the alert, has no error left to
+    forecast and named the level or energy the spike left). Rows from ``ss_pk``, written
+    on a run's first event; the opening event's ``contrib`` and ``why`` are rewritten
+    (zeros, from an older checkpoint or a gap reset within the run: its own are kept)."""
+    if trans == OPENED:
+        i_pk = _ss_pk(sstat.shape[2])
+        for f in range(contrib.shape[1]):
+            if sstat[s, i_pk + PK_PART, f] > 0.0:
+                contrib[e, f] = sstat[s, i_pk + PK_PART, f]
+                why[e, f] = sstat[s, i_pk + PK_VIEW, f]
+    elif istat[s, I_RUN] == 1:
+        i_pk = _ss_pk(sstat.shape[2])
+        for f in range(contrib.shape[1]):
+            sstat[s, i_pk + PK_PART, f] = contrib[e, f]
+            sstat[s, i_pk + PK_VIEW, f] = why[e, f]
 
 
 @njit(**NJIT)
@@ -755,6 +785,8 @@ def _detect_batch(
                     cooldown,
                     warmup,
                 )
+                if min_run > 1:
+                    _run_names(s, e, out_trans[e], istat, sstat, out_contrib, out_why)
                 if out_trans[e] != NONE:
                     out_ref[e] = istat[s, I_OPEN_REF]
                     n_trans += 1

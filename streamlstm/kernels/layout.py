@@ -146,7 +146,8 @@ N_SSTAT = 41  # rows of fixed meaning; then 2 F rows of the regression on the ot
 # (rows + k), their sizes (rows + REC_K + k), the latest onset's time as two float32 (its
 # value, the remainder), the step of the schedule the next onset is due on (0: none), and
 # the recurrence factor of the excursion under way (0: none); then N_AC rows from ss_ac(F),
-# the residuals' autocorrelation (the rhythm view): rows + AC_PREV ... + AC_TAIL below
+# the residuals' autocorrelation (the rhythm view): rows + AC_PREV ... + AC_TAIL below; then
+# N_PK rows from ss_pk(F), the pending alert's run (PK_PART, PK_VIEW below)
 
 
 TOD_BINS = 12  # the regime scorer's two-hour stretches of the day (its time-of-day memory)
@@ -166,6 +167,14 @@ AC_VAR = 4
 AC_TAIL = 5
 AC_N = 6
 N_AC = 7
+# The rows from ss_pk(F), either scorer, with min_run > 1: each feature's part in the score
+# and the view that gave it (VIEW_NAMES' index; NaN: none) on the first event of the run of
+# scores under way, so the alert that the run opens names what started it (a spike of two
+# readings on its first event, not the level it left on the second). Zeros (an older
+# checkpoint): the opening event's own.
+PK_PART = 0
+PK_VIEW = 1
+N_PK = 2
 
 
 # The row functions below are closed forms of the tables above (no calls between them), so
@@ -174,7 +183,7 @@ N_AC = 7
 
 def n_sstat_rows(n_features: int) -> int:
     """sstat rows of a model with ``n_features`` features."""
-    return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC
+    return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC + N_PK
 
 
 def ss_tod(n_features: int) -> int:
@@ -193,6 +202,12 @@ def ss_ac(n_features: int) -> int:
     """First row of the rhythm view's state: the slot's last rows (after the recurrence
     memory's, so a checkpoint from before it restores zeros there)."""
     return N_SSTAT + 2 * n_features + N_TOD + N_REC
+
+
+def ss_pk(n_features: int) -> int:
+    """First row of the pending alert's run (min_run > 1): the slot's last rows (after the
+    rhythm view's, so a checkpoint from before restores zeros there)."""
+    return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC
 
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32

@@ -124,6 +124,46 @@ def _interleaving_changes_nothing(seed, model, cfg, n_streams, n, shifts=False):
         ]
 
 
+def _openings(res, offset: int = 0) -> list[tuple]:
+    return [(t.key, t.index + offset, t.contributions, t.views)
+            for t in res.transitions if t.kind == "opened"]  # fmt: skip
+
+
+def test_an_alert_opened_by_a_run_names_the_same_however_the_run_is_cut():
+    # min_run 2: the opening names the run's first event (layout.ss_pk rows), so where a
+    # batch or a checkpoint cuts the run changes nothing, and the names differ from the
+    # opening event's own parts (else this test would not exercise the rows)
+    rng = np.random.default_rng(SEED)
+    keys, times, x = make_events(rng, 3, 2400, spikes=False, shifts=True)
+    cfg = DetectorConfig(warmup=5, min_run=2, close_run=2, cooldown_s=3.0)
+    whole = Detector(MODEL, cfg).process_many(keys, times, x)
+    want = _openings(whole)
+    assert len(want) >= 3
+    one = Detector(MODEL, cfg)
+    got = []
+    for i in range(len(keys)):
+        got += _openings(one.process_many(keys[i : i + 1], times[i : i + 1], x[i : i + 1]), i)
+    assert got == want
+    # a checkpoint between each run's first event and the event that opens the alert;
+    # without the rows (an older checkpoint's zeros) an opening names its own event
+    own = 0
+    for _, i_open, _, _ in want:
+        det = Detector(MODEL, cfg)
+        det.process_many(keys[:i_open], times[:i_open], x[:i_open])
+        snap = snapshot_to_bytes(det.table.snapshot(group=0))
+        fresh = Detector(MODEL, cfg)
+        fresh.table.restore(snapshot_from_bytes(snap))
+        rest = _openings(fresh.process_many(keys[i_open:], times[i_open:], x[i_open:]), i_open)
+        assert rest == [w for w in want if w[1] >= i_open]
+        wiped = Detector(MODEL, cfg)
+        wiped.table.restore(snapshot_from_bytes(snap))
+        wiped.table.arrays["sstat"][:, K.ss_pk(len(FEATS)) :, :] = 0.0
+        mine = _openings(wiped.process_many(keys[i_open:i_open + 1], times[i_open:i_open + 1],
+                                            x[i_open:i_open + 1]), i_open)  # fmt: skip
+        own += mine != [w for w in want if w[1] == i_open]
+    assert own >= 1, "no opening's names came from its run's first event"
+
+
 @pytest.mark.parametrize("cfg,n", [(CFG, 600), (RCFG, 3000)], ids=["forecast", "regime"])
 def test_snapshot_restore_continue_equals_continue(cfg, n):
     rng = np.random.default_rng(SEED)

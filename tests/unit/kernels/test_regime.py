@@ -518,22 +518,27 @@ def test_the_level_view_holds_what_another_view_opened():
     assert held(res) >= 0.9 and closed(res) and END <= closed(res)[0] <= END + 40
 
 
+@pytest.mark.parametrize("min_run", [1, 2])
 @pytest.mark.parametrize(
     ("kind", "views"),
     [("spike", {"spike"}), ("stuck", {"flat_line"}), ("step", {"range", "level"})],
 )
-def test_the_alert_names_the_view_that_saw_it(kind, views):
+def test_the_alert_names_the_view_that_saw_it(kind, views, min_run):
     # An operator reads why as well as where: the opening names, for its top feature,
     # the plainest view at distance 1 (a spike moves the energy and spread views too).
+    # With min_run 2 the alert opens on the run's second event, where a spike of two
+    # readings has no error left to forecast: it names what started the run (it named
+    # the level the spike left).
     x = noise()
     if kind == "spike":
-        x[START, 1] += 12.0
+        x[START : START + 2, 1] += 12.0
     elif kind == "stuck":
         x[START:END, 1] = x[START - 1, 1]
     else:
         x[START:END, 1] += 3.0
-    res = run(x)
+    res = run(x, cfg=DetectorConfig(min_run=min_run))
     first = next(t for t in res.transitions if t.kind == "opened")
+    assert START + min_run - 1 <= first.index <= START + 8
     assert first.contributions[0][0] == "b"
     assert first.views["b"] in views, first.views
     assert set(first.views) <= set(FEATS)
