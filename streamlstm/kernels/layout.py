@@ -199,8 +199,8 @@ def ss_rec(n_features: int) -> int:
 
 
 def ss_ac(n_features: int) -> int:
-    """First row of the rhythm view's state: the slot's last rows (after the recurrence
-    memory's, so a checkpoint from before it restores zeros there)."""
+    """First row of the rhythm view's state: after the recurrence memory's rows (appended,
+    so a checkpoint from before it restores zeros there)."""
     return N_SSTAT + 2 * n_features + N_TOD + N_REC
 
 

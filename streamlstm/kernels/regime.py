@@ -123,7 +123,7 @@ the present with them through eight views, each a distance where 1 means
   and a band learning from the rise widened faster than the view climbed); it does
   not hold, since the correlation of ~32 events outlasts the oscillation by as many.
   Judged once it has seen ``BASELINE_EVENTS`` errors (its own count, ``AC_N``);
-  rows from ``layout.ss_ac(F)`` (the slot's last, so a checkpoint from before
+  rows from ``layout.ss_ac(F)`` (appended, so a checkpoint from before
   restores zeros, the count too, and the view learns again before it judges: a
   smooth swing's errors, correlated ~+0.95, against a zero band paged every event).
 
