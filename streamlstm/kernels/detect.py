@@ -98,7 +98,6 @@ from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
     I_TOP_MASK,
     IMPUTED,
     MISSING,
-    N_AC,
     N_EV,
     N_FSTAT,
     N_ISTAT,
@@ -200,6 +199,7 @@ from streamlstm.kernels.regime import (
     _regime_reset,
     _regime_step,
     _ss_ac,
+    _ss_pk,
     _ss_tod,
     tod_stretch,
 )
@@ -289,13 +289,10 @@ def _prefetch_sstat(sstat, s, t):  # pragma: no cover - compiled
     i_ac = _ss_ac(sstat.shape[2])
     _prefetch(sstat, base + (i_ac - 2) * rs)
     _prefetch(sstat, base + i_ac * rs - 1)
-    i_pk = i_ac + N_AC  # the pending alert's run's rows (read only in a run: not fetched)
+    i_pk = _ss_pk(sstat.shape[2])  # the pending alert's run's rows (read only in a run)
     for off in range(i_ac * rs, i_pk * rs, 64 // sstat.itemsize):  # the rhythm view's rows
         _prefetch(sstat, base + off)
     _prefetch(sstat, base + i_pk * rs - 1)
-
-
-_ss_pk = njit(**NJIT_INLINE)(ss_pk)
 
 
 @njit(**NJIT_INLINE)

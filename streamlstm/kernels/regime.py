@@ -317,6 +317,7 @@ from streamlstm.kernels.layout import (
     TOD_BINS,
     TOD_DAYS,
     ss_ac,
+    ss_pk,
     ss_rec,
     ss_tod,
 )
@@ -453,11 +454,12 @@ _SPIKE_UP = math.exp(SPIKE_STEP)  # compile-time constants
 _SPIKE_DOWN = math.exp(-SPIKE_STEP / SPIKE_TAIL)
 _NOVELTY_DECAY = math.exp(-1.0 / NOVELTY_TAU)
 _A_AC = 2.0 / (AC_SPAN + 1.0)
-# layout's first rows of the time-of-day memory, the recurrence memory and the rhythm view,
-# compiled (one definition for the kernels and the Python side)
+# layout's first rows of the time-of-day memory, the recurrence memory, the rhythm view and
+# the pending alert's run (detect's), compiled (one definition for the kernels and Python)
 _ss_tod = njit(**NJIT_INLINE)(ss_tod)
 _ss_rec = njit(**NJIT_INLINE)(ss_rec)
 _ss_ac = njit(**NJIT_INLINE)(ss_ac)
+_ss_pk = njit(**NJIT_INLINE)(ss_pk)
 
 
 @njit(**NJIT)
