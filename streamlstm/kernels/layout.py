@@ -147,7 +147,8 @@ N_SSTAT = 41  # rows of fixed meaning; then 2 F rows of the regression on the ot
 # value, the remainder), the step of the schedule the next onset is due on (0: none), and
 # the recurrence factor of the excursion under way (0: none); then N_AC rows from ss_ac(F),
 # the residuals' autocorrelation (the rhythm view): rows + AC_PREV ... + AC_TAIL below; then
-# N_PK rows from ss_pk(F), the pending alert's run (PK_PART, PK_VIEW below)
+# N_PK rows from ss_pk(F), the pending alert's run (PK_PART, PK_VIEW below); then the N_BK row
+# from ss_bk(F), an episode's features' return to their baseline
 
 
 TOD_BINS = 12  # the regime scorer's two-hour stretches of the day (its time-of-day memory)
@@ -175,6 +176,10 @@ N_AC = 7
 PK_PART = 0
 PK_VIEW = 1
 N_PK = 2
+# The row from ss_bk(F): values in a row, while the feature is part of the open episode, back
+# within its level band of its frozen baseline (reset when it joins an episode; a checkpoint
+# from before restores zeros)
+N_BK = 1
 
 
 # The row functions below are closed forms of the tables above (no calls between them), so
@@ -183,7 +188,7 @@ N_PK = 2
 
 def n_sstat_rows(n_features: int) -> int:
     """sstat rows of a model with ``n_features`` features."""
-    return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC + N_PK
+    return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC + N_PK + N_BK
 
 
 def ss_tod(n_features: int) -> int:
@@ -205,9 +210,15 @@ def ss_ac(n_features: int) -> int:
 
 
 def ss_pk(n_features: int) -> int:
-    """First row of the pending alert's run (min_run > 1): the slot's last rows (after the
-    rhythm view's, so a checkpoint from before restores zeros there)."""
+    """First row of the pending alert's run (min_run > 1): after the rhythm view's (so a
+    checkpoint from before restores zeros there)."""
     return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC
+
+
+def ss_bk(n_features: int) -> int:
+    """The row of an episode's features' return (values in a row back near the baseline):
+    the slot's last (after the pending run's, so a checkpoint from before restores zeros)."""
+    return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC + N_PK
 
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32

@@ -31,7 +31,10 @@ the present with them through eight views, each a distance where 1 means
   that the forecast follows (so the residuals stay small) shows here.
 - **level**: ``|m - b| / sqrt(v_d)`` over ``LEVEL_K``: the short level ``m``
   (its steps clipped at ``LEVEL_CLIP`` residual scales, so a spike, which the
-  spike view judges, barely moves it and a new level still reaches it)
+  spike view judges, barely moves it and a new level still reaches it; not
+  clipped once a feature of the open episode has been back within this band of
+  its frozen baseline for ``BACK_RUN`` values in a row, so the level follows the
+  stream's return at the short span instead of ``LEVEL_CLIP`` scales an event)
   against a slow baseline ``b`` (time constant ``BASE_TAU``), in units of
   that difference's own normal spread ``v_d``. A noisy channel gets a tight
   band (its short level barely moves), a slowly trending one (a temperature
@@ -317,6 +320,7 @@ from streamlstm.kernels.layout import (
     TOD_BINS,
     TOD_DAYS,
     ss_ac,
+    ss_bk,
     ss_pk,
     ss_rec,
     ss_tod,
@@ -372,6 +376,12 @@ STUCK_K = 9.2  # -ln(1e-4): a run that normal data repeats once in 10^4
 RUN_GAMMA = 1.5  # ... and half as long again as the longest normal run of late
 _RUN_DECAY = math.exp(-1.0 / 8192.0)  # per event: "of late" for runs
 LEVEL_CLIP = 4.0
+# A feature of the open episode back within its level band of its baseline (the value itself
+# at the level view's distance below 1) for this many values in a row: its short level steps
+# back unclipped (the clip had rate-limited the return: a level shift's alert stayed open
+# ~40 events after the shift ended). One value outside the band restarts the run and the
+# clip (a bursty incident's gaps between bursts).
+BACK_RUN = 4.0
 REPEAT_P_MIN = 1e-3  # a continuous signal's repeats are never taken as rarer than this
 EPISODE_CLOSE = 0.5
 EPISODE_CLOSE_RUN = 4
@@ -433,7 +443,7 @@ AC_MIN = 0.2
 # events lets its baseline follow again at THAW_RATE an event (see the module doc)
 THAW_AFTER = 64
 THAW_RATE = 1.0 / 64
-N_DIST = 18  # rows of _regime_step's dist scratch (one (N_DIST, F) float64 array)
+N_DIST = 19  # rows of _regime_step's dist scratch (one (N_DIST, F) float64 array)
 NOVELTY_TAU = 64.0  # events: decay of the recent maximum of D (the score's reference)
 # Which view put each feature where it is (``why``, written every event): the view with
 # the largest distance as the feature's naming share counts it. Alert records name it.
@@ -460,6 +470,7 @@ _ss_tod = njit(**NJIT_INLINE)(ss_tod)
 _ss_rec = njit(**NJIT_INLINE)(ss_rec)
 _ss_ac = njit(**NJIT_INLINE)(ss_ac)
 _ss_pk = njit(**NJIT_INLINE)(ss_pk)
+_ss_bk = njit(**NJIT_INLINE)(ss_bk)
 
 
 @njit(**NJIT)
@@ -549,6 +560,7 @@ def _regime_step(
         dist[12, f] = math.nan  # the hold's short spread (deviations clipped)
         dist[16, f] = math.nan  # the residuals' lag-1 autocorrelation (x AC_SCALE)
         dist[17, f] = 0.0  # the rhythm view's distance
+        dist[18, f] = 0.0  # values in a row back near the baseline (a feature of the episode)
         x = xv[f]
         prev = sstat[s, SS_XPREV, f]
         if not scored[f] or math.isnan(x) or sstat[s, SS_N, f] == 0.0:
@@ -566,7 +578,9 @@ def _regime_step(
         le = math.log(es_n + f2)
         dist[4, f] = le
         dm_ = x - sstat[s, SS_M, f]
-        if sstat[s, SS_N, f] >= CLIP_AFTER:
+        if sstat[s, SS_MASK, f] > 0.5:
+            dist[18, f] = _back_run(sstat, s, f, x, fl)
+        if sstat[s, SS_N, f] >= CLIP_AFTER and dist[18, f] < BACK_RUN:
             lim_m = LEVEL_CLIP * 1.25 * s_eff
             dm_ = min(max(dm_, -lim_m), lim_m)
         m_n = sstat[s, SS_M, f] + a_s * dm_
@@ -1099,10 +1113,12 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events):  # pragma: 
             n_le = nf - CLIP_AFTER  # the short energy is warm from the 16th value on
             _learn_log_level(sstat, s, f, SS_LE, SS_LV, SS_QLE, le, n_le, wu, learn, tail)
             dm_ = x - sstat[s, SS_M, f]
-            if clip:
+            if clip and dist[18, f] < BACK_RUN:  # (the scoring pass's return run)
                 lim_m = LEVEL_CLIP * 1.25 * s_eff
                 dm_ = min(max(dm_, -lim_m), lim_m)
             sstat[s, SS_M, f] += a_s * dm_
+            if sstat[s, SS_MASK, f] > 0.5:  # (a feature that has just joined: 0)
+                sstat[s, _ss_bk(n_feat), f] = dist[18, f]
             xs_n = dist[3, f]
             if math.isnan(xs_n):
                 dx = x - sstat[s, SS_M, f]
@@ -1171,6 +1187,17 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events):  # pragma: 
         sstat[s, SS_XPREV, f] = x
         sstat[s, SS_N, f] = nf + 1.0
     _learn_relation(s, scored, sstat, dist, n_events, quiet)
+
+
+@njit(**NJIT_INLINE)
+def _back_run(sstat, s, f, x, fl):  # pragma: no cover - compiled
+    """Values in a row, ``x`` included, that feature ``f`` of the open episode has been back
+    within its level band of its frozen baseline: ``x`` itself at the level view's
+    distance below 1 (0 when it is not)."""
+    band = LEVEL_K * math.sqrt(sstat[s, SS_VD, f] + (0.25 * fl) ** 2)
+    if abs(x - sstat[s, SS_B, f]) > band:
+        return 0.0
+    return sstat[s, _ss_bk(sstat.shape[2]), f] + 1.0
 
 
 @njit(**NJIT_INLINE)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from streamlstm.detector import Detector, DetectorConfig, alert_id
 from streamlstm.errors import InputError, ModelError
 from streamlstm.kernels import detect as K
+from streamlstm.kernels import layout as KL
 from streamlstm.model import Model
 from streamlstm.state import snapshot_from_bytes, snapshot_to_bytes
 from tests import naive
@@ -157,7 +158,8 @@ def test_an_alert_opened_by_a_run_names_the_same_however_the_run_is_cut():
         assert rest == [w for w in want if w[1] >= i_open]
         wiped = Detector(MODEL, cfg)
         wiped.table.restore(snapshot_from_bytes(snap))
-        wiped.table.arrays["sstat"][:, K.ss_pk(len(FEATS)) :, :] = 0.0
+        i_pk = KL.ss_pk(len(FEATS))
+        wiped.table.arrays["sstat"][:, i_pk : i_pk + KL.N_PK, :] = 0.0
         mine = _openings(wiped.process_many(keys[i_open:i_open + 1], times[i_open:i_open + 1],
                                             x[i_open:i_open + 1]), i_open)  # fmt: skip
         own += mine != [w for w in want if w[1] == i_open]

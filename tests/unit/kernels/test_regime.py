@@ -96,6 +96,18 @@ def test_each_kind_opens_holds_and_closes(kind):
     assert first.contributions[0][0] == "b", first.contributions
 
 
+def test_a_large_level_shift_closes_soon_after_it_ends():
+    # The short level's steps are clipped at LEVEL_CLIP residual scales (a spike barely
+    # moves it), which rate-limited its way back: a shift of 40 noise spreads held its
+    # alert 85 events past its end (3 spreads: 25). Once back within its band of the
+    # frozen baseline for BACK_RUN values in a row, the level steps back unclipped: 63.
+    x = noise()
+    x[START:END, 1] += 40.0
+    res = run(x)
+    assert opened(res) == [START] and held(res) == 1.0
+    assert closed(res) and END + KR.EPISODE_CLOSE_RUN <= closed(res)[0] < END + 70, closed(res)
+
+
 def test_a_spike_opens_a_short_alert_naming_its_feature():
     x = noise()
     x[START, 2] += 15.0
