@@ -1212,9 +1212,11 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events):  # pragma: 
 def _back_run(sstat, s, f, x, fl):  # pragma: no cover - compiled
     """Values in a row, ``x`` included, that feature ``f`` of the open episode has been back
     within its level band of its frozen baseline: ``x`` itself at the level view's
-    distance below 1 (0 when it is not)."""
+    distance below 1 and nearer the baseline than the short level is (0 when it is not:
+    a value that leaves the baseline within a wide band is not a return)."""
     band = LEVEL_K * math.sqrt(sstat[s, SS_VD, f] + (0.25 * fl) ** 2)
-    if abs(x - sstat[s, SS_B, f]) > band:
+    dx = abs(x - sstat[s, SS_B, f])
+    if dx > band or dx >= abs(sstat[s, SS_M, f] - sstat[s, SS_B, f]):
         return 0.0
     return sstat[s, _ss_bk(sstat.shape[2]), f] + 1.0
 

@@ -108,6 +108,19 @@ def test_a_large_level_shift_closes_soon_after_it_ends():
     assert closed(res) and END + KR.EPISODE_CLOSE_RUN <= closed(res)[0] < END + 70, closed(res)
 
 
+def test_only_a_value_nearer_the_baseline_than_the_short_level_counts_as_a_return():
+    # NAB's machine_temperature rose from a dip (short level 0.5 sd of its band below
+    # the frozen baseline) back to its usual ~90 (3 sd above it): within the wide band,
+    # so it counted as a return, the short level followed it unclipped and its level
+    # held the alert 96 events (21 with the clip). Moving away is not a return.
+    sstat = np.zeros((1, KL.n_sstat_rows(1), 1), np.float32)
+    sstat[0, KL.SS_B, 0], sstat[0, KL.SS_M, 0], sstat[0, KL.SS_VD, 0] = -6.3, -7.5, 6.6
+    sstat[0, KL.ss_bk(1), 0] = 2.0
+    assert KR._back_run(sstat, 0, 0, -6.5, 0.0) == 3.0  # toward the baseline, in its band
+    assert KR._back_run(sstat, 0, 0, 1.3, 0.0) == 0.0  # in the band, moving away
+    assert KR._back_run(sstat, 0, 0, -20.0, 0.0) == 0.0  # beyond the band
+
+
 def test_a_spike_opens_a_short_alert_naming_its_feature():
     x = noise()
     x[START, 2] += 15.0
