@@ -177,8 +177,8 @@ PK_PART = 0
 PK_VIEW = 1
 N_PK = 2
 # The row from ss_bk(F): values in a row, while the feature is part of the open episode, back
-# within its level band of its frozen baseline (reset when it joins an episode; a checkpoint
-# from before restores zeros)
+# within its level band of its frozen baseline and nearer it than its short level (reset when
+# it joins an episode; a checkpoint from before restores zeros)
 N_BK = 1
 
 

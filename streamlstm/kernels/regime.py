@@ -15,8 +15,8 @@ the present with them through eight views, each a distance where 1 means
   ``SPIKE_GAMMA`` times ``q``, a running estimate of the stream's
   1-in-``SPIKE_TAIL`` spike size (up ``SPIKE_STEP`` per exceedance, down
   ``SPIKE_STEP / SPIKE_TAIL`` per other event that is not a repeat of the
-  last value; learnt from every event, so a stream that spikes often is not
-  paged for each spike, and one spike moves it only by ``SPIKE_STEP``; a
+  last value; learnt in and out of episodes, so a stream that spikes often is
+  not paged for each spike, and one spike moves it only by ``SPIKE_STEP``; a
   stream that sits still between jumps gets its jumps' tail, not its
   events'). A Gaussian stream's ``q`` is ~2.9, so its threshold stays
   ``SPIKE_K``.
@@ -35,8 +35,9 @@ the present with them through eight views, each a distance where 1 means
   (its steps clipped at ``LEVEL_CLIP`` residual scales, so a spike, which the
   spike view judges, barely moves it and a new level still reaches it; not
   clipped once a feature of the open episode has been back within this band of
-  its frozen baseline for ``BACK_RUN`` values in a row, so the level follows the
-  stream's return at the short span instead of ``LEVEL_CLIP`` scales an event)
+  its frozen baseline, and nearer it than the short level, for ``BACK_RUN``
+  values in a row, so the level follows the stream's return at the short span
+  instead of ``LEVEL_CLIP`` scales an event)
   against a slow baseline ``b`` (time constant ``BASE_TAU``), in units of
   that difference's own normal spread ``v_d``. A noisy channel gets a tight
   band (its short level barely moves), a slowly trending one (a temperature
@@ -389,10 +390,10 @@ RUN_GAMMA = 1.5  # ... and half as long again as the longest normal run of late
 _RUN_DECAY = math.exp(-1.0 / 8192.0)  # per event: "of late" for runs
 LEVEL_CLIP = 4.0
 # A feature of the open episode back within its level band of its baseline (the value itself
-# at the level view's distance below 1) for this many values in a row: its short level steps
-# back unclipped (the clip had rate-limited the return: a level shift's alert stayed open
-# ~40 events after the shift ended). One value outside the band restarts the run and the
-# clip (a bursty incident's gaps between bursts).
+# at the level view's distance below 1, and nearer the baseline than the short level is) for
+# this many values in a row: its short level steps back unclipped (the clip had rate-limited
+# the return: a level shift's alert stayed open ~40 events after the shift ended). One value
+# outside the band restarts the run and the clip (a bursty incident's gaps between bursts).
 BACK_RUN = 4.0
 REPEAT_P_MIN = 1e-3  # a continuous signal's repeats are never taken as rarer than this
 EPISODE_CLOSE = 0.5
