@@ -719,7 +719,12 @@ def _regime_step(
         # back where its regression on the unbroken channels puts it, its level no
         # longer holds (when that regression rests on them enough to say so)
         z_lh = z_lvl
-        if sstat[s, SS_MASK, f] > 0.5 and rel and sstat[s, SS_RN, f] >= EARLY_EVENTS:
+        r0 = sstat[s, SS_R0, f]
+        at_rest = sstat[s, SS_R0F, f] >= REST_MIN and abs(x - r0) <= 1e-7 * (abs(x) + sd + 1e-12)
+        if at_rest and sstat[s, SS_R0F, f] >= REST_HOLD:
+            # resting where it rests more often than not: its level holds nothing (below)
+            z_lh = z_fr
+        elif sstat[s, SS_MASK, f] > 0.5 and rel and sstat[s, SS_RN, f] >= EARLY_EVENTS:
             lean_u = 0.0
             for g in range(n_feat):
                 if g != f and sstat[s, SS_MASK, g] < 0.5 and not math.isnan(dist[6, g]):
@@ -744,8 +749,7 @@ def _regime_step(
             sp = sp / widen
             own = own / widen
             rel_name = rel_name / widen
-        r0 = sstat[s, SS_R0, f]
-        if sstat[s, SS_R0F, f] >= REST_MIN and abs(x - r0) <= 1e-7 * (abs(x) + sd + 1e-12):
+        if at_rest:
             # Arriving at or staying at its rest value (an idle counter's 0) opens no
             # level, flat-line, energy or spread episode: those paged every idle stretch
             # of event-driven streams. The spike view still judges the arrival, and an
@@ -756,8 +760,6 @@ def _regime_step(
             h_open = 0.0
             h_open0 = 0.0
             own = 0.0
-            if sstat[s, SS_R0F, f] >= REST_HOLD:
-                h = max(max(e_hold, x_hold), max(z_fr, z_rl)) / widen
             vw = 6.0 if rel_name > sp else 0.0
         d = max(sp, h_open)
         d14 = max(sp, h_open0)
