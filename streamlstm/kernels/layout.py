@@ -148,7 +148,8 @@ N_SSTAT = 41  # rows of fixed meaning; then 2 F rows of the regression on the ot
 # the recurrence factor of the excursion under way (0: none); then N_AC rows from ss_ac(F),
 # the residuals' autocorrelation (the rhythm view): rows + AC_PREV ... + AC_TAIL below; then
 # N_PK rows from ss_pk(F), the pending alert's run (PK_PART, PK_VIEW below); then the N_BK row
-# from ss_bk(F), an episode's features' return to their baseline
+# from ss_bk(F), an episode's features' return to their baseline; then the N_CU rows from
+# ss_cu(F), the energy view's accumulated evidence (CU_SUM, CU_TAIL below)
 
 
 TOD_BINS = 12  # the regime scorer's two-hour stretches of the day (its time-of-day memory)
@@ -180,6 +181,13 @@ N_PK = 2
 # within its level band of its frozen baseline and nearer it than its short level (reset when
 # it joins an episode; a checkpoint from before restores zeros)
 N_BK = 1
+# The rows from ss_cu(F): the energy view's accumulated evidence (a CUSUM of the residuals'
+# squared size; 0 while the feature has been part of the open episode over TAIL_EPISODE
+# events) and its running 1-in-256 level (a checkpoint from before restores zeros: the sum
+# starts again, the level at its floor)
+CU_SUM = 0
+CU_TAIL = 1
+N_CU = 2
 
 
 # The row functions below are closed forms of the tables above (no calls between them), so
@@ -188,7 +196,7 @@ N_BK = 1
 
 def n_sstat_rows(n_features: int) -> int:
     """sstat rows of a model with ``n_features`` features."""
-    return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC + N_PK + N_BK
+    return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC + N_PK + N_BK + N_CU
 
 
 def ss_tod(n_features: int) -> int:
@@ -217,8 +225,14 @@ def ss_pk(n_features: int) -> int:
 
 def ss_bk(n_features: int) -> int:
     """The row of an episode's features' return (values in a row back near the baseline):
-    the slot's last (after the pending run's, so a checkpoint from before restores zeros)."""
+    after the pending run's (so a checkpoint from before restores zeros)."""
     return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC + N_PK
+
+
+def ss_cu(n_features: int) -> int:
+    """First row of the energy view's accumulated evidence (CU_SUM, CU_TAIL): the slot's
+    last (after the return's, so a checkpoint from before restores zeros)."""
+    return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC + N_PK + N_BK
 
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32

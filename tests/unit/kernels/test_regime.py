@@ -108,6 +108,24 @@ def test_a_large_level_shift_closes_soon_after_it_ends():
     assert closed(res) and END + KR.EPISODE_CLOSE_RUN <= closed(res)[0] < END + 70, closed(res)
 
 
+def test_errors_grown_a_little_for_good_are_caught_by_their_accumulated_evidence():
+    # A random walk (the last value is its right forecast) whose steps grow 2.2x, 5x
+    # the energy: the short energy needs ~7x its typical level, and its distance rose
+    # and fell with the noise (9 of 20 such walks seen, after 10-118 events). The
+    # energy's accumulated evidence (a CUSUM) sees every one within a few spans, and
+    # a walk with its normal steps not at all.
+    late = []
+    for seed in range(8):
+        w = np.cumsum(noise(seed), axis=0)
+        steps = np.random.default_rng(1000 + seed).normal(size=N - START) * 2.0
+        w[START:, 1] += np.cumsum(steps)
+        o = opened(run(w))
+        assert o and o[0] >= START, o
+        late.append(o[0] - START)
+    assert max(late) < 40, late
+    assert not opened(run(np.cumsum(noise(), axis=0)))
+
+
 def test_only_a_value_nearer_the_baseline_than_the_short_level_counts_as_a_return():
     # NAB's machine_temperature rose from a dip (short level 0.5 sd of its band below
     # the frozen baseline) back to its usual ~90 (3 sd above it): within the wide band,
