@@ -33,7 +33,8 @@ the present with them through eight views, each a distance where 1 means
   ratio of an error from a spread ``sqrt(CU_RATIO)`` times the normal one against
   the normal one, summed while it is positive; ``C`` over the larger of ``CU_H``
   and 1.3x its running 1-in-``SPIKE_TAIL`` level counts as energy (``C`` stops at
-  distance 1). The short energy needs ~7x its typical level (4 of its floored
+  distance 1, so it opens nothing while the views are widened, before
+  ``BASELINE_EVENTS``: a young stream's residual scale is still rough). The short energy needs ~7x its typical level (4 of its floored
   spreads of 0.5 in logs) and a span's worth of events to get there, so a random
   walk whose steps grew 2.2x (5x the energy) was seen in 9 of 20 runs, after
   10-118 events, as the view's distance rose and fell with the noise; a synthetic
