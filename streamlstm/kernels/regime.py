@@ -30,23 +30,23 @@ the present with them through eight views, each a distance where 1 means
 
   **Its accumulated evidence** (upward; a CUSUM): ``C = max(0, C + CU_A u - CU_B)``
   with ``u = (r / (1.25 s))^2`` (at most ``CU_UCLIP``: 4 scales), the log-likelihood
-  ratio of an error from a spread ``sqrt(CU_RATIO)`` times the normal one against
-  the normal one, summed while it is positive; ``C`` over the larger of ``CU_H``
-  and 1.3x its running 1-in-``SPIKE_TAIL`` level counts as energy (``C`` stops at
-  distance 1, so it opens nothing while the views are widened, before
-  ``BASELINE_EVENTS``: a young stream's residual scale is still rough). The short energy needs ~7x its typical level (4 of its floored
-  spreads of 0.5 in logs) and a span's worth of events to get there, so a random
-  walk whose steps grew 2.2x (5x the energy) was seen in 9 of 20 runs, after
-  10-118 events, as the view's distance rose and fell with the noise; a synthetic
-  channel leaving its relation, whose wander starts from 0, in its 8th event of
-  10 or its 24th of 36. The sum adds each event's evidence (~3 an event at 10x
-  the energy, less than 0 below 2.4x): the same walks are seen in 20 of 20,
-  after a median 12 events, and a normal stream's sum sits near 0 (a Gaussian
-  stream's is past ``CU_H`` on about ``e^-13`` of its events, Wald's bound).
-  It holds an episode for its first ``TAIL_EPISODE`` events only (the energy view
-  takes over by then; holding by it after held NAB's cpu_utilization_asg alert
-  1,000 rows past its window, where the errors stayed a little above their
-  normal), and starts again from 0 after them.
+  ratio of an error from a spread ``sqrt(CU_RATIO)`` times the normal one against the
+  normal one, summed while it is positive; ``C`` over the larger of ``CU_H`` and 1.3x
+  its running 1-in-``SPIKE_TAIL`` level counts as energy (``C`` stops at distance 1,
+  so it opens nothing while the views are widened, before ``BASELINE_EVENTS``: a young
+  stream's residual scale is still rough). The short energy needs ~7x its typical
+  level (4 of its floored spreads of 0.5 in logs) and a span's worth of events to get
+  there, so a random walk whose steps grew 2.2x (5x the energy) was seen in 9 of 20
+  runs, after 10-118 events, as the view's distance rose and fell with the noise; a
+  synthetic channel leaving its relation, whose wander starts from 0, in its 8th event
+  of 10 or its 24th of 36. The sum adds each event's evidence (~3 an event at 10x the
+  energy, less than 0 below 2.4x): the same walks are seen in 20 of 20, after a median
+  12 events, and a normal stream's sum sits near 0 (a Gaussian stream's is past
+  ``CU_H`` on about ``e^-13`` of its events, Wald's bound). It holds an episode for
+  its first ``TAIL_EPISODE`` events only (the energy view takes over by then; holding
+  by it for the whole episode held NAB's cpu_utilization_asg alert 1,000 rows past its
+  window, where the errors stayed a little above their normal), and starts again from
+  0 after them.
 - **spread** (upward only, with the energy's constants but ``SPREAD_GAMMA``): the
   log of the short mean square of ``x`` about its short level against its own normal
   mean, spread and running 1-in-``SPIKE_TAIL`` level. A fast oscillation or a ramp
