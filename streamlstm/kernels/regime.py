@@ -703,7 +703,7 @@ def _regime_step(
             sstat[s, SS_VD, f] + (0.25 * fl) ** 2 + 1e-300
         )
         z_x = _log_level_distance(sstat, s, f, SS_LX, SS_LXV, SS_QLX, lx, False, SPREAD_GAMMA)
-        run = sstat[s, SS_RUN, f] + 1.0 if abs(x - prev) <= 1e-7 * (abs(x) + sd + 1e-12) else 0.0
+        run = sstat[s, SS_RUN, f] + 1.0 if _same(x, prev, sd) else 0.0
         z_st = 0.0
         if run > 0.0:
             nl = -math.log(max(sstat[s, SS_PREP, f], REPEAT_P_MIN))
@@ -768,7 +768,7 @@ def _regime_step(
         # longer holds (when that regression rests on them enough to say so)
         z_lh = z_lvl
         r0 = sstat[s, SS_R0, f]
-        at_rest = sstat[s, SS_R0F, f] >= REST_MIN and abs(x - r0) <= 1e-7 * (abs(x) + sd + 1e-12)
+        at_rest = sstat[s, SS_R0F, f] >= REST_MIN and _same(x, r0, sd)
         if at_rest and sstat[s, SS_R0F, f] >= REST_HOLD:
             # resting where it rests more often than not: its level holds nothing (below)
             z_lh = z_fr
@@ -1154,12 +1154,10 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events):  # pragma: 
             sstat[s, SS_MU, f] = mu + aw * d
             sstat[s, SS_VAR, f] = (1.0 - aw) * (var + aw * d * d)
         prev = sstat[s, SS_XPREV, f]
-        repeat = abs(x - prev) <= 1e-7 * (abs(x) + sd + 1e-12)
+        repeat = _same(x, prev, sd)
         r = dist[2, f]
         # the rest value, learnt from every event (a rest is not an incident's doing)
-        hit = (
-            1.0 if nf > 0.0 and abs(x - sstat[s, SS_R0, f]) <= 1e-7 * (abs(x) + sd + 1e-12) else 0.0
-        )
+        hit = 1.0 if nf > 0.0 and _same(x, sstat[s, SS_R0, f], sd) else 0.0
         sstat[s, SS_R0F, f] += (aw if wu else REST_RATE) * (hit - sstat[s, SS_R0F, f])
         if nf == 0.0 or (hit == 0.0 and repeat and sstat[s, SS_R0F, f] < REST_SWITCH):
             sstat[s, SS_R0, f] = x
@@ -1265,6 +1263,13 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events):  # pragma: 
         sstat[s, SS_XPREV, f] = x
         sstat[s, SS_N, f] = nf + 1.0
     _learn_relation(s, scored, sstat, dist, n_events, quiet)
+
+
+@njit(**NJIT_INLINE)
+def _same(x, y, sd):  # pragma: no cover - compiled
+    """``x`` repeats ``y`` (a flat line's run, a rest value): equal to within float32's
+    rounding of the value and of the feature's spread ``sd``."""
+    return abs(x - y) <= 1e-7 * (abs(x) + sd + 1e-12)
 
 
 @njit(**NJIT_INLINE)
