@@ -188,6 +188,17 @@ N_BK = 1
 CU_SUM = 0
 CU_TAIL = 1
 N_CU = 2
+# The rows from ss_md(F): the levels a stream jumps to and stays at (a telemetry channel's
+# commanded modes): MODE_K centres, MODE_K counts of the stays there that a jump began, then
+# the stay under way (its mean, its length, 1 when a jump began it). A checkpoint from
+# before restores zeros: no mode is known, and the stream learns them again.
+MODE_K = 8
+MD_C = 0
+MD_N = MODE_K
+MD_A = 2 * MODE_K
+MD_L = 2 * MODE_K + 1
+MD_J = 2 * MODE_K + 2
+N_MD = 2 * MODE_K + 3
 
 
 # The row functions below are closed forms of the tables above (no calls between them), so
@@ -196,7 +207,7 @@ N_CU = 2
 
 def n_sstat_rows(n_features: int) -> int:
     """sstat rows of a model with ``n_features`` features."""
-    return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC + N_PK + N_BK + N_CU
+    return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC + N_PK + N_BK + N_CU + N_MD
 
 
 def ss_tod(n_features: int) -> int:
@@ -230,9 +241,16 @@ def ss_bk(n_features: int) -> int:
 
 
 def ss_cu(n_features: int) -> int:
-    """First row of the energy view's accumulated evidence (CU_SUM, CU_TAIL): the slot's
-    last (after the return's, so a checkpoint from before restores zeros)."""
+    """First row of the energy view's accumulated evidence (CU_SUM, CU_TAIL): after the
+    return's (so a checkpoint from before restores zeros)."""
     return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC + N_PK + N_BK
+
+
+def ss_md(n_features: int) -> int:
+    """First row of the levels the stream jumps to and stays at (MD_C ... MD_J): the
+    slot's last (after the accumulated evidence's, so a checkpoint from before restores
+    zeros)."""
+    return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC + N_PK + N_BK + N_CU
 
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32

@@ -153,6 +153,15 @@ the present with them through eight views, each a distance where 1 means
   restores zeros, the count too, and the view learns again before it judges: a
   smooth swing's errors, correlated ~+0.95, against a zero band paged every event).
 
+**Modes**: a telemetry channel commanded between levels (a valve's positions, a
+heater's settings) jumps by ~100x its noise at every command, and the spike view's running
+1-in-256 level, inside the jumps' own spread, let about one jump in four page. A stay that a
+jump began and that lasted ``MODE_DWELL`` events makes its level one of the stream's
+``MODE_K`` modes; a later jump that lands within ``LAND_TOL`` spike-scales of a mode is a
+move between modes: no spike, no error for the energy views, and the short level goes
+there at once. Not while the recurrence memory expects a schedule's next onset: a square
+wave on a clock is judged by its schedule (a jump at another hour opens).
+
 **Rest value**: event-driven streams (an idle counter at 0, a key-hold time
 between presses) spend much of their time at one exact value. A value a
 stream spends at least ``REST_MIN`` of its events at is its rest value
@@ -303,6 +312,12 @@ from streamlstm.kernels.layout import (
     I_EP_COOL,
     I_EP_HELD,
     I_EPISODE,
+    MD_A,
+    MD_C,
+    MD_J,
+    MD_L,
+    MD_N,
+    MODE_K,
     N_SSTAT,
     REC_K,
     SS_B,
@@ -351,6 +366,7 @@ from streamlstm.kernels.layout import (
     ss_ac,
     ss_bk,
     ss_cu,
+    ss_md,
     ss_pk,
     ss_rec,
     ss_tod,
@@ -381,6 +397,10 @@ SPIKE_GAMMA = 1.3  # a spike must beat the stream's 1-in-SPIKE_TAIL spike by 30%
 # counter idle at 0 between bursts, 23 -> 18 openings, the same windows). Unchanged for a
 # continuous stream (no exact repeats).
 SPIKE_TAIL = 256.0
+# A jump that lands within LAND_TOL spike-scales of a level the stream jumped to and stayed
+# at before (MODE_DWELL events in a row within it) is a move between its modes, not a spike
+LAND_TOL = 3.0
+MODE_DWELL = 8
 SPIKE_STEP = 0.05  # ln q up per exceedance
 ENERGY_K = 4.0  # standard deviations of ln(short energy) = distance 1
 ENERGY_GAMMA = 1.3  # up: beyond 1.3x the stream's 1-in-SPIKE_TAIL excess of ln energy
@@ -490,7 +510,7 @@ CU_B = 0.5 * math.log(CU_RATIO)
 CU_UCLIP = 16.0
 CU_H = 13.0
 CU_GAMMA = 1.3
-N_DIST = 20  # rows of _regime_step's dist scratch (one (N_DIST, F) float64 array)
+N_DIST = 21  # rows of _regime_step's dist scratch (one (N_DIST, F) float64 array)
 NOVELTY_TAU = 64.0  # events: decay of the recent maximum of D (the score's reference)
 # Which view put each feature where it is (``why``, written every event): the view with
 # the largest distance as the feature's naming share counts it. Alert records name it.
@@ -519,6 +539,7 @@ _ss_ac = njit(**NJIT_INLINE)(ss_ac)
 _ss_pk = njit(**NJIT_INLINE)(ss_pk)
 _ss_bk = njit(**NJIT_INLINE)(ss_bk)
 _ss_cu = njit(**NJIT_INLINE)(ss_cu)
+_ss_md = njit(**NJIT_INLINE)(ss_md)
 
 
 @njit(**NJIT)
@@ -611,6 +632,7 @@ def _regime_step(
         dist[17, f] = 0.0  # the rhythm view's distance
         dist[18, f] = 0.0  # values in a row back near the baseline (a feature of the episode)
         dist[19, f] = 0.0  # the energy's accumulated evidence after this event
+        dist[20, f] = 0.0  # 1: a jump onto one of the stream's modes
         x = xv[f]
         prev = sstat[s, SS_XPREV, f]
         if not scored[f] or math.isnan(x) or sstat[s, SS_N, f] == 0.0:
@@ -623,6 +645,10 @@ def _regime_step(
         sd = math.sqrt(sstat[s, SS_VAR, f])
         fl = FLOOR_REL * sd + FLOOR_LEVEL * (abs(mu) + 1.0)
         s_eff = max(sstat[s, SS_SR, f], fl)
+        if abs(r) >= SPIKE_K * 1.25 * s_eff and _at_mode(sstat, s, f, x, s_eff, n_feat):
+            # a jump onto one of the stream's modes: no error for the views that read them
+            dist[20, f] = 1.0
+            r = 0.0
         es_n = sstat[s, SS_ES, f] + a_s * (r * r - sstat[s, SS_ES, f])
         f2 = (1.25 * fl) ** 2
         le = math.log(es_n + f2)
@@ -634,6 +660,8 @@ def _regime_step(
             lim_m = LEVEL_CLIP * 1.25 * s_eff
             dm_ = min(max(dm_, -lim_m), lim_m)
         m_n = sstat[s, SS_M, f] + a_s * dm_
+        if dist[20, f] > 0.0:  # (its short level is at the mode it jumped to)
+            m_n = x
         # spread: the short mean square of x about its short level (an oscillation the
         # forecast follows shows here and not in the residuals), upward only
         dx = x - m_n
@@ -697,7 +725,7 @@ def _regime_step(
             # The views judge from EARLY_EVENTS on: before, only what the learning
             # reads (above) is needed, and the distances below are not computed.
             continue
-        z_sp = abs(r) / (1.25 * s_eff)
+        z_sp = abs(dist[2, f]) / (1.25 * s_eff)  # (r before a jump onto a mode zeroed it)
         z_en = _log_level_distance(sstat, s, f, SS_LE, SS_LV, SS_QLE, le, True, ENERGY_GAMMA)
         z_lv = abs(m_n - sstat[s, SS_B, f]) / math.sqrt(
             sstat[s, SS_VD, f] + (0.25 * fl) ** 2 + 1e-300
@@ -809,6 +837,13 @@ def _regime_step(
             h_open0 = 0.0
             own = 0.0
             vw = 6.0 if rel_name > sp else 0.0
+        # A jump onto one of the stream's modes is no spike, unless the recurrence memory
+        # expects the next onset of a schedule (its step row, after the onsets and sizes):
+        # that judges its jumps (one off the schedule still opens), and the memories below
+        # see every jump, so that one that does not come is missed
+        d_mem = max(sp, h_open)
+        if dist[20, f] > 0.0 and sstat[s, i_rc + 2 * REC_K + 2, f] == 0.0:
+            sp = 0.0
         d = max(sp, h_open)
         d14 = max(sp, h_open0)
         # An excursion the stream made at this time on two of its last three days (give
@@ -824,8 +859,8 @@ def _regime_step(
         m_2 = max(max(sstat[s, i_now + 1, f], sstat[s, i_hi + 1, f]), sstat[s, i_lo + 2, f])
         m_3 = max(sstat[s, i_now + 2, f], sstat[s, i_hi + 2, f])
         known = TOD_GAMMA * max(min(m_1, m_2), min(max(m_1, m_2), m_3))  # the median
-        sstat[s, i_cur, f] = max(sstat[s, i_cur, f], d)
-        k_rc = _recurrence(sstat, s, f, i_rc, d, t, t - fstat[s, F_LAST_T])
+        sstat[s, i_cur, f] = max(sstat[s, i_cur, f], d_mem)
+        k_rc = _recurrence(sstat, s, f, i_rc, d_mem, t, t - fstat[s, F_LAST_T])
         known = max(known, k_rc)
         if known > 1.0:
             d = d / known
@@ -1175,8 +1210,9 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events):  # pragma: 
                 r = 0.0
             s_eff = max(sstat[s, SS_SR, f], fl)
             rc = min(abs(r), CLIP * 1.25 * s_eff) if clip else abs(r)
+            r_e = 0.0 if dist[20, f] > 0.0 else r  # (a jump onto a mode: no error)
             es = sstat[s, SS_ES, f]
-            sstat[s, SS_ES, f] = es + a_s * (r * r - es)
+            sstat[s, SS_ES, f] = es + a_s * (r_e * r_e - es)
             le = dist[4, f]
             n_le = nf - CLIP_AFTER  # the short energy is warm from the 16th value on
             _learn_log_level(sstat, s, f, SS_LE, SS_LV, SS_QLE, le, n_le, wu, learn, tail)
@@ -1185,6 +1221,8 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events):  # pragma: 
                 lim_m = LEVEL_CLIP * 1.25 * s_eff
                 dm_ = min(max(dm_, -lim_m), lim_m)
             sstat[s, SS_M, f] += a_s * dm_
+            if dist[20, f] > 0.0:
+                sstat[s, SS_M, f] = x
             if sstat[s, SS_MASK, f] > 0.5:  # (a feature that has just joined: 0)
                 sstat[s, _ss_bk(n_feat), f] = dist[18, f]
             xs_n = dist[3, f]
@@ -1254,6 +1292,7 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events):  # pragma: 
             if clip and tail:
                 q = max(sstat[s, i_cu + CU_TAIL, f], 1.0)
                 sstat[s, i_cu + CU_TAIL, f] = q * (_SPIKE_UP if c_n > q else _SPIKE_DOWN)
+            _learn_modes(sstat, s, f, x, r, s_eff, n_feat)
             if clip:
                 q = sstat[s, SS_QSP, f]
                 if abs(r) > q * 1.25 * s_eff:
@@ -1263,6 +1302,59 @@ def _regime_learn(s, xv, scored, sstat, istat, dist, a_s, n_events):  # pragma: 
         sstat[s, SS_XPREV, f] = x
         sstat[s, SS_N, f] = nf + 1.0
     _learn_relation(s, scored, sstat, dist, n_events, quiet)
+
+
+@njit(**NJIT_INLINE)
+def _at_mode(sstat, s, f, x, s_eff, n_feat):  # pragma: no cover - compiled
+    """``x`` lies within LAND_TOL spike-scales of one of the stream's modes."""
+    i_md = _ss_md(n_feat)
+    for j in range(MODE_K):
+        if sstat[s, i_md + MD_N + j, f] >= 1.0:
+            if abs(x - sstat[s, i_md + MD_C + j, f]) <= LAND_TOL * 1.25 * s_eff:
+                return True
+    return False
+
+
+@njit(**NJIT_INLINE)
+def _learn_modes(sstat, s, f, x, r, s_eff, n_feat):  # pragma: no cover - compiled
+    """The stay under way (values within LAND_TOL spike-scales of its mean) and the modes:
+    a stay that a jump began counts, once it has lasted MODE_DWELL events, at the mode
+    within LAND_TOL of its mean, or replaces the least counted mode. (Not a stay a jump
+    ends: the level a stream sat at before its first spike is not a mode it jumps to, and
+    counted so, every spike's return was one: NAB's 71.4 -> 70.0.)"""
+    i_md = _ss_md(n_feat)
+    tol = LAND_TOL * 1.25 * s_eff
+    jump = abs(r) >= SPIKE_K * 1.25 * s_eff
+    n_l = sstat[s, i_md + MD_L, f]
+    a = sstat[s, i_md + MD_A, f]
+    if jump or n_l == 0.0 or abs(x - a) > tol:
+        sstat[s, i_md + MD_A, f] = x
+        sstat[s, i_md + MD_L, f] = 1.0
+        sstat[s, i_md + MD_J, f] = 1.0 if jump else 0.0
+        return
+    n_l += 1.0
+    a += (x - a) / n_l
+    sstat[s, i_md + MD_A, f] = a
+    sstat[s, i_md + MD_L, f] = min(n_l, 1e6)
+    if n_l != MODE_DWELL or sstat[s, i_md + MD_J, f] < 0.5:
+        return
+    k = -1
+    for j in range(MODE_K):
+        if sstat[s, i_md + MD_N + j, f] >= 1.0:
+            if abs(a - sstat[s, i_md + MD_C + j, f]) <= tol:
+                k = j
+                break
+    if k < 0:
+        k = 0
+        for j in range(1, MODE_K):
+            if sstat[s, i_md + MD_N + j, f] < sstat[s, i_md + MD_N + k, f]:
+                k = j
+        sstat[s, i_md + MD_C + k, f] = a
+        sstat[s, i_md + MD_N + k, f] = 1.0
+    else:
+        c = sstat[s, i_md + MD_N + k, f]
+        sstat[s, i_md + MD_C + k, f] += (a - sstat[s, i_md + MD_C + k, f]) / (c + 1.0)
+        sstat[s, i_md + MD_N + k, f] = min(c + 1.0, 1e6)
 
 
 @njit(**NJIT_INLINE)
