@@ -159,8 +159,10 @@ heater's settings) jumps by ~100x its noise at every command, and the spike view
 jump began and that lasted ``MODE_DWELL`` events makes its level one of the stream's
 ``MODE_K`` modes; a later jump that lands within ``LAND_TOL`` spike-scales of a mode is a
 move between modes: no spike, no error for the energy views, and the short level goes
-there at once. Not while the recurrence memory expects a schedule's next onset: a square
-wave on a clock is judged by its schedule (a jump at another hour opens).
+there at once. At a mode the level view opens nothing (it still holds an open episode:
+muted there, it let SKAB's valve faults close, MAR 34%). Not while the recurrence memory
+expects a schedule's next onset: a square wave on a clock is judged by its schedule (a
+jump at another hour opens).
 
 **Rest value**: event-driven streams (an idle counter at 0, a key-hold time
 between presses) spend much of their time at one exact value. A value a
@@ -808,7 +810,9 @@ def _regime_step(
             if lean_u >= REL_RELEASE:
                 z_lh = max(min(l_n_, z_ql), z_fr)
         h = max(max(e_hold, x_hold), max(z_lh, z_rl))
-        h_open0 = max(max(z_nrg, z_ac), max(max(z_lv / (LEVEL_K * LEVEL_OPEN), z_fr), z_rl))
+        # at one of its modes, a stream's level opens nothing (it may still hold)
+        z_lo = 0.0 if _at_mode(sstat, s, f, x, s_eff, n_feat) else z_lv
+        h_open0 = max(max(z_nrg, z_ac), max(max(z_lo / (LEVEL_K * LEVEL_OPEN), z_fr), z_rl))
         h_open = max(h_open0, z_ql)
         sp = z_sp / max(SPIKE_K, SPIKE_GAMMA * sstat[s, SS_QSP, f])
         # When some channels move, the relation of the others moves too (their

@@ -606,9 +606,10 @@ def test_a_channel_moving_between_its_modes_pages_only_what_is_new():
     # Every move between the modes is ~100x the noise, so the spike view paged most of
     # them, for ever (its 1-in-256 level lies inside the moves' own spread and learns 5%
     # per exceedance: ~70 moves from the noise to the moves): 154 false openings in these
-    # four streams before the modes (12 of the 12 incidents caught), 28 now (9 caught: an
-    # offset or a noise burst that lands on another mode is taken for a move). A jump onto
-    # a level the stream jumped to and stayed at before is a move between its modes.
+    # four streams before the modes (12 of the 12 incidents caught), 19 now (12 caught). A
+    # jump onto a level the stream jumped to and stayed at before is a move between its
+    # modes, and there its level opens nothing (28 openings and 9 incidents without that:
+    # the short level, at the mode at once, paged by its distance from the baseline).
     false = caught = 0
     for seed in range(4):
         v, incidents = commanded(seed)
@@ -618,7 +619,7 @@ def test_a_channel_moving_between_its_modes_pages_only_what_is_new():
         opens = [t.index for t in res.transitions if t.kind == "opened"]
         false += sum(1 for i in opens if not any(a <= i < b for a, b in incidents))
         caught += sum(1 for a, b in incidents if any(a <= i < b for i in opens))
-    assert false <= 40 and caught >= 8, (false, caught)
+    assert false <= 30 and caught >= 11, (false, caught)
 
 
 def test_a_bursty_stream_whose_bursts_change_height_does_not_page():
