@@ -647,7 +647,8 @@ def _regime_step(
         sd = math.sqrt(sstat[s, SS_VAR, f])
         fl = FLOOR_REL * sd + FLOOR_LEVEL * (abs(mu) + 1.0)
         s_eff = max(sstat[s, SS_SR, f], fl)
-        if abs(r) >= SPIKE_K * 1.25 * s_eff and _at_mode(sstat, s, f, x, s_eff, n_feat):
+        at_md = _at_mode(sstat, s, f, x, s_eff, n_feat)  # (the level's opening reads it too)
+        if at_md and abs(r) >= SPIKE_K * 1.25 * s_eff:
             # a jump onto one of the stream's modes: no error for the views that read them
             dist[20, f] = 1.0
             r = 0.0
@@ -811,7 +812,7 @@ def _regime_step(
                 z_lh = max(min(l_n_, z_ql), z_fr)
         h = max(max(e_hold, x_hold), max(z_lh, z_rl))
         # at one of its modes, a stream's level opens nothing (it may still hold)
-        z_lo = 0.0 if _at_mode(sstat, s, f, x, s_eff, n_feat) else z_lv
+        z_lo = 0.0 if at_md else z_lv
         h_open0 = max(max(z_nrg, z_ac), max(max(z_lo / (LEVEL_K * LEVEL_OPEN), z_fr), z_rl))
         h_open = max(h_open0, z_ql)
         sp = z_sp / max(SPIKE_K, SPIKE_GAMMA * sstat[s, SS_QSP, f])
@@ -842,11 +843,11 @@ def _regime_step(
             own = 0.0
             vw = 6.0 if rel_name > sp else 0.0
         # A jump onto one of the stream's modes is no spike, unless the recurrence memory
-        # expects the next onset of a schedule (its step row, after the onsets and sizes):
-        # that judges its jumps (one off the schedule still opens), and the memories below
-        # see every jump, so that one that does not come is missed
+        # expects the next onset of a schedule: that judges its jumps (one off the
+        # schedule still opens), and the memories below see every jump, so that one that
+        # does not come is missed
         d_mem = max(sp, h_open)
-        if dist[20, f] > 0.0 and sstat[s, i_rc + 2 * REC_K + 2, f] == 0.0:
+        if dist[20, f] > 0.0 and sstat[s, _rec_step_row(i_rc), f] == 0.0:
             sp = 0.0
         d = max(sp, h_open)
         d14 = max(sp, h_open0)
@@ -973,7 +974,7 @@ def _recurrence(sstat, s, f, i_rc, d, t, gap):  # pragma: no cover - compiled
     the excursion was missed (distance REC_ARM_MIN), once; an onset on time at under
     REC_SMALL of the smallest of three alike ones (within REC_SAME) gets the same."""
     i_sz = i_rc + REC_K
-    i_step = i_sz + REC_K + 2
+    i_step = _rec_step_row(i_rc)
     i_run = i_step + 1
     if not d >= 1.0:
         if sstat[s, i_run, f] != 0.0:
@@ -1037,6 +1038,13 @@ def _recurrence(sstat, s, f, i_rc, d, t, gap):  # pragma: no cover - compiled
         return -REC_ARM_MIN
     sstat[s, i_run, f] = kr
     return kr
+
+
+@njit(**NJIT_INLINE)
+def _rec_step_row(i_rc):  # pragma: no cover - compiled
+    """The recurrence memory's row of the step its armed schedule expects (0: none): after
+    its REC_K onsets, REC_K sizes and the latest onset's time (two rows)."""
+    return i_rc + 2 * REC_K + 2
 
 
 @njit(**NJIT_INLINE)
