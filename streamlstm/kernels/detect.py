@@ -268,8 +268,9 @@ def _prefetch_sstat(sstat, s, t):  # pragma: no cover - compiled
     rows event time ``t`` reads (its stretch and the two beside it) and the visit under way;
     the recurrence memory's last two rows (its schedule and excursion under way, read every
     event; its other rows only at an excursion's onset or a schedule's due time); and the
-    rhythm view's rows. The two memories are 46% of the slot's rows at 8
-    features; an event reads 9 of them."""
+    rhythm view's rows and the slot's last ones after them (the pending run's, the
+    return's, the accumulated evidence's and the modes'). The two memories are 39% of the
+    slot's rows at 8 features; an event reads 9 of them."""
     row = sstat.strides[0] // sstat.itemsize
     rs = sstat.strides[1] // sstat.itemsize
     base = s * row
@@ -289,10 +290,11 @@ def _prefetch_sstat(sstat, s, t):  # pragma: no cover - compiled
     i_ac = _ss_ac(sstat.shape[2])
     _prefetch(sstat, base + (i_ac - 2) * rs)
     _prefetch(sstat, base + i_ac * rs - 1)
-    i_pk = _ss_pk(sstat.shape[2])  # the pending alert's run's rows (read only in a run)
-    for off in range(i_ac * rs, i_pk * rs, 64 // sstat.itemsize):  # the rhythm view's rows
+    # the rhythm view's rows and the slot's last ones: the pending alert's run's, the
+    # return's, the accumulated evidence's and the modes' (read every event)
+    for off in range(i_ac * rs, row, 64 // sstat.itemsize):
         _prefetch(sstat, base + off)
-    _prefetch(sstat, base + i_pk * rs - 1)
+    _prefetch(sstat, base + row - 1)
 
 
 @njit(**NJIT_INLINE)
