@@ -38,3 +38,20 @@ def test_argv_round_trips(tmp_path):
     bench.add_arguments(p)
     again = p.parse_args(bench._argv(args))
     assert vars(again) == vars(args)
+
+
+def test_timed_streams_are_past_the_scorers_warm_up(tmp_path):
+    # A daemon's streams have seen hundreds of events; new ones take the scorer's
+    # cheaper warm-up paths, so the table is warmed before timing.
+    from streamlstm.kernels import layout as K
+    from streamlstm.kernels import regime
+
+    args = _args(tmp_path, no_torch=True, warm_events=regime.BASELINE_EVENTS + 8)
+    b = bench._Bench(args, 8, 1)
+    table = b.det.table
+    slots = table._lookup(b.keys)
+    events = table.arrays["istat"][slots, K.I_EVENTS]
+    assert events.min() == events.max() == regime.BASELINE_EVENTS + 8
+    # the copied rows are the warmed streams' own: a later event is in order for each
+    assert (table.last_time[slots] == b.clock).all()
+    assert b.kernel(16, 64) > 0
