@@ -844,8 +844,11 @@ def _regime_step(
             vw = 6.0 if rel_name > sp else 0.0
         # A jump onto one of the stream's modes is no spike, unless the recurrence memory
         # expects the next onset of a schedule: that judges its jumps (one off the
-        # schedule still opens), and the memories below see every jump, so that one that
-        # does not come is missed
+        # schedule still opens), and it sees every jump, so that one that does not come
+        # is missed. The time-of-day memory sees only what the views judged: a channel
+        # commanded between its modes at random times has a move in most hours, and
+        # while the memory learnt those, every hour's usual excursion was a move and an
+        # incident of another kind (noise, an offset) was divided by it and missed
         d_mem = max(sp, h_open)
         if dist[20, f] > 0.0 and sstat[s, _rec_step_row(i_rc), f] == 0.0:
             sp = 0.0
@@ -864,7 +867,7 @@ def _regime_step(
         m_2 = max(max(sstat[s, i_now + 1, f], sstat[s, i_hi + 1, f]), sstat[s, i_lo + 2, f])
         m_3 = max(sstat[s, i_now + 2, f], sstat[s, i_hi + 2, f])
         known = TOD_GAMMA * max(min(m_1, m_2), min(max(m_1, m_2), m_3))  # the median
-        sstat[s, i_cur, f] = max(sstat[s, i_cur, f], d_mem)
+        sstat[s, i_cur, f] = max(sstat[s, i_cur, f], d)
         k_rc = _recurrence(sstat, s, f, i_rc, d_mem, t, t - fstat[s, F_LAST_T])
         known = max(known, k_rc)
         if known > 1.0:

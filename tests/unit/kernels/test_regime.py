@@ -573,7 +573,8 @@ def test_a_stream_that_sits_still_between_jumps_learns_its_jumps_tail():
     # spike view's 1-in-256 level of all events sat inside the jumps' own spread and
     # 1.3x it was passed by about one jump in fifteen (9 openings after the first 3,000
     # events of these four streams). Learnt from the values that move, it is the jumps'
-    # own 1-in-256 level.
+    # own 1-in-256 level. (3 here until the time-of-day memory stopped learning the jumps
+    # that land on one of the stream's modes, which are no excursion of their hour: 5.)
     late = 0
     for seed in range(4):
         rng = np.random.default_rng(seed)
@@ -581,7 +582,7 @@ def test_a_stream_that_sits_still_between_jumps_learns_its_jumps_tail():
         model = last_value_model(["v"], np.zeros(1), np.full(1, 5.0))
         res = Detector(model).process_many(["s"] * len(x), np.arange(len(x)) * 60.0, x)
         late += sum(1 for t in res.transitions if t.kind == "opened" and t.index >= 3000)
-    assert late <= 3
+    assert late <= 5
 
 
 def commanded(seed: int, n: int = 8_000) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -620,6 +621,25 @@ def test_a_channel_moving_between_its_modes_pages_only_what_is_new():
         false += sum(1 for i in opens if not any(a <= i < b for a, b in incidents))
         caught += sum(1 for a, b in incidents if any(a <= i < b for i in opens))
     assert false <= 30 and caught >= 11, (false, caught)
+
+
+def test_moves_between_modes_at_random_hours_do_not_teach_the_time_of_day():
+    # The same channels at one event a minute, so the time-of-day memory sees each hour
+    # on many days. The moves come at random times, ~1 an hour, so every hour had one; while
+    # the memory learnt the moves' distances (taken before a move onto a mode is muted),
+    # every hour's "usual excursion" was a move, and an incident had to beat 1.3x it: the
+    # noise of sd 0.1 (10x the channel's) reached distance 0.07 and was missed in 3 of the
+    # 4 streams (9 of 12 caught, 18 false openings). A move between modes is no excursion
+    # of its hour: 12 of 12, the same 18.
+    false = caught = 0
+    for seed in range(4):
+        v, incidents = commanded(seed)
+        model = last_value_model(["v"], np.zeros(1), np.ones(1))
+        res = Detector(model).process_many(["s"] * len(v), np.arange(len(v)) * 60.0, v[:, None])
+        opens = [t.index for t in res.transitions if t.kind == "opened"]
+        false += sum(1 for i in opens if not any(a <= i < b for a, b in incidents))
+        caught += sum(1 for a, b in incidents if any(a <= i < b for i in opens))
+    assert caught == 12 and false <= 30, (false, caught)
 
 
 def test_a_bursty_stream_whose_bursts_change_height_does_not_page():
