@@ -210,8 +210,11 @@ at this time on two of its last three days, give or take a stretch, is its daily
 normal: the feature opens only at ``TOD_GAMMA`` (1.3) times the median of those days'
 largest. The median: a one-off incident does not blind the same hours of the next
 day, and one day without the jump (an incident of its own) does not make the next
-two days' jumps news. What it cannot see is a jump that fails to come or comes
-smaller (no memory of the level at each time of day). A stream that does not repeat
+two days' jumps news. A move onto one of the stream's modes (below) counts 0 there:
+a channel commanded at random times moves in most hours, and its moves made every
+hour's usual excursion a move's, which hid incidents of any other kind. What it
+cannot see is a jump that fails to come or comes smaller (no memory of the level at
+each time of day). A stream that does not repeat
 itself daily (or whose clock is not wall time) keeps the median below 1/1.3 in every
 stretch and is judged as before: the synthetic fleet, NAB, SKAB and the clean 28-day
 fleet are unchanged; of 20 random glitches on a constant, one fell two days running
