@@ -603,6 +603,21 @@ def commanded(seed: int, n: int = 8_000) -> tuple[np.ndarray, list[tuple[int, in
     return v, [(2000, 2100), (4000, 4150), (6000, 6200)]
 
 
+def commanded_runs(seconds_apart: float) -> tuple[int, int]:
+    """False openings and incidents caught over four ``commanded`` streams through the
+    default detector (last-value model), one event every ``seconds_apart``."""
+    false = caught = 0
+    for seed in range(4):
+        v, incidents = commanded(seed)
+        model = last_value_model(["v"], np.zeros(1), np.ones(1))
+        times = np.arange(len(v)) * seconds_apart
+        res = Detector(model).process_many(["s"] * len(v), times, v[:, None])
+        opens = [t.index for t in res.transitions if t.kind == "opened"]
+        false += sum(1 for i in opens if not any(a <= i < b for a, b in incidents))
+        caught += sum(1 for a, b in incidents if any(a <= i < b for i in opens))
+    return false, caught
+
+
 def test_a_channel_moving_between_its_modes_pages_only_what_is_new():
     # Every move between the modes is ~100x the noise, so the spike view paged most of
     # them, for ever (its 1-in-256 level lies inside the moves' own spread and learns 5%
@@ -611,15 +626,8 @@ def test_a_channel_moving_between_its_modes_pages_only_what_is_new():
     # jump onto a level the stream jumped to and stayed at before is a move between its
     # modes, and there its level opens nothing (28 openings and 9 incidents without that:
     # the short level, at the mode at once, paged by its distance from the baseline).
-    false = caught = 0
-    for seed in range(4):
-        v, incidents = commanded(seed)
-        model = last_value_model(["v"], np.zeros(1), np.ones(1))
-        # (one a second: no time of day recurs, whose memory would know the moves' hours)
-        res = Detector(model).process_many(["s"] * len(v), np.arange(len(v)) * 1.0, v[:, None])
-        opens = [t.index for t in res.transitions if t.kind == "opened"]
-        false += sum(1 for i in opens if not any(a <= i < b for a, b in incidents))
-        caught += sum(1 for a, b in incidents if any(a <= i < b for i in opens))
+    # (One a second: no time of day recurs; at one a minute, the next test.)
+    false, caught = commanded_runs(1.0)
     assert false <= 30 and caught >= 11, (false, caught)
 
 
@@ -631,14 +639,7 @@ def test_moves_between_modes_at_random_hours_do_not_teach_the_time_of_day():
     # noise of sd 0.1 (10x the channel's) reached distance 0.07 and was missed in 3 of the
     # 4 streams (9 of 12 caught, 18 false openings). A move between modes is no excursion
     # of its hour: 12 of 12, the same 18.
-    false = caught = 0
-    for seed in range(4):
-        v, incidents = commanded(seed)
-        model = last_value_model(["v"], np.zeros(1), np.ones(1))
-        res = Detector(model).process_many(["s"] * len(v), np.arange(len(v)) * 60.0, v[:, None])
-        opens = [t.index for t in res.transitions if t.kind == "opened"]
-        false += sum(1 for i in opens if not any(a <= i < b for a, b in incidents))
-        caught += sum(1 for a, b in incidents if any(a <= i < b for i in opens))
+    false, caught = commanded_runs(60.0)
     assert caught == 12 and false <= 30, (false, caught)
 
 
