@@ -83,6 +83,31 @@ def _loop(slots, xs, fcs, n_events, scored, sstat, fstat, istat, dist, contrib, 
     return acc
 
 
+def warmed_table(nf: int, ns: int, warm: int, rng: np.random.Generator) -> tuple:
+    """The scorer's arrays for ``ns`` streams of ``nf`` features, each past ``warm``
+    events of Gaussian noise (64 streams warmed, their rows copied over the rest), and
+    the scratch rows, the events and the forecasts the timed loops replay:
+    ``(sstat, fstat, istat, dist, contrib, why, scored, xs, fcs)``."""
+    # (a copy of the package from before the relation's regression: N_SSTAT rows only)
+    rows = KL.n_sstat_rows(nf) if hasattr(KL, "n_sstat_rows") else KL.N_SSTAT
+    sstat = np.zeros((ns, rows, nf), np.float32)
+    fstat = np.zeros((ns, KL.N_FSTAT), np.float64)
+    istat = np.zeros((ns, KL.N_ISTAT), np.int64)
+    dist = np.zeros((getattr(R, "N_DIST", 11), nf), np.float64)
+    contrib = np.zeros((1, nf), np.float32)
+    why = np.zeros((1, nf), np.float32)
+    scored = np.ones(nf, np.bool_)
+    xs = rng.standard_normal((4096, nf))
+    fcs = xs * 0.0 + rng.standard_normal((4096, nf)) * 0.1  # a forecast near 0
+    base = 64
+    for k in range(warm):
+        _loop(np.arange(base, dtype=np.int64), xs[k : k + 1], fcs[k : k + 1], k,
+              scored, sstat, fstat, istat, dist, contrib, why, False)  # fmt: skip
+    for a in (sstat, fstat, istat):
+        a[base:] = np.resize(a[:base], a[base:].shape)
+    return sstat, fstat, istat, dist, contrib, why, scored, xs, fcs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--features", type=int, default=8)
@@ -98,25 +123,9 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     nf, ns = args.features, args.streams
-    # (a copy of the package from before the relation's regression: N_SSTAT rows only)
-    rows = KL.n_sstat_rows(nf) if hasattr(KL, "n_sstat_rows") else KL.N_SSTAT
-    sstat = np.zeros((ns, rows, nf), np.float32)
-    fstat = np.zeros((ns, KL.N_FSTAT), np.float64)
-    istat = np.zeros((ns, KL.N_ISTAT), np.int64)
-    dist = np.empty((getattr(R, "N_DIST", 11), nf), np.float64)
-    contrib = np.zeros((1, nf), np.float32)
-    why = np.zeros((1, nf), np.float32)
-    scored = np.ones(nf, np.bool_)
-    xs = rng.standard_normal((4096, nf))
-    fcs = xs * 0.0 + rng.standard_normal((4096, nf)) * 0.1  # a forecast near 0
     warm = R.BASELINE_EVENTS + 64 if args.warm < 0 else args.warm
-    # warm 64 streams, then copy their state over the table
-    base = 64
-    for k in range(warm):
-        _loop(np.arange(base, dtype=np.int64), xs[k : k + 1], fcs[k : k + 1], k,
-              scored, sstat, fstat, istat, dist, contrib, why, False)  # fmt: skip
-    for a in (sstat, fstat, istat):
-        a[base:] = np.resize(a[:base], a[base:].shape)
+    t = warmed_table(nf, ns, warm, rng)
+    sstat, fstat, istat, dist, contrib, why, scored, xs, fcs = t
     n_ev = warm
     rows = {}
     for label, prefetch in (("hot", False), ("cold", False), ("cold+prefetch", True)):

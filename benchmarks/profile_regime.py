@@ -203,6 +203,16 @@ def _rdtsc(typingctx):
 """
 
 
+def region_rows() -> list[int]:
+    """The row of ``dist`` each of ``REGIONS`` counts in: its function's base, in order."""
+    k = {"step": BASE_STEP, "learn": BASE_LEARN}
+    out = []
+    for _, fn, _, _ in REGIONS:
+        out.append(k[fn])
+        k[fn] += 1
+    return out
+
+
 def instrument(src: str) -> str:
     """``regime.py``'s text with the marks put in (SystemExit naming a moved anchor)."""
 
@@ -218,15 +228,11 @@ def instrument(src: str) -> str:
     for fn, anchor in STARTS.items():
         once(out, anchor, fn)
         out = out.replace(anchor, anchor + f"    _t_{fn} = _rdtsc()\n", 1)
-    k = {"step": 0, "learn": 0}
-    for name, fn, anchor, where in REGIONS:
+    for (name, fn, anchor, where), row in zip(REGIONS, region_rows(), strict=True):
         once(out, anchor, name)
-        ind = anchor[: len(anchor) - len(anchor.lstrip(" "))] if where == "before" else None
-        if ind is None:  # after: the indentation of the anchor's last line
-            last = anchor.rstrip("\n").split("\n")[-1]
-            ind = last[: len(last) - len(last.lstrip(" "))]
-        row = (BASE_STEP if fn == "step" else BASE_LEARN) + k[fn]
-        k[fn] += 1
+        lines = anchor.rstrip("\n").split("\n")
+        line = lines[0] if where == "before" else lines[-1]
+        ind = line[: len(line) - len(line.lstrip(" "))]
         mark = f"{ind}_now = _rdtsc()\n{ind}dist[{row}, 0] += _now - _t_{fn}\n{ind}_t_{fn} = _now\n"
         out = out.replace(anchor, mark + anchor if where == "before" else anchor + mark, 1)
     return out
@@ -238,27 +244,12 @@ import time
 import numpy as np
 g = runpy.run_path({bench!r}, run_name="profiled")
 from streamlstm.kernels import regime as R
-from streamlstm.kernels import layout as KL
 assert R.N_DIST == {n_rows}, R.__file__
-nf = {features}
 rng = np.random.default_rng(0)
 ns = {streams}
-sstat = np.zeros((ns, KL.n_sstat_rows(nf), nf), np.float32)
-fstat = np.zeros((ns, KL.N_FSTAT), np.float64)
-istat = np.zeros((ns, KL.N_ISTAT), np.int64)
-dist = np.zeros((R.N_DIST, nf), np.float64)
-contrib = np.zeros((1, nf), np.float32)
-why = np.zeros((1, nf), np.float32)
-scored = np.ones(nf, np.bool_)
-xs = rng.standard_normal((4096, nf))
-fcs = rng.standard_normal((4096, nf)) * 0.1
 warm = R.BASELINE_EVENTS + 64
-base = 64
-for k in range(warm):
-    g["_loop"](np.arange(base, dtype=np.int64), xs[k : k + 1], fcs[k : k + 1], k, scored, sstat,
-               fstat, istat, dist, contrib, why, False)
-for a in (sstat, fstat, istat):
-    a[base:] = np.resize(a[:base], a[base:].shape)
+t = g["warmed_table"]({features}, ns, warm, rng)
+sstat, fstat, istat, dist, contrib, why, scored, xs, fcs = t
 calls = {calls}
 for label, prefetch in (("hot", False), ("prefetched", True)):
     slots = np.zeros(calls, np.int64) if label == "hot" else rng.integers(0, ns, calls)
@@ -303,12 +294,7 @@ def main() -> None:
         label, ns, *vals = line.split()
         results[label] = (float(ns), [float(v) for v in vals])
     names = [r[0] for r in REGIONS]
-    rows = {"step": BASE_STEP, "learn": BASE_LEARN}
-    k = {"step": 0, "learn": 0}
-    index = []
-    for _, fn, _, _ in REGIONS:
-        index.append(rows[fn] + k[fn])
-        k[fn] += 1
+    index = region_rows()
     empty = index[names.index("(empty)")]
     print(f"regime scorer, {args.features} features, ticks of the cycle counter per call (one")
     print("event, all features), less one mark's own cost (the (empty) region's):\n")

@@ -214,11 +214,11 @@ two days' jumps news. A move onto one of the stream's modes (below) counts 0 the
 a channel commanded at random times moves in most hours, and its moves made every
 hour's usual excursion a move's, which hid incidents of any other kind. What it
 cannot see is a jump that fails to come or comes smaller (no memory of the level at
-each time of day). A stream that does not repeat
-itself daily (or whose clock is not wall time) keeps the median below 1/1.3 in every
-stretch and is judged as before: the synthetic fleet, NAB, SKAB and the clean 28-day
-fleet are unchanged; of 20 random glitches on a constant, one fell two days running
-near the time of day of a larger one and is not paged.
+each time of day). A stream that does not repeat itself daily (or whose clock is not
+wall time) keeps the median below 1/1.3 in every stretch and is judged as before: the
+synthetic fleet, NAB, SKAB and the clean 28-day fleet are unchanged; of 20 random
+glitches on a constant, one fell two days running near the time of day of a larger
+one and is not paged.
 
 **A schedule, whatever the clock**: the time-of-day memory needs the event time in
 seconds of wall time; a stream whose times come in another unit (an exporter that
