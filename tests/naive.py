@@ -66,14 +66,22 @@ def run_stream(model: Model, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     c = np.zeros((n_layers, hid))
     out = np.full((len(xs), model.n_features), np.nan)
     fc = None
+    last = None
+    n_feat = model.n_features
     for t, x in enumerate(xs):
         if fc is not None:
             out[t] = fc
+        inp = np.asarray(x, np.float64)
+        if model.delta:  # a model of changes: the clipped change in, the value added back
+            cin = inp.copy()
+            cin[:n_feat] = 0.0 if last is None else np.clip(inp[:n_feat] - last, -8.0, 8.0)
+            last = inp[:n_feat]
+            inp = cin
         if model.cell == "lstm":
-            h, c = lstm_step(model, x, h, c)
+            h, c = lstm_step(model, inp, h, c)
         else:
-            h = gru_step(model, x, h)
-        fc = head(model, h[-1])
+            h = gru_step(model, inp, h)
+        fc = head(model, h[-1]) + (last if model.delta else 0.0)
     return out, h, c
 
 

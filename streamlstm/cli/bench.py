@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cell", choices=["lstm", "gru"], default="lstm", help="cell type")
     p.add_argument("--scorer", choices=["regime", "forecast"], default="regime",
                    help="the detector's scorer (scoring.scorer)")  # fmt: skip
+    p.add_argument("--inputs", choices=["levels", "changes"], default="levels",
+                   help="what the cell reads (Model.delta, `train --inputs`): changes cost "
+                   "a subtraction and a clip a feature, and the forecast adds the last "
+                   "value")  # fmt: skip
     p.add_argument("--repeats", type=int, default=5, help="passes per measurement (best kept)")
     p.add_argument(
         "--events", type=int, default=16_384,
@@ -118,7 +122,8 @@ def _argv(args: argparse.Namespace) -> list[str]:
         "--layers", ",".join(map(str, args.layers)),
         "--batch", ",".join(map(str, args.batch)),
         "--features", str(args.features), "--streams", str(args.streams),
-        "--cell", args.cell, "--scorer", args.scorer, "--repeats", str(args.repeats),
+        "--cell", args.cell, "--scorer", args.scorer, "--inputs", args.inputs,
+        "--repeats", str(args.repeats),
         "--events", str(args.events), "--warm-events", str(args.warm_events),
         "--seed", str(args.seed), "--clock", args.clock,
     ]  # fmt: skip
@@ -220,6 +225,8 @@ class _Bench:
         self.rng = np.random.default_rng(args.seed)
         feats = [f"f{i}" for i in range(self.n_feat)]
         self.model = Model.random(feats, hidden=hid, layers=layers, cell=args.cell, seed=args.seed)
+        if args.inputs == "changes":
+            self.model = replace(self.model, delta=True)
         self.det = Detector(
             self.model, DetectorConfig(max_streams=args.streams, warmup=10, scorer=args.scorer)
         )

@@ -100,6 +100,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "detector then applies (scoring.stream_norm): each stream's mean "
                         "and std learnt from its first --norm-window events, then frozen "
                         "(warmup) or slowly followed (ewm)")  # fmt: skip
+    p.add_argument("--inputs", default="changes" if d.delta else "levels",
+                   choices=["changes", "levels"],
+                   help="what the cell reads: each feature's change since the stream's "
+                        "last event, the forecast being the last value plus the model's "
+                        "correction (forecasts a stream at a level training never saw), "
+                        "or the features' levels")  # fmt: skip
     p.add_argument("--norm-window", type=int, default=d.norm_window,
                    help="events of that warm-up / EWMA time constant")  # fmt: skip
     p.add_argument("--time-input", action="store_true",
@@ -325,6 +331,7 @@ def run(args: argparse.Namespace) -> int:
             time_input=args.time_input,
             stream_norm=args.stream_norm,
             norm_window=args.norm_window,
+            delta=args.inputs == "changes",
             season=parse_season(args.season, times, keys),
             max_windows=args.max_windows,
             false_alarms_per_week=None if args.no_threshold else args.false_alarms_per_week,

@@ -343,6 +343,11 @@ class Detector:
     ) -> None:
         self.config = config or DetectorConfig()
         self.stream_norm, self.norm_window = self.config.stream_norm_for(model)
+        if model.delta and self.stream_norm != "off":
+            raise ModelError(
+                f"scoring.stream_norm: {self.stream_norm!r} with model {model.describe()}, "
+                "which reads changes: a model of changes takes no per-stream normalisation"
+            )
         if self.stream_norm != model.stream_norm:
             log.warning(
                 "model %s was trained with stream_norm %r and runs with %r: it sees inputs "
@@ -365,7 +370,8 @@ class Detector:
         cols = {
             "h": Column(lh, "float32"),
             "c": Column(lh if model.cell == "lstm" else (model.layers, 0), "float32"),
-            "fc": Column((model.n_features,), "float32"),
+            # a model of changes keeps each stream's last value beside its forecast
+            "fc": Column(((2 if model.delta else 1) * model.n_features,), "float32"),
             "fstat": Column((K.N_FSTAT,), "float64", grows=True),
             "istat": Column((K.N_ISTAT,), "int64"),
             # rows appended by later versions are zero = not learnt yet (state.table)
@@ -406,6 +412,7 @@ class Detector:
         p[K.P_STREAM_NORM] = KN.MODES[self.stream_norm]
         p[K.P_NORM_WINDOW] = max(self.norm_window, 1)
         p[K.P_SCORER] = SCORERS.index(cfg.scorer)
+        p[K.P_DELTA] = 1.0 if model.delta else 0.0
         for row, values in (
             (K.PF_RESID, model.resid_scale),
             (K.PF_MEAN, model.norm_mean),

@@ -73,6 +73,7 @@ from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
     CELL_GRU,
     CELL_LSTM,
     CLOSED,
+    DELTA_CLIP,
     EV_OPEN_REF,
     EV_REF,
     EV_SLOT,
@@ -119,6 +120,7 @@ from streamlstm.kernels.layout import (  # noqa: F401 (re-exported: K.<name>)
     P_CLOSE_RUN,
     P_COOLDOWN,
     P_DECAY_TAU,
+    P_DELTA,
     P_DT_MEAN,
     P_DT_STD,
     P_LEARN_RATIO,
@@ -538,6 +540,7 @@ def _detect_batch(
     resid_scale = params[pf + PF_RESID * n_feat : pf + (PF_RESID + 1) * n_feat]
     scored = params[pf + PF_SCORED * n_feat : pf + (PF_SCORED + 1) * n_feat] > 0.5
     regime = np.int64(params[P_SCORER]) == SCORER_REGIME
+    delta = params[P_DELTA] > 0.5
     r_x = np.empty(n_feat, np.float64)  # the regime scorer's inputs
     r_fc = np.empty(n_feat, np.float64)
     dist = np.empty((N_DIST, n_feat), np.float64)
@@ -597,7 +600,7 @@ def _detect_batch(
             p = end
     width = max(k_w, hid)
     n_rows = max_m * width
-    fscr = np.empty(2 * n_rows + 2 * TILE_ROWS * n_gate + (max_m + 1) * n_feat, np.float32)
+    fscr = np.empty(2 * n_rows + 2 * TILE_ROWS * n_gate + (2 * max_m + 1) * n_feat, np.float32)
     x_rows = _view(fscr, 0, (max_m, width))
     hbuf = _view(fscr, n_rows, (max_m, width))
     fscr[: 2 * n_rows] = 0.0
@@ -608,6 +611,8 @@ def _detect_batch(
     gh = _view(fscr, o, (TILE_ROWS, n_gate))
     o += TILE_ROWS * n_gate
     fcb = _view(fscr, o, (max_m, n_feat))
+    o += max_m * n_feat
+    zb = _view(fscr, o, (max_m, n_feat))  # a model of changes: each row's value (levels)
     o += max_m * n_feat
     xe = fscr[o : o + n_feat]  # the event's normalised features
     nan32 = np.float32(np.nan)
@@ -805,6 +810,13 @@ def _detect_batch(
                     x_rows[m, f] = _norm_apply(nstat, s, f, v)
                 else:
                     x_rows[m, f] = v
+                if delta:
+                    # the cell reads the change since the stream's last value (none at
+                    # its first event: 0), clipped; the forecast adds the value back
+                    z = x_rows[m, f]
+                    zb[m, f] = z
+                    dz = z - fc[s, n_feat + f] if has_fc else np.float32(0.0)
+                    x_rows[m, f] = min(max(dz, np.float32(-DELTA_CLIP)), np.float32(DELTA_CLIP))
             if time_input:
                 x_rows[m, n_feat] = np.float32((math.log1p(dt) - dt_mean) / dt_std)
             rows_slot[m] = s
@@ -822,8 +834,13 @@ def _detect_batch(
         _head_rows(hbuf, m, hid, w_head, b_head, fcb)
         for r in range(m):
             s = rows_slot[r]
-            for f in range(n_feat):
-                fc[s, f] = fcb[r, f]
+            if delta:
+                for f in range(n_feat):
+                    fc[s, f] = fcb[r, f] + zb[r, f]
+                    fc[s, n_feat + f] = zb[r, f]
+            else:
+                for f in range(n_feat):
+                    fc[s, f] = fcb[r, f]
             istat[s, I_HAS_FC] = 1
 
     for e in range(n):

@@ -79,7 +79,12 @@ P_LEARN_RATIO = 16
 P_STREAM_NORM = 17  # streamlstm.kernels.norm.MODE_*
 P_NORM_WINDOW = 18
 P_SCORER = 19  # SCORER_* below
-N_PARAMS = 20
+P_DELTA = 20  # 1: the cell reads changes and the forecast adds the last value (Model.delta)
+N_PARAMS = 21
+# A model of changes (Model.delta) reads each change at most this many normalised units
+# (the model's training spreads) either way: a reset or a first value far off
+# does not saturate every gate
+DELTA_CLIP = 8.0
 # After the N_PARAMS scalars, params holds N_PFEAT rows of F per-feature values
 # (float64), row k at params[N_PARAMS + k * F:]: the residual scale and the
 # model's normalisation mean and standard deviation.

@@ -54,7 +54,7 @@ import numpy as np
 from numba import njit, prange
 
 from streamlstm.kernels.config import NJIT_TRAIN, NJIT_TRAIN_PARALLEL
-from streamlstm.kernels.layout import CELL_GRU, CELL_LSTM
+from streamlstm.kernels.layout import CELL_GRU, CELL_LSTM, DELTA_CLIP
 
 # Training keeps its own gate functions, on purpose: the scoring cells
 # (:mod:`streamlstm.kernels.cells`) use Cephes ``expf`` in register tiles, one
@@ -296,18 +296,41 @@ def _outer_acc_kg(dg, r0, m, n_g, a, k_in, gk):  # pragma: no cover - compiled
 
 
 @njit(**NJIT_TRAIN)
+def _cell_inputs(delta, r0, m, t, x, fc0, preds, xs, xu, n_feat, in_size):  # pragma: no cover
+    """Step ``t``'s cell inputs of rows ``r0..r0+m-1`` into xs: each feature's value
+    (a missing one imputed with the forecast), or with ``delta`` its clipped change
+    since the previous value (the values kept in xu), then the time column."""
+    for r in range(r0, r0 + m):
+        for f in range(n_feat):
+            v = x[r, t, f]
+            if math.isnan(v):
+                v = fc0[r, f] if t == 0 else preds[t - 1, r, f]
+            if delta:
+                xu[t, r, f] = v
+                p = xu[t - 1, r, f] if t > 0 else fc0[r, n_feat + f]
+                dv = v - p if not math.isnan(p) else np.float32(0.0)
+                v = min(max(dv, np.float32(-DELTA_CLIP)), np.float32(DELTA_CLIP))
+            xs[t, r, f] = v
+        for f in range(n_feat, in_size):
+            xs[t, r, f] = x[r, t, f]
+
+
+@njit(**NJIT_TRAIN)
 def _forward_chunk(
-    cell, r0, m, x, y, fc0, n_feat, in_size,
+    cell, delta, r0, m, x, y, fc0, n_feat, in_size,
     w_ih, w_hh, b_ih, b_hh, w_head, b_head,
-    xs, hs, cs, tcs, acts, preds, gi, gh,
+    xs, xu, hs, cs, tcs, acts, preds, gi, gh,
 ):  # fmt: skip  # pragma: no cover - compiled
     """Forward of rows ``r0..r0+m-1`` over all ``T`` steps; returns their SSE.
 
     x : (B, T, I) float32 inputs (NaN = missing feature), y : (B, T, F)
-    float32 targets (NaN = absent), fc0 : (B, F) forecast imputed at t = 0.
-    Kernel-layout weights (see module doc). Activations written:
-    xs : (T, B, I) imputed inputs; hs, cs : (T + 1, L, B, H) states, ``[0]``
-    the initial state (set by the caller); tcs : (T, L, B, H) tanh of
+    float32 targets (NaN = absent), fc0 : (B, F) forecast imputed at t = 0
+    (a model of changes, ``delta``: (B, 2F), then each feature's value before t = 0,
+    NaN for none: the first change is 0). Kernel-layout weights (see module doc).
+    Activations written: xs : (T, B, I) the cell's inputs (imputed; with ``delta``
+    the clipped changes of xu : (T, B, F), the imputed values, which the forecast
+    adds); hs, cs : (T + 1, L, B, H) states, ``[0]`` the initial state (set by the
+    caller); tcs : (T, L, B, H) tanh of
     cs[t + 1] (LSTM); acts : (T, L, B, 4H) gate
     activations (LSTM i, f, g, o; GRU r, z, n, gh_n); preds : (T, B, F).
     gi, gh : (B, G) scratch.
@@ -318,14 +341,7 @@ def _forward_chunk(
     one = np.float32(1.0)
     sse = 0.0
     for t in range(n_steps):
-        for r in range(r0, r0 + m):
-            for f in range(n_feat):
-                v = x[r, t, f]
-                if math.isnan(v):
-                    v = fc0[r, f] if t == 0 else preds[t - 1, r, f]
-                xs[t, r, f] = v
-            for f in range(n_feat, in_size):
-                xs[t, r, f] = x[r, t, f]
+        _cell_inputs(delta, r0, m, t, x, fc0, preds, xs, xu, n_feat, in_size)
         for layer in range(n_layers):
             if layer == 0:
                 _affine_range(xs[t], r0, m, in_size, w_ih[0], b_ih[0], gi)
@@ -367,6 +383,10 @@ def _forward_chunk(
                         a[r, 3 * hid + q] = ghn
                         hn[r, q] = (one - zg) * ng + zg * hp[r, q]
         _affine_range(hs[t + 1, n_layers - 1], r0, m, hid, w_head, b_head, preds[t])
+        if delta:
+            for r in range(r0, r0 + m):
+                for f in range(n_feat):
+                    preds[t, r, f] += xu[t, r, f]
         for r in range(r0, r0 + m):
             for f in range(n_feat):
                 yv = y[r, t, f]
@@ -378,10 +398,10 @@ def _forward_chunk(
 
 @njit(**NJIT_TRAIN)
 def _backward_chunk(
-    cell, r0, m, x, y, inv_n, n_feat, in_size,
+    cell, delta, r0, m, x, y, inv_n, n_feat, in_size,
     w_ih_p, w_hh_p, w_head_p,
     xs, hs, cs, tcs, acts, preds,
-    dh, dc, dgi, dgh, dtop, dpred, dimp,
+    dh, dc, dgi, dgh, dtop, dpred, dimp, dnext,
     gw_ih, gw_hh, gb_ih, gb_hh, gw_head, gb_head,
 ):  # fmt: skip  # pragma: no cover - compiled
     """BPTT of rows ``r0..r0+m-1`` after :func:`_forward_chunk`; adds into the grads.
@@ -395,7 +415,8 @@ def _backward_chunk(
     w_head_p : (F, H). Scratch (only rows r0..r0+m-1 touched): dh, dc :
     (L, B, H) gradient carried to the previous step; dgi, dgh : (B, G);
     dtop : (B, K) gradient w.r.t. the current layer's output; dpred, dimp :
-    (B, F). Gradients (this chunk's slice, accumulated), the recurrent ones
+    (B, F); dnext : (B, F) (``delta``) the gradient of the cell's next input, a change.
+    Gradients (this chunk's slice, accumulated), the recurrent ones
     in the kernels' layout: gw_ih (L, K, G), gw_hh (L, H, G), gb_ih, gb_hh
     (L, G); the head's in PyTorch's: gw_head (F, H), gb_head (F,).
     """
@@ -412,6 +433,7 @@ def _backward_chunk(
                 dc[layer, r, q] = 0.0
         for f in range(n_feat):
             dimp[r, f] = 0.0
+            dnext[r, f] = 0.0
     for t in range(n_steps - 1, -1, -1):
         for r in range(r0, r0 + m):
             for f in range(n_feat):
@@ -490,22 +512,38 @@ def _backward_chunk(
                 _matT_range(dgi, r0, m, n_gate, w_ih_p[layer], hid, dtop, False)
         # Imputed inputs at step t were preds[t - 1]: route their gradient there.
         wp0 = w_ih_p[0]
-        for r in range(r0, r0 + m):
-            for f in range(n_feat):
-                d = np.float32(0.0)
-                if t > 0 and math.isnan(x[r, t, f]):
-                    for j in range(n_gate):
-                        d += dgi[r, j] * wp0[j, f]
-                dimp[r, f] = d
+        if not delta:
+            for r in range(r0, r0 + m):
+                for f in range(n_feat):
+                    d = np.float32(0.0)
+                    if t > 0 and math.isnan(x[r, t, f]):
+                        for j in range(n_gate):
+                            d += dgi[r, j] * wp0[j, f]
+                    dimp[r, f] = d
+        else:
+            # A model of changes: value v_t enters the change at t (+, unless clipped),
+            # the change at t + 1 (-) and the forecast made at t (dpred, which already
+            # holds what flows back into it).
+            for r in range(r0, r0 + m):
+                for f in range(n_feat):
+                    g = np.float32(0.0)
+                    if abs(xs[t, r, f]) < DELTA_CLIP:
+                        for j in range(n_gate):
+                            g += dgi[r, j] * wp0[j, f]
+                    d = np.float32(0.0)
+                    if t > 0 and math.isnan(x[r, t, f]):
+                        d = g - dnext[r, f] + dpred[r, f]
+                    dimp[r, f] = d
+                    dnext[r, f] = g
 
 
 @njit(**NJIT_TRAIN_PARALLEL)
 def _train_batch(
-    cell, chunk, x, y, fc0, inv_n, n_feat, in_size,
+    cell, delta, chunk, x, y, fc0, inv_n, n_feat, in_size,
     w_ih, w_hh, b_ih, b_hh, w_head, b_head,
     w_ih_p, w_hh_p, w_head_p,
-    xs, hs, cs, tcs, acts, preds, gi, gh,
-    dh, dc, dgi, dgh, dtop, dpred, dimp,
+    xs, xu, hs, cs, tcs, acts, preds, gi, gh,
+    dh, dc, dgi, dgh, dtop, dpred, dimp, dnext,
     gw_ih, gw_hh, gb_ih, gb_hh, gw_head, gb_head, sse,
 ):  # fmt: skip  # pragma: no cover - compiled
     """Forward + BPTT of one minibatch, chunks of ``chunk`` rows in parallel.
@@ -529,24 +567,24 @@ def _train_batch(
         gw_head[ci] = 0.0
         gb_head[ci] = 0.0
         sse[ci] = _forward_chunk(
-            cell, r0, m, x, y, fc0, n_feat, in_size,
+            cell, delta, r0, m, x, y, fc0, n_feat, in_size,
             w_ih, w_hh, b_ih, b_hh, w_head, b_head,
-            xs, hs, cs, tcs, acts, preds, gi, gh,
+            xs, xu, hs, cs, tcs, acts, preds, gi, gh,
         )  # fmt: skip
         _backward_chunk(
-            cell, r0, m, x, y, inv_n, n_feat, in_size,
+            cell, delta, r0, m, x, y, inv_n, n_feat, in_size,
             w_ih_p, w_hh_p, w_head_p,
             xs, hs, cs, tcs, acts, preds,
-            dh, dc, dgi, dgh, dtop, dpred, dimp,
+            dh, dc, dgi, dgh, dtop, dpred, dimp, dnext,
             gw_ih[ci], gw_hh[ci], gb_ih[ci], gb_hh[ci], gw_head[ci], gb_head[ci],
         )  # fmt: skip
 
 
 @njit(**NJIT_TRAIN_PARALLEL)
 def _forward_batch(
-    cell, chunk, x, y, fc0, n_feat, in_size,
+    cell, delta, chunk, x, y, fc0, n_feat, in_size,
     w_ih, w_hh, b_ih, b_hh, w_head, b_head,
-    xs, hs, cs, tcs, acts, preds, gi, gh, sse,
+    xs, xu, hs, cs, tcs, acts, preds, gi, gh, sse,
 ):  # fmt: skip  # pragma: no cover - compiled
     """Forward only (validation, residuals); same arrays as :func:`_train_batch`.
 
@@ -560,9 +598,9 @@ def _forward_batch(
         r0 = ci * chunk
         m = min(chunk, n_rows - r0)
         sse[ci] = _forward_chunk(
-            cell, r0, m, x, y, fc0, n_feat, in_size,
+            cell, delta, r0, m, x, y, fc0, n_feat, in_size,
             w_ih, w_hh, b_ih, b_hh, w_head, b_head,
-            xs, hs, cs, tcs, acts, preds, gi, gh,
+            xs, xu, hs, cs, tcs, acts, preds, gi, gh,
         )  # fmt: skip
 
 
@@ -592,6 +630,7 @@ class Workspace:
         f32 = np.float32
         a: dict[str, np.ndarray] = {
             "xs": np.zeros((n_steps, n_rows, in_size), f32),
+            "xu": np.zeros((n_steps, n_rows, n_feat), f32),
             "hs": np.zeros((n_steps + 1, n_layers, n_rows, hid), f32),
             "cs": np.zeros((n_steps + 1, n_layers, n_rows, hid), f32),
             "tcs": np.zeros((n_steps, n_layers, n_rows, hid), f32),
@@ -610,6 +649,7 @@ class Workspace:
                 dtop=np.zeros((n_rows, k_w), f32),
                 dpred=np.zeros((n_rows, n_feat), f32),
                 dimp=np.zeros((n_rows, n_feat), f32),
+                dnext=np.zeros((n_rows, n_feat), f32),
                 gw_ih=np.zeros((n_chunks, n_layers, k_w, n_gate), f32),
                 gw_hh=np.zeros((n_chunks, n_layers, hid, n_gate), f32),
                 gb_ih=np.zeros((n_chunks, n_layers, n_gate), f32),
@@ -629,10 +669,11 @@ class Net:
     ``head.bias`` (F,) to float32 arrays; the trainer updates them in place.
     """
 
-    def __init__(self, cell: str, params: dict[str, np.ndarray]) -> None:
+    def __init__(self, cell: str, params: dict[str, np.ndarray], delta: bool = False) -> None:
         if cell not in ("lstm", "gru"):
             raise ValueError(f"cell is {cell!r}, expected 'lstm' or 'gru'")
         self.cell = cell
+        self.delta = delta
         self.params = {k: np.ascontiguousarray(v, np.float32) for k, v in params.items()}
         self.n_layers = sum(1 for k in self.params if k.startswith("weight_ih_l"))
         self.hid = self.params["weight_hh_l0"].shape[1]
@@ -694,11 +735,14 @@ def _init_state(
             if np.shape(init) != shape:
                 raise ValueError(f"initial {name[0]} has shape {np.shape(init)}, expected {shape}")
             ws[name][0] = init
+    width = (2 if net.delta else 1) * net.n_feat
     if fc0 is None:
-        return np.zeros((n_rows, net.n_feat), np.float32)
+        fc0 = np.zeros((n_rows, width), np.float32)
+        fc0[:, net.n_feat :] = np.nan  # a model of changes: no value before the first
+        return fc0
     fc0 = np.ascontiguousarray(fc0, np.float32)
-    if fc0.shape != (n_rows, net.n_feat):
-        raise ValueError(f"fc0 has shape {fc0.shape}, expected {(n_rows, net.n_feat)}")
+    if fc0.shape != (n_rows, width):
+        raise ValueError(f"fc0 has shape {fc0.shape}, expected {(n_rows, width)}")
     return fc0
 
 
@@ -731,10 +775,11 @@ def loss_and_grad(
     fc = _init_state(net, ws, n_rows, fc0, h0, c0)
     inv_n = 1.0 / max(n_present, 1)
     _train_batch(
-        CELL_LSTM if net.cell == "lstm" else CELL_GRU, chunk, x, y, fc, inv_n,
+        CELL_LSTM if net.cell == "lstm" else CELL_GRU, net.delta, chunk, x, y, fc, inv_n,
         net.n_feat, net.in_size, *net.layouts(),
-        ws["xs"], ws["hs"], ws["cs"], ws["tcs"], ws["acts"], ws["preds"], ws["gi"], ws["gh"],
-        ws["dh"], ws["dc"], ws["dgi"], ws["dgh"], ws["dtop"], ws["dpred"], ws["dimp"],
+        ws["xs"], ws["xu"], ws["hs"], ws["cs"], ws["tcs"], ws["acts"], ws["preds"],
+        ws["gi"], ws["gh"], ws["dh"], ws["dc"], ws["dgi"], ws["dgh"], ws["dtop"],
+        ws["dpred"], ws["dimp"], ws["dnext"],
         ws["gw_ih"], ws["gw_hh"], ws["gb_ih"], ws["gb_hh"], ws["gw_head"], ws["gb_head"],
         ws["sse"],
     )  # fmt: skip
@@ -761,12 +806,17 @@ class ForwardResult:
     the final h, c (L, B, H) and the forecast to impute at the next step."""
 
     def __init__(self, preds: np.ndarray, sse: float, n_present: int, h: np.ndarray,
-                 c: np.ndarray) -> None:  # fmt: skip
+                 c: np.ndarray, last: np.ndarray | None = None) -> None:  # fmt: skip
         self.preds, self.sse, self.n_present, self.h, self.c = preds, sse, n_present, h, c
+        self.last = last  # a model of changes: each row's last value (B, F)
 
     @property
     def next_fc(self) -> np.ndarray:
-        return np.ascontiguousarray(self.preds[:, -1, :])
+        """(B, F) the forecast to impute at the next step; (B, 2F) with the last values
+        after it for a model of changes (the ``fc0`` of the next stretch)."""
+        if self.last is None:
+            return np.ascontiguousarray(self.preds[:, -1, :])
+        return np.ascontiguousarray(np.concatenate([self.preds[:, -1, :], self.last], axis=1))
 
 
 def forward(
@@ -788,10 +838,10 @@ def forward(
     fc = _init_state(net, ws, n_rows, fc0, h0, c0)
     w = net.layouts()
     _forward_batch(
-        CELL_LSTM if net.cell == "lstm" else CELL_GRU, chunk, x, y, fc,
+        CELL_LSTM if net.cell == "lstm" else CELL_GRU, net.delta, chunk, x, y, fc,
         net.n_feat, net.in_size, *w[:6],
-        ws["xs"], ws["hs"], ws["cs"], ws["tcs"], ws["acts"], ws["preds"], ws["gi"], ws["gh"],
-        ws["sse"],
+        ws["xs"], ws["xu"], ws["hs"], ws["cs"], ws["tcs"], ws["acts"], ws["preds"],
+        ws["gi"], ws["gh"], ws["sse"],
     )  # fmt: skip
     return ForwardResult(
         preds=np.ascontiguousarray(ws["preds"].transpose(1, 0, 2)),
@@ -799,4 +849,5 @@ def forward(
         n_present=int(np.count_nonzero(~np.isnan(y))),
         h=ws["hs"][n_steps].copy(),
         c=ws["cs"][n_steps].copy(),
+        last=ws["xu"][n_steps - 1].copy() if net.delta else None,
     )

@@ -76,6 +76,12 @@ class Model:
     Files without it are "off". ``context`` names the features that are inputs
     only (commands, calendar, categories): forecast like the others, never
     scored nor named by an alert. Files without it score every feature.
+    ``delta``: the cell reads each feature's change since the stream's previous event
+    (normalised, clipped at ``layout.DELTA_CLIP``) instead of its level, and the
+    forecast is the previous value plus the head's output, so the model forecasts a
+    stream at a level or operating point it never saw in training as well as one it
+    did (a model of levels fed values 40 training spreads away forecast garbage:
+    SKAB's test runs). Files without it read levels.
     """
 
     cell: str
@@ -99,6 +105,7 @@ class Model:
     stream_norm: str = "off"
     norm_window: int = 0
     context: tuple[str, ...] = ()
+    delta: bool = False
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -126,6 +133,7 @@ class Model:
             f"features={','.join(self.features)}"
             + (" +dt" if self.time_input else "")
             + (f" context={','.join(self.context)}" if self.context else "")
+            + (" inputs=changes" if self.delta else "")
             + (
                 f" stream_norm={self.stream_norm}/{self.norm_window}"
                 if self.stream_norm != "off"
@@ -250,6 +258,7 @@ class Model:
             and self.hidden == other.hidden
             and self.layers == other.layers
             and self.features == other.features
+            and self.delta == other.delta
         )
 
     # -- files ------------------------------------------------------------------
@@ -284,6 +293,7 @@ class Model:
             "provenance": dict(self.provenance),
             "stream_norm": {"mode": self.stream_norm, "window": self.norm_window},
             "context": list(self.context),
+            "delta": self.delta,
             "weights_sha256": weights_sha256(self.arrays()),
         }
 
@@ -390,6 +400,7 @@ def from_meta(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], where: 
             stream_norm=str(sn.get("mode", "off")),
             norm_window=int(sn.get("window", 0)),
             context=tuple(str(f) for f in meta.get("context") or ()),
+            delta=bool(meta.get("delta", False)),
         )
     except KeyError as exc:
         raise ModelError(f"{where}: 'meta' lacks the field {exc.args[0]!r}") from exc
@@ -473,6 +484,11 @@ def _validate(m: Model) -> None:
     _check(
         m.stream_norm == "off" or m.norm_window >= 1,
         f"norm_window is {m.norm_window}, expected >= 1 with stream_norm {m.stream_norm!r}",
+    )
+    _check(
+        not (m.delta and m.stream_norm != "off"),
+        "a model of changes (delta) takes no per-stream normalisation: its inputs are "
+        "changes, whatever the stream's level",
     )
     unknown = [f for f in m.context if f not in m.features]
     _check(not unknown, f"context features {unknown} are not among the features {m.features}")

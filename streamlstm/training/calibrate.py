@@ -65,7 +65,7 @@ def residual_scale(
     model: Model, data: Prepared, context: int, chunk: int = 8
 ) -> tuple[np.ndarray, str, int]:
     """(resid_scale (F,), source, n residuals) from held-out (else training) forecasts."""
-    net = KT.Net(model.cell, model.arrays())
+    net = KT.Net(model.cell, model.arrays(), model.delta)
     held = [s for s in data.streams if s.n_train < s.n]
     source = "validation"
     if held:

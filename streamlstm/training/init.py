@@ -16,6 +16,10 @@ gain). The other units start random with zero head weights, so the model
 starts as a last-value forecaster (up to the tanh curvature, a relative
 error of ``~(a x)^2``) and training only has to learn the corrections.
 Everything stays trainable; it is a start, not a constraint.
+
+A model of changes (``Model.delta``, :func:`as_delta`) needs none of this: its
+forecast is the last value plus the head's output, so a zero head is the last-value
+forecaster exactly, and every unit is free to learn the corrections.
 """
 
 from __future__ import annotations
@@ -86,4 +90,19 @@ def last_value_start(
         head_weight=head_w,
         head_bias=np.zeros_like(base.head_bias),
         provenance={"source": "last_value_start", "seed": seed, "gain": gain},
+    )
+
+
+def as_delta(model: Model, zero_head: bool = True) -> Model:
+    """``model``'s network as a model of changes (``Model.delta``: the cell reads each
+    feature's change, the forecast adds the last value); with ``zero_head`` its head
+    outputs 0, so it starts as the exact last-value forecaster."""
+    if not zero_head:
+        return replace(model, delta=True)
+    return replace(
+        model,
+        delta=True,
+        head_weight=np.zeros_like(model.head_weight),
+        head_bias=np.zeros_like(model.head_bias),
+        provenance={**dict(model.provenance), "start": "last_value"},
     )

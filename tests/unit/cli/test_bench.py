@@ -55,3 +55,11 @@ def test_timed_streams_are_past_the_scorers_warm_up(tmp_path):
     # the copied rows are the warmed streams' own: a later event is in order for each
     assert (table.last_time[slots] == b.clock).all()
     assert b.kernel(16, 64) > 0
+
+
+def test_a_model_of_changes_is_timed_with_its_last_values_kept(tmp_path):
+    # `--inputs changes`: the detector keeps each stream's last value beside its forecast
+    args = _args(tmp_path, no_torch=True, inputs="changes", warm_events=4)
+    b = bench._Bench(args, 8, 1)
+    assert b.model.delta and b.det.table.arrays["fc"].shape[1] == 2 * args.features
+    assert b.kernel(16, 64) > 0

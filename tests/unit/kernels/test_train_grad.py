@@ -3,7 +3,9 @@
 The oracle steps ``nn.LSTM`` / ``nn.GRU`` one event at a time in float64 so
 that NaN inputs can be imputed with the previous forecast exactly as the
 kernels (and the detector) do; autograd then differentiates through the
-imputation too.
+imputation too. A model of changes (``Model.delta``) is the same network fed
+``clamp(v_t - v_{t-1}, -DELTA_CLIP, DELTA_CLIP)`` with ``v_t + head(h_t)`` as its
+forecast, written the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 from streamlstm.kernels import train as KT
+from streamlstm.kernels.layout import DELTA_CLIP
 from streamlstm.model import Model
 from tests import naive_train
 from tests.conftest import SEED, require
@@ -27,7 +30,7 @@ CASES = [
 ]
 
 
-def torch_loss_and_grads(model: Model, x: np.ndarray, y: np.ndarray):
+def torch_loss_and_grads(model: Model, x: np.ndarray, y: np.ndarray, delta: bool = False):
     torch = require("torch")
     n_feat = model.n_features
     rnn_cls = torch.nn.LSTM if model.cell == "lstm" else torch.nn.GRU
@@ -42,13 +45,20 @@ def torch_loss_and_grads(model: Model, x: np.ndarray, y: np.ndarray):
     n_rows, n_steps, _ = x.shape
     state = None
     prev = torch.zeros(n_rows, n_feat, dtype=torch.float64)
+    last = None
     preds = []
     for t in range(n_steps):
         xf = xt[:, t, :n_feat]
         xf = torch.where(torch.isnan(xf), prev, xf)
-        inp = torch.cat([xf, xt[:, t, n_feat:]], dim=1)[:, None, :]
+        cin = xf
+        if delta:
+            cin = (
+                torch.zeros_like(xf) if last is None else (xf - last).clamp(-DELTA_CLIP, DELTA_CLIP)
+            )
+        inp = torch.cat([cin, xt[:, t, n_feat:]], dim=1)[:, None, :]
         out, state = rnn(inp, state)
-        prev = head(out[:, 0])
+        prev = head(out[:, 0]) + (xf if delta else 0.0)
+        last = xf
         preds.append(prev)
     p = torch.stack(preds, dim=1)
     mask = ~torch.isnan(yt)
@@ -89,6 +99,45 @@ def test_gradients_match_torch(cell, layers, hidden, n_feat, time_input, nan_fra
     assert set(grads) == set(ref)
     errs = {name: rel_err(grads[name], ref[name]) for name in ref}
     assert max(errs.values()) < REL_TOL, f"seed {SEED}: {errs}"
+
+
+@pytest.mark.parametrize(
+    ("cell", "layers", "hidden", "n_feat", "time_input"), CASES[:2] + CASES[3:]
+)
+@pytest.mark.parametrize("nan_frac", [0.0, 0.3])
+def test_gradients_of_a_model_of_changes_match_torch(cell, layers, hidden, n_feat, time_input,
+                                                    nan_frac):  # fmt: skip
+    """The cell reads clipped changes, the forecast adds the value: through imputed
+    values the gradient reaches the previous forecast three ways (the change in, the
+    change out, the forecast's own last value); some changes are past the clip."""
+    rng = np.random.default_rng(SEED)
+    feats = [f"f{i}" for i in range(n_feat)]
+    model = Model.random(feats, hidden=hidden, layers=layers, cell=cell, seed=SEED,
+                         time_input=time_input)  # fmt: skip
+    x, y = make_batch(model, 7, 12, rng, nan_frac)
+    x[:, :, :n_feat] *= 4.0  # changes of up to ~30: some clipped at DELTA_CLIP
+    y *= 4.0
+    net = KT.Net(cell, model.arrays(), delta=True)
+    loss, n_present, grads = KT.loss_and_grad(net, x, y, chunk=4)
+    ref_loss, ref_n, ref = torch_loss_and_grads(model, x, y, delta=True)
+    assert n_present == ref_n
+    assert loss == pytest.approx(ref_loss, rel=1e-5), f"seed {SEED}"
+    errs = {name: rel_err(grads[name], ref[name]) for name in ref}
+    assert max(errs.values()) < REL_TOL, f"seed {SEED}: {errs}"
+
+
+def test_a_model_of_changes_carries_its_last_values_between_stretches():
+    """forward() over two halves of a model of changes, the second fed the first's
+    forecast and last values (next_fc, (B, 2F)), equals one pass."""
+    rng = np.random.default_rng(SEED)
+    model = Model.random(["a", "b"], hidden=8, layers=1, cell="lstm", seed=SEED)
+    net = KT.Net("lstm", model.arrays(), delta=True)
+    x, y = make_batch(model, 5, 10, rng, 0.1)
+    whole = KT.forward(net, x, y, chunk=4)
+    first = KT.forward(net, x[:, :4], y[:, :4], chunk=4)
+    assert first.next_fc.shape == (5, 4)
+    second = KT.forward(net, x[:, 4:], y[:, 4:], fc0=first.next_fc, h0=first.h, c0=first.c, chunk=4)
+    np.testing.assert_array_equal(np.concatenate([first.preds, second.preds], 1), whole.preds)
 
 
 def test_imputation_gradient_is_part_of_the_graph():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -36,6 +37,18 @@ def test_save_load_round_trip(tmp_path, lstm):
     a = Detector(lstm).process_many(["k"] * 30, np.arange(30.0), x)
     b = Detector(back).process_many(["k"] * 30, np.arange(30.0), x)
     np.testing.assert_array_equal(a.score, b.score)
+
+
+def test_a_model_of_changes_keeps_its_inputs_through_a_file(tmp_path, lstm):
+    """Model.delta is in the file (files without it read levels), in describe(), in the
+    shape a checkpoint's state must fit, and takes no per-stream normalisation."""
+    delta = replace(lstm, delta=True)
+    back = M.load(delta.save(tmp_path / "d.npz"))
+    assert back.delta and "inputs=changes" in back.describe()
+    assert not M.load(lstm.save(tmp_path / "l.npz")).delta
+    assert not delta.same_shape(lstm)
+    with pytest.raises(ModelError, match="per-stream normalisation"):
+        delta.with_stream_norm("warmup", 64)
 
 
 def test_file_loads_without_pickle(tmp_path, lstm):

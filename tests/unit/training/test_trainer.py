@@ -61,9 +61,9 @@ def test_training_beats_last_value_and_seasonal_naive():
 def test_random_start_learns_from_scratch():
     keys, times, x = fleet_events(4, 1000, standardise=True)
     cfg = TrainConfig(hidden=16, window=32, batch=8, epochs=8, lr=1e-2, start="random",
-                      progress=False, false_alarms_per_week=None)  # fmt: skip
+                      progress=False, false_alarms_per_week=None, delta=False)  # fmt: skip
     _, rep = train_model(keys, times, x, FEATS, cfg)
-    assert rep.initial_val_loss > 0.5  # a random model forecasts ~the mean
+    assert rep.initial_val_loss > 0.5  # a random model of levels forecasts ~the mean
     assert rep.best_val_loss < 0.1 * rep.initial_val_loss
     assert rep.best_val_loss < 2 * rep.last_value_loss
 
@@ -165,10 +165,16 @@ def test_too_little_history_keeps_the_last_value_forecaster_and_says_why():
     assert report.epochs_run == 0 and report.not_trained
     assert "too few to fit 4,674 weights" in report.not_trained
     assert report.summary().startswith("not trained: 480 training values")
+    # a model of changes with a zero head: the last value, exactly
+    assert model.delta and not model.head_weight.any() and not model.head_bias.any()
+    fc = Detector(model).process_many(list(keys[:50]), times[:50], x[:50]).forecast
+    np.testing.assert_allclose(fc[1:], x[:49], rtol=1e-6)
+    levels, _ = train_model(keys, times, x, FEATS,
+                            TrainConfig(hidden=32, progress=False, delta=False))  # fmt: skip
     lv = T.last_value_start(FEATS, hidden=32)
     for k, v in lv.arrays().items():
         if k.startswith(("weight", "bias")):
-            np.testing.assert_array_equal(model.arrays()[k], v, err_msg=k)
+            np.testing.assert_array_equal(levels.arrays()[k], v, err_msg=k)
     # enough values per weight (a smaller net): trained as before
     _, small = train_model(keys, times, x, FEATS, TrainConfig(hidden=4, epochs=2, progress=False))
     assert small.not_trained is None and small.epochs_run == 2
@@ -373,6 +379,31 @@ def test_a_model_barely_better_than_its_last_value_start_is_not_kept(monkeypatch
     kept, rep = train_model(keys, times, x, feats, cfg)
     assert rep.best_epoch == 0 and rep.best_val_loss == rep.initial_val_loss
     assert rep.start_kept and "last-value forecaster is kept" in rep.summary()
-    start = T.last_value_start(feats, hidden=16, layers=1, cell="lstm", seed=1, time_input=False)
+    start = T.as_delta(T.Model.random(feats, hidden=16, layers=1, cell="lstm", seed=1))
     for a, b in zip(kept.arrays().values(), start.arrays().values(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_model_of_changes_forecasts_a_stream_at_a_level_training_never_saw():
+    """SKAB's case: train on streams at one operating point, score one 40 training
+    spreads away. The model of levels (the older default) forecasts garbage there; the
+    model of changes (the default) forecasts it as well as at the level it trained at."""
+    feats = ("temp", "pressure", "flow", "vibration")
+    keys, times, x = fleet_events(6, 2000, standardise=True, features=feats)
+    cfg = TrainConfig(hidden=16, window=64, batch=8, epochs=12, patience=4, lr=3e-3,
+                      progress=False, false_alarms_per_week=None, seed=1)  # fmt: skip
+    changes, rep = train_model(keys, times, x, feats, cfg)
+    levels, _ = train_model(keys, times, x, feats, replace(cfg, delta=False))
+    assert changes.delta and not levels.delta
+    assert rep.best_val_loss < 0.95 * rep.last_value_loss, rep.summary()
+    tk, tt, tx = fleet_events(1, 1500, seed=SEED + 7, standardise=True, features=feats)
+    tx = tx.astype(np.float64)
+    away = tx + 40.0 * levels.norm_std  # another operating point
+    lv = np.mean((tx[200:-1] - tx[201:]) ** 2 / changes.norm_std**2)
+
+    def mse(model, v):
+        fc = Detector(model).process_many(list(tk), tt, v).forecast
+        return float(np.mean((fc[201:] - v[201:]) ** 2 / model.norm_std**2))
+
+    assert mse(levels, away) > 10 * max(lv, mse(levels, tx))
+    assert mse(changes, away) < 1.001 * mse(changes, tx) < 1.1 * lv
