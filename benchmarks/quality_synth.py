@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/quality_synth.py [--seeds 20261121 1 2 3] [--epochs 10]
         [--stream-norm off|warmup|ewm] [--norm-window 256] [--raw] [--test-scale A B]
+        [--inputs changes|levels]
 
 For each seed: train an LSTM on a clean fleet (8 streams x 3000 events, each
 stream standardised, as in tests/unit/evaluation/test_evaluation.py), replay a fleet
@@ -48,6 +49,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[20261121, 1, 2, 3])
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--hidden", type=int, default=16)
+    ap.add_argument("--inputs", choices=["changes", "levels"], default="changes",
+                    help="what the LSTM's cell reads (streamlstm train --inputs)")  # fmt: skip
     ap.add_argument("--streams", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--stream-norm", choices=["off", "warmup", "ewm"], default="off",
@@ -83,6 +86,7 @@ def main() -> None:
             seed=1,
             stream_norm=args.stream_norm,
             norm_window=args.norm_window,
+            delta=args.inputs == "changes",
         )
         model, rep = train_model(k, t, x, FEATS, cfg)
         test = fleet(seed + 1, 3.0, args.streams, args.steps, raw)
