@@ -4,6 +4,7 @@ the scorer and alert machine match the plain-Python reference, bad input is coun
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -166,18 +167,24 @@ def test_an_alert_opened_by_a_run_names_the_same_however_the_run_is_cut():
     assert own >= 1, "no opening's names came from its run's first event"
 
 
-@pytest.mark.parametrize("cfg,n", [(CFG, 600), (RCFG, 3000)], ids=["forecast", "regime"])
-def test_snapshot_restore_continue_equals_continue(cfg, n):
+@pytest.mark.parametrize(
+    "cfg,n,delta",
+    [(CFG, 600, False), (RCFG, 3000, False), (RCFG, 1000, True)],
+    ids=["forecast", "regime", "changes"],
+)
+def test_snapshot_restore_continue_equals_continue(cfg, n, delta):
+    # (a model of changes keeps each stream's last value in its state too)
+    model = replace(MODEL, delta=True) if delta else MODEL
     rng = np.random.default_rng(SEED)
     keys, times, x = make_events(rng, 4 if n > 1000 else 10, n, spikes=n < 1000, shifts=n > 1000)
-    det = Detector(MODEL, cfg)
+    det = Detector(model, cfg)
     g = np.array([int(k[1:]) % 2 for k in keys])
     karr = np.array(keys)
     for part in (0, 1):
         m = (g == part) & (np.arange(n) < n // 2)
         det.process_many(list(karr[m]), times[m], x[m], group=part)
     # snapshot each partition separately, through bytes, into a fresh detector
-    fresh = Detector(MODEL, cfg)
+    fresh = Detector(model, cfg)
     for part in (0, 1):
         fresh.table.restore(snapshot_from_bytes(snapshot_to_bytes(det.table.snapshot(group=part))))
     assert sorted(fresh.table.keys()) == sorted(det.table.keys())
