@@ -407,3 +407,16 @@ def test_a_model_of_changes_forecasts_a_stream_at_a_level_training_never_saw():
 
     assert mse(levels, away) > 10 * max(lv, mse(levels, tx))
     assert mse(changes, away) < 1.001 * mse(changes, tx) < 1.1 * lv
+
+
+def test_train_reads_changes_by_default_and_levels_when_told(tmp_path):
+    fleet = generate_fleet(FleetSpec(n_streams=2, n_steps=300, anomaly_rate=0, features=FEATS))
+    fleet.write_csv(tmp_path / "h.csv")
+    base = ["train", "--data", str(tmp_path / "h.csv"), "--key", "machine", "--time", "ts",
+            "--features", "temp,pressure", "--hidden", "4", "--epochs", "1", "--quiet"]  # fmt: skip
+    assert cli.main([*base, "--out", str(tmp_path / "c.npz")]) == 0
+    assert cli.main([*base, "--out", str(tmp_path / "l.npz"), "--inputs", "levels"]) == 0
+    assert load(tmp_path / "c.npz").delta and not load(tmp_path / "l.npz").delta
+    # per-stream normalisation: a model of levels (a model of changes needs none)
+    assert cli.main([*base, "--out", str(tmp_path / "s.npz"), "--stream-norm", "warmup"]) == 0
+    assert not load(tmp_path / "s.npz").delta
