@@ -15,6 +15,7 @@ import logging
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -232,6 +233,41 @@ class ScoreSummary:
     plot_skipped: int = 0
 
 
+# A model of levels fed values this many training spreads from its training data's mean
+# forecasts garbage (SKAB's runs at 37-59: one-step MSE ~2,000x the last value's)
+FAR_SPREADS = 10.0
+
+
+def far_from_training(model: Model, x: np.ndarray) -> str | None:
+    """A warning when ``model`` reads levels and the median of a feature's values in ``x``
+    (raw, (n, F)) lies FAR_SPREADS or more of its training spreads from its training
+    mean; None otherwise (a model of changes reads changes, whatever the level).
+
+    >>> from streamlstm.model import Model
+    >>> m = Model.random(["flow"], hidden=4)
+    >>> far_from_training(m, np.full((5, 1), 40.0)).split(":")[0]
+    'flow sits 40 training spreads from what the model learnt'
+    >>> far_from_training(m, np.full((5, 1), 2.0)) is None
+    True
+    """
+    if model.delta or x.shape[0] == 0:
+        return None
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column
+        away = np.abs(np.nanmedian(model.normalise(x), axis=0))
+    hits = [(f, float(a)) for f, a in zip(model.features, away, strict=True) if a >= FAR_SPREADS]
+    if not hits:
+        return None
+    what = ", ".join(
+        f"{f} sits {a:.0f} training spreads from what the model learnt" for f, a in hits
+    )
+    return (
+        f"{what}: this model reads levels and forecasts garbage there (its residual views "
+        "see nothing); retrain with `streamlstm train`, whose models read changes "
+        "(--inputs changes, the default), or train on data from this operating point"
+    )
+
+
 def score_file(
     model: Model,
     cfg: DetectorConfig,
@@ -256,6 +292,9 @@ def score_file(
             odd = reader.odd_times(ev) if n == 0 else None
             if odd:
                 log.warning("%s", odd)
+            far = far_from_training(model, ev.x) if n == 0 else None
+            if far:
+                log.warning("%s", far)
             ids = np.fromiter(
                 (stream_ids.setdefault(k, len(stream_ids)) for k in ev.keys), np.int64, len(ev)
             )

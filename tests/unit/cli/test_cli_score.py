@@ -388,3 +388,28 @@ def test_epoch_times_in_thousands_of_seconds_are_warned_about(tmp_path, capsys, 
                  "--out", str(tmp_path / "o.csv"), "--quiet"]) == 0  # fmt: skip
     err = capsys.readouterr().err
     assert err.count("1970-01-17") == (2 if scale != 1.0 else 0), err
+
+
+def test_a_model_of_levels_far_from_its_training_data_is_warned_about(
+    data: Data, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SKAB's trap: a model of levels scoring data 40 training spreads away forecasts
+    garbage; score says so and names the feature. A model of changes is not warned about."""
+    from dataclasses import replace
+
+    from streamlstm.model import load
+
+    levels = load(data.model)
+    far = levels.with_normalisation(levels.norm_mean - np.array([40.0, 0.0]) * levels.norm_std,
+                                    levels.norm_std)  # fmt: skip
+    changes = replace(far, delta=True)
+    for name, model, warned in (("far", far, True), ("changes", changes, False),
+                                ("near", levels, False)):  # fmt: skip
+        argv = _score(data, "--out", str(tmp_path / f"{name}.csv"), "-q")
+        argv[argv.index("--model") + 1] = str(model.save(tmp_path / f"{name}.npz"))
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert main(argv) == 0
+        said = "temp sits 40 training spreads from what the model learnt" in caplog.text
+        assert said == warned, name
+        assert "pressure sits" not in caplog.text
