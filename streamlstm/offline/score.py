@@ -245,8 +245,8 @@ def far_from_training(model: Model, x: np.ndarray) -> str | None:
 
     >>> from streamlstm.model import Model
     >>> m = Model.random(["flow"], hidden=4)
-    >>> far_from_training(m, np.full((5, 1), 40.0)).split(":")[0]
-    'flow sits 40 training spreads from what the model learnt'
+    >>> far_from_training(m, np.full((5, 1), 40.0)).split(")")[0]
+    'the data sit far from what the model learnt (median, in training spreads: flow 40'
     >>> far_from_training(m, np.full((5, 1), 2.0)) is None
     True
     """
@@ -258,11 +258,10 @@ def far_from_training(model: Model, x: np.ndarray) -> str | None:
     hits = [(f, float(a)) for f, a in zip(model.features, away, strict=True) if a >= FAR_SPREADS]
     if not hits:
         return None
-    what = ", ".join(
-        f"{f} sits {a:.0f} training spreads from what the model learnt" for f, a in hits
-    )
+    what = ", ".join(f"{f} {a:.0f}" for f, a in hits)
     return (
-        f"{what}: this model reads levels and forecasts garbage there (its residual views "
+        f"the data sit far from what the model learnt (median, in training spreads: {what}): "
+        "this model reads levels and forecasts garbage there (its residual views "
         "see nothing); retrain with `streamlstm train`, whose models read changes "
         "(--inputs changes, the default), or train on data from this operating point"
     )

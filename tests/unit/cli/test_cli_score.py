@@ -410,6 +410,6 @@ def test_a_model_of_levels_far_from_its_training_data_is_warned_about(
         caplog.clear()
         with caplog.at_level("WARNING"):
             assert main(argv) == 0
-        said = "temp sits 40 training spreads from what the model learnt" in caplog.text
+        said = "(median, in training spreads: temp 40)" in caplog.text
         assert said == warned, name
-        assert "pressure sits" not in caplog.text
+        assert "pressure" not in caplog.text
