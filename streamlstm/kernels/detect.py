@@ -600,7 +600,7 @@ def _detect_batch(
             p = end
     width = max(k_w, hid)
     n_rows = max_m * width
-    fscr = np.empty(2 * n_rows + 2 * TILE_ROWS * n_gate + (2 * max_m + 1) * n_feat, np.float32)
+    fscr = np.empty(2 * n_rows + 2 * TILE_ROWS * n_gate + (max_m + 1) * n_feat, np.float32)
     x_rows = _view(fscr, 0, (max_m, width))
     hbuf = _view(fscr, n_rows, (max_m, width))
     fscr[: 2 * n_rows] = 0.0
@@ -611,8 +611,6 @@ def _detect_batch(
     gh = _view(fscr, o, (TILE_ROWS, n_gate))
     o += TILE_ROWS * n_gate
     fcb = _view(fscr, o, (max_m, n_feat))
-    o += max_m * n_feat
-    zb = _view(fscr, o, (max_m, n_feat))  # a model of changes: each row's value (levels)
     o += max_m * n_feat
     xe = fscr[o : o + n_feat]  # the event's normalised features
     nan32 = np.float32(np.nan)
@@ -812,10 +810,11 @@ def _detect_batch(
                     x_rows[m, f] = v
                 if delta:
                     # the cell reads the change since the stream's last value (none at
-                    # its first event: 0), clipped; the forecast adds the value back
+                    # its first event: 0), clipped; the value replaces the last one (read
+                    # by nothing else), and the forecast adds it back
                     z = x_rows[m, f]
-                    zb[m, f] = z
                     dz = z - fc[s, n_feat + f] if has_fc else np.float32(0.0)
+                    fc[s, n_feat + f] = z
                     x_rows[m, f] = min(max(dz, np.float32(-DELTA_CLIP)), np.float32(DELTA_CLIP))
             if time_input:
                 x_rows[m, n_feat] = np.float32((math.log1p(dt) - dt_mean) / dt_std)
@@ -836,8 +835,7 @@ def _detect_batch(
             s = rows_slot[r]
             if delta:
                 for f in range(n_feat):
-                    fc[s, f] = fcb[r, f] + zb[r, f]
-                    fc[s, n_feat + f] = zb[r, f]
+                    fc[s, f] = fcb[r, f] + fc[s, n_feat + f]
             else:
                 for f in range(n_feat):
                     fc[s, f] = fcb[r, f]

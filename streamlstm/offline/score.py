@@ -252,7 +252,7 @@ def far_from_training(model: Model, x: np.ndarray) -> str | None:
     """
     if model.delta or x.shape[0] == 0:
         return None
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column
         away = np.abs(np.nanmedian(model.normalise(x), axis=0))
     hits = [(f, float(a)) for f, a in zip(model.features, away, strict=True) if a >= FAR_SPREADS]
