@@ -8,9 +8,10 @@ For each seed: train an LSTM on a clean fleet (8 streams x 3000 events, each
 stream standardised, as in tests/unit/evaluation/test_evaluation.py), replay a fleet
 with every kind of injected anomaly (seed + 1) through the default detector,
 and compare with the last-value forecaster through the same scorer. Per
-anomaly kind (LSTM): injections caught (an alert opens inside), the share of
-each caught injection's events the alert stays open for, and how often the
-opening's first named feature is an injected channel.
+anomaly kind, for both: injections caught (an alert opens inside), the share of
+each caught injection's events the alert stays open for, the events from its start
+to the opening (median), and how often the opening's first named feature is an
+injected channel.
 
 ``--test-scale A B`` replays the test fleet at another scale and level than
 the training fleet. ``--stream-norm warmup|ewm``: the fleets are not standardised by the script
@@ -26,7 +27,7 @@ from collections import Counter
 import numpy as np
 
 from streamlstm import evaluation as E
-from streamlstm.detector import Detector
+from streamlstm.detector import BatchResult, Detector
 from streamlstm.examples.synth import Fleet, FleetSpec, generate_fleet
 from streamlstm.model.baselines import last_value_model
 from streamlstm.training.trainer import TrainConfig, train_model
@@ -42,6 +43,47 @@ def fleet(seed: int, rate: float, n: int, steps: int, raw: bool = False) -> Flee
     v = f.values
     f.values = ((v - v.mean(1, keepdims=True)) / v.std(1, keepdims=True)).astype(np.float32)
     return f
+
+
+class KindTally:
+    """Per anomaly kind, over seeds: injections, those caught (an alert opens inside), the
+    share of each caught one's events in alert, the events to the opening, and whether
+    the opening's first named feature is an injected channel."""
+
+    def __init__(self) -> None:
+        self.kinds: Counter[str] = Counter()
+        self.caught: Counter[str] = Counter()
+        self.held: dict[str, list[float]] = {}
+        self.delay: dict[str, list[int]] = {}
+        self.named: Counter[str] = Counter()
+
+    def add(self, res: BatchResult, r: E.Replay, test: Fleet) -> None:
+        opens = [tr for tr in res.transitions if tr.kind == "opened"]
+        for an in test.anomalies:
+            idx = r.stream_index(an.key)
+            t_s = r.times[idx]
+            inside = (t_s >= an.start) & (t_s <= an.end)
+            self.kinds[an.kind] += 1
+            first = [tr for tr in opens if tr.key == an.key and an.start <= tr.time <= an.end]
+            if not first:
+                continue
+            self.caught[an.kind] += 1
+            self.held.setdefault(an.kind, []).append(float(res.alert[idx][inside].mean()))
+            lag = int(np.count_nonzero(t_s[inside] < first[0].time))
+            self.delay.setdefault(an.kind, []).append(lag)
+            top = first[0].contributions[0][0] if first[0].contributions else ""
+            self.named[an.kind] += int(top in an.features)
+
+    def row(self, kind: str | None) -> str:
+        """``caught | open | delay | named`` of one kind (None: all kinds)."""
+        ks = [kind] if kind else sorted(self.kinds)
+        n = sum(self.caught[k] for k in ks)
+        held = [v for k in ks for v in self.held.get(k, [])]
+        delay = [v for k in ks for v in self.delay.get(k, [])]
+        share = f"{100 * np.mean(held):.0f}%" if held else "-"
+        lag = f"{np.median(delay):.0f}" if delay else "-"
+        named = sum(self.named[k] for k in ks)
+        return f"{n}/{sum(self.kinds[k] for k in ks)} | {share} | {lag} | {named}/{n}"
 
 
 def main() -> None:
@@ -65,10 +107,7 @@ def main() -> None:
                     "(what a daemon without per-stream normalisation sees)")  # fmt: skip
     args = ap.parse_args()
     raw = args.raw or args.stream_norm != "off"
-    kinds: Counter[str] = Counter()
-    caught: Counter[str] = Counter()
-    held: dict[str, list[float]] = {}
-    named: Counter[str] = Counter()
+    tallies = {"LSTM": KindTally(), "last value": KindTally()}
     print(
         "| seed | LSTM caught | false | F1 | last value caught | false | F1 | val MSE LSTM / LV |"
     )
@@ -96,24 +135,10 @@ def main() -> None:
         lv = lv.with_calibration(model.resid_scale, None)
         lv = lv.with_stream_norm(model.stream_norm, model.norm_window)
         qs = []
-        for m in (model, lv):
+        for m, tally in zip((model, lv), tallies.values(), strict=True):
             r = E.replay(Detector(m), k, t, x, windows=test.windows())
             qs.append(E.quality(r)[0])
-            if m is model:
-                res = Detector(m).process_many(list(r.keys), r.times, r.x)
-                opens = [tr for tr in res.transitions if tr.kind == "opened"]
-                for an in test.anomalies:
-                    idx = r.stream_index(an.key)
-                    t_s = r.times[idx]
-                    inside = (t_s >= an.start) & (t_s <= an.end)
-                    kinds[an.kind] += 1
-                    first = [tr for tr in opens
-                             if tr.key == an.key and an.start <= tr.time <= an.end]  # fmt: skip
-                    if first:
-                        caught[an.kind] += 1
-                        held.setdefault(an.kind, []).append(float(res.alert[idx][inside].mean()))
-                        top = first[0].contributions[0][0] if first[0].contributions else ""
-                        named[an.kind] += int(top in an.features)
+            tally.add(Detector(m).process_many(list(r.keys), r.times, r.x), r, test)
         a, b = qs
         print(
             f"| {seed} | {a.caught}/{a.windows} | {a.false_alerts} | {a.f1:.2f} | "
@@ -121,17 +146,14 @@ def main() -> None:
             f"{rep.best_val_loss:.4f} / {rep.last_value_loss:.4f} |"
         )
 
-    print("\nby anomaly kind (LSTM, all seeds; open share and named right over the caught):")
-    print("| kind | caught | alert open (mean share of the injection) | first feature injected |")
-    print("|---|---|---|---|")
-    for kind in sorted(kinds):
-        share = f"{100 * np.mean(held[kind]):.0f}%" if held.get(kind) else "-"
-        print(f"| {kind} | {caught[kind]}/{kinds[kind]} | {share} | "
-              f"{named[kind]}/{caught[kind]} |")  # fmt: skip
-    n_c = sum(caught.values())
-    print(f"| **all** | {n_c}/{sum(kinds.values())} | "
-          f"{100 * np.mean([v for vs in held.values() for v in vs]):.0f}% | "
-          f"{sum(named.values())}/{n_c} |")  # fmt: skip
+    print("\nby anomaly kind, all seeds (open share, delay and named right over the caught;")
+    print("delay: events from the injection's start to the alert's opening, median):")
+    print("| kind | " + " | ".join(f"{n}: caught | open | delay | named" for n in tallies) + " |")
+    print("|---|" + "---|---|---|---|" * len(tallies))
+    kinds = sorted(tallies["LSTM"].kinds)
+    for kind in [*kinds, None]:
+        cells = [t.row(kind) for t in tallies.values()]
+        print(f"| {kind or '**all**'} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
