@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE_STEP = 32  # rows of dist where _regime_step's regions count (N_DIST is 21)
+BASE_STEP = 32  # rows of dist where _regime_step's regions count (N_DIST is 22)
 BASE_LEARN = 64  # ... and _regime_learn's
 N_ROWS = 96
 
@@ -223,8 +223,8 @@ def instrument(src: str) -> str:
     out = src
     once(out, "BASELINE_EVENTS = 256", "the header")
     out = out.replace("BASELINE_EVENTS = 256", HEADER + "BASELINE_EVENTS = 256", 1)
-    once(out, "N_DIST = 21 ", "N_DIST")
-    out = out.replace("N_DIST = 21 ", f"N_DIST = {N_ROWS} ", 1)
+    once(out, "N_DIST = 22 ", "N_DIST")
+    out = out.replace("N_DIST = 22 ", f"N_DIST = {N_ROWS} ", 1)
     for fn, anchor in STARTS.items():
         once(out, anchor, fn)
         out = out.replace(anchor, anchor + f"    _t_{fn} = _rdtsc()\n", 1)

@@ -204,6 +204,9 @@ MD_A = 2 * MODE_K
 MD_L = 2 * MODE_K + 1
 MD_J = 2 * MODE_K + 2
 N_MD = 2 * MODE_K + 3
+# The row from ss_qp(F): the regression view's largest distance (z_ql) since the feature
+# joined the open episode (0 outside one; a checkpoint from before restores zeros)
+N_QP = 1
 
 
 # The row functions below are closed forms of the tables above (no calls between them), so
@@ -212,7 +215,7 @@ N_MD = 2 * MODE_K + 3
 
 def n_sstat_rows(n_features: int) -> int:
     """sstat rows of a model with ``n_features`` features."""
-    return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC + N_PK + N_BK + N_CU + N_MD
+    return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC + N_PK + N_BK + N_CU + N_MD + N_QP
 
 
 def ss_tod(n_features: int) -> int:
@@ -252,10 +255,15 @@ def ss_cu(n_features: int) -> int:
 
 
 def ss_md(n_features: int) -> int:
-    """First row of the levels the stream jumps to and stays at (MD_C ... MD_J): the
-    slot's last (after the accumulated evidence's, so a checkpoint from before restores
-    zeros)."""
+    """First row of the levels the stream jumps to and stays at (MD_C ... MD_J): after the
+    accumulated evidence's (so a checkpoint from before restores zeros)."""
     return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC + N_PK + N_BK + N_CU
+
+
+def ss_qp(n_features: int) -> int:
+    """The row of the regression view's peak in the open episode: the slot's last (after
+    the modes', so a checkpoint from before restores zeros)."""
+    return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC + N_PK + N_BK + N_CU + N_MD
 
 
 # Weight layout (int64 vector) indices: shapes, then the offsets (in float32

@@ -84,8 +84,8 @@ the present with them through eight views, each a distance where 1 means
   loose on purpose: channels that move against each other (loadings of both
   signs) cancel in the mean of the others.
 
-  **The regression** (a second relation residual; opens an episode, never holds
-  or joins one): ``q_f = z_f - sum_g w_gf z_g``, ``z_f``'s best linear prediction
+  **The regression** (a second relation residual; opens an episode, never joins
+  one, holds only near its peak): ``q_f = z_f - sum_g w_gf z_g``, ``z_f``'s best linear prediction
   from all the other channels, with weights read off the inverse of the stream's
   running covariance of the z's (``C + REL_RIDGE I``; rows ``N_SSTAT ..`` of
   ``sstat``, solved every ``REL_REFRESH`` events, every ``REL_REFRESH_WARM`` in its
@@ -98,11 +98,16 @@ the present with them through eight views, each a distance where 1 means
   the others did not see it). It learns nothing while an episode is open (every
   residual reads the other channels, so a broken one would teach the rest; the
   covariance learns only from events all its channels learn from, so it stays
-  positive definite). Why it does not hold: on SKAB a pump's temperature keeps
-  rising through a valve fault and cools for minutes after it, so every channel
-  whose regression reads the temperature stays off its relation after the fault;
-  holding (or joining the mask) by the regression held SKAB's alerts past the
-  faults' ends (FAR 7.7% -> 14.8%). The loose relation above holds.
+  positive definite). Why it holds only near its peak: on SKAB a pump's
+  temperature keeps rising through a valve fault and cools for minutes after it,
+  so every channel whose regression reads the temperature stays off its relation
+  after the fault; holding (or joining the mask) at distance 1 held SKAB's alerts
+  past the faults' ends (FAR 7.7% -> 14.8%). A feature of the episode is held by it
+  while at distance 1 and at least ``REL_HOLD_PEAK`` of its peak since it joined
+  (``ss_qp``): cooling falls from the peak (the temperature from 5.2 to 4.2 by the
+  fault's end), while a channel drifting off its relation climbs, and without it
+  the alert that the regression opened closed within a few events (the view at 4x
+  its bar), the cooldown keeping it shut. The loose relation above holds as well.
 
   It also **ends a level hold**: a broken feature's baseline is frozen while the
   episode lasts, and the stream's own swing carries its short level away from
@@ -373,6 +378,7 @@ from streamlstm.kernels.layout import (
     ss_cu,
     ss_md,
     ss_pk,
+    ss_qp,
     ss_rec,
     ss_tod,
 )
@@ -454,6 +460,10 @@ REST_RATE = 1.0 / 1024  # after the warm-up, the rest share learns this slowly
 REST_SWITCH = 0.05  # a repeated value replaces a rest value held less often than this
 REL_SD_MIN = 0.05  # floor of the relation residual's spread (z units)
 REL_K = 6.0  # relation residual spreads = distance 1 (5 paged SKAB's normal rows)
+# the regression holds the episode's feature while at its distance 1 and at least this share
+# of its peak in the episode (a channel cooling back toward its relation after a fault, SKAB's
+# temperature, falls from its peak and stops holding; a ramp that climbs holds)
+REL_HOLD_PEAK = 0.8
 REL_RIDGE = 0.05  # ridge of the regression on the others (z units: 5% of a variance)
 REL_RELEASE = 0.5  # weight on unmasked channels from which the regression may end a level hold
 REL_REFRESH = 16  # events between solves of the regression
@@ -515,7 +525,7 @@ CU_B = 0.5 * math.log(CU_RATIO)
 CU_UCLIP = 16.0
 CU_H = 13.0
 CU_GAMMA = 1.3
-N_DIST = 21  # rows of _regime_step's dist scratch (one (N_DIST, F) float64 array)
+N_DIST = 22  # rows of _regime_step's dist scratch (one (N_DIST, F) float64 array)
 NOVELTY_TAU = 64.0  # events: decay of the recent maximum of D (the score's reference)
 # Which view put each feature where it is (``why``, written every event): the view with
 # the largest distance as the feature's naming share counts it. Alert records name it.
@@ -545,6 +555,7 @@ _ss_pk = njit(**NJIT_INLINE)(ss_pk)
 _ss_bk = njit(**NJIT_INLINE)(ss_bk)
 _ss_cu = njit(**NJIT_INLINE)(ss_cu)
 _ss_md = njit(**NJIT_INLINE)(ss_md)
+_ss_qp = njit(**NJIT_INLINE)(ss_qp)
 
 
 @njit(**NJIT)
@@ -638,6 +649,7 @@ def _regime_step(
         dist[18, f] = 0.0  # values in a row back near the baseline (a feature of the episode)
         dist[19, f] = 0.0  # the energy's accumulated evidence after this event
         dist[20, f] = 0.0  # 1: a jump onto one of the stream's modes
+        dist[21, f] = 0.0  # H_f with the regression's hold: what the episode's hold reads
         x = xv[f]
         prev = sstat[s, SS_XPREV, f]
         if not scored[f] or math.isnan(x) or sstat[s, SS_N, f] == 0.0:
@@ -814,6 +826,16 @@ def _regime_step(
             if lean_u >= REL_RELEASE:
                 z_lh = max(min(l_n_, z_ql), z_fr)
         h = max(max(e_hold, x_hold), max(z_lh, z_rl))
+        # The regression opens and never joins a feature to the episode (see the module
+        # doc), but it holds a feature of the episode while it stays at distance 1 and near
+        # its peak there: a channel drifting away from its relation kept climbing past
+        # 4 while the alert it opened closed (no other view of the channel was at 1)
+        q_pk = max(sstat[s, _ss_qp(n_feat), f], z_ql) if z_ql >= 1.0 else 0.0
+        sstat[s, _ss_qp(n_feat), f] = q_pk
+        h_q = 0.0
+        if sstat[s, SS_MASK, f] > 0.5 and z_ql >= 1.0 and z_ql >= REL_HOLD_PEAK * q_pk:
+            h_q = z_ql
+        h_q = max(h, h_q)
         # at one of its modes, a stream's level opens nothing (it may still hold)
         z_lo = 0.0 if at_md else z_lv
         h_open0 = max(max(z_nrg, z_ac), max(max(z_lo / (LEVEL_K * LEVEL_OPEN), z_fr), z_rl))
@@ -828,6 +850,7 @@ def _regime_step(
         vw = _named_view((sp, e_n_, x_n_, l_n_, z_st, z_rg, rel_name, z_ac), widen)
         if widen != 1.0:  # x / 1.0 is x: divided only while the views are widened
             h = h / widen
+            h_q = h_q / widen
             h_open = h_open / widen
             h_open0 = h_open0 / widen
             sp = sp / widen
@@ -887,6 +910,7 @@ def _regime_step(
         dist[10, f] = vw
         dist[0, f] = d
         dist[1, f] = h
+        dist[21, f] = h_q
         d_max = max(d_max, d)
         h_all = max(h_all, h)
     if not any_prev:
@@ -943,7 +967,7 @@ def _regime_step(
         hold_d = 0.0
         for f in range(n_feat):
             if sstat[s, SS_MASK, f] > 0.5:
-                hold_d = max(hold_d, dist[1, f])
+                hold_d = max(hold_d, dist[21, f])
         if istat[s, I_EP_HELD] > 0:  # not on the opening event
             if hold_d < EPISODE_CLOSE:
                 istat[s, I_EP_BELOW] += 1

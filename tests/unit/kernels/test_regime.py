@@ -395,6 +395,25 @@ def test_one_channel_drifting_inside_a_shared_daily_cycle_is_caught_by_its_regre
     assert inside and inside[0].contributions[0][0] == "temp"
 
 
+def test_a_channel_drifting_off_its_relation_is_held_while_its_regression_climbs():
+    # pressure alone ramps for 55 events of a synthetic fleet stream. Its regression on
+    # the other channels opens the alert 9 events in and climbs to ~5 times its bar; no
+    # other view of pressure reaches 1. Before the regression held, the alert closed
+    # three events after each opening and the cooldown then kept it shut: open 16% of
+    # the ramp. Held while near its peak, it stays open to the ramp's end.
+    res, at = fleet_stream(6, "sensor-0000")
+    _, _, lo, hi = next(a for a in at if a[0] == "drift" and a[1] == ("pressure",))
+    inside = [t for t in res.transitions if lo <= t.index <= hi]
+    assert [t.kind for t in inside] == ["opened"]
+    assert inside[0].contributions[0][0] == "pressure"
+    assert res.alert[inside[0].index : hi + 1].all()
+    assert res.alert[lo : hi + 1].mean() > 0.8
+    # and it lets go once the channel is back (the ramp ends abruptly), before the
+    # stream's next incident
+    nxt = min(a[2] for a in at if a[2] > hi)
+    assert not res.alert[hi + 20 : nxt].any()
+
+
 def test_a_broken_channel_back_in_its_relation_no_longer_holds_by_its_frozen_level():
     # pressure decouples for 16 events; its baseline is frozen meanwhile, and the
     # stream's daily swing then carries its level away from it: the level view held
