@@ -204,8 +204,8 @@ MD_A = 2 * MODE_K
 MD_L = 2 * MODE_K + 1
 MD_J = 2 * MODE_K + 2
 N_MD = 2 * MODE_K + 3
-# The row from ss_qp(F): the regression view's largest distance (z_ql) since the feature
-# joined the open episode (0 outside one; a checkpoint from before restores zeros)
+# The row from ss_qp(F): the regression view's largest distance since it last came to distance
+# 1 (0 below it, in or out of an episode; a checkpoint from before restores zeros)
 N_QP = 1
 
 
@@ -261,7 +261,7 @@ def ss_md(n_features: int) -> int:
 
 
 def ss_qp(n_features: int) -> int:
-    """The row of the regression view's peak in the open episode: the slot's last (after
+    """The row of the regression view's peak while at distance 1: the slot's last (after
     the modes', so a checkpoint from before restores zeros)."""
     return N_SSTAT + 2 * n_features + N_TOD + N_REC + N_AC + N_PK + N_BK + N_CU + N_MD
 

@@ -103,9 +103,10 @@ the present with them through eight views, each a distance where 1 means
   so every channel whose regression reads the temperature stays off its relation
   after the fault; holding (or joining the mask) at distance 1 held SKAB's alerts
   past the faults' ends (FAR 7.7% -> 14.8%). A feature of the episode is held by it
-  while at distance 1 and at least ``REL_HOLD_PEAK`` of its peak since it joined
-  (``ss_qp``): cooling falls from the peak (the temperature from 5.2 to 4.2 by the
-  fault's end), while a channel drifting off its relation climbs, and without it
+  while at distance 1 and at least ``REL_HOLD_PEAK`` of its peak since it last came to
+  distance 1 (``ss_qp``, kept across episodes): cooling falls from the peak (the
+  temperature from 5.2 to 4.2 by the fault's end), while a channel drifting off its
+  relation climbs, and without it
   the alert that the regression opened closed within a few events (the view at 4x
   its bar), the cooldown keeping it shut. The loose relation above holds as well.
 
@@ -461,8 +462,8 @@ REST_SWITCH = 0.05  # a repeated value replaces a rest value held less often tha
 REL_SD_MIN = 0.05  # floor of the relation residual's spread (z units)
 REL_K = 6.0  # relation residual spreads = distance 1 (5 paged SKAB's normal rows)
 # the regression holds the episode's feature while at its distance 1 and at least this share
-# of its peak in the episode (a channel cooling back toward its relation after a fault, SKAB's
-# temperature, falls from its peak and stops holding; a ramp that climbs holds)
+# of its peak since it came to 1 (a channel cooling back toward its relation after a fault,
+# SKAB's temperature, falls from its peak and stops holding; a ramp that climbs holds)
 REL_HOLD_PEAK = 0.8
 # the regression's spreads = distance 1 (the loose relation's REL_K 6 paged SKAB at 5; the
 # regression at 5 does not: SKAB unchanged). While it did not hold, 5.5 and 5 opened drifts
