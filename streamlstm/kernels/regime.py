@@ -614,6 +614,7 @@ def _regime_step(
     i_rc = _ss_rec(n_feat)  # the recurrence memory's rows
     i_ac = _ss_ac(n_feat)  # the rhythm view's
     i_cu = _ss_cu(n_feat)  # the energy's accumulated evidence
+    i_qp = _ss_qp(n_feat)  # the regression's peak
     a_s = 2.0 / (SHORT_SPAN + 1.0)
     warm = n_events >= EARLY_EVENTS
     # Before BASELINE_EVENTS the statistics come from fewer events: every view is
@@ -835,8 +836,8 @@ def _regime_step(
         # doc), but it holds a feature of the episode while it stays at distance 1 and near
         # its peak there: a channel drifting away from its relation kept climbing past
         # 4 while the alert it opened closed (no other view of the channel was at 1)
-        q_pk = max(sstat[s, _ss_qp(n_feat), f], z_ql) if z_ql >= 1.0 else 0.0
-        sstat[s, _ss_qp(n_feat), f] = q_pk
+        q_pk = max(sstat[s, i_qp, f], z_ql) if z_ql >= 1.0 else 0.0
+        sstat[s, i_qp, f] = q_pk
         h_q = 0.0
         if sstat[s, SS_MASK, f] > 0.5 and z_ql >= 1.0 and z_ql >= REL_HOLD_PEAK * q_pk:
             h_q = z_ql
