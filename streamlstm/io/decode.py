@@ -328,17 +328,12 @@ class Decoder:
             # The scanner accepted only ASCII: latin-1 maps each byte to one character,
             # and a key's length in characters is its length in bytes. Only the bytes
             # the keys lie in are decoded (the buffer may be a whole fetch).
-            starts = spans[rows, 0]
+            # The scanner accepted only ASCII: latin-1 maps each byte to one character,
+            # and a key's length in characters is its length in bytes.
             key_len = spans[rows, 1]
-            present = key_len >= 0  # an absent key has span (-1, -1)
-            lo = int(starts[present].min()) if present.any() else 0
-            hi = int((starts + key_len)[present].max()) if present.any() else 0
-            text = data[lo:hi].decode("latin-1")
-            starts = np.where(present, starts - lo, 0)
+            present = key_len >= 0  # an absent key has span (-1, -1): the empty string
             key_len = np.where(present, key_len, 0)
-            keys = list(
-                map(text.__getitem__, map(slice, starts.tolist(), (starts + key_len).tolist()))
-            )
+            keys = plan.strings(data, np.where(present, spans[rows, 0], 0), key_len)
         maxlen = cfg.max_key_length
         key_ok = (key_len > 0) & (key_len <= maxlen)
         times = t[rows]

@@ -124,6 +124,25 @@ class FlatPlan:
         )  # fmt: skip
         return vals, spans, ok
 
+    @staticmethod
+    def strings(data: bytes, starts: np.ndarray, lens: np.ndarray) -> list[str]:
+        """The strings ``data[starts[i]:starts[i] + lens[i]]`` of spans the scanner returned
+        (ASCII, no control character), as str.
+
+        Their bytes are joined with a 0 byte between them (none of them holds one) and
+        split in one C call: a slice object and a string per span cost ~8x as much.
+
+        >>> FlatPlan.strings(b'{"k":"ab","j":""}', np.array([6, 15]), np.array([2, 0]))
+        ['ab', '']
+        """
+        if starts.shape[0] == 0:
+            return []
+        buf = np.frombuffer(data or b"\0", np.uint8)
+        joined = KJ._join_spans(
+            buf, np.ascontiguousarray(starts, np.int64), np.ascontiguousarray(lens, np.int64)
+        )
+        return joined.tobytes().decode("latin-1").split("\0")
+
 
 def _plain(name: str) -> bool:
     """A top-level field the scanner can match byte for byte (no escapes needed)."""

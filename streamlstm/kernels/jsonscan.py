@@ -387,3 +387,26 @@ def _scan(buf, starts, ends, fbuf, foffs, fkind, vals, spans, ok):  # pragma: no
             ok[i] = False
             continue
         ok[i] = _scan_one(buf, a, e, fbuf, foffs, fkind, lens, vals, spans, i, seen)
+
+
+@njit(**NJIT)
+def _join_spans(buf, starts, lens):  # pragma: no cover - compiled
+    """The bytes ``buf[starts[i]:starts[i] + lens[i]]`` back to back, separated by one 0
+    byte (which no string the scanner accepts holds: it leaves control characters to
+    the general decoder). One ``split`` of their text then makes every key string in C,
+    instead of a slice object and a string per key."""
+    n = starts.shape[0]
+    total = max(n - 1, 0)
+    for i in range(n):
+        total += lens[i]
+    out = np.empty(total, np.uint8)
+    p = 0
+    for i in range(n):
+        if i > 0:
+            out[p] = 0
+            p += 1
+        a = starts[i]
+        for k in range(lens[i]):
+            out[p + k] = buf[a + k]
+        p += lens[i]
+    return out

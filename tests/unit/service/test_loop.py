@@ -576,7 +576,8 @@ tmp = Path(tempfile.mkdtemp())
 path = Model.random(FEATURES, hidden=4, seed=3).save(tmp / "m.npz")
 lp = PipelineLoop(_cfg(tmp, path), Metrics(CollectorRegistry()), threading.Event(),
                   source_factory=FakeSource, sink_factory=FakeSink)
-entry = [(jsonscan, "_scan"), (kafkarecords, "_walk_batches"), (kafkarecords, "_parse_records")]
+entry = [(jsonscan, "_scan"), (jsonscan, "_join_spans"), (kafkarecords, "_walk_batches")]
+entry += [(kafkarecords, "_parse_records")]
 entry += [(keymap, n) for n in ("_find", "_insert", "_release", "_rebuild", "_compact", "_gather")]
 assert all(not getattr(m, n).signatures for m, n in entry), "not a fresh process"
 lp.warm_up()
