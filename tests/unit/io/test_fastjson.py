@@ -307,6 +307,33 @@ def test_clean_records_take_the_scanner() -> None:
     _same(dec.decode(recs), dec.decode_exact(recs))
 
 
+def test_every_prefix_and_one_byte_change_of_a_record_decodes_as_the_general_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scanner's grammar walk, byte by byte: each prefix of a few valid records and
+    each of them with one byte replaced by a structural or odd byte is read exactly as
+    the general decoder reads it (or left to it), in the daemon's columns form."""
+    monkeypatch.setattr(decode_mod, "FLAT_MIN_SHARE", 0.0)
+    cfg, numeric, key, tfield = CONFIGS["fields"]
+    dec = Decoder(cfg, tuple(n for s in cfg.features for n in s.names))
+    bases = [
+        b'{"id":"dev-1","ts":1700000000,"temp":21.5,"pressure":3.25,"flow":-0.5,"note":"x"}',
+        b' { "id" : "d" , "ts" : 1700000001.5e0 ,\t"temp": null, "flag": false,'
+        b' "pressure": 1E2 , "flow": 0 }\n',
+        b'{"flow":1,"temp":2,"pressure":3,"ts":1700000002,"id":"k","z":true,"n":null}',
+    ]
+    odd = b'"{}[],: \\0a-.e\x00\xff\t'
+    values = []
+    for b in bases:
+        values += [b[:k] for k in range(len(b) + 1)]
+        values += [b[:k] + bytes([c]) + b[k + 1 :] for k in range(len(b)) for c in odd]
+    recs = [Rec(None, v, 1_700_000_000_000, 0, i, []) for i, v in enumerate(values)]
+    ok = dec._flat.scan(values)[2]  # type: ignore[union-attr]
+    assert 0.1 * len(values) < ok.sum() < 0.9 * len(values)  # both paths carry a share
+    cols = RecordColumns.from_records("t", 0, recs)
+    _same(dec.decode(cols), dec.decode_exact(recs))
+
+
 def test_configs_the_scanner_cannot_serve_take_the_general_path() -> None:
     for cfg in (
         DecodeConfig(key_field="a.id", features=(FeatureSpec("temp"),)),
