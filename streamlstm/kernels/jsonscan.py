@@ -300,9 +300,11 @@ def _scan(buf, starts, ends, fbuf, foffs, fkind, vals, spans, ok):  # pragma: no
     for f in range(m):
         k = foffs[f + 1] - foffs[f]
         lens |= (1 << k) if k < 64 else 0
+    seen = np.zeros(m, np.bool_)  # field f was read (given twice: the last wins in a dict)
     for i in range(starts.shape[0]):
         for f in range(m):
             vals[i, f] = np.nan
+            seen[f] = False
         spans[i, 0] = -1
         spans[i, 1] = -1
         ok[i] = False
@@ -323,7 +325,6 @@ def _scan(buf, starts, ends, fbuf, foffs, fkind, vals, spans, ok):  # pragma: no
                 p += 1
             ok[i] = p == end
             continue
-        seen = 0  # bit f: field f was read (a field given twice: the last one wins in a dict)
         while True:
             # a member's name
             if p >= end or buf[p] != 34:
@@ -338,9 +339,9 @@ def _scan(buf, starts, ends, fbuf, foffs, fkind, vals, spans, ok):  # pragma: no
             # Most names are not wanted: a bit per wanted name length sorts most out.
             f = _which(buf, p + 1, q - 1, fbuf, foffs) if n >= 64 or (lens >> n) & 1 else -1
             if f >= 0:
-                if (seen >> f) & 1:
+                if seen[f]:
                     break
-                seen |= 1 << f
+                seen[f] = True
             p = q
             while p < end and buf[p] <= 32 and _SPACE[buf[p]]:
                 p += 1

@@ -334,6 +334,24 @@ def test_every_prefix_and_one_byte_change_of_a_record_decodes_as_the_general_pat
     _same(dec.decode(cols), dec.decode_exact(recs))
 
 
+def test_seventy_fields_and_a_late_one_given_twice() -> None:
+    """More wanted fields than a machine word has bits: each is read once, and a record
+    giving the 67th twice is left to the general decoder (the last one wins there)."""
+    names = [f"c{j}" for j in range(70)]
+    cfg = DecodeConfig(key_field="id", time_field="ts", features=tuple(map(FeatureSpec, names)))
+    dec = Decoder(cfg, tuple(names))
+    assert dec._flat is not None
+    body = ", ".join(f'"{n}": {j}.5' for j, n in enumerate(names))
+    good = f'{{"id": "a", "ts": 1700000000, {body}}}'.encode()
+    twice = f'{{"id": "b", "ts": 1700000000, {body}, "c66": 1}}'.encode()
+    recs = [Rec(None, v, 0, 0, i, []) for i, v in enumerate([good, twice] * 8)]
+    ok = dec._flat.scan([r.value for r in recs])[2]  # type: ignore[union-attr]
+    assert ok.tolist() == [True, False] * 8
+    fast = dec.decode(recs)
+    _same(fast, dec.decode_exact(recs))
+    assert fast.x[1, 66] == 1.0 and fast.x[0, 66] == 66.5
+
+
 def test_configs_the_scanner_cannot_serve_take_the_general_path() -> None:
     for cfg in (
         DecodeConfig(key_field="a.id", features=(FeatureSpec("temp"),)),
