@@ -316,9 +316,8 @@ class Decoder:
         with np.errstate(invalid="ignore"):
             ok &= (t >= MIN_TIME_S) & (t < MAX_TIME_S)
         rows = np.flatnonzero(ok)
-        rows_l = rows.tolist()
         if plan.key_col is None:
-            raw = view.keys(rows_l)
+            raw = view.keys(rows.tolist())
             if set(map(type, raw)) <= {bytes}:
                 keys = [k.decode("utf-8", "backslashreplace") for k in raw]
             else:
