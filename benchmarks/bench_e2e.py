@@ -20,6 +20,10 @@ Measures, in one run on the same broker:
 4. resident memory with 1M live streams (hidden 64), and the time to write
    their checkpoint.
 
+With ``--rounds K`` the bare kafka-python consumer and the daemon then read the same
+topic K - 1 more times, one after the other, and the ratio is given per pair and as
+their median: on this shared machine either side moves by up to 1.6x between minutes.
+
 The benchmark process is pinned to one core (the broker runs on the other),
 so "events/s" is per core. ``--events`` defaults to 1M; use e.g.
 ``--events 200000 --latency-s 10 --streams-rss 200000`` for a quick run.
@@ -308,6 +312,31 @@ def run_e2e(cfg: Any, model: Model, n: int, objects: bool = False) -> tuple[floa
     }
 
 
+def rounds(
+    broker: LocalBroker, model_path: Path, model: Model, n: int, tmp: Path, k: int,
+    raw: float, rate: float,
+) -> dict[str, Any]:  # fmt: skip
+    """``k`` pairs of (bare kafka-python consumer, daemon) over the same topic, the first
+    the one just measured; each pair's ratio and their median."""
+    bs = broker.bootstrap
+    pairs = [(raw, rate)]
+    for r in range(1, k):
+        b = raw_consume(bs, "events", n)
+        name = f"e2e-r{r}"
+        broker.create_topics({f"{name}-alerts": 1, f"{name}-dlq": 1})
+        cfg = pipeline_config(bs, "events", model_path, tmp / f"ckpt-{name}", name)
+        d, _ = run_e2e(cfg, model, n)
+        pairs.append((b, d))
+        print(f"  round {r + 1}: bare {b:,.0f} records/s, daemon {d:,.0f} events/s = "
+              f"{d / b:.2f}x", flush=True)  # fmt: skip
+    ratios = [d / b for b, d in pairs]
+    med = float(np.median(ratios))
+    print(f"  daemon / bare kafka-python over {k} rounds: median {med:.2f}x "
+          f"({', '.join(f'{x:.2f}' for x in ratios)})", flush=True)  # fmt: skip
+    return {"bare_per_s": [b for b, _ in pairs], "e2e_per_s": [d for _, d in pairs],
+            "e2e_over_raw": ratios, "e2e_over_raw_median": med}  # fmt: skip
+
+
 def run_latency(
     bootstrap: str, cfg: Any, model: Model, fleet_records: list[tuple[bytes, bytes]],
     rate: float, seconds: float, alerts_topic: str,
@@ -460,6 +489,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the latency phase first under this kafka.extra (e.g. the settings "
         'before a change: \'{"linger_ms": 5}\'), then under the defaults',
     )  # fmt: skip
+    ap.add_argument(
+        "--rounds", type=int, default=1,
+        help="pairs of (bare kafka-python consumer, daemon) over the same topic, one after "
+        "the other; the ratio is reported per pair and as their median (the machine's noise "
+        "moves either side by up to 1.6x between minutes)",
+    )  # fmt: skip
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--only-rss", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -519,6 +554,10 @@ def main(argv: list[str] | None = None) -> int:
         by_thread = extra["thread_cpu_us_per_event"].items()
         print("  CPU µs per event by thread: " + ", ".join(
             f"{k} {v:.2f}" for k, v in by_thread), flush=True)  # fmt: skip
+        if args.rounds > 1:
+            res["rounds"] = rounds(
+                broker, model_path, model, len(records), tmp, args.rounds, raw, rate
+            )
         ocfg = pipeline_config(bs, "events", model_path, tmp / "ckpt-objects", "e2e-objects")
         broker.create_topics({"e2e-objects-alerts": 1, "e2e-objects-dlq": 1})
         res["e2e_objects_per_s"], res["objects"] = run_e2e(ocfg, model, len(records), True)
