@@ -81,7 +81,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=d.hidden, help="hidden units per layer")
     p.add_argument("--layers", type=int, default=d.layers, help="stacked layers")
     p.add_argument("--window", type=int, default=d.window, help="BPTT window (events)")
-    p.add_argument("--batch", type=int, default=d.batch, help="windows per minibatch")
+    p.add_argument("--batch", type=int, default=d.batch, help="windows per minibatch (at most)")
+    p.add_argument("--min-steps", type=int, default=d.min_steps,
+                   help="fewest optimizer steps an epoch: fewer windows than this x --batch "
+                   "take smaller minibatches (0 = always --batch)")  # fmt: skip
     p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--clip", type=float, default=d.clip, help="global gradient-norm clip")
@@ -319,6 +322,7 @@ def run(args: argparse.Namespace) -> int:
             layers=args.layers,
             window=args.window,
             batch=args.batch,
+            min_steps=args.min_steps,
             epochs=args.epochs,
             lr=args.lr,
             clip=args.clip,

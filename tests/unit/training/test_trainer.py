@@ -420,3 +420,19 @@ def test_train_reads_changes_by_default_and_levels_when_told(tmp_path):
     # per-stream normalisation: a model of levels (a model of changes needs none)
     assert cli.main([*base, "--out", str(tmp_path / "s.npz"), "--stream-norm", "warmup"]) == 0
     assert not load(tmp_path / "s.npz").delta
+
+
+def test_one_short_stream_is_trained_by_enough_steps():
+    # One stream of 2,500 events (a telemetry channel's history): 31 windows of 64, one
+    # minibatch of 32 an epoch, so until min_steps the last-value start was kept untrained.
+    rng = np.random.default_rng(SEED)
+    n = 2500
+    v = np.sin(np.arange(n) * 2 * np.pi / 300) + rng.normal(0, 0.02, n)
+    keys, times, x = ["ch"] * n, np.arange(n) * 60.0, v[:, None].astype(np.float32)
+    cfg = TrainConfig(hidden=16, progress=False, false_alarms_per_week=None, seed=1)
+    _, rep = train_model(keys, times, x, ("value",), cfg)
+    assert rep.batch < cfg.batch and -(-rep.n_windows // rep.batch) >= cfg.min_steps
+    assert "steps an epoch" in rep.summary()
+    assert rep.best_epoch > 0 and rep.best_val_loss < 0.8 * rep.last_value_loss, rep.summary()
+    _, old = train_model(keys, times, x, ("value",), replace(cfg, min_steps=0))
+    assert old.batch == cfg.batch and old.best_epoch == 0, old.summary()
