@@ -21,7 +21,10 @@ train`` would (the trainer's defaults, the eight 0/1 command channels context in
 For each seed and shape the trained model and the last-value forecaster (the model's
 normalisation and residual scales) through the default detector: incidents caught (an
 alert opens inside), false openings (outside, after the first 400 events), and the
-training's MSE gain over the last value.
+training's MSE gain over the last value. The test part is the same channel later on
+(its events after the training's): the trained model continues the stream from the state
+its history left (``Model.carried``); "trained, cold" is the same model starting the
+stream cold, as for a channel it never saw (or with ``--carry-streams 0``).
 """
 
 from __future__ import annotations
@@ -130,8 +133,11 @@ def main() -> None:
             gains[shape].append(gain)
             lv = last_value_model(feats, model.norm_mean, model.norm_std)
             lv = lv.with_calibration(model.resid_scale, None).with_context(feats[1:])
-            for name, m in (("trained", model), ("last value", lv)):
-                r = Detector(m).process_many(["ch"] * N_TEST, np.arange(N_TEST) * 60.0, te)
+            later = (N_TRAIN + np.arange(N_TEST)) * 60.0
+            runs = (("trained", model), ("trained, cold", model.with_carried(None)),
+                    ("last value", lv))  # fmt: skip
+            for name, m in runs:
+                r = Detector(m).process_many(["ch"] * N_TEST, later, te)
                 opens = [t.index for t in r.transitions if t.kind == "opened"]
                 row = tally[(f"{shape}: {incident}", name)]
                 row[0] += 1
@@ -140,13 +146,14 @@ def main() -> None:
                 inside = r.alert[a:b]
                 row[3] += int(100 * inside.mean()) if any(a <= i < b for i in opens) else 0
                 row[4] += int(r.alert[400:a].sum())
-    print("| shape: incident | trained: caught | false openings | open share | "
-          "last value: caught | false openings | open share |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    names = ("trained", "trained, cold", "last value")
+    print("| shape: incident | " + " | ".join(
+        f"{n}: caught | false openings | open share" for n in names) + " |")  # fmt: skip
+    print("|---|" + "---|---|---|" * len(names))
     for shape, incident, _ in CASES:
         key = f"{shape}: {incident}"
         cells = []
-        for name in ("trained", "last value"):
+        for name in names:
             n, c, f, share, _ = tally[(key, name)]
             cells.append(f"{c}/{n} | {f} | {share / max(c, 1):.0f}%")
         print(f"| {key} | " + " | ".join(cells) + " |")

@@ -86,6 +86,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fewest optimizer steps an epoch: fewer windows than this x --batch "
                    "take smaller minibatches (0 = always --batch)")  # fmt: skip
     p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs")
+    p.add_argument("--carry-streams", type=int, default=d.carry_streams,
+                   help="keep each stream's detector state at the end of the history in the "
+                   "model file when there are at most this many streams, so that scoring "
+                   "continues them instead of starting cold (0 = never)")  # fmt: skip
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--clip", type=float, default=d.clip, help="global gradient-norm clip")
     p.add_argument("--lr-decay", type=float, default=d.lr_decay,
@@ -323,6 +327,7 @@ def run(args: argparse.Namespace) -> int:
             window=args.window,
             batch=args.batch,
             min_steps=args.min_steps,
+            carry_streams=args.carry_streams,
             epochs=args.epochs,
             lr=args.lr,
             clip=args.clip,

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from streamlstm.detector.carry import Carried, state_settings
 from streamlstm.errors import InputError, ModelError
 from streamlstm.kernels import alerts as KA
 from streamlstm.kernels import detect as K
@@ -425,6 +426,8 @@ class Detector:
         self._n_feat = n_feat
         self._out_val_size_1 = K.out_val_size(1, n_feat)
         self._no_nstat = np.zeros((1, KN.N_NSTAT, n_feat), np.float64)
+        settings = state_settings(cfg, self.stream_norm, self.norm_window)
+        self.carried = Carried.for_detector(model, self.table.columns, settings)
 
     def reload_model(self, model: Model) -> None:
         """Swap the model, keeping every stream's state; refuse a shape change."""
@@ -486,6 +489,8 @@ class Detector:
                 raise InputError(f"refs have shape {refs_a.shape}, expected ({n},)")
             ev[K.EV_REF] = refs_a
         ev[K.EV_SLOT] = slots = self.table.slots_for(keys, group)
+        if self.carried is not None and self.table.last_new.size:
+            self.carried.seed(self.table, keys, times, slots)
         out_code = np.empty((K.N_OCODE, n), np.int8)
         out_val = np.empty(n * self._out_val_size_1, np.float32)
         a = self.table.arrays

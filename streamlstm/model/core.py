@@ -46,6 +46,7 @@ from streamlstm.errors import ModelError
 
 FORMAT = "streamlstm-model"
 FORMAT_VERSION = 1
+CARRY_PREFIX = "carry."  # the file's entries of Model.carried
 CELLS = {"lstm": 4, "gru": 3}
 STREAM_NORMS = ("off", "warmup", "ewm")  # streamlstm.kernels.norm.MODES
 MAX_LAYERS = 4
@@ -106,6 +107,13 @@ class Model:
     norm_window: int = 0
     context: tuple[str, ...] = ()
     delta: bool = False
+    # Each training stream's detector state at the end of its history (a state table
+    # snapshot, ``StreamTable.snapshot``'s arrays) and how it was made (``carried_meta``:
+    # the detector settings that shape the state): a stream scored later under the same
+    # key, from a later event on, continues it instead of starting cold. Not part of the
+    # weights' digest. Files without it carry nothing.
+    carried: Mapping[str, np.ndarray] | None = None
+    carried_meta: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -185,6 +193,18 @@ class Model:
             norm_mean=np.asarray(mean, np.float32).copy(),
             norm_std=np.asarray(std, np.float32).copy(),
         )
+
+    def with_carried(
+        self, snapshot: Mapping[str, np.ndarray] | None, meta: Mapping[str, Any] | None = None
+    ) -> Model:
+        """The model carrying these streams' end states (None: none)."""
+        if snapshot is None:
+            return replace(self, carried=None, carried_meta={})
+        return replace(self, carried=dict(snapshot), carried_meta=dict(meta or {}))
+
+    @property
+    def n_carried(self) -> int:
+        return 0 if self.carried is None else int(self.carried["key_len"].shape[0])
 
     def with_context(self, names: Sequence[str]) -> Model:
         """The same model with ``names`` as context inputs only (see the class doc)."""
@@ -295,6 +315,7 @@ class Model:
             "context": list(self.context),
             "delta": self.delta,
             "weights_sha256": weights_sha256(self.arrays()),
+            **({"carried": dict(self.carried_meta)} if self.carried is not None else {}),
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -307,6 +328,8 @@ class Model:
         meta = json.dumps(model.meta(), sort_keys=True).encode()
         arrays = model.arrays()
         arrays["meta"] = np.frombuffer(meta, np.uint8)
+        for name, arr in (model.carried or {}).items():
+            arrays[CARRY_PREFIX + name] = arr
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=".npz", dir=path.parent)
         try:
@@ -350,6 +373,8 @@ def load(path: str | os.PathLike[str]) -> Model:
 
 
 def from_meta(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], where: str) -> Model:
+    carried = {k[len(CARRY_PREFIX) :]: v for k, v in arrays.items() if k.startswith(CARRY_PREFIX)}
+    arrays = {k: v for k, v in arrays.items() if not k.startswith(CARRY_PREFIX)}
     if meta.get("format") != FORMAT:
         raise ModelError(f"{where}: format is {meta.get('format')!r}, expected {FORMAT!r}")
     version = meta.get("format_version")
@@ -401,6 +426,8 @@ def from_meta(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], where: 
             norm_window=int(sn.get("window", 0)),
             context=tuple(str(f) for f in meta.get("context") or ()),
             delta=bool(meta.get("delta", False)),
+            carried=carried or None,
+            carried_meta=dict(meta.get("carried") or {}) if carried else {},
         )
     except KeyError as exc:
         raise ModelError(f"{where}: 'meta' lacks the field {exc.args[0]!r}") from exc

@@ -631,7 +631,9 @@ class PipelineLoop:
             if ckpt is not None:
                 self._check_restore(ckpt, g)
                 try:
-                    self.detector.table.restore(ckpt.snapshot, group=g)
+                    restored = self.detector.table.restore(ckpt.snapshot, group=g)
+                    if self.detector.carried is not None:  # the checkpoint is newer
+                        self.detector.carried.forget(restored)
                 except CheckpointError as exc:
                     at = self.cfg.path
                     raise CheckpointError(

@@ -104,6 +104,8 @@ class StreamTable:
         # set, every released stream is logged as (key, group) until take_released().
         self.log_released = False
         self._released: list[tuple[str, int]] = []
+        # The slots the last slots_for() created (zeroed), for the detector to seed.
+        self.last_new: np.ndarray = _NO_SLOTS
 
     # -- sizes -------------------------------------------------------------------
     @property
@@ -153,6 +155,7 @@ class StreamTable:
         """Slots of ``keys`` (int64), creating new streams in ``group`` as needed."""
         self._seq += 1
         seq = self._seq
+        self.last_new = _NO_SLOTS
         buf, offs = _encode(keys)
         n = offs.shape[0] - 1
         out = np.empty(n, np.int64)
@@ -212,6 +215,7 @@ class StreamTable:
             fresh = new_slots[: int(n_new[0])]
             for arr in self.arrays.values():
                 arr[fresh] = 0
+            self.last_new = fresh
 
     def _reserve(self, need: int) -> None:
         """Room for ``need`` more key bytes in the arena: compact it into a new one of
@@ -389,7 +393,7 @@ class StreamTable:
                 )
             cols = {}
             for name, col in self.columns.items():
-                arr = cols[name] = _grown(snap[f"col.{name}"], col)
+                arr = cols[name] = grown(snap[f"col.{name}"], col)
                 if arr.shape[1:] != col.shape or arr.dtype != np.dtype(col.dtype):
                     raise CheckpointError(
                         f"snapshot column {name!r} has rows {arr.shape[1:]} {arr.dtype}, "
@@ -446,6 +450,9 @@ class StreamTable:
         return out
 
 
+_NO_SLOTS = np.empty(0, np.int64)
+
+
 def _buckets(cap: int) -> int:
     """Hash-table size for ``cap`` slots: a power of two, load at most 1/2."""
     return 1 << max(3, int(2 * cap - 1).bit_length())
@@ -500,7 +507,7 @@ def _split(raw: bytes, lengths: np.ndarray) -> list[str]:
     return [raw[a:e].decode("utf-8", "surrogatepass") for a, e in zip(starts, ends, strict=True)]
 
 
-def _grown(arr: np.ndarray, col: Column) -> np.ndarray:
+def grown(arr: np.ndarray, col: Column) -> np.ndarray:
     """``arr`` padded with zero entries on its row's first axis up to ``col``'s, when the
     column ``grows`` and only that axis is shorter; otherwise ``arr`` as it is."""
     if (

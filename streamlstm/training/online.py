@@ -50,7 +50,9 @@ def adapt_config(config: TrainConfig, n_events: int, n_streams: int = 1) -> Trai
     n_windows = max(1, n_streams * (train_part // window))
     batch = max(1, min(config.batch, n_windows // MIN_STEPS_PER_EPOCH))
     burn_in = min(config.burn_in, window - 1)
-    return replace(config, window=window, batch=batch, burn_in=burn_in)
+    # No carried states: these models score the streams they learnt from, from their
+    # start (a replay) or already running (a refit), never a continuation.
+    return replace(config, window=window, batch=batch, burn_in=burn_in, carry_streams=0)
 
 
 def learn_first_part(

@@ -110,6 +110,11 @@ class TrainConfig:
     a noisy sine beside 24 command channels, 2,000 training events, went from one
     step an epoch and the last-value start kept (+0.0% MSE) to 16 steps and a model
     40% better than the last value.
+    carry_streams: after training, replay each stream's history through the detector and
+    keep the state it ends in with the model (``Model.carried``,
+    :mod:`streamlstm.detector.carry`), when the history has at most this many streams
+    (0: never): the daemon and ``score`` continue such a stream (same key, later events)
+    instead of starting it cold. ~2-5 KB a stream in the model file.
     """
 
     cell: str = "lstm"
@@ -141,6 +146,7 @@ class TrainConfig:
     norm_window: int = DEFAULT_WINDOW
     delta: bool = True
     min_steps: int = 32
+    carry_streams: int = 1000
 
     def __post_init__(self) -> None:
         checks = (
@@ -180,6 +186,7 @@ class TrainConfig:
             ),
             ("norm_window", self.norm_window >= 1, ">= 1"),
             ("min_steps", self.min_steps >= 0, ">= 0"),
+            ("carry_streams", self.carry_streams >= 0, ">= 0"),
         )
         for name, ok, expect in checks:
             if not ok:
@@ -215,6 +222,8 @@ class TrainReport:
     seconds: float = 0.0
     calibration: dict[str, Any] = field(default_factory=dict)
     not_trained: str | None = None  # why the starting model was kept untrained
+    carried: int = 0  # streams whose end state the model carries (TrainConfig.carry_streams)
+    carry_note: str | None = None
     start_kept: str | None = None  # why the trained epochs were set aside for the start
 
     @property
@@ -303,6 +312,8 @@ class TrainReport:
                     f"alert(s)/day over {cal['n_streams']} stream(s): what the pipeline pages "
                     "on normal data"
                 )
+        if self.carry_note:
+            lines.append(self.carry_note)
         return lines
 
 
@@ -719,4 +730,25 @@ def train_model(
             context=4 * cfg.window, chunk=cfg.chunk, false_alarms_per_day=cfg.false_alarms_per_day,
         )  # fmt: skip
         report.calibration = info
+    if cfg.carry_streams:
+        n_streams = len(data.streams)
+        if n_streams > cfg.carry_streams:
+            report.carry_note = (
+                f"the {n_streams:,} streams' end states are not carried (more than "
+                f"--carry-streams {cfg.carry_streams:,}): every stream starts cold when scored"
+            )
+        else:
+            from streamlstm.detector.carry import carry_states
+
+            model, n_kept, n_left = carry_states(model, keys, times, x, detector_config)
+            report.carried = n_kept
+            left = f"{n_left:,} stream(s) ended in an alert and start cold"
+            report.carry_note = (
+                f"carried the state of {n_kept:,} stream(s) at the end of their history"
+                + (f" ({left})" if n_left else "")
+                + ": scored later under the same key, from a later event on, a stream "
+                "continues from it instead of starting cold"
+                if n_kept
+                else f"no stream's end state is carried: {left}"
+            )
     return model, report

@@ -595,3 +595,38 @@ def test_warm_up_compiles_every_kernel_the_loop_may_call():
         timeout=600, check=True,
     )  # fmt: skip
     assert out.stdout.strip() == "", f"compiled only on first use: {out.stdout}"
+
+
+def test_a_carried_model_continues_its_streams_but_a_checkpoint_wins(tmp_path: Path) -> None:
+    from streamlstm.detector.carry import carry_states
+
+    hist = _docs(40, key="x") + _docs(40, key="y")
+    carried, n, _ = carry_states(
+        Model.random(FEATURES, hidden=4, seed=3), [d["k"] for d in hist],
+        np.array([d["t"] for d in hist]), np.array([[d["a"], d["b"]] for d in hist]),
+        DetectorConfig(warmup=2),
+    )  # fmt: skip
+    path = carried.save(tmp_path / "m.npz")
+
+    def start() -> PipelineLoop:
+        lp = PipelineLoop(
+            _cfg(tmp_path, path), Metrics(CollectorRegistry()), threading.Event(),
+            source_factory=FakeSource, sink_factory=FakeSink,
+        )  # fmt: skip
+        lp.warm_up()
+        assert lp._connect()
+        lp.source.log = lp.sink.log = []  # type: ignore[attr-defined]
+        return lp
+
+    tp1 = TopicPartition(TOPIC, 1)
+    lp = start()
+    assert n == 2 and lp.detector.carried is not None
+    lp.source.queue.append({tp1: _records(1, 0, _docs(8, key="x", t0=100.0))})  # type: ignore[attr-defined]
+    lp.step()
+    assert lp.detector.carried.seeded == 1  # x went on from its history
+    assert int(lp.detector.stream_state("x")["istat"][0]) == 48  # 40 + 8 events
+    lp._checkpoint(final=True)
+    lp.close()
+    again = start()  # a restart: x comes back from its checkpoint, y was never seen
+    assert again.detector.carried is not None
+    assert "x" not in again.detector.carried.rows and "y" in again.detector.carried.rows
