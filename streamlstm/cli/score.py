@@ -289,6 +289,18 @@ def print_summary(s: ScoreSummary, src: str, out: str, fh: IO[str]) -> None:
         "outcomes: " + ", ".join(f"{k} {v}" for k, v in s.outcomes.items() if v),
         file=fh,
     )
+    if s.carried:
+        p(
+            f"{s.continued} of the {s.carried} stream(s) whose training history the model "
+            "carries continued from it; the others (and every other stream) started cold"
+            + (
+                ""
+                if s.continued
+                else ": a stream continues only from an event after its history, under the same key"
+            )  # fmt: skip
+            + ".",
+            file=fh,
+        )
     if s.outcomes.get("too_old"):
         p(
             f"  {s.outcomes['too_old']} events were older than their stream's previous event "

@@ -101,8 +101,8 @@ class Carried:
             )  # fmt: skip
             return None
         log.info(
-            "model %s carries the end state of %d training stream(s): each continues from "
-            "it at its first event after its history", model.describe(), len(keys),
+            "the model carries the end state of %d training stream(s): each continues from "
+            "it at its first event after its history", len(keys),
         )  # fmt: skip
         return cls({k: i for i, k in enumerate(keys)}, last_time, cols)
 

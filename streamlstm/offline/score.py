@@ -231,6 +231,8 @@ class ScoreSummary:
     close_threshold: float
     plots: list[Path] = field(default_factory=list)
     plot_skipped: int = 0
+    continued: int = 0  # streams continued from the model's carried state
+    carried: int = 0  # streams whose state the model carries
 
 
 # A model of levels fed values this many training spreads from its training data's mean
@@ -320,6 +322,8 @@ def score_file(
         bad=reader.stats.bad_summary(),
         open_threshold=det.open_threshold,
         close_threshold=det.close_threshold,
+        continued=det.carried.seeded if det.carried is not None else 0,
+        carried=model.n_carried,
     )
     if buf is not None and plot:
         _draw(summary, buf, stream_ids, model, det, Path(plot), plot_max)

@@ -177,21 +177,34 @@ def test_carry_streams_bounds_what_the_model_file_holds():
     assert off.carried is None and rep.carry_note is None
 
 
-def test_train_command_says_what_it_carried(tmp_path, capsys):
-    keys, times, x, _ = history(n_streams=1, n=600)
-    path = tmp_path / "h.csv"
+def _csv(path, keys, times, x):
     with open(path, "w") as fh:
         fh.write("key,time,value,cmd\n")
         for k, t, (v, c) in zip(keys, times, x, strict=True):
             fh.write(f"{k},{t},{v},{int(c)}\n")
+    return str(path)
+
+
+def test_train_and_score_commands_say_what_was_carried(tmp_path, capsys):
+    keys, times, x, later = history(n_streams=1, n=600)
+    path = _csv(tmp_path / "h.csv", keys, times, x)
     out = tmp_path / "m.npz"
-    rc = cli.main(["train", "--data", str(path), "--key", "key", "--time", "time",
+    rc = cli.main(["train", "--data", path, "--key", "key", "--time", "time",
                    "--features", "value,cmd", "--hidden", "4", "--epochs", "1",
                    "--out", str(out)])  # fmt: skip
     assert rc == 0
     assert "carried the state of 1 stream(s)" in capsys.readouterr().err
     assert load(out).n_carried == 1
-    rc = cli.main(["train", "--data", str(path), "--key", "key", "--time", "time",
+    ck, ct, cx = continuation(later, 600)
+    for name, t in (("later", ct), ("again", times)):  # after the history; a replay of it
+        data = _csv(tmp_path / f"{name}.csv", ck, t, cx if name == "later" else x)
+        scores = str(tmp_path / f"{name}.scores.csv")
+        rc = cli.main(["score", "--model", str(out), "--input", data, "--key", "key",
+                       "--time", "time", "--out", scores])  # fmt: skip
+        n = 1 if name == "later" else 0
+        assert rc == 0
+        assert f"{n} of the 1 stream(s) whose training history" in capsys.readouterr().err
+    rc = cli.main(["train", "--data", path, "--key", "key", "--time", "time",
                    "--features", "value,cmd", "--hidden", "4", "--epochs", "1",
                    "--carry-streams", "0", "--out", str(out)])  # fmt: skip
     assert rc == 0 and load(out).n_carried == 0
