@@ -45,6 +45,11 @@ STATE_SETTINGS = (
 )  # fmt: skip
 
 
+# Events of each stream's history the carried state is replayed from: the regime scorer's
+# slowest statistics learn at 1/256-1/1024 an event, so what came earlier is forgotten.
+CARRY_TAIL = 20_000
+
+
 def state_settings(config: Any, stream_norm: str, norm_window: int) -> dict[str, Any]:
     """The settings a carried state is valid for (JSON-able)."""
     out: dict[str, Any] = {name: getattr(config, name) for name in STATE_SETTINGS}
@@ -145,20 +150,30 @@ def carry_states(
     times: np.ndarray,
     x: np.ndarray,
     config: Any = None,
+    tail: int = CARRY_TAIL,
 ) -> tuple[Model, int, int]:
     """``model`` carrying the end state of every stream of this history (its events in any
     order; each stream's in time order after a stable sort by time), replayed through a
-    detector with ``config`` (default settings); streams that end in an open alert or
-    episode are left out. Returns (model, streams carried, streams left out)."""
+    detector with ``config`` (default settings) from each stream's last ``tail`` events;
+    streams that end in an open alert or episode are left out. Returns (model, streams
+    carried, streams left out)."""
     from streamlstm.detector.engine import Detector, DetectorConfig
     from streamlstm.kernels import layout as L
 
     cfg = config or DetectorConfig()
-    uniq = len(set(keys))
+    t = np.asarray(times, np.float64)
+    karr = np.asarray(keys, dtype=object)
+    _, code = np.unique(karr.astype(str), return_inverse=True)
+    uniq = int(code.max()) + 1 if code.size else 0
     det = Detector(model.with_carried(None), dataclasses.replace(cfg, max_streams=max(uniq, 1)))
-    order = np.argsort(np.asarray(times, np.float64), kind="stable")
-    karr = np.asarray(keys, dtype=object)[order]
-    det.process_many(karr.tolist(), np.asarray(times, np.float64)[order], np.asarray(x)[order])
+    # each stream's events in time order; its last `tail` only (the replay of a long
+    # history costs ~3 us an event, and the state has forgotten what came before)
+    order = np.lexsort((np.arange(t.shape[0]), t, code))
+    rank = np.arange(order.shape[0]) - np.searchsorted(code[order], code[order], side="left")
+    count = np.bincount(code, minlength=uniq)[code[order]]
+    order = order[rank >= count - tail]
+    order = order[np.argsort(t[order], kind="stable")]
+    det.process_many(karr[order].tolist(), t[order], np.asarray(x)[order])
     snap = det.table.snapshot()
     ist = snap["col.istat"]
     keep = (ist[:, L.I_IN_ALERT] == 0) & (ist[:, L.I_EPISODE] == 0) & (ist[:, L.I_EVENTS] > 0)

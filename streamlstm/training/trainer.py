@@ -738,8 +738,13 @@ def train_model(
                 f"--carry-streams {cfg.carry_streams:,}): every stream starts cold when scored"
             )
         else:
-            from streamlstm.detector.carry import carry_states
+            from streamlstm.detector.carry import CARRY_TAIL, carry_states
 
+            if cfg.progress:
+                (progress or Progress(1)).message(
+                    f"keeping the {n_streams:,} stream(s)' detector state: replaying their "
+                    f"history (each stream's last {CARRY_TAIL:,} events at most) ..."
+                )
             model, n_kept, n_left = carry_states(model, keys, times, x, detector_config)
             report.carried = n_kept
             left = f"{n_left:,} stream(s) ended in an alert and start cold"

@@ -208,3 +208,18 @@ def test_train_and_score_commands_say_what_was_carried(tmp_path, capsys):
                    "--features", "value,cmd", "--hidden", "4", "--epochs", "1",
                    "--carry-streams", "0", "--out", str(out)])  # fmt: skip
     assert rc == 0 and load(out).n_carried == 0
+
+
+def test_the_state_is_replayed_from_each_streams_last_events():
+    keys, times, x, _ = history(n_streams=2, n=600)
+    model = Model.random(FEATS, hidden=4, seed=SEED).with_context(["cmd"])
+    rev = np.arange(len(keys))[::-1]  # any order in, each stream's time order kept
+    out, kept, _ = carry_states(model, [keys[i] for i in rev], times[rev], x[rev], tail=250)
+    ref = Detector(model)
+    for s in ("ch0", "ch1"):
+        idx = [i for i, k in enumerate(keys) if k == s][-250:]
+        ref.process_many([s] * 250, times[idx], x[idx])
+    want = ref.table.snapshot(keys=["ch0", "ch1"])
+    assert kept == 2
+    for name in ("h", "c", "sstat", "istat"):
+        np.testing.assert_array_equal(out.carried[f"col.{name}"], want[f"col.{name}"])
