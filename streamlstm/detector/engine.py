@@ -361,6 +361,7 @@ class Detector:
         )
         self.outcome_totals = np.zeros(len(OUTCOME_NAMES), np.int64)
         self.transition_totals = {"opened": 0, "closed": 0}
+        self.continued = 0  # streams started from the model's carried state, over every model
         self._set_model(model)
 
     @staticmethod
@@ -490,7 +491,7 @@ class Detector:
             ev[K.EV_REF] = refs_a
         ev[K.EV_SLOT] = slots = self.table.slots_for(keys, group)
         if self.carried is not None and self.table.last_new.size:
-            self.carried.seed(self.table, keys, times, slots)
+            self.continued += self.carried.seed(self.table, keys, times, slots)
         out_code = np.empty((K.N_OCODE, n), np.int8)
         out_val = np.empty(n * self._out_val_size_1, np.float32)
         a = self.table.arrays

@@ -804,6 +804,7 @@ class PipelineLoop:
                 live_streams=len(table),
                 evicted_lru=table.evicted_lru,
                 evicted_idle=table.evicted_idle,
+                continued=self.detector.continued,
                 state_bytes=table.state_bytes(),
                 in_alert=self._in_alert(),
                 lag=lag,

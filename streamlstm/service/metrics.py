@@ -126,6 +126,7 @@ class PipelineStatus:
     live_streams: int = 0
     evicted_lru: int = 0
     evicted_idle: int = 0
+    continued: int = 0  # streams started from the model's carried state (detector/carry.py)
     state_bytes: int = 0
     in_alert: list[InAlert] = field(default_factory=list)
     lag: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> records
@@ -163,6 +164,12 @@ class StatusCollector(Collector):
             PREFIX + "evicted_streams",
             "Streams evicted from memory, by reason (lru: live-stream cap; idle: TTL).",
             labels=["pipeline", "reason"],
+        )
+        continued = CounterMetricFamily(
+            PREFIX + "continued_streams",
+            "Streams that started from the state their training history left (the model's "
+            "carried states) instead of cold.",
+            labels=["pipeline"],
         )
         state = GaugeMetricFamily(
             PREFIX + "state_bytes", "Bytes allocated for per-stream state.", labels=["pipeline"]
@@ -214,6 +221,7 @@ class StatusCollector(Collector):
             live.add_metric([p], s.live_streams)
             evicted.add_metric([p, "lru"], s.evicted_lru)
             evicted.add_metric([p, "idle"], s.evicted_idle)
+            continued.add_metric([p], s.continued)
             state.add_metric([p], s.state_bytes)
             n_alert.add_metric([p], len(s.in_alert))
             top = sorted(s.in_alert, key=lambda a: (-a.peak, a.key))[: self._max]
@@ -235,7 +243,7 @@ class StatusCollector(Collector):
             up.add_metric([p], 1.0 if s.broker_up else 0.0)
             ready.add_metric([p], 1.0 if s.ready else 0.0)
         yield from (live, evicted, state, n_alert, score, dropped, lag, last_ckpt, info, assigned)
-        yield from (up, ready)
+        yield from (up, ready, continued)
         for h in self._histograms:
             yield h.collect()
 

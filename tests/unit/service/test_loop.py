@@ -624,6 +624,9 @@ def test_a_carried_model_continues_its_streams_but_a_checkpoint_wins(tmp_path: P
     lp.source.queue.append({tp1: _records(1, 0, _docs(8, key="x", t0=100.0))})  # type: ignore[attr-defined]
     lp.step()
     assert lp.detector.carried.seeded == 1  # x went on from its history
+    lp._publish(force=True)
+    reg = lp.metrics.registry
+    assert reg.get_sample_value("streamlstm_continued_streams_total", {"pipeline": "p"}) == 1
     assert int(lp.detector.stream_state("x")["istat"][0]) == 48  # 40 + 8 events
     lp._checkpoint(final=True)
     lp.close()

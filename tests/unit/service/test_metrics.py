@@ -67,7 +67,7 @@ def test_stream_series_only_for_streams_in_alert_and_capped() -> None:
     in_alert = [InAlert(f"k{i}", i % 2, 0.99 + i / 1000, "temp,flow") for i in range(5)]
     m.publish(
         PipelineStatus(
-            "p", live_streams=1000, evicted_lru=4, state_bytes=123, in_alert=in_alert,
+            "p", live_streams=1000, evicted_lru=4, continued=6, state_bytes=123, in_alert=in_alert,
             lag={("t", 0): 7}, last_checkpoint=990.0,
             model={"cell": "lstm", "layers": "1", "hidden": "8", "features": "a", "sha256": "x"},
             assigned=2, broker_up=True, ready=True,
@@ -76,6 +76,7 @@ def test_stream_series_only_for_streams_in_alert_and_capped() -> None:
     g = reg.get_sample_value
     assert g("streamlstm_live_streams", {"pipeline": "p"}) == 1000
     assert g("streamlstm_evicted_streams_total", {"pipeline": "p", "reason": "lru"}) == 4
+    assert g("streamlstm_continued_streams_total", {"pipeline": "p"}) == 6
     assert g("streamlstm_streams_in_alert", {"pipeline": "p"}) == 5
     assert g("streamlstm_alert_series_dropped", {"pipeline": "p"}) == 2
     assert g("streamlstm_consumer_lag", {"pipeline": "p", "topic": "t", "partition": "0"}) == 7
