@@ -18,7 +18,8 @@ weights after each minibatch, with the gradient clipped to a global norm of
 ``clip``. After each epoch the validation loss is the same error on the held
 out last part of every stream, forecast with a state warmed up on the
 ``4 * window`` events before it; training stops after ``patience`` epochs
-without improvement and the best weights are kept.
+without improvement (and at least ``_MIN_STEPS_BEFORE_STOP`` optimizer steps) and the
+best weights are kept.
 
 Same data + same config (seed included) -> bit-identical weights, whatever
 the number of threads (the kernels sum gradients in a fixed chunk order).
@@ -317,6 +318,11 @@ class TrainReport:
         return lines
 
 
+# No early stop before this many optimizer steps: a last-value start is a plateau that
+# training leaves only after a few hundred steps, and its first epochs look like a stall
+# (one stream of 2,500 events, hidden 16: stopped at the start at epoch 6, +0% MSE; with
+# this, +41%; benchmarks/quality.md, "Enough steps an epoch").
+_MIN_STEPS_BEFORE_STOP = 500
 _OVERSHOOT = 1.05  # an epoch this much worse than the best backtracks to it ...
 _BACKTRACKS = 3  # ... at most this many times per training
 
@@ -618,7 +624,7 @@ def fit(
                            "*" if improved else "")  # fmt: skip
             if on_epoch is not None:
                 on_epoch(st)
-            if since_best >= cfg.patience:
+            if since_best >= cfg.patience and step >= _MIN_STEPS_BEFORE_STOP:
                 report.stopped_early = True
                 prog.message(
                     f"early stop: no improvement for {cfg.patience} epoch(s); "

@@ -436,3 +436,16 @@ def test_one_short_stream_is_trained_by_enough_steps():
     assert rep.best_epoch > 0 and rep.best_val_loss < 0.8 * rep.last_value_loss, rep.summary()
     _, old = train_model(keys, times, x, ("value",), replace(cfg, min_steps=0))
     assert old.batch == cfg.batch and old.best_epoch == 0, old.summary()
+
+
+def test_a_stream_whose_first_epochs_look_like_a_stall_is_trained_past_them():
+    # The last-value start is a plateau: this stream's first epochs got no better, and
+    # patience alone stopped training at the start (+0% MSE); 500 steps first: +41%.
+    rng = np.random.default_rng(1)
+    n = 2500
+    period = rng.uniform(100, 500)
+    v = np.sin(np.arange(n) * 2 * np.pi / period) + rng.normal(0, 0.02, n)
+    cfg = TrainConfig(hidden=16, progress=False, false_alarms_per_week=None, seed=1,
+                      min_values_per_weight=0)  # fmt: skip
+    _, rep = train_model(["ch"] * n, np.arange(n) * 60.0, v[:, None], ("value",), cfg)
+    assert rep.best_epoch > 0 and rep.best_val_loss < 0.8 * rep.last_value_loss, rep.summary()
