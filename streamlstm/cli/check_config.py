@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from streamlstm.errors import ConfigError, ModelError
 from streamlstm.service.config import ConfigErrors, PipelineConfig, ServiceConfig, load_config
@@ -99,7 +99,30 @@ def _check_model(path: str, p: PipelineConfig, no_model: bool, errors: list[str]
     except ConfigError as exc:
         errors.append(f"{path}: {p.path}.{exc}")
         return ""
-    return f"{p.model_path}: {model.describe()}"
+    return f"{p.model_path}: {model.describe()}{_carried_line(model, p.detector)}"
+
+
+def _carried_line(model: Any, det: Any) -> str:
+    """What becomes of the model's carried stream states under this pipeline's detector."""
+    if not model.n_carried:
+        return ""
+    from streamlstm.detector.carry import state_settings
+
+    mode, window = det.stream_norm_for(model)
+    here = state_settings(det, mode, window)
+    made = dict(model.carried_meta.get("settings") or {})
+    differ = sorted(k for k in set(made) | set(here) if made.get(k) != here.get(k))
+    if differ:
+        return (
+            f"; carries {model.n_carried} training stream(s)' end state, made with other "
+            "detector settings ("
+            + ", ".join(f"{k} {made.get(k)!r} there, {here.get(k)!r} here" for k in differ)
+            + "): they will start cold"
+        )
+    return (
+        f"; carries {model.n_carried} training stream(s)' end state: each continues from it "
+        "at its first event after its history"
+    )
 
 
 def _unwritable(d: Path) -> str:

@@ -106,3 +106,26 @@ def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_shipped_configs_pass_without_models(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", "--no-model", str(REPO / "config" / name)]) == 0
     assert capsys.readouterr().out.rstrip().endswith("OK")
+
+
+def test_a_models_carried_streams_are_reported_with_what_becomes_of_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+
+    from streamlstm.detector import DetectorConfig
+    from streamlstm.detector.carry import carry_states
+
+    cfg = setup(tmp_path)
+    (tmp_path / "models").mkdir()
+    model = Model.random(["temp", "pressure"], hidden=4)
+    rng = np.random.default_rng(0)
+    for smooth, said in ((3, "each continues from it"), (5, "smooth 5 there, 3 here")):
+        carried, _, _ = carry_states(
+            model, ["s1"] * 300, np.arange(300.0), rng.normal(size=(300, 2)),
+            DetectorConfig(smooth=smooth),
+        )  # fmt: skip
+        carried.save(tmp_path / "models/m.npz")
+        assert main(["check-config", str(cfg)]) == 0
+        out = capsys.readouterr().out
+        assert "carries 1 training stream(s)' end state" in out and said in out
