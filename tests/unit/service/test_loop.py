@@ -139,16 +139,21 @@ def _cfg(tmp: Path, model_path: Path) -> Any:
     )
 
 
-@pytest.fixture
-def loop(tmp_path: Path) -> PipelineLoop:
-    model = Model.random(FEATURES, hidden=4, seed=3)
-    path = model.save(tmp_path / "m.npz")
+def _started(tmp_path: Path, model_path: Path) -> PipelineLoop:
+    """A loop on the fake Kafka ends, warmed up and connected (partitions 0 and 1)."""
     lp = PipelineLoop(
-        _cfg(tmp_path, path), Metrics(CollectorRegistry()), threading.Event(),
+        _cfg(tmp_path, model_path), Metrics(CollectorRegistry()), threading.Event(),
         source_factory=FakeSource, sink_factory=FakeSink,
     )  # fmt: skip
     lp.warm_up()
     assert lp._connect()
+    return lp
+
+
+@pytest.fixture
+def loop(tmp_path: Path) -> PipelineLoop:
+    model = Model.random(FEATURES, hidden=4, seed=3)
+    lp = _started(tmp_path, model.save(tmp_path / "m.npz"))
     log: list[str] = []
     lp.source.log = log  # type: ignore[attr-defined]
     lp.sink.log = log  # type: ignore[attr-defined]
@@ -609,12 +614,7 @@ def test_a_carried_model_continues_its_streams_but_a_checkpoint_wins(tmp_path: P
     path = carried.save(tmp_path / "m.npz")
 
     def start() -> PipelineLoop:
-        lp = PipelineLoop(
-            _cfg(tmp_path, path), Metrics(CollectorRegistry()), threading.Event(),
-            source_factory=FakeSource, sink_factory=FakeSink,
-        )  # fmt: skip
-        lp.warm_up()
-        assert lp._connect()
+        lp = _started(tmp_path, path)
         lp.source.log = lp.sink.log = []  # type: ignore[attr-defined]
         return lp
 
