@@ -16,6 +16,9 @@ thread changes it.
 
 Per-event histograms (score, latency, event-time lag) are :class:`ArrayHistogram`:
 one ``numpy`` bucket count per batch instead of one ``observe`` call per event.
+
+Length: one declaration per metric, kept together so that every name, unit and label
+set the daemon exports (and the alert rules read) is in one place.
 """
 
 from __future__ import annotations
