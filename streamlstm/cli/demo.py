@@ -154,7 +154,9 @@ def _try_training(clean: Any) -> Model | None:
     except ImportError:
         return None
     keys, times, x, _ = clean.events()
-    cfg = TrainConfig(hidden=16, window=48, epochs=4, max_windows=400, progress=False, seed=0)
+    # carry_streams 0: the training fleet only shares key names with the live one
+    cfg = TrainConfig(hidden=16, window=48, epochs=4, max_windows=400, progress=False, seed=0,
+                      carry_streams=0)  # fmt: skip
     try:  # anything unexpected falls back to the persistence model
         model, report = train_model(list(keys), times, x, tuple(clean.features), cfg)
     except Exception as exc:  # noqa: BLE001
